@@ -1,0 +1,7 @@
+"""``python -m chatd``: the admin command line."""
+
+import sys
+
+from chatd.admin import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""The ``chatd`` admin command line: accounts, on the database file directly.
+
+It works while the server runs: SQLite's WAL and busy timeout let both
+write, and the server notices bans and deletions within a second (it polls
+the account events this writes) and closes the sessions concerned.
+Passwords come from a prompt that does not echo, or from standard input
+with ``--password-stdin``; never from the command line, where other users
+of the machine could read them.
+"""
+
+import argparse
+import getpass
+import sys
+import time
+
+from chatd import storage
+from chatd.config import Config, ConfigError
+from chatd.errors import ChatError
+from chatd.names import fold, require_strong_password, require_user_name
+from chatd.passwords import hash_password
+
+
+class AdminError(Exception):
+    """A command that cannot be done; the message is for the operator."""
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _read_password(args: argparse.Namespace) -> bytes:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise AdminError("the passwords differ")
+    try:
+        return require_strong_password(password)
+    except ChatError as error:
+        raise AdminError(error.text) from None
+
+
+def _name(args: argparse.Namespace) -> str:
+    try:
+        return require_user_name(args.name)
+    except ChatError as error:
+        raise AdminError(error.text) from None
+
+
+def user_add(args, connection, config) -> str:
+    """Create an account."""
+    name = _name(args)
+    password_hash = hash_password(_read_password(args), config.bcrypt_rounds)
+    try:
+        with storage.transaction(connection):
+            storage.create_user(connection, name, password_hash, _now())
+    except ChatError as error:
+        raise AdminError(error.text) from None
+    return f"added {name}"
+
+
+def user_passwd(args, connection, config) -> str:
+    """Set an account's password."""
+    name = _name(args)
+    password_hash = hash_password(_read_password(args), config.bcrypt_rounds)
+    with storage.transaction(connection):
+        if not storage.set_password_hash(connection, fold(name), password_hash):
+            raise AdminError(f"there is no user {name}")
+    return f"password of {name} changed"
+
+
+def user_del(args, connection, config) -> str:
+    """Delete an account and the direct messages waiting for it."""
+    name = _name(args)
+    with storage.transaction(connection):
+        if not storage.delete_user(connection, fold(name), _now()):
+            raise AdminError(f"there is no user {name}")
+    return f"deleted {name}"
+
+
+def _set_banned(banned: bool):
+    def command(args, connection, config) -> str:
+        name = _name(args)
+        with storage.transaction(connection):
+            if not storage.set_banned(connection, fold(name), banned, _now()):
+                raise AdminError(f"there is no user {name}")
+        return f"{'banned' if banned else 'unbanned'} {name}"
+
+    command.__doc__ = "Ban an account." if banned else "Lift an account's ban."
+    return command
+
+
+def user_list(args, connection, config) -> str:
+    """List the accounts."""
+    users = storage.list_users(connection)
+    return "\n".join(f"{name}{'  (banned)' if banned else ''}" for name, banned in users)
+
+
+USER_COMMANDS = {
+    "add": user_add,
+    "passwd": user_passwd,
+    "del": user_del,
+    "ban": _set_banned(True),
+    "unban": _set_banned(False),
+    "list": user_list,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``chatd``."""
+    parser = argparse.ArgumentParser(prog="chatd", description="chatd administration")
+    parser.add_argument("--db", help="the database file (default: $CHATD_DB or chatd.sqlite3)")
+    areas = parser.add_subparsers(dest="area", required=True)
+    user = areas.add_parser("user", help="manage accounts")
+    actions = user.add_subparsers(dest="action", required=True)
+    for action, command in USER_COMMANDS.items():
+        sub = actions.add_parser(action, help=command.__doc__)
+        sub.add_argument("--db", help=argparse.SUPPRESS)
+        if action != "list":
+            sub.add_argument("name")
+        if action in ("add", "passwd"):
+            sub.add_argument(
+                "--password-stdin", action="store_true", help="read the password from stdin"
+            )
+        sub.set_defaults(run=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one admin command; 0 on success, 1 when it cannot be done, 2 on bad usage."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_environ()
+    except ConfigError as error:
+        print(f"chatd: {error}", file=sys.stderr)
+        return 2
+    path = args.db or config.db_path
+    connection = storage.open_database_file(path)
+    try:
+        output = args.run(args, connection, config)
+    except AdminError as error:
+        print(f"chatd: {error}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    if output:
+        print(output)
+    return 0

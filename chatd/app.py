@@ -1,0 +1,188 @@
+"""Building a chatd server from its configuration, for twistd and for tests."""
+
+import sys
+from collections.abc import Mapping
+
+from twisted.application.service import Application, MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from chatd.accounts import Accounts
+from chatd.auth import make_portal
+from chatd.config import Config, ConfigError
+from chatd.passwords import PasswordHasher
+from chatd.protocol import ChatServerFactory
+from chatd.service import ChatService
+from chatd.storage import SCHEMA_VERSION, Database
+
+log = Logger()
+
+
+class InOrderService(MultiService):
+    """Starts its children in order and stops them one at a time, in reverse.
+
+    MultiService stops all children at once; chatd needs the listeners
+    closed before the sessions are told ``BYE shutdown``, and every session
+    gone before the database takes its last write and closes.
+    """
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop each child after the one added after it has stopped."""
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield child.stopService()
+            except Exception:
+                log.failure("stopping {service}", service=child.name)
+
+
+class StorageService(Service):
+    """Owns the database threads and the bcrypt pool."""
+
+    name = "storage"
+
+    def __init__(self, database: Database, hasher: PasswordHasher, reactor) -> None:
+        self.database = database
+        self.hasher = hasher
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        """Open (and migrate) the database and start the bcrypt pool."""
+        super().startService()
+        opening = self.database.open()
+        opening.addCallbacks(self._opened, self._failed)
+        self.hasher.start().addErrback(self._failed)
+
+    def _opened(self, found_version: int) -> None:
+        log.info(
+            "database {path} open at schema version {version} (found {found})",
+            path=self.database.path,
+            version=SCHEMA_VERSION,
+            found=found_version,
+        )
+
+    def _failed(self, failure) -> None:
+        log.failure("chatd cannot start", failure)
+        self._reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Finish queued writes, close the database, and stop the bcrypt pool."""
+        super().stopService()
+        self.hasher.stop()
+        yield self.database.close()
+        log.info("database closed")
+
+
+class ConnectionsService(Service):
+    """On stop, tells every connection ``BYE shutdown`` and waits for them to close."""
+
+    name = "connections"
+
+    def __init__(self, factory: ChatServerFactory, clock, grace_seconds: float) -> None:
+        self.factory = factory
+        self._clock = clock
+        self._grace_seconds = grace_seconds
+
+    def stopService(self) -> defer.Deferred:
+        """Say goodbye to everyone; give up waiting after the grace period."""
+        super().stopService()
+        log.info("shutting down: closing {count} connections", count=len(self.factory.connections))
+        closing = self.factory.disconnect_all("shutdown")
+        closing.addTimeout(self._grace_seconds, self._clock)
+        return closing.addErrback(lambda _: self._abort_the_rest())
+
+    def _abort_the_rest(self) -> None:
+        for protocol in list(self.factory.connections):
+            protocol.transport.abortConnection()
+
+
+class ListenerService(Service):
+    """Listens on one endpoint description and logs the address it got."""
+
+    def __init__(self, description: str, factory, reactor) -> None:
+        self.description = description
+        self.name = f"listen {description}"
+        self._factory = factory
+        self._reactor = reactor
+        self._port = None
+        self.listening: defer.Deferred = defer.Deferred()
+
+    def startService(self) -> None:
+        """Start listening; a listener that cannot listen stops the server."""
+        super().startService()
+        endpoint = serverFromString(self._reactor, self.description)
+        endpoint.listen(self._factory).addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port) -> None:
+        self._port = port
+        log.info("chatd listening on {address}", address=_address_text(port.getHost()))
+        self.listening.callback(port)
+
+    def _failed(self, failure) -> None:
+        log.failure("cannot listen on {description}", failure, description=self.description)
+        self.listening.errback(failure)
+        self._reactor.stop()
+
+    def stopService(self):
+        """Stop accepting connections."""
+        super().stopService()
+        if self._port is not None:
+            return self._port.stopListening()
+        return None
+
+
+def _address_text(address) -> str:
+    if hasattr(address, "port"):
+        return f"{address.type.lower()} {address.host} {address.port}"
+    return f"unix {address.name.decode() if isinstance(address.name, bytes) else address.name}"
+
+
+class ChatdServer(InOrderService):
+    """A whole chatd server: storage, chat service, connections and listeners."""
+
+    def __init__(self, config: Config, reactor=None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.database = Database(config.db_path, reactor)
+        self.hasher = PasswordHasher(reactor, config.bcrypt_rounds, config.bcrypt_threads)
+        self.chat = ChatService(self.database, reactor, config.account_poll_seconds)
+        self.accounts = Accounts(self.database, self.hasher, reactor, config.registration_open)
+        self.portal = make_portal(self.chat, self.accounts)
+        self.factory = ChatServerFactory(config, self.accounts, self.portal, reactor)
+        StorageService(self.database, self.hasher, reactor).setServiceParent(self)
+        self.chat.setServiceParent(self)
+        ConnectionsService(self.factory, reactor, config.shutdown_grace_seconds).setServiceParent(
+            self
+        )
+        self.listeners = [
+            ListenerService(description, self.factory, reactor) for description in config.listen
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        """Start everything, logging the settings that matter."""
+        log.info(
+            "chatd starting: database {db}, registration {registration}, bcrypt cost {rounds}",
+            db=self.config.db_path,
+            registration="open" if self.config.registration_open else "closed",
+            rounds=self.config.bcrypt_rounds,
+        )
+        super().startService()
+
+
+def make_application(environ: Mapping[str, str] | None = None) -> Application:
+    """The twistd application for the settings in ``environ`` (default: the process's)."""
+    try:
+        config = Config.from_environ(environ)
+    except ConfigError as error:
+        print(f"chatd: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    application = Application("chatd")
+    ChatdServer(config).setServiceParent(application)
+    return application

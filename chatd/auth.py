@@ -1,0 +1,69 @@
+"""Logins through twisted.cred: a checker over the account table, and the realm.
+
+The flow is Twisted's own: the protocol hands ``UsernamePassword`` and
+itself (the mind) to a ``Portal``; ``AccountChecker`` turns the credentials
+into an avatar id (the account's display name) or fails; ``ChatRealm``
+turns that id into a logged-in ``Session`` of the chat service, with the
+logout callable that ends it.
+"""
+
+from twisted.cred import credentials, error
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
+from zope.interface import implementer
+
+from chatd.accounts import BAD_CREDENTIALS, Accounts
+from chatd.errors import ChatError
+from chatd.service import ChatService, IChatClient, IChatSession
+
+
+class BadCredentials(error.UnauthorizedLogin):
+    """Unknown user or wrong password: deliberately the same to the client."""
+
+
+@implementer(ICredentialsChecker)
+class AccountChecker:
+    """Checks user name and password against the accounts in SQLite.
+
+    A banned account fails with ``banned`` only after its password matched,
+    so a ban tells nothing to someone who does not know the password.
+    """
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    @defer.inlineCallbacks
+    def requestAvatarId(self, credentials: credentials.IUsernamePassword):
+        """Fire with the account's display name, or fail with ``UnauthorizedLogin``."""
+        name = credentials.username
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        account = yield self._accounts.authenticate(name, credentials.password)
+        if account is None:
+            raise BadCredentials(BAD_CREDENTIALS)
+        if account.banned:
+            raise ChatError("banned", "this account is banned")
+        return account.name
+
+
+@implementer(IRealm)
+class ChatRealm:
+    """Gives each successful login a ``Session`` of the chat service."""
+
+    def __init__(self, service: ChatService) -> None:
+        self._service = service
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        """Start a session for ``avatarId`` that delivers through ``mind``."""
+        if IChatSession not in interfaces:
+            raise NotImplementedError("chatd only gives IChatSession avatars")
+        starting = self._service.start_session(avatarId, IChatClient(mind))
+        return starting.addCallback(lambda session: (IChatSession, session, session.logout))
+
+
+def make_portal(service: ChatService, accounts: Accounts) -> Portal:
+    """The portal every login of this server goes through."""
+    return Portal(ChatRealm(service), [AccountChecker(accounts)])

@@ -1,0 +1,159 @@
+"""What the chat service tells sessions, and how each thing looks on the wire.
+
+An event is built once by the service and handed to every session that
+should see it; its wire form is encoded on first use and then shared, so a
+room message going to five hundred sessions is formatted and encoded once.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import ClassVar
+
+
+def format_timestamp(milliseconds: int) -> str:
+    """Format Unix time in milliseconds as the protocol's UTC timestamp."""
+    moment = datetime.fromtimestamp(milliseconds / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
+
+
+def encode_line(*fields: str) -> bytes:
+    """Join fields with single spaces into one CRLF-terminated server line.
+
+    An empty last field is left out with the space before it (``OK quit``).
+    """
+    if fields and not fields[-1]:
+        fields = fields[:-1]
+    return (" ".join(fields) + "\r\n").encode("utf-8")
+
+
+class Event:
+    """Base of everything the service delivers; subclasses name their fields."""
+
+    kind: ClassVar[str]
+
+    def fields(self) -> tuple[str, ...]:
+        """The fields after the line type, in wire order."""
+        raise NotImplementedError
+
+    @cached_property
+    def wire(self) -> bytes:
+        """The encoded server line, built once however many sessions get it."""
+        return encode_line(self.kind, *self.fields())
+
+
+@dataclass(frozen=True, eq=False)
+class RoomMessage(Event):
+    """Someone said something in a room."""
+
+    kind = "MSG"
+    room: str
+    sender: str
+    text: str
+    timestamp: int
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.sender, self.text)
+
+    def as_history(self) -> "HistoryLine":
+        """The same message as it is replayed later."""
+        return HistoryLine(self.room, self.timestamp, self.sender, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class DirectMessage(Event):
+    """A direct message, seen by every session of sender and recipient."""
+
+    kind = "DM"
+    sender: str
+    recipient: str
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.sender, self.recipient, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class Joined(Event):
+    """A user became a member of a room."""
+
+    kind = "JOIN"
+    room: str
+    user: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.user)
+
+
+@dataclass(frozen=True, eq=False)
+class Parted(Event):
+    """A user stopped being a member of a room."""
+
+    kind = "PART"
+    room: str
+    user: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.user)
+
+
+@dataclass(frozen=True, eq=False)
+class Members(Event):
+    """The members of a room now, sorted case-insensitively."""
+
+    kind = "WHO"
+    room: str
+    members: tuple[str, ...]
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, " ".join(self.members))
+
+
+@dataclass(frozen=True, eq=False)
+class RoomSummary(Event):
+    """One room and how many members it has."""
+
+    kind = "ROOM"
+    room: str
+    member_count: int
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, str(self.member_count))
+
+
+@dataclass(frozen=True, eq=False)
+class HistoryLine(Event):
+    """A past room message, replayed."""
+
+    kind = "HISTORY"
+    room: str
+    timestamp: int
+    sender: str
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, format_timestamp(self.timestamp), self.sender, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class StoredMessage(Event):
+    """A direct message that waited for its recipient to log in."""
+
+    kind = "STORED"
+    timestamp: int
+    sender: str
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (format_timestamp(self.timestamp), self.sender, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class Notice(Event):
+    """A line for humans."""
+
+    kind = "INFO"
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.text,)

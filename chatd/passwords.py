@@ -1,0 +1,98 @@
+"""Password hashing: bcrypt over a SHA-256 pre-hash, on a thread pool of its own.
+
+bcrypt reads at most 72 bytes (bcrypt 5 raises past that), yet chatd
+promises that every byte of a password of up to 1024 bytes counts. So the
+password is first reduced with HMAC-SHA256 and base64-encoded: 44 ASCII
+bytes, never a NUL, well inside bcrypt's limit. The stored form names the
+scheme so a later chatd can tell old hashes from new ones.
+"""
+
+import base64
+import hashlib
+import hmac
+
+import bcrypt
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+SCHEME = "bcrypt-sha256$"
+_PREHASH_KEY = b"chatd password v1"
+
+
+def _prehash(password: bytes) -> bytes:
+    digest = hmac.new(_PREHASH_KEY, password, hashlib.sha256).digest()
+    return base64.b64encode(digest)
+
+
+def hash_password(password: bytes, rounds: int) -> str:
+    """Hash ``password`` at bcrypt cost ``rounds``; blocking, so never on the reactor."""
+    hashed = bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds))
+    return SCHEME + hashed.decode("ascii")
+
+
+def check_password(password: bytes, stored: str) -> bool:
+    """Tell whether ``password`` matches a stored hash; blocking, like ``hash_password``."""
+    if not stored.startswith(SCHEME):
+        return False
+    return bcrypt.checkpw(_prehash(password), stored[len(SCHEME) :].encode("ascii"))
+
+
+class PasswordHasher:
+    """Runs bcrypt on its own small thread pool, so chat never waits behind it.
+
+    It also keeps a dummy hash at the configured cost: checking a password
+    for an unknown user against it costs the same as a wrong password.
+    """
+
+    def __init__(self, reactor, rounds: int, threads: int = 2) -> None:
+        self._reactor = reactor
+        self.rounds = rounds
+        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="chatd-bcrypt")
+        self._dummy_hash: str | None = None
+        self._waiting_for_dummy: list[Deferred] = []
+
+    def start(self) -> Deferred:
+        """Start the pool and compute the dummy hash on it."""
+        self.pool.start()
+        computing = self._run(hash_password, b"no such user's password", self.rounds)
+        return computing.addCallback(self._keep_dummy)
+
+    def _keep_dummy(self, dummy: str) -> None:
+        self._dummy_hash = dummy
+        waiting, self._waiting_for_dummy = self._waiting_for_dummy, []
+        for ready in waiting:
+            ready.callback(dummy)
+
+    def _dummy(self) -> Deferred:
+        ready: Deferred = Deferred()
+        if self._dummy_hash is None:
+            self._waiting_for_dummy.append(ready)
+        else:
+            ready.callback(self._dummy_hash)
+        return ready
+
+    def stop(self) -> None:
+        """Stop the pool, letting a running hash finish."""
+        self.pool.stop()
+
+    @property
+    def queued(self) -> int:
+        """How many bcrypt jobs wait for a thread."""
+        return self.pool._queue.qsize()
+
+    def _run(self, function, *args) -> Deferred:
+        return deferToThreadPool(self._reactor, self.pool, function, *args)
+
+    def hash(self, password: bytes) -> Deferred:
+        """Fire with the stored form of ``password``."""
+        return self._run(hash_password, password, self.rounds)
+
+    def check(self, password: bytes, stored: str | None) -> Deferred:
+        """Fire with whether ``password`` matches ``stored``; None means no account."""
+        if stored is None:
+            checking = self._dummy().addCallback(
+                lambda dummy: self._run(check_password, password, dummy)
+            )
+            return checking.addCallback(lambda _: False)
+        return self._run(check_password, password, stored)

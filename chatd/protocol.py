@@ -1,0 +1,411 @@
+"""The wire protocol: lines in, one command table, lines out.
+
+``ChatProtocol`` is a thin parser. It frames and decodes a line, looks the
+command up in ``COMMANDS`` (name, argument shape, whether a login is
+needed), parses the arguments by that shape, calls the session (or, before
+login, the accounts and the portal) and writes exactly one final reply per
+line. It holds no SQL, no bcrypt and no room state; once logged in it is the
+session's mind, writing the events the service delivers.
+
+Final replies go out in the order of the client's lines: while a command
+waits on a Deferred (a commit, a bcrypt check) later lines stay buffered.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.accounts import BAD_CREDENTIALS
+from chatd.errors import ChatError
+from chatd.events import Event, Notice, encode_line
+from chatd.names import PASSWORD_MAX_BYTES, require_user_name
+from chatd.service import IChatClient, IChatSession
+
+PROTOCOL_VERSION = "1"
+log = Logger()
+
+_PARAM = re.compile(r"(\[)?<([a-z-]+)(\.\.\.)?>\]?")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of a command: a word, or the rest of the line."""
+
+    name: str
+    optional: bool
+    rest: bool
+
+
+@dataclass(frozen=True)
+class Command:
+    """A row of the command table.
+
+    ``usage`` is both the help text and the argument shape: ``<word>`` is a
+    required word, ``[<word>]`` an optional one, ``<text...>`` the rest of
+    the line (spaces included), ``[<text...>]`` an optional rest.
+    """
+
+    name: str
+    usage: str
+    summary: str
+    login_required: bool = True
+    params: tuple[Param, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = tuple(
+            Param(m.group(2), bool(m.group(1)), bool(m.group(3)))
+            for m in _PARAM.finditer(self.usage)
+        )
+        object.__setattr__(self, "params", params)
+
+    def parse(self, text: str) -> list[str | None]:
+        """Split ``text`` (what follows the command name) into arguments.
+
+        Words are separated by spaces; a rest argument keeps everything after
+        the space that ends the previous word. Missing, extra or empty
+        arguments raise ``bad-arguments``.
+        """
+        values: list[str | None] = []
+        remaining = text
+        for param in self.params:
+            if param.rest:
+                value, remaining = remaining, ""
+            else:
+                value, _, remaining = remaining.lstrip(" ").partition(" ")
+            if not value:
+                if not param.optional:
+                    raise self.bad_arguments(f"<{param.name}> is missing")
+                value = None
+            values.append(value)
+        if remaining.strip(" "):
+            raise self.bad_arguments("too many arguments")
+        return values
+
+    def bad_arguments(self, problem: str) -> ChatError:
+        """The error for a malformed use of this command, with its usage."""
+        return ChatError("bad-arguments", f"{problem}; usage: /{self.name} {self.usage}".rstrip())
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        Command("register", "<user> <password...>", "create an account", login_required=False),
+        Command("login", "<user> <password...>", "log in", login_required=False),
+        Command("say", "<room> <text...>", "say something in a room you are in"),
+        Command("join", "<room>", "join a room (created if new) and make it current"),
+        Command("part", "[<room>]", "leave the named or current room"),
+        Command("msg", "<user> <text...>", "send a direct message, kept if they are away"),
+        Command("who", "[<room>]", "list the members of a room"),
+        Command("rooms", "", "list the rooms that have members"),
+        Command("history", "<room> [<count>]", "show a room's last messages (1 to 500)"),
+        Command("passwd", "<old> <new>", "change your password"),
+        Command("ping", "[<token>]", "check the connection", login_required=False),
+        Command("pong", "<token>", "answer the server's PING", login_required=False),
+        Command("help", "", "list the commands", login_required=False),
+        Command("quit", "[<text...>]", "leave", login_required=False),
+    )
+}
+PLAIN_TEXT = Command("say", "<text...>", "text not starting with / goes to the current room")
+
+
+@implementer(IChatClient)
+class ChatProtocol(LineReceiver):
+    """One client connection: framing, the command table, and the session's mind."""
+
+    delimiter = b"\n"
+
+    def __init__(self, server: "ChatServerFactory") -> None:
+        self.server = server
+        self.line_limit = server.config.line_limit
+        # A line may end in CR LF: the CR does not count against the limit.
+        self.MAX_LENGTH = self.line_limit + 1
+        self.session: IChatSession | None = None
+        self._logout = None
+        self._logging_in = False
+        self._closing = False
+        self._lost = False
+        self._discarding = False
+        self._overflowed = False
+        self._reading_paused = False
+        self.peer = ""
+
+    # --- connection ------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Greet the client."""
+        self.peer = _describe(self.transport.getPeer())
+        self.server.connections.add(self)
+        greeting = "welcome; /help lists commands"
+        self._send("HELLO", self.server.config.server_name, PROTOCOL_VERSION, greeting)
+
+    def connectionLost(self, reason=None) -> None:
+        """End the session, if any, and forget the connection."""
+        self._lost = True
+        self._closing = True
+        self.server.connections.discard(self)
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+        self.server.connection_closed()
+
+    def _send(self, *fields: str) -> None:
+        if not self._closing:
+            self.transport.write(encode_line(*fields))
+
+    # --- IChatClient ----------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Write an event the service sent this session."""
+        if not self._closing:
+            self.transport.write(event.wire)
+
+    def disconnect(self, reason: str) -> None:
+        """Say ``BYE reason`` and close; nothing is answered after it."""
+        if not self._closing:
+            self._send("BYE", reason)
+            self._closing = True
+            self.transport.loseConnection()
+
+    # --- framing ---------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frame lines, discarding the rest of a line that grew past the limit."""
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1 :]
+        super().dataReceived(data)
+        while self._overflowed and not self.paused and not self._closing:
+            self._overflowed = False
+            super().dataReceived(b"")
+        if self.paused and not self._reading_paused and len(self._buffer) > self.MAX_LENGTH:
+            # A command is still running and a full line already waits:
+            # stop reading until it is answered, so the buffer stays bounded.
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Answer an over-long line and skip it, rather than drop the connection.
+
+        ``line`` is everything buffered from the start of the over-long line;
+        what follows its end, if it has one, is framed as usual.
+        """
+        self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
+        end = line.find(b"\n")
+        if end < 0:
+            self._discarding = True
+        else:
+            self._buffer = line[end + 1 :]
+            self._overflowed = True
+
+    def lineReceived(self, line: bytes) -> None:
+        """Decode one line and run it."""
+        if self._closing:
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            return
+        if len(line) > self.line_limit:
+            self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._final("ERR", "bad-encoding", "lines must be UTF-8")
+            return
+        self.run_line(text)
+
+    # --- commands ----------------------------------------------------------
+
+    def run_line(self, line: str) -> None:
+        """Find the command for ``line`` in the table and run it."""
+        if line.startswith("/") and not line.startswith("//"):
+            name, _, arguments = line[1:].partition(" ")
+            command = COMMANDS.get(name.lower())
+        else:
+            command, arguments = PLAIN_TEXT, line[1:] if line.startswith("//") else line
+        if command is None or (command.login_required and self.session is None):
+            if self.session is None:
+                self._final("ERR", "auth-required", "log in first: /login <user> <password>")
+            else:
+                self._final("ERR", "unknown-command", "/help lists the commands")
+            return
+        try:
+            handler = getattr(self, "do_" + command.name)
+            result = handler(*command.parse(arguments))
+        except Exception as error:
+            self._failed(error, command)
+            return
+        if not isinstance(result, defer.Deferred):
+            self._succeeded(result, command)
+            return
+        waiting = not result.called
+        result.addCallbacks(self._succeeded, self._failed, (command,), None, (command,))
+        if waiting:
+            self._hold()
+            result.addBoth(self._release)
+
+    def _succeeded(self, text: str | None, command: Command) -> None:
+        self._final("OK", command.name, text or "")
+        if command.name == "quit":
+            self.disconnect("quit")
+
+    def _failed(self, error, command: Command) -> None:
+        failure = error if isinstance(error, Failure) else Failure(error)
+        if failure.check(ChatError):
+            self._final("ERR", failure.value.code, failure.value.text)
+        else:
+            log.failure("command {command} failed", failure, command=command.name)
+            self._final("ERR", "server-error", "the server failed; try again")
+
+    def _final(self, kind: str, code: str, text: str) -> None:
+        self._send(kind, code, text)
+
+    def _hold(self) -> None:
+        """Take no more lines from the buffer until the running command is answered."""
+        self.paused = True
+
+    def _release(self, _result: None) -> None:
+        """The running command was answered: read and answer the lines that waited."""
+        self.paused = False
+        if self._reading_paused and not self._lost:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        if not self._closing:
+            self.dataReceived(b"")
+
+    # The handlers: each returns the final reply's text, or a Deferred of it.
+
+    def do_register(self, name: str, password: str) -> defer.Deferred:
+        if self.session is not None or self._logging_in:
+            raise ChatError("already-logged-in", "you are logged in already")
+        return self.server.accounts.register(name, password)
+
+    def do_login(self, name: str, password: str) -> defer.Deferred:
+        if self.session is not None or self._logging_in:
+            raise ChatError("already-logged-in", "you are logged in already")
+        require_user_name(name)
+        encoded = password.encode("utf-8")
+        if len(encoded) > PASSWORD_MAX_BYTES:
+            raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        self._logging_in = True
+        logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)
+        return logging_in.addCallbacks(self._logged_in, self._login_failed)
+
+    def _logged_in(self, login) -> str:
+        self._logging_in = False
+        _interface, session, logout = login
+        if self._lost:
+            logout()
+            raise ChatError("server-error", "the connection is gone")
+        self.session, self._logout = session, logout
+        return session.name
+
+    def _login_failed(self, failure):
+        self._logging_in = False
+        if failure.check(UnauthorizedLogin):
+            raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        return failure
+
+    def do_say(self, room: str | None, text: str | None = None):
+        if text is None:
+            # Plain text: the only argument is the text, for the current room.
+            return self.session.say(room)
+        return self.session.say(text, room)
+
+    def do_join(self, room: str) -> defer.Deferred:
+        return self.session.join(room)
+
+    def do_part(self, room: str | None) -> str:
+        return self.session.part(room)
+
+    def do_msg(self, user: str, text: str) -> defer.Deferred:
+        return self.session.message(user, text).addCallback(" ".join)
+
+    def do_who(self, room: str | None) -> str:
+        return self.session.who(room)
+
+    def do_rooms(self) -> None:
+        self.session.rooms()
+
+    def do_history(self, room: str, count: str | None) -> defer.Deferred:
+        if count is None:
+            wanted = 50
+        elif count.isascii() and count.isdigit() and int(count) >= 1:
+            wanted = int(count)
+        else:
+            raise COMMANDS["history"].bad_arguments("<count> is a whole number from 1")
+        return self.session.history(room, wanted)
+
+    def do_passwd(self, old: str, new: str) -> defer.Deferred:
+        return self.server.accounts.change_password(self.session.name, old, new)
+
+    def do_ping(self, token: str | None) -> str:
+        return token or ""
+
+    def do_pong(self, token: str) -> str:
+        return token
+
+    def do_help(self) -> None:
+        for command in COMMANDS.values():
+            if command.login_required and self.session is None:
+                continue
+            usage = f"/{command.name} {command.usage}".rstrip()
+            self.deliver(Notice(f"{usage} - {command.summary}"))
+        if self.session is not None:
+            self.deliver(Notice(f"<text...> - {PLAIN_TEXT.summary}; //text sends /text"))
+
+    def do_quit(self, text: str | None) -> None:
+        return None
+
+
+def _describe(address) -> str:
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(getattr(address, "name", None) or "unix")
+    return f"{host}:{address.port}"
+
+
+class ChatServerFactory(ServerFactory):
+    """Builds a ``ChatProtocol`` per connection and knows every open connection."""
+
+    def __init__(self, config, accounts, portal, clock) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.portal = portal
+        self.clock = clock
+        self.connections: set[ChatProtocol] = set()
+        self._all_closed: list[defer.Deferred] = []
+
+    def buildProtocol(self, addr) -> ChatProtocol:
+        """A protocol for one new connection."""
+        return ChatProtocol(self)
+
+    def connection_closed(self) -> None:
+        """Wake whoever waits for the last connection to close."""
+        if not self.connections:
+            waiting, self._all_closed = self._all_closed, []
+            for closed in waiting:
+                closed.callback(None)
+
+    def disconnect_all(self, reason: str) -> defer.Deferred:
+        """Say ``BYE reason`` to every connection; fire once all are closed."""
+        closed: defer.Deferred = defer.Deferred()
+        if not self.connections:
+            closed.callback(None)
+            return closed
+        self._all_closed.append(closed)
+        for protocol in list(self.connections):
+            protocol.disconnect(reason)
+        return closed

@@ -1,0 +1,441 @@
+"""The chat service: users, rooms, sessions and the routing between them.
+
+It knows nothing of sockets or of the wire format's parsing. Each logged-in
+connection is a ``Session`` (the avatar twisted.cred hands out) bound to a
+mind, an ``IChatClient`` the connection implements; the service reaches
+sessions only through ``deliver`` and ``disconnect``. A ``User`` is an
+account that has at least one session; rooms count users, not sessions, as
+members, so a user with three sessions is one member whose three sessions
+all see the room's traffic.
+
+Room messages are committed to the database before anyone sees them: what
+a member was shown is always in the room's history, and the ``OK`` that
+follows it is only sent for a message that survives a crash.
+"""
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+from chatd import storage
+from chatd.errors import ChatError
+from chatd.events import (
+    DirectMessage,
+    Event,
+    HistoryLine,
+    Joined,
+    Members,
+    Parted,
+    RoomMessage,
+    RoomSummary,
+    StoredMessage,
+)
+from chatd.names import LOBBY, fold, require_room_name, require_user_name
+
+HISTORY_ON_JOIN = 50
+HISTORY_MAX = 500
+
+log = Logger()
+
+
+class IChatClient(Interface):
+    """The mind: how the service reaches one connected, logged-in client."""
+
+    def deliver(event: Event) -> None:
+        """Send ``event`` to the client (its ``wire`` bytes, or a rendering)."""
+
+    def disconnect(reason: str) -> None:
+        """Say ``BYE reason`` and close the connection."""
+
+
+class IChatSession(Interface):
+    """The avatar: what one logged-in connection can do."""
+
+    name = Attribute("The user's display name.")
+
+    def say(text: str, room_name: str | None = None) -> defer.Deferred:
+        """Post to the named or current room; fire with the room's name."""
+
+    def join(room_name: str) -> defer.Deferred:
+        """Join a room (creating it) and make it current; fire with its name."""
+
+    def part(room_name: str | None = None) -> str:
+        """Leave the named or current room; return its name."""
+
+    def message(recipient: str, text: str) -> defer.Deferred:
+        """Send a direct message; fire with ``(recipient, 'delivered' or 'stored')``."""
+
+    def who(room_name: str | None = None) -> str:
+        """Deliver the members of the named or current room; return its name."""
+
+    def rooms() -> None:
+        """Deliver one summary per room that has members."""
+
+    def history(room_name: str, count: int) -> defer.Deferred:
+        """Deliver a room's last ``count`` messages; fire with the room's name."""
+
+    def logout() -> None:
+        """End this session; the user leaves every room when it was the last."""
+
+
+class Room:
+    """A room with at least one member (or about to get one)."""
+
+    def __init__(self, room_id: int, name: str, recent: Iterable[HistoryLine]) -> None:
+        self.id = room_id
+        self.name = name
+        self.key = fold(name)
+        self.members: dict[str, User] = {}
+        self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
+
+    def sessions(self) -> Iterator["Session"]:
+        """Every session of every member."""
+        for user in self.members.values():
+            yield from user.sessions
+
+    def broadcast(self, event: Event) -> None:
+        """Deliver ``event`` to every session of every member."""
+        for session in self.sessions():
+            session.mind.deliver(event)
+
+    def member_names(self) -> tuple[str, ...]:
+        """Members' display names, sorted case-insensitively."""
+        return tuple(sorted((user.name for user in self.members.values()), key=str.lower))
+
+
+class User:
+    """An account with at least one session: Ergo's client, Twisted's avatar owner."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = fold(name)
+        self.sessions: list[Session] = []
+        # Ordered by when the user joined: the last is the most recent.
+        self.rooms: dict[str, Room] = {}
+
+    def deliver(self, event: Event) -> None:
+        """Deliver ``event`` to every session of this user."""
+        for session in self.sessions:
+            session.mind.deliver(event)
+
+    def latest_room(self) -> "Room | None":
+        """The room this user joined most recently, if any."""
+        return next(reversed(self.rooms.values()), None)
+
+
+@implementer(IChatSession)
+class Session:
+    """One login of a user, bound to the connection's mind.
+
+    The current room belongs to the session; membership belongs to the user.
+    """
+
+    def __init__(self, service: "ChatService", user: User, mind: IChatClient) -> None:
+        self._service = service
+        self.user = user
+        self.mind = mind
+        self.current: Room | None = None
+        self.active = True
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    def _room(self, room_name: str | None) -> Room:
+        """The named room, which the user must be in, or the current room."""
+        if room_name is None:
+            if self.current is None:
+                raise ChatError("not-in-room", "join a room first: /join #room")
+            return self.current
+        require_room_name(room_name)
+        room = self.user.rooms.get(fold(room_name))
+        if room is None:
+            raise ChatError("not-in-room", f"you are not in {room_name}")
+        return room
+
+    def say(self, text: str, room_name: str | None = None) -> defer.Deferred:
+        return self._service.post(self.user, self._room(room_name), text)
+
+    def join(self, room_name: str) -> defer.Deferred:
+        require_room_name(room_name)
+        room = self.user.rooms.get(fold(room_name))
+        if room is not None:
+            self.current = room
+            return defer.succeed(room.name)
+        return self._service.join(self, room_name)
+
+    def part(self, room_name: str | None = None) -> str:
+        room = self._room(room_name)
+        self._service.part(self.user, room)
+        return room.name
+
+    def message(self, recipient: str, text: str) -> defer.Deferred:
+        require_user_name(recipient)
+        return self._service.direct_message(self.user, fold(recipient), text)
+
+    def who(self, room_name: str | None = None) -> str:
+        if room_name is None:
+            room = self._room(None)
+        else:
+            require_room_name(room_name)
+            room = self._service.rooms.get(fold(room_name))
+            if room is None or not room.members:
+                raise ChatError("no-such-room", f"nobody is in {room_name}")
+        self.mind.deliver(Members(room.name, room.member_names()))
+        return room.name
+
+    def rooms(self) -> None:
+        for room in self._service.active_rooms():
+            self.mind.deliver(RoomSummary(room.name, len(room.members)))
+
+    def history(self, room_name: str, count: int) -> defer.Deferred:
+        room = self._room(room_name)
+        reading = self._service.database.read(
+            storage.recent_room_messages, room.id, min(count, HISTORY_MAX)
+        )
+
+        def replay(rows: list[storage.HistoryRow]) -> str:
+            for row in rows:
+                self.mind.deliver(HistoryLine(room.name, row.sent_at, row.sender, row.text))
+            return room.name
+
+        return reading.addCallback(replay)
+
+    def logout(self) -> None:
+        if self.active:
+            self.active = False
+            self._service.end_session(self)
+
+
+class ChatService(Service):
+    """Rooms, online users and the routing of everything said between them."""
+
+    name = "chat"
+
+    def __init__(self, database: storage.Database, clock, account_poll_seconds: float = 1.0):
+        self.database = database
+        self._clock = clock
+        self.users: dict[str, User] = {}
+        self.rooms: dict[str, Room] = {}
+        self._opening: dict[str, defer.Deferred] = {}
+        self._account_poll = LoopingCall(self._poll_account_events)
+        self._account_poll.clock = clock
+        self._account_poll_seconds = account_poll_seconds
+        self._last_account_event = 0
+
+    def now(self) -> int:
+        """The time now, in Unix milliseconds."""
+        return int(self._clock.seconds() * 1000)
+
+    # --- lifecycle -------------------------------------------------------
+
+    def startService(self) -> defer.Deferred:
+        """Start watching for bans and deletions made by the admin command line."""
+        super().startService()
+        reading = self.database.read(storage.last_account_event_id)
+
+        def start_polling(last_id: int) -> None:
+            self._last_account_event = last_id
+            self._account_poll.start(self._account_poll_seconds, now=False)
+
+        return reading.addCallback(start_polling)
+
+    def stopService(self) -> None:
+        """Stop watching the account table."""
+        super().stopService()
+        if self._account_poll.running:
+            self._account_poll.stop()
+
+    def _poll_account_events(self) -> defer.Deferred:
+        reading = self.database.read(storage.account_events_since, self._last_account_event)
+        reading.addCallback(self._apply_account_events)
+        reading.addErrback(lambda failure: log.failure("reading account events", failure))
+        return reading
+
+    def _apply_account_events(self, events: list[storage.AccountEvent]) -> None:
+        reasons = {"ban": "banned", "delete": "account-deleted"}
+        for event in events:
+            self._last_account_event = event.id
+            user = self.users.get(event.name_key)
+            if user is not None and event.action in reasons:
+                log.info("disconnecting {user}: {action}", user=user.name, action=event.action)
+                for session in list(user.sessions):
+                    session.mind.disconnect(reasons[event.action])
+
+    # --- sessions --------------------------------------------------------
+
+    def start_session(self, name: str, mind: IChatClient) -> defer.Deferred:
+        """Log ``name`` in through ``mind``; fire with the new ``Session``.
+
+        The first session of a user joins #lobby; a further one is shown the
+        rooms the user is in. Either way the session then gets the direct
+        messages stored for the user while they had no session.
+        """
+        user = self.users.get(fold(name))
+        first = user is None
+        if first:
+            user = self.users[fold(name)] = User(name)
+        session = Session(self, user, mind)
+        user.sessions.append(session)
+        if first:
+            ready = self.join(session, LOBBY)
+        else:
+            for room in user.rooms.values():
+                self._show_room(session, room)
+            session.current = user.latest_room()
+            ready = defer.succeed(None)
+        ready.addCallback(lambda _: self._deliver_stored(session))
+
+        def failed(failure):
+            session.logout()
+            return failure
+
+        return ready.addCallbacks(lambda _: session, failed)
+
+    def end_session(self, session: Session) -> None:
+        """Forget ``session``; when it was the user's last, the user leaves every room."""
+        user = session.user
+        user.sessions.remove(session)
+        if user.sessions:
+            return
+        del self.users[user.key]
+        for room in list(user.rooms.values()):
+            self._leave(user, room)
+
+    def _deliver_stored(self, session: Session) -> defer.Deferred:
+        taking = self.database.write(storage.take_stored_messages, session.user.key)
+
+        def deliver(rows: list[storage.StoredRow]) -> defer.Deferred | None:
+            if not session.active:
+                # Nobody saw them: back into the store for the next login.
+                return self.database.write(
+                    storage.restore_stored_messages, session.user.key, rows
+                )
+            for row in rows:
+                session.mind.deliver(StoredMessage(row.sent_at, row.sender, row.text))
+            return None
+
+        return taking.addCallback(deliver)
+
+    # --- rooms -----------------------------------------------------------
+
+    def active_rooms(self) -> list[Room]:
+        """Rooms with members, by name."""
+        return sorted((r for r in self.rooms.values() if r.members), key=lambda r: r.key)
+
+    def _open_room(self, name: str) -> defer.Deferred:
+        """Fire with the room called ``name``, loading (or creating) it if needed.
+
+        Loading goes through the writer queue, behind any message still being
+        committed to the room, so the recent history it reads is complete.
+        """
+        key = fold(name)
+        if key in self.rooms:
+            return defer.succeed(self.rooms[key])
+        waiting: defer.Deferred = defer.Deferred()
+        if key in self._opening:
+            self._opening[key].append(waiting)
+        else:
+            self._opening[key] = [waiting]
+            opening = self.database.write(storage.open_room, name, self.now(), HISTORY_ON_JOIN)
+            opening.addCallback(self._loaded, key)
+            opening.addBoth(self._wake_openers, key)
+        return waiting
+
+    def _loaded(self, found: tuple[int, str, list[storage.HistoryRow]], key: str) -> Room:
+        room_id, display_name, rows = found
+        recent = (HistoryLine(display_name, r.sent_at, r.sender, r.text) for r in rows)
+        room = self.rooms[key] = Room(room_id, display_name, recent)
+        return room
+
+    def _wake_openers(self, result, key: str) -> None:
+        for waiting in self._opening.pop(key):
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+
+    def join(self, session: Session, name: str) -> defer.Deferred:
+        """Make ``session``'s user a member of ``name``; fire with the room's name."""
+
+        def enter(room: Room) -> str:
+            user = session.user
+            if session.active and room.key not in user.rooms:
+                room.members[user.key] = user
+                user.rooms[room.key] = room
+                room.broadcast(Joined(room.name, user.name))
+                self._show_room(session, room)
+            if session.active:
+                session.current = room
+            self._forget_if_empty(room)
+            return room.name
+
+        return self._open_room(name).addCallback(enter)
+
+    def _show_room(self, session: Session, room: Room) -> None:
+        session.mind.deliver(Members(room.name, room.member_names()))
+        for line in room.recent:
+            session.mind.deliver(line)
+
+    def part(self, user: User, room: Room) -> None:
+        """``user`` leaves ``room``; sessions that had it current move to their latest."""
+        room.broadcast(Parted(room.name, user.name))
+        self._leave(user, room, announce=False)
+        for session in user.sessions:
+            if session.current is room:
+                session.current = user.latest_room()
+
+    def _leave(self, user: User, room: Room, announce: bool = True) -> None:
+        del room.members[user.key]
+        del user.rooms[room.key]
+        if announce:
+            room.broadcast(Parted(room.name, user.name))
+        self._forget_if_empty(room)
+
+    def _forget_if_empty(self, room: Room) -> None:
+        if not room.members and self.rooms.get(room.key) is room:
+            del self.rooms[room.key]
+
+    # --- messages --------------------------------------------------------
+
+    def post(self, user: User, room: Room, text: str) -> defer.Deferred:
+        """Commit a room message, then show it to every member; fire with the room's name."""
+        now = self.now()
+        committing = self.database.write(storage.add_room_message, room.id, user.name, text, now)
+
+        def show(_message_id: int) -> str:
+            message = RoomMessage(room.name, user.name, text, now)
+            room.recent.append(message.as_history())
+            room.broadcast(message)
+            return room.name
+
+        return committing.addCallback(show)
+
+    def direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
+        """Deliver a direct message, or store it for an offline recipient.
+
+        Fires with ``(recipient display name, 'delivered' | 'stored')``; a
+        stored message is committed before the sender is told so.
+        """
+        recipient = self.users.get(recipient_key)
+        if recipient is not None:
+            message = DirectMessage(sender.name, recipient.name, text)
+            recipient.deliver(message)
+            if recipient is not sender:
+                sender.deliver(message)
+            return defer.succeed((recipient.name, "delivered"))
+        storing = self.database.write(
+            storage.store_direct_message, recipient_key, sender.name, text, self.now()
+        )
+
+        def stored(recipient_name: str) -> tuple[str, str]:
+            sender.deliver(DirectMessage(sender.name, recipient_name, text))
+            return (recipient_name, "stored")
+
+        return storing.addCallback(stored)

@@ -1,0 +1,189 @@
+"""Test doubles and harnesses shared by the unit and integration tests.
+
+``InlineDatabase`` and ``InlineHasher`` run the real transaction bodies and
+the real bcrypt code synchronously, so the protocol and the service can be
+driven line by line over ``StringTransport`` with a ``task.Clock`` and no
+threads: every Deferred has fired by the time ``dataReceived`` returns.
+"""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from chatd import storage
+from chatd.accounts import Accounts
+from chatd.auth import make_portal
+from chatd.config import Config
+from chatd.events import Event
+from chatd.passwords import PasswordHasher
+from chatd.protocol import ChatServerFactory
+from chatd.service import ChatService, IChatClient
+
+
+class InlineDatabase:
+    """The ``Database`` interface over one connection, each call committed at once."""
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        self.connection = storage.connect(path)
+        storage.migrate(self.connection)
+        self.writes = 0
+        self.fail_writes: Exception | None = None
+
+    def write(self, body, *args) -> defer.Deferred:
+        """Run a write body in a transaction of its own."""
+        if self.fail_writes is not None:
+            return defer.fail(self.fail_writes)
+        self.writes += 1
+        try:
+            with storage.transaction(self.connection):
+                return defer.succeed(body(self.connection, *args))
+        except Exception as error:
+            return defer.fail(error)
+
+    def read(self, body, *args) -> defer.Deferred:
+        """Run a read body."""
+        return defer.maybeDeferred(body, self.connection, *args)
+
+    def close(self) -> defer.Deferred:
+        """Close the connection."""
+        self.connection.close()
+        return defer.succeed(None)
+
+
+class InlineHasher(PasswordHasher):
+    """The real bcrypt code at the lowest cost, run synchronously."""
+
+    def __init__(self, rounds: int = 4) -> None:
+        super().__init__(reactor=None, rounds=rounds)
+
+    def start(self) -> defer.Deferred:
+        """Compute the dummy hash at once."""
+        return self._run(self._hash_dummy).addCallback(self._keep_dummy)
+
+    def _hash_dummy(self) -> str:
+        from chatd.passwords import hash_password
+
+        return hash_password(b"dummy", self.rounds)
+
+    def _run(self, function, *args) -> defer.Deferred:
+        return defer.maybeDeferred(function, *args)
+
+
+@implementer(IChatClient)
+class RecordingClient:
+    """A mind that keeps what the service sends it, for service tests."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.closed_with: str | None = None
+
+    def deliver(self, event: Event) -> None:
+        """Keep ``event``."""
+        self.events.append(event)
+
+    def disconnect(self, reason: str) -> None:
+        """Remember the reason."""
+        self.closed_with = reason
+
+    def lines(self) -> list[str]:
+        """The events as wire lines, then forget them."""
+        lines = [event.wire.decode().rstrip("\r\n") for event in self.events]
+        self.events.clear()
+        return lines
+
+
+class LineTransport(StringTransport):
+    """A StringTransport that knows when it was closed by the protocol."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 40000) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", host, port))
+        self.closed = False
+
+    def loseConnection(self) -> None:
+        """Close as a real transport would, telling the protocol."""
+        super().loseConnection()
+        if not self.closed and self.protocol is not None:
+            self.closed = True
+            self.protocol.connectionLost(None)
+
+    abortConnection = loseConnection
+
+
+class Client:
+    """One connection to a ``ChatHarness`` server, driven a line at a time."""
+
+    def __init__(self, harness: "ChatHarness", host: str = "127.0.0.1", port: int = 40000):
+        self.harness = harness
+        self.transport = LineTransport(host, port)
+        self.protocol = harness.factory.buildProtocol(self.transport.getPeer())
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+        self._read = 0
+
+    def send(self, *lines: str | bytes, bytewise: bool = False) -> list[str]:
+        """Send lines (LF added when missing); return the server lines they caused."""
+        for line in lines:
+            data = line.encode() if isinstance(line, str) else line
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            self.feed(data, bytewise=bytewise)
+        return self.lines()
+
+    def feed(self, data: bytes, bytewise: bool = False) -> None:
+        """Hand raw bytes to the protocol, whole or one byte per read."""
+        if bytewise:
+            for index in range(len(data)):
+                self.protocol.dataReceived(data[index : index + 1])
+        else:
+            self.protocol.dataReceived(data)
+
+    def lines(self) -> list[str]:
+        """Server lines written since the last call, without their CRLF."""
+        value = self.transport.value()
+        new, self._read = value[self._read :], len(value)
+        assert new == b"" or new.endswith(b"\r\n"), new
+        return [line.decode() for line in new.split(b"\r\n")[:-1]]
+
+    def login(self, name: str, password: str = "password1") -> list[str]:
+        """Register (if needed) and log in; return the login's lines."""
+        self.send(f"/register {name} {password}")
+        lines = self.send(f"/login {name} {password}")
+        assert lines[-1] == f"OK login {name}", lines
+        return lines
+
+    def close(self) -> None:
+        """Drop the connection from the client's side."""
+        self.transport.loseConnection()
+
+
+class ChatHarness:
+    """A whole chatd server in memory: inline database and bcrypt, fake clock."""
+
+    def __init__(self, config: Config | None = None, database: InlineDatabase | None = None):
+        self.config = config or Config(bcrypt_rounds=4, rate_limit=None)
+        self.clock = task.Clock()
+        self.clock.advance(1_764_064_800)
+        self.database = database or InlineDatabase()
+        self.hasher = InlineHasher(self.config.bcrypt_rounds)
+        self.hasher.start()
+        self.chat = ChatService(self.database, self.clock)
+        self.accounts = Accounts(
+            self.database, self.hasher, self.clock, self.config.registration_open
+        )
+        self.portal = make_portal(self.chat, self.accounts)
+        self.factory = ChatServerFactory(self.config, self.accounts, self.portal, self.clock)
+
+    def client(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
+        """Connect a new client; its HELLO is already read."""
+        client = Client(self, host, port)
+        hello = client.lines()
+        assert hello[0].startswith("HELLO "), hello
+        return client
+
+    def logged_in(self, name: str, password: str = "password1") -> Client:
+        """A new client logged in as ``name`` (registered first if needed)."""
+        client = self.client()
+        client.login(name, password)
+        return client

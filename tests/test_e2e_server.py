@@ -1,0 +1,73 @@
+"""End to end: the real ``twistd -ny chatd.tac`` process over real sockets."""
+
+import signal
+import subprocess
+import sys
+
+from tests.serverproc import ROOT, LineClient
+
+
+def test_chat_through_a_real_twistd(chatd_server):
+    """Two users register, log in and talk in #lobby over real sockets."""
+    alice, bob = chatd_server.connect(), chatd_server.connect()
+    assert alice.hello.startswith("HELLO chatd 1 ")
+    alice.login("alice")
+    bob.login("bob")
+    assert alice.read_line() == "JOIN #lobby bob"
+    assert bob.command("hi alice") == ["MSG #lobby bob hi alice", "OK say #lobby"]
+    assert alice.read_line() == "MSG #lobby bob hi alice"
+
+
+def test_stored_dm_and_history_survive_kill_9(chatd_server):
+    """What was acknowledged with OK is there after SIGKILL and a restart."""
+    alice, bob = chatd_server.connect(), chatd_server.connect()
+    alice.login("alice")
+    bob.login("bob")
+    bob.close()
+    assert alice.command("remember this")[-1] == "OK say #lobby"
+    assert alice.command("/msg bob while you were out")[-1] == "OK msg bob stored"
+    chatd_server.kill()
+    chatd_server.start()
+    bob = chatd_server.connect()
+    lines = bob.command("/login bob password1")
+    assert any(
+        line.startswith("HISTORY #lobby ") and line.endswith(" alice remember this")
+        for line in lines
+    ), lines
+    stored = [line for line in lines if line.startswith("STORED ")]
+    assert len(stored) == 1 and stored[0].endswith(" alice while you were out"), lines
+    assert lines[-1] == "OK login bob"
+    # Sent once, then gone from the store.
+    again = chatd_server.connect()
+    assert not [line for line in again.command("/login bob password1") if "STORED" in line]
+
+
+def test_sigterm_says_bye_shutdown_and_exits_cleanly(chatd_server):
+    """SIGTERM: every connection gets BYE shutdown, the database closes, the process ends.
+
+    twistd ends by re-raising the signal that stopped it once shutdown is
+    complete, so the exit status is "terminated by SIGTERM", which systemd
+    counts as a clean stop.
+    """
+    logged_in, anonymous = chatd_server.connect(), chatd_server.connect()
+    logged_in.login("alice")
+    chatd_server.process.send_signal(signal.SIGTERM)
+    assert logged_in.read_line() == "BYE shutdown"
+    assert anonymous.read_line() == "BYE shutdown"
+    assert logged_in.read_line() == ""
+    assert chatd_server.process.wait(30) in (0, -signal.SIGTERM)
+    chatd_server.wait_for("database closed")
+    chatd_server.wait_for("Server Shut Down")
+
+
+def test_admin_command_line_adds_a_user_who_can_log_in(chatd_server):
+    """``chatd user add`` on the live database; the new user logs in at once."""
+    added = subprocess.run(
+        [sys.executable, "-m", "chatd", "user", "add", "carol", "--password-stdin",
+         "--db", str(chatd_server.db_path)],
+        input="carols-password\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={"PYTHONPATH": str(ROOT), "CHATD_BCRYPT_ROUNDS": "4", "PATH": "/usr/bin:/bin"},
+    )
+    assert added.returncode == 0, added.stderr
+    carol = LineClient(chatd_server.port)
+    assert carol.command("/login carol carols-password")[-1] == "OK login carol"
