@@ -1,0 +1,1515 @@
+#!/usr/bin/env python3
+"""Load generator for chatd and for the naive Twisted broadcast baseline.
+
+Scenarios (each a subcommand; ``--help`` on each lists its knobs):
+
+* ``fanout``   C clients in one room, S of them sending on an open-loop schedule of R
+  messages/s for D seconds. Latency runs from each message's *scheduled* send time to
+  its receipt, so a stalled server cannot hide its stall.
+* ``maxrate``  steps R up until delivery falls under 99 % or p99 passes 200 ms; reports the
+  last good rate in deliveries/s.
+* ``sessions`` C idle logged-in sessions; server RSS per session.
+* ``storm``    N concurrent logins while a logged-in client pings; the worst ping round trip
+  shows whether the reactor stalled.
+* ``history``  join time of a room holding many stored messages (the database is prefilled
+  with sqlite3 before the server starts).
+* ``compare``  starts the baseline and/or chatd itself, pinned with ``taskset`` to their own
+  core, runs the scenarios N times each and prints medians, ranges and chatd/baseline
+  ratios. It stops every process it started, and stops by itself.
+
+Two dialects: ``chatd`` (HELLO, /register, /login, /join, ``MSG <room> <sender> <text>``) and
+``naive`` (no login, every line echoed to every client). It only ever talks to loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+# Fixed field counts of the server lines in PROTOCOL.md; the last field is the rest of the line.
+SERVER_LINE_FIELDS = {
+    "HELLO": 3, "OK": 2, "ERR": 2, "MSG": 3, "DM": 3, "JOIN": 2, "PART": 2, "WHO": 2,
+    "ROOM": 2, "HISTORY": 4, "STORED": 3, "PING": 1, "INFO": 1, "BYE": 1,
+}
+
+PROBE_STEP_DIGITS = 3
+PROBE_SEQ_DIGITS = 10
+PROBE_TIME_DIGITS = 16
+# " s<step> q<seq> t<scheduled send time in µs>" ends every probe message text.
+PROBE_TAIL_LEN = len(" s q t") + PROBE_STEP_DIGITS + PROBE_SEQ_DIGITS + PROBE_TIME_DIGITS
+PROBE_RE = re.compile(rb" s(\d{3}) q(\d{10}) t(\d{16})$")
+
+MAXRATE_MIN_DELIVERED = 0.99
+MAXRATE_MAX_P99_MS = 200.0
+# Above this share of its core the load generator, not the server, may be the limit.
+BENCH_SATURATED_CPU = 0.90
+EXACT_LATENCY_US = 2048
+LATENCY_SIGNIFICANT_BITS = 11
+CONNECT_CONCURRENCY = 32
+DEFAULT_ROOM = "#bench"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def monotonic_us() -> int:
+    """The monotonic clock in whole microseconds, shared by senders and receivers."""
+    return time.monotonic_ns() // 1000
+
+
+def latency_bucket(latency_us: int) -> int:
+    """Exact below 2 ms, otherwise rounded down to 11 significant bits (under 0.1 % off)."""
+    if latency_us < EXACT_LATENCY_US:
+        return max(latency_us, 0)
+    shift = latency_us.bit_length() - LATENCY_SIGNIFICANT_BITS
+    return latency_us >> shift << shift
+
+
+class LatencyHistogram:
+    """Counts of latencies in microseconds, bucketed by :func:`latency_bucket`."""
+
+    def __init__(self, counts: dict[int, int] | None = None):
+        self.counts: dict[int, int] = counts if counts is not None else {}
+
+    def add(self, latency_us: int, times: int = 1) -> None:
+        """Record ``times`` observations of ``latency_us``."""
+        bucket = latency_bucket(latency_us)
+        self.counts[bucket] = self.counts.get(bucket, 0) + times
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add every observation of ``other`` to this histogram."""
+        for bucket, times in other.counts.items():
+            self.counts[bucket] = self.counts.get(bucket, 0) + times
+
+    @property
+    def total(self) -> int:
+        """How many observations were recorded."""
+        return sum(self.counts.values())
+
+    def percentile(self, fraction: float) -> float | None:
+        """Nearest-rank percentile in microseconds (``fraction`` in 0..1), None when empty."""
+        total = self.total
+        if not total:
+            return None
+        rank = max(1, math.ceil(fraction * total))
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return float(bucket)
+        raise AssertionError("unreachable: rank never exceeds the total")
+
+    def maximum(self) -> float | None:
+        """The largest bucket recorded, None when empty."""
+        return float(max(self.counts)) if self.counts else None
+
+    def summary_ms(self) -> dict[str, float | None]:
+        """p50/p90/p99/p99.9/max in milliseconds."""
+        points = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p99.9": 0.999}
+        summary = {}
+        for name, fraction in points.items():
+            value = self.percentile(fraction)
+            summary[name] = None if value is None else round(value / 1000, 3)
+        maximum = self.maximum()
+        summary["max"] = None if maximum is None else round(maximum / 1000, 3)
+        return summary
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of a list of numbers, None when it is empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median_and_range(values: list[float | None]) -> tuple[float, float, float] | None:
+    """(median, min, max) of the values that are not None; None when there are none."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return statistics.median(present), min(present), max(present)
+
+
+def format_number(value: float) -> str:
+    """A compact human form: 3 significant digits, thousands as k and M."""
+    magnitude = abs(value)
+    if magnitude >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if magnitude >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def format_median_range(values: list[float | None]) -> str:
+    """``median [min to max]`` of the runs, or ``n/a`` when no run produced the value."""
+    stats = median_and_range(values)
+    if stats is None:
+        return "n/a"
+    median, low, high = stats
+    if len([value for value in values if value is not None]) == 1:
+        return format_number(median)
+    return f"{format_number(median)} [{format_number(low)} to {format_number(high)}]"
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def split_server_line(line: str) -> tuple[str, list[str]]:
+    """Split a server line into its type and fields, honouring each type's field count.
+
+    The last field is the rest of the line and may contain spaces; a missing trailing
+    field (``OK quit``) comes back as an empty string. Unknown types are split on every
+    space so that later protocol extensions still parse.
+    """
+    kind, _, rest = line.partition(" ")
+    count = SERVER_LINE_FIELDS.get(kind)
+    if count is None:
+        return kind, rest.split(" ") if rest else []
+    fields = rest.split(" ", count - 1) if rest else []
+    fields += [""] * (count - len(fields))
+    return kind, fields
+
+
+def probe_text(step: int, seq: int, scheduled_us: int, size: int) -> str:
+    """A message text of ``size`` bytes (at least the probe tail) carrying the probe fields."""
+    tail = f" s{step % 1000:03d} q{seq:010d} t{scheduled_us:016d}"
+    return "x" * max(1, size - len(tail)) + tail
+
+
+def parse_probe(line: bytes | str) -> tuple[int, int, int] | None:
+    """(step, seq, scheduled µs) from a line ending in a probe text, else None."""
+    if isinstance(line, str):
+        line = line.encode()
+    match = PROBE_RE.search(line.rstrip(b"\r\n"))
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def step_marker(step: int) -> bytes:
+    """The bytes that occur exactly once in each probe line of ``step``."""
+    return b" s%03d q" % (step % 1000)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def read_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds that process ``pid`` has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may contain spaces and parentheses: fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def read_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of process ``pid`` in kB."""
+    memory = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            memory[key] = int(value.split()[0])
+    return memory
+
+
+class ServerWatch:
+    """CPU share and RSS peak of the server process over a measured interval.
+
+    Without a pid it records nothing, so every scenario runs against a server the
+    bench did not start too.
+    """
+
+    SAMPLE_SECONDS = 0.05
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.peak_rss_kb = 0
+        self._task: asyncio.Task | None = None
+        self._cpu_start = 0.0
+        self._wall_start = 0.0
+        self._bench_cpu_start = 0.0
+
+    def rss_kb(self) -> int | None:
+        """The server's resident set now, in kB."""
+        if self.pid is None:
+            return None
+        return read_memory_kb(self.pid)["VmRSS"]
+
+    def start(self) -> None:
+        """Begin an interval: remember CPU counters and sample RSS until :meth:`stop`."""
+        self._wall_start = time.monotonic()
+        self._bench_cpu_start = time.process_time()
+        if self.pid is not None:
+            self._cpu_start = read_cpu_seconds(self.pid)
+            self.peak_rss_kb = self.rss_kb() or 0
+            self._task = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(self.SAMPLE_SECONDS)
+            with contextlib.suppress(OSError):
+                self.peak_rss_kb = max(self.peak_rss_kb, self.rss_kb() or 0)
+
+    def stop(self) -> dict[str, float | None]:
+        """End the interval: server CPU share, RSS now and peak, the bench's own CPU share."""
+        wall = max(time.monotonic() - self._wall_start, 1e-9)
+        bench_cpu = (time.process_time() - self._bench_cpu_start) / wall
+        result: dict[str, float | None] = {
+            "server_cpu": None, "server_rss_mb": None, "server_peak_rss_mb": None,
+            "bench_cpu": round(bench_cpu, 3),
+            "bench_saturated": bench_cpu >= BENCH_SATURATED_CPU,
+        }
+        if self.pid is not None:
+            if self._task is not None:
+                self._task.cancel()
+            with contextlib.suppress(OSError):
+                cpu = read_cpu_seconds(self.pid) - self._cpu_start
+                rss = self.rss_kb() or 0
+                self.peak_rss_kb = max(self.peak_rss_kb, rss)
+                result["server_cpu"] = round(cpu / wall, 3)
+                result["server_rss_mb"] = round(rss / 1024, 1)
+                result["server_peak_rss_mb"] = round(self.peak_rss_kb / 1024, 1)
+        return result
+
+
+# --------------------------------------------------------------------------- client
+
+
+class BenchError(Exception):
+    """The server answered something the scenario cannot go on with."""
+
+
+@dataclass
+class Step:
+    """One measured burst of probe messages, shared by every client while it runs."""
+
+    number: int
+    expected: int
+    marker: bytes = b""
+    latency_re: re.Pattern | None = None
+    delivered: int = 0
+    stale: int = 0
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self):
+        self.marker = step_marker(self.number)
+        digits = rb"\d{%d} t(\d{%d})\r\n" % (PROBE_SEQ_DIGITS, PROBE_TIME_DIGITS)
+        self.latency_re = re.compile(re.escape(self.marker) + digits)
+
+
+class BenchClient(asyncio.Protocol):
+    """One connection: line framing, in-order final replies, and a fast probe counter.
+
+    While a :class:`Step` runs, probe lines are counted with ``bytes.count`` and, on
+    clients chosen to sample latency, matched with one regular expression per read;
+    every other line goes through the slower control path (final replies, PING, events).
+    """
+
+    MAX_KEPT_EVENTS = 200
+
+    def __init__(self, dialect: str):
+        loop = asyncio.get_running_loop()
+        self.dialect = dialect
+        self.transport: asyncio.Transport | None = None
+        self.tail = b""
+        self.first_line: asyncio.Future = loop.create_future()
+        self.closed: asyncio.Future = loop.create_future()
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.unclaimed: collections.deque[str] = collections.deque()
+        self.events: collections.deque[str] = collections.deque(maxlen=self.MAX_KEPT_EVENTS)
+        self.final_hook = None
+        self.line_hook = None
+        self.step: Step | None = None
+        self.samples_latency = False
+        self.acks = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.bytes_received = 0
+        self.last_receive = 0.0
+
+    # asyncio callbacks ------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        error = ConnectionError(f"connection lost: {exc}")
+        if not self.first_line.done():
+            self.first_line.set_exception(error)
+            # Nobody may be waiting for a greeting any more; do not log it as unhandled.
+            self.first_line.exception()
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.last_receive = time.monotonic()
+        if self.tail:
+            data = self.tail + data
+        end = data.rfind(b"\n") + 1
+        if not end:
+            self.tail = data
+            return
+        self.tail = data[end:]
+        body = data[:end] if end < len(data) else data
+        step = self.step
+        if step is None:
+            self._control(body)
+            return
+        probes = body.count(step.marker)
+        if probes:
+            step.delivered += probes
+            if self.samples_latency:
+                now = monotonic_us()
+                counts = step.histogram.counts
+                for scheduled in step.latency_re.findall(body):
+                    latency = now - int(scheduled)
+                    if latency >= EXACT_LATENCY_US:
+                        shift = latency.bit_length() - LATENCY_SIGNIFICANT_BITS
+                        latency = latency >> shift << shift
+                    counts[latency] = counts.get(latency, 0) + 1
+            if step.delivered >= step.expected:
+                step.complete.set()
+        if probes != body.count(b"\n"):
+            self._control(body, skip=step.marker)
+
+    # control path -----------------------------------------------------------
+
+    def _control(self, body: bytes, skip: bytes | None = None) -> None:
+        for raw in body.split(b"\n")[:-1]:
+            if skip is not None and skip in raw:
+                continue
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            if not self.first_line.done():
+                self.first_line.set_result(line)
+                if self.dialect == "chatd":
+                    continue
+            if PROBE_RE.search(raw.rstrip(b"\r")):
+                if self.step is not None:
+                    self.step.stale += 1
+                continue
+            self._control_line(line)
+
+    def _control_line(self, line: str) -> None:
+        if self.line_hook is not None and self.line_hook(line):
+            return
+        if self.dialect != "chatd":
+            self.events.append(line)
+            return
+        if line.startswith("PING "):
+            self.send(f"/pong {line[5:]}")
+            return
+        if line.startswith(("OK ", "ERR ")) or line in ("OK", "ERR"):
+            if self.final_hook is not None and self.final_hook(line):
+                return
+            if self.step is not None and line.startswith("OK say"):
+                self.acks += 1
+                return
+            if self.step is not None and line.startswith("ERR "):
+                self.errors += 1
+                self.last_error = line
+                return
+            if self.waiters:
+                self.waiters.popleft().set_result(line)
+            else:
+                self.unclaimed.append(line)
+            return
+        self.events.append(line)
+
+    # requests ---------------------------------------------------------------
+
+    def send(self, line: str) -> None:
+        """Write one line with the CRLF terminator."""
+        self.transport.write(line.encode() + b"\r\n")
+
+    async def request(self, line: str, timeout: float = 30.0) -> str:
+        """Send a command and return its final reply (OK or ERR), in order."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        self.send(line)
+        return await asyncio.wait_for(future, timeout)
+
+    async def expect_ok(self, line: str, timeout: float = 30.0) -> str:
+        """Send a command whose final reply must be OK; raise :class:`BenchError` if not."""
+        reply = await self.request(line, timeout)
+        if not reply.startswith("OK"):
+            raise BenchError(f"{line.split(' ')[0]} answered {reply!r}")
+        return reply
+
+    def close(self) -> None:
+        """Close the connection without a goodbye."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def connect(host: str, port: int, dialect: str, timeout: float = 30.0) -> BenchClient:
+    """Open a connection; for chatd wait for its HELLO line."""
+    loop = asyncio.get_running_loop()
+    _, client = await asyncio.wait_for(
+        loop.create_connection(lambda: BenchClient(dialect), host, port), timeout)
+    if dialect == "chatd":
+        hello = await asyncio.wait_for(client.first_line, timeout)
+        if not hello.startswith("HELLO "):
+            raise BenchError(f"expected HELLO, got {hello!r}")
+    return client
+
+
+def password_for(user: str) -> str:
+    """The bench's password for one of its users (long enough for any policy)."""
+    return f"bench-password-{user}"
+
+
+async def ensure_logged_in(client: BenchClient, user: str, timeout: float = 60.0) -> None:
+    """Register ``user`` unless it exists, then log in with the bench's password."""
+    reply = await client.request(f"/register {user} {password_for(user)}", timeout)
+    if not (reply.startswith("OK") or reply.startswith("ERR user-exists")):
+        raise BenchError(f"/register {user} answered {reply!r}")
+    await client.expect_ok(f"/login {user} {password_for(user)}", timeout)
+
+
+async def open_sessions(args, count: int, *, room: str | None, prefix: str,
+                        deadline: float) -> list[BenchClient]:
+    """Open ``count`` connections; on chatd log each in, leave #lobby and join ``room``.
+
+    Leaving #lobby right after login keeps setup linear in ``count``: otherwise every
+    login would announce itself to every session already in the lobby.
+    """
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    clients: list[BenchClient | None] = [None] * count
+
+    async def open_one(index: int) -> None:
+        async with gate:
+            client = await connect(args.host, args.port, args.dialect)
+            clients[index] = client
+            if args.dialect == "chatd":
+                await ensure_logged_in(client, f"{prefix}{index}")
+                await client.expect_ok("/part #lobby")
+                if room is not None:
+                    await client.expect_ok(f"/join {room}")
+
+    tasks = [asyncio.ensure_future(open_one(index)) for index in range(count)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), max(deadline - time.monotonic(), 0.1))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        close_all([client for client in clients if client is not None])
+        raise
+    return clients
+
+
+def close_all(clients: list[BenchClient]) -> None:
+    """Close every connection."""
+    for client in clients:
+        client.close()
+
+
+async def settle_naive(clients: list[BenchClient], timeout: float) -> None:
+    """Make sure the naive server registered every connection: one line must reach all."""
+    token = f"settle-{monotonic_us()}"
+    arrived = asyncio.Event()
+    pending = set(range(len(clients)))
+
+    def hook_for(index):
+        def hook(line: str) -> bool:
+            if line != token:
+                return False
+            pending.discard(index)
+            if not pending:
+                arrived.set()
+            return True
+        return hook
+
+    for index, client in enumerate(clients):
+        client.line_hook = hook_for(index)
+    clients[-1].send(token)
+    await asyncio.wait_for(arrived.wait(), timeout)
+    for client in clients:
+        client.line_hook = None
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+def pick_latency_samplers(count: int, sample: int) -> set[int]:
+    """Indexes of the clients that time every line: ``sample`` spread evenly, 0 for all."""
+    if sample <= 0 or sample >= count:
+        return set(range(count))
+    return {round(i * (count - 1) / (sample - 1)) for i in range(sample)} if sample > 1 else {0}
+
+
+class OpenLoopSchedule:
+    """Writes ``rate * duration`` probes, message k due at t0 + k/rate, whatever the server does.
+
+    Event-loop timers fire up to a millisecond late, which would count against the
+    server's latency. So a helper thread sleeps until each due time (at most one wake-up
+    per ``MIN_TICK_S``) and hands the loop a callback that writes every message due by
+    then; probes carry their scheduled time, so any lateness still counts against the
+    whole path, and ``send_lag`` records how late the bench itself was.
+    """
+
+    MIN_TICK_S = 0.001
+    START_DELAY_US = 20_000
+
+    def __init__(self, senders: list[BenchClient], step_number: int, rate: float,
+                 duration: float, size: int):
+        self.senders = senders
+        self.step_number = step_number % 1000
+        self.total = max(1, int(rate * duration))
+        self.interval_us = 1e6 / rate
+        self.prefix = "x" * max(1, size - PROBE_TAIL_LEN)
+        self.start_us = 0
+        self.seq = 0
+        self.lateness_us: list[int] = []
+        self.finished = asyncio.Event()
+        self.stopping = threading.Event()
+
+    def _write_due(self) -> None:
+        now = monotonic_us()
+        due = min(self.total, int((now - self.start_us) // self.interval_us) + 1)
+        if due <= self.seq:
+            return
+        self.lateness_us.append(now - (self.start_us + int(self.seq * self.interval_us)))
+        senders, count = self.senders, len(self.senders)
+        prefix, step = self.prefix, self.step_number
+        for seq in range(self.seq, due):
+            scheduled = self.start_us + int(seq * self.interval_us)
+            line = f"{prefix} s{step:03d} q{seq:010d} t{scheduled:016d}\r\n"
+            senders[seq % count].transport.write(line.encode())
+        self.seq = due
+        if due >= self.total:
+            self.finished.set()
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        last_us = self.start_us + int((self.total - 1) * self.interval_us)
+        wake_us = self.start_us
+        while not self.stopping.is_set():
+            delay = (wake_us - monotonic_us()) / 1e6
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                loop.call_soon_threadsafe(self._write_due)
+            except RuntimeError:  # the loop closed under us: nothing left to schedule
+                return
+            now = monotonic_us()
+            if now >= last_us:
+                return
+            next_index = int((now - self.start_us) // self.interval_us) + 1
+            wake_us = max(self.start_us + int(next_index * self.interval_us),
+                          now + int(self.MIN_TICK_S * 1e6))
+
+    async def run(self) -> dict[str, float]:
+        """Send the whole schedule; return the message count and the bench's own lag."""
+        loop = asyncio.get_running_loop()
+        self.start_us = monotonic_us() + self.START_DELAY_US
+        ticker = threading.Thread(target=self._tick, args=(loop,), daemon=True)
+        ticker.start()
+        try:
+            await self.finished.wait()
+        finally:
+            self.stopping.set()
+            await asyncio.to_thread(ticker.join)
+        return {"messages": self.total,
+                "send_lag_ms_p99": round((percentile(self.lateness_us, 0.99) or 0) / 1000, 3)}
+
+
+async def quiet(clients: list[BenchClient], quiet_seconds: float, timeout: float) -> bool:
+    """Wait until no client has received anything for ``quiet_seconds``; False on timeout."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        last = max((client.last_receive for client in clients), default=0.0)
+        idle = time.monotonic() - last
+        if idle >= quiet_seconds:
+            return True
+        await asyncio.sleep(quiet_seconds - idle)
+    return False
+
+
+async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClient],
+                      samplers: set[int], number: int, rate: float, watch: ServerWatch,
+                      ) -> dict:
+    """One open-loop burst at ``rate`` msg/s: latency, delivered fraction, server cost."""
+    total = max(1, int(rate * args.duration))
+    step = Step(number=number, expected=total * len(clients))
+    for index, client in enumerate(clients):
+        client.acks = client.errors = 0
+        client.samples_latency = index in samplers
+        client.step = step
+    watch.start()
+    sent = await OpenLoopSchedule(senders, number, rate, args.duration, args.size).run()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(step.complete.wait(), args.grace)
+    usage = watch.stop()
+    for client in clients:
+        client.step = None
+    errors = [client.last_error for client in clients if client.last_error]
+    delivered_fraction = step.delivered / step.expected
+    return {
+        "rate": rate,
+        "clients": len(clients),
+        "senders": len(senders),
+        "duration": args.duration,
+        **sent,
+        "expected": step.expected,
+        "delivered": step.delivered,
+        "delivered_fraction": round(delivered_fraction, 5),
+        "deliveries_per_s": round(step.delivered / args.duration),
+        "offered_deliveries_per_s": round(rate * len(clients)),
+        "latency_ms": step.histogram.summary_ms(),
+        "latency_samples": step.histogram.total,
+        "latency_clients": len(samplers),
+        "stale_lines": step.stale,
+        "errors": sum(client.errors for client in clients),
+        "first_error": errors[0] if errors else None,
+        "disconnected": sum(client.closed.done() for client in clients),
+        **usage,
+    }
+
+
+async def open_room(args, deadline: float) -> tuple[list[BenchClient], list[BenchClient]]:
+    """All clients in the bench room; the first ``senders`` of them send."""
+    clients = await open_sessions(args, args.clients, room=args.room,
+                                  prefix=f"{args.user_prefix}f", deadline=deadline)
+    if args.dialect == "naive":
+        await settle_naive(clients, max(deadline - time.monotonic(), 0.1))
+    senders = clients[: max(1, min(args.senders, len(clients)))]
+    return clients, senders
+
+
+async def scenario_fanout(args) -> dict:
+    """C clients in one room, S senders, R msg/s for D seconds (one or more rates)."""
+    deadline = time.monotonic() + args.time_limit
+    watch = ServerWatch(args.server_pid)
+    clients, senders = await open_room(args, deadline)
+    try:
+        samplers = pick_latency_samplers(len(clients), args.latency_sample)
+        result = await fanout_step(args, clients, senders, samplers, 1, args.rate, watch)
+        return {"scenario": "fanout", "dialect": args.dialect, **result}
+    finally:
+        close_all(clients)
+
+
+def step_is_good(step: dict) -> bool:
+    """The maxrate criterion: at least 99 % delivered and p99 no more than 200 ms."""
+    p99 = step["latency_ms"]["p99"]
+    return (step["delivered_fraction"] >= MAXRATE_MIN_DELIVERED
+            and p99 is not None and p99 <= MAXRATE_MAX_P99_MS)
+
+
+def next_rates(start: float, factor: float, steps: int) -> list[float]:
+    """The geometric ladder of rates maxrate climbs."""
+    return [round(start * factor ** i, 1) for i in range(steps)]
+
+
+async def scenario_maxrate(args) -> dict:
+    """Climb the rate ladder until a step fails, then bisect once or twice; bounded."""
+    deadline = time.monotonic() + args.time_limit
+    watch = ServerWatch(args.server_pid)
+    clients, senders = await open_room(args, deadline)
+    steps: list[dict] = []
+    try:
+        samplers = pick_latency_samplers(len(clients), args.latency_sample)
+        good: dict | None = None
+        bad: dict | None = None
+        ladder = next_rates(args.start_rate, args.factor, args.max_steps)
+        number = 0
+
+        async def attempt(rate: float) -> dict | None:
+            nonlocal number
+            if time.monotonic() + args.duration + args.grace + args.quiet > deadline:
+                return None
+            number += 1
+            step = await fanout_step(args, clients, senders, samplers, number, rate, watch)
+            step["good"] = step_is_good(step)
+            steps.append(step)
+            # A failed step can leave a backlog; wait for silence so it does not spill over.
+            step["drained"] = await quiet(clients, 0.2, args.quiet)
+            return step
+
+        for rate in ladder:
+            step = await attempt(rate)
+            if step is None:
+                break
+            if step["good"]:
+                good = step
+            else:
+                bad = step
+                break
+        for _ in range(args.refine if good and bad else 0):
+            if not steps[-1]["drained"]:
+                break
+            step = await attempt(round((good["rate"] + bad["rate"]) / 2, 1))
+            if step is None:
+                break
+            if step["good"]:
+                good = step
+            else:
+                bad = step
+        return {
+            "scenario": "maxrate", "dialect": args.dialect, "clients": len(clients),
+            "senders": len(senders),
+            "max_good_rate": good["rate"] if good else None,
+            "max_deliveries_per_s": good["deliveries_per_s"] if good else None,
+            "good_p99_ms": good["latency_ms"]["p99"] if good else None,
+            "good_peak_rss_mb": good["server_peak_rss_mb"] if good else None,
+            "peak_rss_mb": max((s["server_peak_rss_mb"] or 0 for s in steps), default=None),
+            "first_bad_rate": bad["rate"] if bad else None,
+            "bench_saturated_at_limit": bool(bad and bad["bench_saturated"]),
+            "bench_cpu_at_limit": bad["bench_cpu"] if bad else None,
+            "server_cpu_at_limit": bad["server_cpu"] if bad else None,
+            "steps": steps,
+        }
+    finally:
+        close_all(clients)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def scenario_sessions(args) -> dict:
+    """C idle sessions (logged in on chatd); server RSS per session."""
+    deadline = time.monotonic() + args.time_limit
+    watch = ServerWatch(args.server_pid)
+    prefix = f"{args.user_prefix}s"
+    first = await open_sessions(args, 1, room=None, prefix=prefix, deadline=deadline)
+    clients = first
+    try:
+        rss_one = watch.rss_kb()
+        started = time.monotonic()
+        rest = await open_sessions(args, args.clients - 1, room=None, prefix=f"{prefix}r",
+                                   deadline=deadline)
+        clients = first + rest
+        setup_seconds = time.monotonic() - started
+        if args.dialect == "naive":
+            await settle_naive(clients, max(deadline - time.monotonic(), 0.1))
+        else:
+            # Every session answers a ping: none is half set up.
+            await asyncio.gather(*(client.expect_ok("/ping settle") for client in clients))
+        await quiet(clients, 0.3, 5.0)
+        rss_all = watch.rss_kb()
+        alive = sum(not client.closed.done() for client in clients)
+        per_session = None
+        if rss_one is not None and rss_all is not None and len(clients) > 1:
+            per_session = (rss_all - rss_one) * 1024 / (len(clients) - 1)
+        memory = read_memory_kb(args.server_pid) if args.server_pid else {}
+        return {
+            "scenario": "sessions", "dialect": args.dialect, "sessions": len(clients),
+            "alive": alive, "setup_seconds": round(setup_seconds, 2),
+            "rss_one_session_mb": None if rss_one is None else round(rss_one / 1024, 1),
+            "rss_all_sessions_mb": None if rss_all is None else round(rss_all / 1024, 1),
+            "peak_rss_mb": round(memory["VmHWM"] / 1024, 1) if memory else None,
+            "rss_per_session_bytes": None if per_session is None else round(per_session),
+        }
+    finally:
+        close_all(clients)
+
+
+# --------------------------------------------------------------------------- login storm
+
+
+class Pinger:
+    """Sends a ping every ``interval`` seconds (open loop) and times each answer."""
+
+    def __init__(self, client: BenchClient, interval: float):
+        self.client = client
+        self.interval = interval
+        self.sent: dict[str, int] = {}
+        self.round_trips_us: list[int] = []
+        self.stop = asyncio.Event()
+        self.answered = asyncio.Event()
+        if client.dialect == "chatd":
+            client.final_hook = self._on_final
+        else:
+            client.line_hook = self._on_echo
+
+    def _record(self, token: str) -> bool:
+        sent = self.sent.pop(token, None)
+        if sent is None:
+            return False
+        self.round_trips_us.append(monotonic_us() - sent)
+        if not self.sent:
+            self.answered.set()
+        return True
+
+    def _on_final(self, line: str) -> bool:
+        kind, fields = split_server_line(line)
+        return kind == "OK" and fields[0] == "ping" and self._record(fields[1])
+
+    def _on_echo(self, line: str) -> bool:
+        return line.startswith("ping-") and self._record(line)
+
+    async def run(self, limit: int) -> None:
+        """Ping until told to stop or ``limit`` pings went out, then await the answers."""
+        number = 0
+        while not self.stop.is_set() and number < limit:
+            number += 1
+            token = f"ping-{number}"
+            self.sent[token] = monotonic_us()
+            self.answered.clear()
+            self.client.send(f"/ping {token}" if self.client.dialect == "chatd" else token)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.interval)
+        if self.sent:
+            await self.answered.wait()
+
+    def worst_unanswered_us(self) -> int:
+        """How long the oldest still unanswered ping has waited."""
+        now = monotonic_us()
+        return max((now - sent for sent in self.sent.values()), default=0)
+
+
+async def scenario_storm(args) -> dict:
+    """N concurrent logins (on naive: N connects and a line each) while one client pings."""
+    deadline = time.monotonic() + args.time_limit
+    prefix = f"{args.user_prefix}l"
+    watch = ServerWatch(args.server_pid)
+    pinger_client, = await open_sessions(args, 1, room=None, prefix=f"{prefix}p",
+                                         deadline=deadline)
+    clients: list[BenchClient] = []
+    try:
+        clients = await asyncio.gather(*(
+            connect(args.host, args.port, args.dialect) for _ in range(args.logins)))
+        if args.dialect == "chatd":
+            # Accounts first, one at a time: registration hashes too, and is not the storm.
+            for index, client in enumerate(clients):
+                reply = await client.request(
+                    f"/register {prefix}{index} {password_for(f'{prefix}{index}')}", 120)
+                if not (reply.startswith("OK") or reply.startswith("ERR user-exists")):
+                    raise BenchError(f"/register answered {reply!r}")
+        pinger = Pinger(pinger_client, args.ping_interval)
+        watch.start()
+        ping_task = asyncio.ensure_future(pinger.run(args.max_pings))
+        await asyncio.sleep(args.ping_interval * 5)
+        started = time.monotonic()
+        if args.dialect == "chatd":
+            replies = await asyncio.wait_for(asyncio.gather(*(
+                client.request(f"/login {prefix}{index} {password_for(f'{prefix}{index}')}",
+                               300)
+                for index, client in enumerate(clients))),
+                max(deadline - time.monotonic(), 0.1))
+        else:
+            extra = await asyncio.gather(*(
+                connect(args.host, args.port, args.dialect) for _ in range(args.logins)))
+            clients += extra
+            for client in extra:
+                client.send("hello")
+            replies = ["OK"] * len(extra)
+        storm_seconds = time.monotonic() - started
+        await asyncio.sleep(args.ping_interval * 5)
+        pinger.stop.set()
+        await asyncio.wait_for(ping_task, max(deadline - time.monotonic(), 0.1))
+        usage = watch.stop()
+        trips = pinger.round_trips_us
+        return {
+            "scenario": "storm", "dialect": args.dialect, "logins": args.logins,
+            "logins_ok": sum(reply.startswith("OK") for reply in replies),
+            "storm_seconds": round(storm_seconds, 3),
+            "pings": len(trips),
+            "ping_worst_ms": round(max(trips) / 1000, 3) if trips else None,
+            "ping_p99_ms": round(percentile(trips, 0.99) / 1000, 3) if trips else None,
+            "ping_p50_ms": round(percentile(trips, 0.50) / 1000, 3) if trips else None,
+            **usage,
+        }
+    finally:
+        close_all([pinger_client, *clients])
+
+
+# --------------------------------------------------------------------------- history
+
+
+def prefill_history(db_path: str, room: str, count: int, batch: int = 100_000) -> int:
+    """Store ``count`` messages in ``room`` straight into chatd's SQLite database.
+
+    The schema and the room row come from chatd's own ``chatd.storage`` (run from a
+    checkout, as ``compare`` does), so the server reads exactly what it would have
+    written. Rows go in through large transactions; returns how many the room holds.
+    """
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from chatd import storage
+
+    connection = storage.open_database_file(db_path)
+    try:
+        now_ms = int(time.time() * 1000)
+        with storage.transaction(connection):
+            room_id, _, _ = storage.open_room(connection, room, now_ms, 0)
+        stored = connection.execute(
+            "SELECT count(*) FROM room_messages WHERE room_id = ?", (room_id,)).fetchone()[0]
+        first_ms = now_ms - count
+        while stored < count:
+            chunk = range(stored, min(count, stored + batch))
+            with storage.transaction(connection):
+                connection.executemany(
+                    "INSERT INTO room_messages (room_id, sender, text, sent_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    ((room_id, f"writer{n % 97}", f"stored message {n}", first_ms + n)
+                     for n in chunk))
+            stored += len(chunk)
+        return stored
+    finally:
+        connection.close()
+
+
+async def scenario_history(args) -> dict:
+    """Time ``/join`` of a room with many stored messages (repeated: part, join again)."""
+    if args.dialect != "chatd":
+        raise BenchError("history needs the chatd dialect: the baseline stores nothing")
+    deadline = time.monotonic() + args.time_limit
+    client, = await open_sessions(args, 1, room=None, prefix=f"{args.user_prefix}h",
+                                  deadline=deadline)
+    try:
+        joins_us = []
+        history_lines = 0
+        for attempt in range(args.joins):
+            client.events.clear()
+            started = monotonic_us()
+            await client.expect_ok(f"/join {args.history_room}")
+            joins_us.append(monotonic_us() - started)
+            if attempt == 0:
+                history_lines = sum(line.startswith("HISTORY ") for line in client.events)
+            await client.expect_ok(f"/part {args.history_room}")
+        return {
+            "scenario": "history", "dialect": args.dialect, "room": args.history_room,
+            "joins": len(joins_us),
+            "join_ms_first": round(joins_us[0] / 1000, 3),
+            "join_ms_median": round(statistics.median(joins_us) / 1000, 3),
+            "join_ms_max": round(max(joins_us) / 1000, 3),
+            "history_lines": history_lines,
+        }
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+SCENARIOS = {
+    "fanout": scenario_fanout,
+    "maxrate": scenario_maxrate,
+    "sessions": scenario_sessions,
+    "storm": scenario_storm,
+    "history": scenario_history,
+}
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every scenario shares: where the server is and how to talk to it."""
+    parser.add_argument("--host", default=LOOPBACK, choices=[LOOPBACK, "localhost", "::1"],
+                        help="loopback only: the bench never targets another host")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dialect", choices=["chatd", "naive"], default="chatd")
+    parser.add_argument("--server-pid", type=int, help="read server CPU and RSS from /proc")
+    parser.add_argument("--user-prefix", default="bench", help="names of the bench's users")
+    parser.add_argument("--time-limit", type=float, default=300.0,
+                        help="hard bound in seconds for the whole scenario")
+    parser.add_argument("--bench-cpu", type=int, help="pin the load generator to this core")
+
+
+def add_fanout_arguments(parser: argparse.ArgumentParser, rate: bool = True) -> None:
+    """Options of fanout and maxrate."""
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--senders", type=int, default=10)
+    if rate:
+        parser.add_argument("--rate", type=float, default=200.0, help="messages/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per step")
+    parser.add_argument("--size", type=int, default=64, help="message text bytes")
+    parser.add_argument("--grace", type=float, default=2.0,
+                        help="seconds to wait for stragglers after the schedule ends")
+    parser.add_argument("--room", default=DEFAULT_ROOM)
+    parser.add_argument("--latency-sample", type=int, default=0 if rate else 16,
+                        help="clients that time every line (0: all); all count deliveries")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per scenario, plus ``compare``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="scenario", required=True)
+
+    fanout = sub.add_parser("fanout", help="latency and delivery at one rate")
+    add_target_arguments(fanout)
+    add_fanout_arguments(fanout)
+
+    maxrate = sub.add_parser("maxrate", help="highest rate that still delivers")
+    add_target_arguments(maxrate)
+    add_fanout_arguments(maxrate, rate=False)
+    maxrate.add_argument("--start-rate", type=float, default=200.0, help="messages/s")
+    maxrate.add_argument("--factor", type=float, default=1.5)
+    maxrate.add_argument("--max-steps", type=int, default=14)
+    maxrate.add_argument("--refine", type=int, default=2, help="bisection steps at the end")
+    maxrate.add_argument("--quiet", type=float, default=10.0,
+                         help="seconds to wait for a backlog to drain between steps")
+
+    sessions = sub.add_parser("sessions", help="RSS per idle session")
+    add_target_arguments(sessions)
+    sessions.add_argument("--clients", type=int, default=1000)
+
+    storm = sub.add_parser("storm", help="ping round trips during a login storm")
+    add_target_arguments(storm)
+    storm.add_argument("--logins", type=int, default=50)
+    storm.add_argument("--ping-interval", type=float, default=0.002)
+    storm.add_argument("--max-pings", type=int, default=100_000)
+
+    history = sub.add_parser("history", help="join time of a room with stored messages")
+    add_target_arguments(history)
+    history.add_argument("--history-room", default="#history")
+    history.add_argument("--joins", type=int, default=20)
+
+    from_compare = sub.add_parser("compare", help="start servers, run scenarios, summarize")
+    add_compare_arguments(from_compare)
+    return parser
+
+
+def install_event_loop() -> str:
+    """Use uvloop when it is importable; return the loop's name for the record.
+
+    Also shortens the GIL switch interval so the schedule's ticker thread gets to run
+    within half a millisecond while the loop is busy reading.
+    """
+    sys.setswitchinterval(0.0005)
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def raise_fd_limit() -> None:
+    """Thousands of sessions need thousands of descriptors: lift the soft limit to the hard."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_scenario(args) -> dict:
+    """Run one scenario under its hard time bound and return its result record."""
+    loop_name = install_event_loop()
+    raise_fd_limit()
+    if args.bench_cpu is not None:
+        os.sched_setaffinity(0, {args.bench_cpu})
+
+    async def bounded():
+        return await asyncio.wait_for(SCENARIOS[args.scenario](args), args.time_limit + 5)
+
+    result = asyncio.run(bounded())
+    result["loop"] = loop_name
+    return result
+
+
+# --------------------------------------------------------------------------- compare driver
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the compare driver."""
+    parser.add_argument("--targets", default="baseline,chatd",
+                        help="comma-separated: baseline, chatd")
+    parser.add_argument("--scenarios", default="fanout,maxrate,sessions,storm,history",
+                        help="comma-separated scenario presets, see PRESETS")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--preset", choices=["full", "smoke"], default="full")
+    parser.add_argument("--server-cpu", type=int, default=1)
+    parser.add_argument("--bench-cpu", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=3600.0,
+                        help="hard bound in seconds for the whole comparison")
+    parser.add_argument("--chatd-root", default=str(REPO_ROOT),
+                        help="checkout holding chatd.tac")
+    parser.add_argument("--out", help="write every run's record here as JSON")
+    parser.add_argument("--work-dir", help="databases and server logs (default: a temp dir)")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One scenario with fixed parameters, as the compare driver runs it."""
+
+    label: str
+    scenario: str
+    params: dict
+    targets: tuple[str, ...] = ("baseline", "chatd")
+    bcrypt_rounds: int = 4
+    history_messages: int = 0
+    time_limit: float = 300.0
+
+
+MAXRATE_COMMON = {"senders": 10, "factor": 1.5, "max_steps": 14, "refine": 2, "duration": 3.0,
+                  "grace": 2.0, "quiet": 10.0, "latency_sample": 16, "size": 64}
+
+PRESETS = {
+    "full": (
+        Preset("fanout", "fanout", {"clients": 100, "senders": 10, "rate": 200.0,
+                                    "duration": 5.0, "grace": 2.0, "size": 64,
+                                    "latency_sample": 0}),
+        Preset("maxrate-100", "maxrate", {"clients": 100, "start_rate": 200.0,
+                                          **MAXRATE_COMMON}, time_limit=240),
+        Preset("maxrate-500", "maxrate", {"clients": 500, "start_rate": 40.0,
+                                          **MAXRATE_COMMON}, time_limit=240),
+        Preset("sessions", "sessions", {"clients": 10_000}, time_limit=600),
+        Preset("storm", "storm", {"logins": 50, "ping_interval": 0.002, "max_pings": 100_000},
+               bcrypt_rounds=12),
+        Preset("history", "history", {"joins": 20}, targets=("chatd",),
+               history_messages=1_000_000),
+    ),
+    "smoke": (
+        Preset("fanout", "fanout", {"clients": 4, "senders": 2, "rate": 50.0,
+                                    "duration": 0.4, "grace": 2.0, "latency_sample": 0},
+               time_limit=30),
+        Preset("maxrate", "maxrate", {"clients": 4, "senders": 2, "start_rate": 50.0,
+                                      "factor": 2.0, "max_steps": 2, "refine": 1,
+                                      "duration": 0.3, "grace": 1.0, "quiet": 2.0,
+                                      "latency_sample": 2}, time_limit=30),
+        Preset("sessions", "sessions", {"clients": 20}, time_limit=30),
+        Preset("storm", "storm", {"logins": 3, "ping_interval": 0.005, "max_pings": 2000},
+               time_limit=60),
+        Preset("history", "history", {"joins": 3}, targets=("chatd",),
+               history_messages=2_000, time_limit=30),
+    ),
+}
+
+# What the summary table shows for each scenario: (heading, path into the run record).
+SUMMARY_METRICS = {
+    "fanout": (("deliveries/s", ("deliveries_per_s",)),
+               ("delivered", ("delivered_fraction",)),
+               ("latency p50 ms", ("latency_ms", "p50")),
+               ("latency p90 ms", ("latency_ms", "p90")),
+               ("latency p99 ms", ("latency_ms", "p99")),
+               ("latency p99.9 ms", ("latency_ms", "p99.9")),
+               ("latency max ms", ("latency_ms", "max")),
+               ("server CPU", ("server_cpu",)),
+               ("server peak RSS MB", ("server_peak_rss_mb",)),
+               ("bench CPU", ("bench_cpu",))),
+    "maxrate": (("max deliveries/s", ("max_deliveries_per_s",)),
+                ("p99 ms at max", ("good_p99_ms",)),
+                ("peak RSS MB", ("peak_rss_mb",)),
+                ("server CPU at limit", ("server_cpu_at_limit",)),
+                ("bench CPU at limit", ("bench_cpu_at_limit",))),
+    "sessions": (("RSS per session B", ("rss_per_session_bytes",)),
+                 ("sessions alive", ("alive",)),
+                 ("peak RSS MB", ("peak_rss_mb",)),
+                 ("setup s", ("setup_seconds",))),
+    "storm": (("worst ping ms", ("ping_worst_ms",)),
+              ("ping p99 ms", ("ping_p99_ms",)),
+              ("storm s", ("storm_seconds",)),
+              ("logins ok", ("logins_ok",))),
+    "history": (("join ms median", ("join_ms_median",)),
+                ("join ms max", ("join_ms_max",)),
+                ("first join ms", ("join_ms_first",)),
+                ("HISTORY lines", ("history_lines",))),
+}
+
+
+def metric(record: dict, path: tuple[str, ...]) -> float | None:
+    """The value at ``path`` in a run record, None when missing."""
+    value = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def summarize(records: list[dict]) -> str:
+    """A markdown table per preset: median [range] per target, and chatd/baseline ratios."""
+    lines = []
+    labels = list(dict.fromkeys(record["label"] for record in records))
+    for label in labels:
+        runs = [record for record in records if record["label"] == label]
+        scenario = runs[0]["scenario"]
+        targets = [t for t in ("baseline", "chatd") if any(r["target"] == t for r in runs)]
+        by_target = {t: [r for r in runs if r["target"] == t] for t in targets}
+        lines.append(f"### {label}")
+        lines.append("")
+        heading = "| metric | " + " | ".join(targets)
+        heading += " | chatd/baseline |" if len(targets) == 2 else " |"
+        lines.append(heading)
+        lines.append("|" + "---|" * (len(targets) + 1 + (len(targets) == 2)))
+        for name, path in SUMMARY_METRICS[scenario]:
+            cells = [format_median_range([metric(r, path) for r in by_target[t]])
+                     for t in targets]
+            row = f"| {name} | " + " | ".join(cells)
+            if len(targets) == 2:
+                medians = [median_and_range([metric(r, path) for r in by_target[t]])
+                           for t in targets]
+                ratio = "n/a"
+                if medians[0] and medians[1] and medians[0][0]:
+                    ratio = f"{medians[1][0] / medians[0][0]:.2f}x"
+                row += f" | {ratio}"
+            lines.append(row + " |")
+        for target in targets:
+            failed = [r for r in by_target[target] if r.get("error")]
+            saturated = [r for r in by_target[target]
+                         if r.get("bench_saturated") or r.get("bench_saturated_at_limit")]
+            runs_done = len(by_target[target])
+            if saturated:
+                lines.append(f"\n{target}: the load generator's core was saturated (≥ "
+                             f"{BENCH_SATURATED_CPU:.0%}) in {len(saturated)} of {runs_done}"
+                             " runs: the server may have more headroom than shown.")
+            for record in failed:
+                lines.append(f"\n{target} run {record['run']} failed: {record['error']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+STARTED_SERVERS: list[subprocess.Popen] = []
+
+
+def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the process."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ValueError):
+        STARTED_SERVERS.remove(process)
+
+
+def stop_every_server() -> None:
+    """Stop whatever server this bench started and has not stopped yet."""
+    for process in list(STARTED_SERVERS):
+        stop_process(process, grace=3.0)
+
+
+class ManagedServer:
+    """A baseline or chatd process the bench starts, pins to a core, and always stops."""
+
+    def __init__(self, target: str, run_dir: Path, cpu: int, chatd_root: Path,
+                 db_path: Path | None = None, bcrypt_rounds: int = 4):
+        self.target = target
+        self.run_dir = run_dir
+        self.cpu = cpu
+        self.chatd_root = chatd_root
+        self.db_path = db_path
+        self.bcrypt_rounds = bcrypt_rounds
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.log_path = run_dir / f"{target}.log"
+
+    @property
+    def dialect(self) -> str:
+        """How the bench talks to this server."""
+        return "naive" if self.target == "baseline" else "chatd"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs it, so it is the same process)."""
+        return self.process.pid
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that start this server."""
+        env = dict(os.environ)
+        pin = ["taskset", "-c", str(self.cpu)] if shutil.which("taskset") else []
+        if self.target == "baseline":
+            script = Path(__file__).resolve().parent / "naive_server.py"
+            return [*pin, sys.executable, str(script), str(self.port)], env
+        env.update({
+            "CHATD_LISTEN": f"tcp:{self.port}:interface={LOOPBACK}",
+            "CHATD_DB": str(self.db_path),
+            "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
+            "CHATD_RATE_LIMIT": "off",
+            "PYTHONPATH": str(self.chatd_root),
+        })
+        twistd = Path(sys.executable).with_name("twistd")
+        runner = ([str(twistd)] if twistd.exists()
+                  else [sys.executable, "-m", "twisted.scripts.twistd"])
+        tac = self.chatd_root / "chatd.tac"
+        return [*pin, *runner, "--pidfile=", "-ny", str(tac)], env
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and return once it accepts connections (or raise)."""
+        self.port = free_port()
+        command, env = self.command()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=self.run_dir, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        STARTED_SERVERS.append(self.process)
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(OSError), socket.create_connection(
+                    (LOOPBACK, self.port), timeout=1.0):
+                return
+            time.sleep(0.05)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        raise BenchError(f"{self.target} did not start listening:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
+                  run: int) -> argparse.Namespace:
+    """The scenario's command-line defaults, overridden by the preset's parameters."""
+    args = build_parser().parse_args([preset.scenario, "--port", str(server.port)])
+    for key, value in preset.params.items():
+        setattr(args, key, value)
+    args.dialect = server.dialect
+    args.server_pid = server.pid
+    args.time_limit = time_limit
+    args.user_prefix = f"bench{run}" if preset.scenario == "storm" else "bench"
+    return args
+
+
+def run_preset_once(preset: Preset, server: ManagedServer, time_limit: float,
+                    run: int) -> dict:
+    """Run one preset against a started server; failures become part of the record."""
+    args = scenario_args(preset, server, time_limit, run)
+
+    async def bounded():
+        return await asyncio.wait_for(SCENARIOS[preset.scenario](args), time_limit + 5)
+
+    try:
+        return asyncio.run(bounded())
+    except Exception as error:
+        return {"scenario": preset.scenario, "error": f"{type(error).__name__}: {error}"}
+
+
+def selected_presets(preset_set: str, names: str) -> list[Preset]:
+    """Presets whose label or scenario name is among the comma-separated ``names``."""
+    wanted = {name.strip() for name in names.split(",") if name.strip()}
+    chosen = [p for p in PRESETS[preset_set] if p.label in wanted or p.scenario in wanted]
+    unknown = wanted - {p.label for p in chosen} - {p.scenario for p in chosen}
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def machine_description() -> dict:
+    """Cores and CPU model, for the record."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0]}
+
+
+def compare(args) -> dict:
+    """Start each server per run, run each preset ``runs`` times, summarize; bounded."""
+    loop_name = install_event_loop()
+    raise_fd_limit()
+    deadline = time.monotonic() + args.time_limit
+    if args.bench_cpu is not None:
+        os.sched_setaffinity(0, {args.bench_cpu})
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    presets = selected_presets(args.preset, args.scenarios)
+    chatd_root = Path(args.chatd_root).resolve()
+    owned_dir = None
+    if args.work_dir:
+        work_dir = Path(args.work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        owned_dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
+        work_dir = Path(owned_dir.name)
+    records = []
+    try:
+        for preset in presets:
+            db_path = work_dir / f"{preset.label}.sqlite3"
+            if "chatd" in targets and preset.history_messages:
+                prefill_history(str(db_path), "#history", preset.history_messages)
+            for run in range(1, args.runs + 1):
+                for target in targets:
+                    if target not in preset.targets:
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining < 10:
+                        raise BenchError("compare ran out of its time limit")
+                    server = ManagedServer(target, work_dir, args.server_cpu, chatd_root,
+                                           db_path, preset.bcrypt_rounds)
+                    server.start()
+                    try:
+                        record = run_preset_once(preset, server,
+                                                 min(preset.time_limit, remaining - 5), run)
+                    finally:
+                        server.stop()
+                    record.update(label=preset.label, target=target, run=run, loop=loop_name,
+                                  server_pid=server.pid)
+                    records.append(record)
+                    print(f"{preset.label} {target} run {run}: "
+                          + json.dumps({k: v for k, v in record.items() if k != "steps"}),
+                          file=sys.stderr, flush=True)
+    finally:
+        stop_every_server()
+        if owned_dir is not None:
+            owned_dir.cleanup()
+    summary = summarize(records)
+    report = {"machine": machine_description(), "targets": targets, "runs": args.runs,
+              "preset": args.preset, "records": records, "summary": summary}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def stop_on_signal(signum, frame) -> None:
+    """SIGTERM/SIGINT/SIGALRM: stop every server this bench started, then exit."""
+    del frame
+    stop_every_server()
+    os._exit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the scenario or the comparison, print JSON or tables."""
+    args = build_parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(signum, stop_on_signal)
+    # The last resort against a hang anywhere: the alarm stops our servers and exits.
+    signal.alarm(int(args.time_limit) + 60)
+    try:
+        if args.scenario == "compare":
+            report = compare(args)
+            print(report["summary"])
+            return 1 if any(r.get("error") for r in report["records"]) else 0
+        result = run_scenario(args)
+        print(json.dumps(result, indent=1))
+        return 0
+    finally:
+        signal.alarm(0)
+        stop_every_server()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

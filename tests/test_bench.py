@@ -1,0 +1,374 @@
+"""Tests of the load generator: its parsing and statistics, and short smoke runs.
+
+The smoke runs use tiny numbers and bounded time; they check that every scenario still
+runs end to end and reports what it should, never how fast anything was.
+"""
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_PATH = ROOT / "scripts" / "bench.py"
+NAIVE_SERVER_PATH = ROOT / "scripts" / "naive_server.py"
+
+
+def load_bench():
+    """Import scripts/bench.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("chatd_bench", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_latency_bucket_is_exact_below_two_milliseconds():
+    """Small latencies keep their microsecond; negative ones (clock noise) count as zero."""
+    assert bench.latency_bucket(0) == 0
+    assert bench.latency_bucket(2047) == 2047
+    assert bench.latency_bucket(-3) == 0
+
+
+@given(st.integers(min_value=2048, max_value=10**9))
+def test_latency_bucket_rounds_down_by_under_a_tenth_of_a_percent(latency):
+    """Large latencies are rounded down, never up, and lose less than 0.1 %."""
+    bucket = bench.latency_bucket(latency)
+    assert bucket <= latency
+    assert (latency - bucket) / latency < 0.001
+
+
+def test_histogram_percentiles_use_nearest_rank():
+    """p50 of 1..100 µs is 50 µs, p99 is 99 µs, the maximum is 100 µs."""
+    histogram = bench.LatencyHistogram()
+    for latency in range(1, 101):
+        histogram.add(latency)
+    assert histogram.total == 100
+    assert histogram.percentile(0.50) == 50
+    assert histogram.percentile(0.99) == 99
+    assert histogram.percentile(1.0) == 100
+    assert histogram.summary_ms() == {"p50": 0.05, "p90": 0.09, "p99": 0.099,
+                                      "p99.9": 0.1, "max": 0.1}
+
+
+def test_empty_histogram_reports_nothing():
+    """No observation, no percentile: None rather than a made-up zero."""
+    histogram = bench.LatencyHistogram()
+    assert histogram.percentile(0.99) is None
+    assert set(histogram.summary_ms().values()) == {None}
+
+
+def test_histograms_merge_their_counts():
+    """Merging adds every observation of the other histogram."""
+    first, second = bench.LatencyHistogram(), bench.LatencyHistogram()
+    first.add(10, times=3)
+    second.add(10)
+    second.add(20)
+    first.merge(second)
+    assert first.counts == {10: 4, 20: 1}
+
+
+def test_percentile_of_a_list():
+    """The list percentile uses nearest rank too, and None for an empty list."""
+    assert bench.percentile([5, 1, 3, 2, 4], 0.5) == 3
+    assert bench.percentile([5, 1, 3, 2, 4], 0.99) == 5
+    assert bench.percentile([], 0.5) is None
+
+
+def test_median_and_range_ignore_missing_runs():
+    """A run that produced no value does not drag the median."""
+    assert bench.median_and_range([3.0, None, 1.0, 2.0]) == (2.0, 1.0, 3.0)
+    assert bench.median_and_range([None]) is None
+
+
+def test_format_median_range():
+    """Medians come with their range; one value stands alone; none is n/a."""
+    assert bench.format_median_range([1_400_000, 1_300_000, 1_500_000]) == (
+        "1.4M [1.3M to 1.5M]")
+    assert bench.format_median_range([36.32]) == "36.3"
+    assert bench.format_median_range([None, None]) == "n/a"
+
+
+def test_pick_latency_samplers_spreads_over_the_join_order():
+    """A sample includes the first and the last client; 0 means every client."""
+    assert bench.pick_latency_samplers(100, 0) == set(range(100))
+    assert bench.pick_latency_samplers(3, 16) == {0, 1, 2}
+    sample = bench.pick_latency_samplers(100, 5)
+    assert len(sample) == 5
+    assert {0, 99} <= sample
+
+
+def test_step_is_good_needs_both_delivery_and_latency():
+    """99 % delivered and p99 at most 200 ms; a step with no latency sample is not good."""
+    def step(fraction, p99):
+        return {"delivered_fraction": fraction, "latency_ms": {"p99": p99}}
+
+    assert bench.step_is_good(step(0.99, 200.0))
+    assert not bench.step_is_good(step(0.989, 1.0))
+    assert not bench.step_is_good(step(1.0, 200.1))
+    assert not bench.step_is_good(step(1.0, None))
+
+
+def test_rate_ladder_is_geometric():
+    """maxrate climbs by a constant factor from its start."""
+    assert bench.next_rates(200, 1.5, 4) == [200, 300, 450, 675]
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_split_server_line_keeps_spaces_in_the_last_field():
+    """MSG has three fields: the text keeps its spaces."""
+    assert bench.split_server_line("MSG #bench alice hello there  world") == (
+        "MSG", ["#bench", "alice", "hello there  world"])
+
+
+def test_split_server_line_pads_an_empty_last_field():
+    """``OK quit`` may end without the space before an empty text."""
+    assert bench.split_server_line("OK quit") == ("OK", ["quit", ""])
+    assert bench.split_server_line("PING abc") == ("PING", ["abc"])
+
+
+def test_split_server_line_handles_history_and_unknown_types():
+    """HISTORY has four fields; a type the bench does not know splits on every space."""
+    line = "HISTORY #a 2026-11-25T10:00:00.123Z bob hi you"
+    assert bench.split_server_line(line) == (
+        "HISTORY", ["#a", "2026-11-25T10:00:00.123Z", "bob", "hi you"])
+    assert bench.split_server_line("NEWTYPE a b c") == ("NEWTYPE", ["a", "b", "c"])
+
+
+@given(step=st.integers(0, 999), seq=st.integers(0, 10**10 - 1),
+       scheduled=st.integers(0, 10**16 - 1), size=st.integers(1, 300))
+def test_probe_text_round_trips(step, seq, scheduled, size):
+    """A probe keeps step, sequence number and send time, at the size asked for."""
+    text = bench.probe_text(step, seq, scheduled, size)
+    assert len(text) == max(size, bench.PROBE_TAIL_LEN + 1)
+    assert bench.parse_probe(f"MSG #bench bob {text}\r\n") == (step, seq, scheduled)
+    assert text.count(bench.step_marker(step).decode()) == 1
+
+
+def test_parse_probe_rejects_other_lines():
+    """A line without a probe tail is not a probe."""
+    assert bench.parse_probe("OK say #bench") is None
+    assert bench.parse_probe(b"MSG #bench bob s001 q12 t34") is None
+
+
+class FakeTransport:
+    """Collects what the client writes."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+    def close(self):
+        pass
+
+
+def probe_lines(step, count, sender="bob"):
+    """``count`` chatd MSG lines of ``step``, scheduled at time zero."""
+    return b"".join(
+        f"MSG #bench {sender} {bench.probe_text(step, seq, 0, 40)}\r\n".encode()
+        for seq in range(count))
+
+
+@given(cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=60))
+def test_client_counts_every_probe_however_reads_split_them(cuts):
+    """Deliveries are counted exactly when lines straddle reads; other lines still arrive."""
+    async def scenario():
+        client = bench.BenchClient("chatd")
+        client.connection_made(FakeTransport())
+        client.data_received(b"HELLO chatd 1 welcome\r\n")
+        step = bench.Step(number=7, expected=12)
+        client.step = step
+        client.samples_latency = True
+        stream = (probe_lines(7, 5) + b"PING tok\r\n" + probe_lines(6, 2)
+                  + probe_lines(7, 7) + b"JOIN #bench carol\r\n")
+        position = 0
+        for cut in cuts:
+            client.data_received(stream[position:position + cut])
+            position += cut
+        client.data_received(stream[position:])
+        return client, step
+
+    client, step = asyncio.run(scenario())
+    assert step.delivered == 12
+    assert step.complete.is_set()
+    assert step.histogram.total == 12
+    assert step.stale == 2
+    assert client.transport.written == [b"/pong tok\r\n"]
+    assert list(client.events) == ["JOIN #bench carol"]
+
+
+def test_final_replies_resolve_requests_in_order():
+    """Each request gets the next final reply; events in between do not count as replies."""
+    async def scenario():
+        client = bench.BenchClient("chatd")
+        client.connection_made(FakeTransport())
+        client.data_received(b"HELLO chatd 1 hi\r\n")
+        first = asyncio.ensure_future(client.request("/ping a"))
+        second = asyncio.ensure_future(client.request("/ping b"))
+        await asyncio.sleep(0)
+        client.data_received(b"OK ping a\r\nINFO note\r\nERR bad-arguments no\r\n")
+        return await first, await second, list(client.events)
+
+    assert asyncio.run(scenario()) == ("OK ping a", "ERR bad-arguments no", ["INFO note"])
+
+
+def test_lost_connection_fails_waiting_requests():
+    """A request waiting when the connection drops raises rather than hanging."""
+    async def scenario():
+        client = bench.BenchClient("chatd")
+        client.connection_made(FakeTransport())
+        pending = asyncio.ensure_future(client.request("/ping a"))
+        await asyncio.sleep(0)
+        client.connection_lost(None)
+        with pytest.raises(ConnectionError):
+            await pending
+
+    asyncio.run(scenario())
+
+
+def test_proc_readers_see_this_process():
+    """CPU seconds and RSS come from /proc for any pid, here our own."""
+    assert bench.read_cpu_seconds(os.getpid()) > 0
+    memory = bench.read_memory_kb(os.getpid())
+    assert 0 < memory["VmRSS"] <= memory["VmHWM"]
+
+
+def test_summary_shows_medians_ranges_and_ratios():
+    """The compare table has one row per metric, a range per target, and the ratio."""
+    records = [
+        {"label": "sessions", "scenario": "sessions", "target": target, "run": run,
+         "rss_per_session_bytes": value, "alive": 10, "peak_rss_mb": 50.0,
+         "setup_seconds": 1.0}
+        for target, values in (("baseline", [1000, 1100, 900]), ("chatd", [2000, 2100, 1900]))
+        for run, value in enumerate(values, 1)
+    ]
+    records.append({"label": "sessions", "scenario": "sessions", "target": "chatd", "run": 4,
+                    "error": "BenchError: boom"})
+    table = bench.summarize(records)
+    assert "| RSS per session B | 1000 [900 to 1100] | 2000 [1900 to 2100] | 2.00x |" in table
+    assert "chatd run 4 failed: BenchError: boom" in table
+
+
+def test_selected_presets_by_label_or_scenario():
+    """``maxrate`` picks both maxrate presets; an unknown name is refused."""
+    labels = [p.label for p in bench.selected_presets("full", "maxrate,history")]
+    assert labels == ["maxrate-100", "maxrate-500", "history"]
+    with pytest.raises(SystemExit):
+        bench.selected_presets("full", "nonsense")
+
+
+# --------------------------------------------------------------------------- smoke runs
+
+
+@pytest.fixture
+def naive_server():
+    """The baseline server on a free loopback port: (port, pid); stopped afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, str(NAIVE_SERVER_PATH), "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline()
+        assert banner.startswith("listening on "), banner
+        yield int(banner.split()[-1]), process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def run_bench(*arguments, timeout=60):
+    """Run the bench's command line and return its JSON record."""
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_PATH), *arguments], capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+def test_smoke_fanout_against_the_baseline(naive_server):
+    """A tiny open-loop run delivers every message to every client and reports latency."""
+    port, pid = naive_server
+    record = run_bench("fanout", "--dialect", "naive", "--port", str(port), "--server-pid",
+                       str(pid), "--clients", "4", "--senders", "2", "--rate", "50",
+                       "--duration", "0.4", "--time-limit", "20")
+    assert record["messages"] == 20
+    assert record["delivered"] == record["expected"] == 80
+    assert record["latency_samples"] == 80
+    assert record["latency_ms"]["p99"] is not None
+    assert record["server_peak_rss_mb"] > 0
+
+
+def test_smoke_maxrate_against_the_baseline(naive_server):
+    """The ladder runs its bounded steps and names a last good rate."""
+    port, pid = naive_server
+    record = run_bench("maxrate", "--dialect", "naive", "--port", str(port), "--server-pid",
+                       str(pid), "--clients", "3", "--senders", "1", "--start-rate", "40",
+                       "--factor", "2", "--max-steps", "2", "--duration", "0.3",
+                       "--time-limit", "30")
+    assert [step["rate"] for step in record["steps"]] == [40, 80]
+    assert record["max_good_rate"] == 80
+    assert record["max_deliveries_per_s"] == 240
+
+
+def test_smoke_sessions_against_the_baseline(naive_server):
+    """Idle connections are all alive and the per-session RSS is computed."""
+    port, pid = naive_server
+    record = run_bench("sessions", "--dialect", "naive", "--port", str(port), "--server-pid",
+                       str(pid), "--clients", "20", "--time-limit", "20")
+    assert record["alive"] == 20
+    assert record["rss_per_session_bytes"] is not None
+
+
+def test_smoke_storm_against_the_baseline(naive_server):
+    """On the baseline the storm is a burst of connections; pings are timed throughout."""
+    port, pid = naive_server
+    record = run_bench("storm", "--dialect", "naive", "--port", str(port), "--server-pid",
+                       str(pid), "--logins", "3", "--ping-interval", "0.005",
+                       "--time-limit", "20")
+    assert record["logins_ok"] == 3
+    assert record["pings"] >= 1
+    assert record["ping_worst_ms"] is not None
+
+
+def test_history_refuses_the_baseline(naive_server):
+    """The baseline stores nothing, so history says so instead of measuring nonsense."""
+    port, _ = naive_server
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_PATH), "history", "--dialect", "naive", "--port", str(port),
+         "--time-limit", "10"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert completed.returncode != 0
+    assert "history needs the chatd dialect" in completed.stderr
+
+
+def test_compare_starts_and_stops_the_baseline(tmp_path):
+    """The driver runs a preset, summarizes it, and leaves no server behind."""
+    out = tmp_path / "report.json"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_PATH), "compare", "--targets", "baseline", "--preset",
+         "smoke", "--runs", "1", "--scenarios", "fanout,sessions", "--work-dir",
+         str(tmp_path), "--out", str(out), "--time-limit", "120"],
+        capture_output=True, text=True, timeout=200, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    assert "### fanout" in completed.stdout
+    assert "| deliveries/s |" in completed.stdout
+    report = json.loads(out.read_text())
+    assert [(r["label"], r["target"]) for r in report["records"]] == [
+        ("fanout", "baseline"), ("sessions", "baseline")]
+    for record in report["records"]:
+        assert "error" not in record
+        assert not Path(f"/proc/{record['server_pid']}").exists()
