@@ -355,12 +355,12 @@ def test_history_refuses_the_baseline(naive_server):
     assert "history needs the chatd dialect" in completed.stderr
 
 
-def test_compare_starts_and_stops_the_baseline(tmp_path):
-    """The driver runs a preset, summarizes it, and leaves no server behind."""
+def test_compare_starts_and_stops_both_servers(tmp_path):
+    """The driver runs presets on both servers, summarizes them, and leaves none running."""
     out = tmp_path / "report.json"
     completed = subprocess.run(
-        [sys.executable, str(BENCH_PATH), "compare", "--targets", "baseline", "--preset",
-         "smoke", "--runs", "1", "--scenarios", "fanout,sessions", "--work-dir",
+        [sys.executable, str(BENCH_PATH), "compare", "--targets", "baseline,chatd", "--preset",
+         "smoke", "--runs", "1", "--scenarios", "fanout,history", "--work-dir",
          str(tmp_path), "--out", str(out), "--time-limit", "120"],
         capture_output=True, text=True, timeout=200, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
@@ -368,7 +368,72 @@ def test_compare_starts_and_stops_the_baseline(tmp_path):
     assert "| deliveries/s |" in completed.stdout
     report = json.loads(out.read_text())
     assert [(r["label"], r["target"]) for r in report["records"]] == [
-        ("fanout", "baseline"), ("sessions", "baseline")]
+        ("fanout", "baseline"), ("fanout", "chatd"), ("history", "chatd")]
     for record in report["records"]:
         assert "error" not in record
         assert not Path(f"/proc/{record['server_pid']}").exists()
+
+
+def chatd_arguments(server):
+    """The bench options that point a scenario at a ServerProcess."""
+    return ("--dialect", "chatd", "--port", str(server.port), "--server-pid", str(server.pid))
+
+
+def test_smoke_fanout_against_chatd(chatd_server):
+    """Logged-in clients in one room receive every MSG; latency and server cost reported."""
+    record = run_bench("fanout", *chatd_arguments(chatd_server), "--clients", "4",
+                       "--senders", "2", "--rate", "50", "--duration", "0.4",
+                       "--time-limit", "30")
+    assert record["delivered"] == record["expected"] == 80
+    assert record["errors"] == 0
+    assert record["latency_ms"]["max"] is not None
+    assert record["server_cpu"] is not None
+
+
+def test_smoke_maxrate_against_chatd(chatd_server):
+    """The ladder runs against chatd too and keeps to its step bound."""
+    record = run_bench("maxrate", *chatd_arguments(chatd_server), "--clients", "3",
+                       "--senders", "1", "--start-rate", "40", "--factor", "2",
+                       "--max-steps", "2", "--duration", "0.3", "--time-limit", "30")
+    assert len(record["steps"]) == 2
+    assert record["max_good_rate"] == 80
+
+
+def test_smoke_sessions_against_chatd(chatd_server):
+    """Idle logged-in sessions all answer and the per-session RSS is computed."""
+    record = run_bench("sessions", *chatd_arguments(chatd_server), "--clients", "15",
+                       "--time-limit", "30")
+    assert record["alive"] == 15
+    assert record["rss_per_session_bytes"] is not None
+
+
+def test_smoke_storm_against_chatd(chatd_server):
+    """Concurrent logins all succeed while pings are timed."""
+    record = run_bench("storm", *chatd_arguments(chatd_server), "--logins", "3",
+                       "--ping-interval", "0.005", "--time-limit", "30")
+    assert record["logins_ok"] == 3
+    assert record["pings"] >= 1
+
+
+def test_smoke_history_against_chatd(tmp_path):
+    """A prefilled room's join sends the last 50 stored messages as HISTORY."""
+    from tests.serverproc import ServerProcess
+
+    server = ServerProcess(tmp_path)
+    assert bench.prefill_history(str(server.db_path), "#history", 500) == 500
+    server.start()
+    try:
+        record = run_bench("history", *chatd_arguments(server), "--joins", "2",
+                           "--time-limit", "30")
+    finally:
+        server.stop()
+    assert record["joins"] == 2
+    assert record["history_lines"] == 50
+    assert record["join_ms_max"] >= record["join_ms_median"]
+
+
+def test_prefill_history_tops_up_to_the_count(tmp_path):
+    """Prefilling again only adds what is missing, so reruns reuse the database."""
+    db_path = str(tmp_path / "chatd.sqlite3")
+    assert bench.prefill_history(db_path, "#history", 30, batch=7) == 30
+    assert bench.prefill_history(db_path, "#history", 45, batch=7) == 45
