@@ -150,6 +150,8 @@ class ChatProtocol(LineReceiver):
         """End the session, if any, and forget the connection."""
         self._lost = True
         self._closing = True
+        # BaseProtocol sets it when connected; the service reads it as IChatClient.connected.
+        self.connected = False
         self.server.connections.discard(self)
         if self._logout is not None:
             logout, self._logout = self._logout, None

@@ -53,6 +53,8 @@ class IChatClient(Interface):
     def disconnect(reason: str) -> None:
         """Say ``BYE reason`` and close the connection."""
 
+    connected = Attribute("False once the connection is gone and nothing can reach it.")
+
 
 class IChatSession(Interface):
     """The avatar: what one logged-in connection can do."""
@@ -312,7 +314,7 @@ class ChatService(Service):
         taking = self.database.write(storage.take_stored_messages, session.user.key)
 
         def deliver(rows: list[storage.StoredRow]) -> defer.Deferred | None:
-            if not session.active:
+            if not (session.active and session.mind.connected):
                 # Nobody saw them: back into the store for the next login.
                 return self.database.write(
                     storage.restore_stored_messages, session.user.key, rows

@@ -78,6 +78,7 @@ class RecordingClient:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.closed_with: str | None = None
+        self.connected = True
 
     def deliver(self, event: Event) -> None:
         """Keep ``event``."""
@@ -86,6 +87,7 @@ class RecordingClient:
     def disconnect(self, reason: str) -> None:
         """Remember the reason."""
         self.closed_with = reason
+        self.connected = False
 
     def lines(self) -> list[str]:
         """The events as wire lines, then forget them."""
@@ -187,3 +189,30 @@ class ChatHarness:
         client = self.client()
         client.login(name, password)
         return client
+
+
+class SlowDatabase(InlineDatabase):
+    """An inline database whose writes wait until the test calls ``flush``.
+
+    It stands in for a commit that takes a while, to show what the protocol
+    does while a command waits on the database.
+    """
+
+    def __init__(self, path: str = ":memory:") -> None:
+        super().__init__(path)
+        self.pending: list[tuple] = []
+        self.holding = False
+
+    def write(self, body, *args) -> defer.Deferred:
+        """Queue the write while holding; otherwise commit it at once."""
+        if not self.holding:
+            return super().write(body, *args)
+        done: defer.Deferred = defer.Deferred()
+        self.pending.append((body, args, done))
+        return done
+
+    def flush(self) -> None:
+        """Commit the writes queued so far (not those they cause), in order."""
+        batch, self.pending = self.pending, []
+        for body, args, done in batch:
+            super().write(body, *args).chainDeferred(done)
