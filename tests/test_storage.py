@@ -1,0 +1,194 @@
+"""Storage: the schema, its migrations, the named transactions, and the threads."""
+
+import sqlite3
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from chatd import storage
+from chatd.errors import ChatError
+
+
+@pytest.fixture
+def connection(tmp_path):
+    """A migrated database file."""
+    opened = storage.open_database_file(str(tmp_path / "chatd.sqlite3"))
+    yield opened
+    opened.close()
+
+
+def test_a_new_file_gets_the_whole_schema(tmp_path):
+    """Migrating an empty file reports version 0 and leaves the current version."""
+    connection = storage.connect(str(tmp_path / "new.sqlite3"))
+    assert storage.migrate(connection) == 0
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    assert storage.migrate(connection) == storage.SCHEMA_VERSION
+
+
+def test_wal_and_busy_timeout(connection):
+    """Every connection uses WAL and waits for locks instead of failing at once."""
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == storage.BUSY_TIMEOUT_MS
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    """A database from a newer chatd is not touched."""
+    connection = storage.connect(str(tmp_path / "future.sqlite3"))
+    connection.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        storage.migrate(connection)
+
+
+def test_user_names_are_unique_in_any_case(connection):
+    """create_user refuses a name taken in another case."""
+    with storage.transaction(connection):
+        storage.create_user(connection, "Alice", "hash", 0)
+    with pytest.raises(ChatError) as raised, storage.transaction(connection):
+        storage.create_user(connection, "ALICE", "hash", 0)
+    assert raised.value.code == "user-exists"
+    assert storage.find_account(connection, "alice") == storage.Account("Alice", "hash", False)
+
+
+def test_sql_is_parameterised(connection):
+    """Names with quotes are data, never SQL."""
+    evil = "x'); DROP TABLE users; --"
+    with storage.transaction(connection):
+        storage.create_user(connection, evil, "hash", 0)
+    assert storage.find_account(connection, evil.lower()).name == evil
+    assert storage.list_users(connection) == [(evil, False)]
+
+
+def test_stored_messages_are_taken_once_oldest_first(connection):
+    """take_stored_messages removes and returns, in order; restore puts them back."""
+    with storage.transaction(connection):
+        storage.create_user(connection, "bob", "hash", 0)
+        assert storage.store_direct_message(connection, "bob", "alice", "one", 1) == "bob"
+        storage.store_direct_message(connection, "bob", "carol", "two", 2)
+    with storage.transaction(connection):
+        taken = storage.take_stored_messages(connection, "bob")
+    assert [(m.sender, m.text) for m in taken] == [("alice", "one"), ("carol", "two")]
+    with storage.transaction(connection):
+        assert storage.take_stored_messages(connection, "bob") == []
+        storage.restore_stored_messages(connection, "bob", taken)
+        assert storage.take_stored_messages(connection, "bob") == taken
+
+
+def test_storing_for_nobody_is_no_such_user(connection):
+    """A direct message for an unknown account is refused."""
+    with pytest.raises(ChatError) as raised:
+        storage.store_direct_message(connection, "ghost", "alice", "boo", 0)
+    assert raised.value.code == "no-such-user"
+
+
+def test_deleting_a_user_deletes_what_waits_for_them(connection):
+    """Stored messages go with their recipient; the deletion is an account event."""
+    with storage.transaction(connection):
+        storage.create_user(connection, "bob", "hash", 0)
+        storage.store_direct_message(connection, "bob", "alice", "one", 1)
+        assert storage.delete_user(connection, "bob", 5)
+        assert not storage.delete_user(connection, "bob", 5)
+    assert connection.execute("SELECT count(*) FROM stored_messages").fetchone()[0] == 0
+    events = storage.account_events_since(connection, 0)
+    assert [(e.name_key, e.action) for e in events] == [("bob", "delete")]
+
+
+def test_room_history_is_a_range_read(connection):
+    """open_room creates once, keeps the first spelling; history is the last n, in order."""
+    with storage.transaction(connection):
+        room_id, name, recent = storage.open_room(connection, "#Rust", 0, 50)
+        assert (name, recent) == ("#Rust", [])
+        for number in range(10):
+            storage.add_room_message(connection, room_id, "alice", f"m{number}", number)
+        again_id, again_name, recent = storage.open_room(connection, "#RUST", 0, 3)
+    assert (again_id, again_name) == (room_id, "#Rust")
+    assert [row.text for row in recent] == ["m7", "m8", "m9"]
+    plan = connection.execute(
+        "EXPLAIN QUERY PLAN SELECT id, sender, text, sent_at FROM room_messages"
+        " WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+        (room_id, 3),
+    ).fetchall()
+    assert "room_messages_by_room" in str(plan)
+
+
+# --- the threaded Database --------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path):
+    """A running Database on a file, closed after the test."""
+    from twisted.internet import reactor
+
+    db = storage.Database(str(tmp_path / "chatd.sqlite3"), reactor)
+    yield db
+    pytest_twisted.blockon(db.close())
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_has_been_committed_when_its_deferred_fires(database, tmp_path):
+    """Another connection sees the row as soon as write() fires: it is committed."""
+    yield database.open()
+    yield database.write(storage.create_user, "alice", "hash", 0)
+    other = sqlite3.connect(str(tmp_path / "chatd.sqlite3"))
+    assert other.execute("SELECT name FROM users").fetchall() == [("alice",)]
+    other.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_failing_write_does_not_undo_its_batch(database):
+    """Writes queued together share a commit, but each succeeds or fails alone."""
+    yield database.open()
+    results = yield defer.DeferredList(
+        [
+            database.write(storage.create_user, "alice", "hash", 0),
+            database.write(storage.create_user, "ALICE", "hash", 0),
+            database.write(storage.create_user, "bob", "hash", 0),
+        ],
+        consumeErrors=True,
+    )
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].value.code == "user-exists"
+    users = yield database.read(storage.list_users)
+    assert users == [("alice", False), ("bob", False)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_many_writes_are_grouped_into_few_commits(database):
+    """Writes queued while the writer is busy are committed together, all in order."""
+    yield database.open()
+    room_id, _, _ = yield database.write(storage.open_room, "#a", 0, 50)
+    ids = yield defer.gatherResults(
+        [database.write(storage.add_room_message, room_id, "a", str(n), n) for n in range(2000)]
+    )
+    assert ids == sorted(ids)
+    assert database.batches_committed < 2000
+    rows = yield database.read(storage.recent_room_messages, room_id, 2000)
+    assert [row.text for row in rows] == [str(n) for n in range(2000)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_finishes_queued_writes(tmp_path):
+    """Writes queued before close() are committed before the connection closes."""
+    from twisted.internet import reactor
+
+    path = str(tmp_path / "chatd.sqlite3")
+    database = storage.Database(path, reactor)
+    yield database.open()
+    writes = [database.write(storage.create_user, f"u{n}", "hash", 0) for n in range(50)]
+    yield database.close()
+    yield defer.gatherResults(writes)
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT count(*) FROM users").fetchone()[0] == 50
+    check.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_database_work_runs_off_the_reactor_thread(database):
+    """Neither reads nor writes run on the reactor's thread."""
+    import threading
+
+    yield database.open()
+    main = threading.get_ident()
+    write_thread = yield database.write(lambda connection: threading.get_ident())
+    read_thread = yield database.read(lambda connection: threading.get_ident())
+    assert main not in (write_thread, read_thread)
