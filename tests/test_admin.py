@@ -1,0 +1,84 @@
+"""The admin command line, run in-process on a real database file."""
+
+import io
+
+import pytest
+
+from chatd import admin, storage
+from chatd.passwords import check_password
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    """Run ``chatd --db <file> ...`` with ``stdin``; return (exit code, stdout, stderr)."""
+    monkeypatch.setenv("CHATD_BCRYPT_ROUNDS", "4")
+    path = str(tmp_path / "chatd.sqlite3")
+
+    def run_admin(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = admin.main(["--db", path, *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    run_admin.path = path
+    return run_admin
+
+
+def test_add_list_and_delete(run):
+    """Accounts added from stdin show in the list and can be deleted."""
+    assert run("user", "add", "Alice", "--password-stdin", stdin="password1\n")[0] == 0
+    assert run("user", "add", "bob", "--password-stdin", stdin="password2\n")[0] == 0
+    assert run("user", "list") == (0, "Alice\nbob\n", "")
+    assert run("user", "del", "alice") == (0, "deleted alice\n", "")
+    assert run("user", "list") == (0, "bob\n", "")
+
+
+def test_add_refuses_taken_names_and_weak_passwords(run):
+    """Errors exit 1 with a message on stderr."""
+    run("user", "add", "alice", "--password-stdin", stdin="password1\n")
+    code, _, err = run("user", "add", "ALICE", "--password-stdin", stdin="password1\n")
+    assert code == 1 and "taken" in err
+    code, _, err = run("user", "add", "bob", "--password-stdin", stdin="short\n")
+    assert code == 1 and "at least 8" in err
+    code, _, err = run("user", "add", "9bob", "--password-stdin", stdin="password1\n")
+    assert code == 1 and "user names" in err
+
+
+def test_passwd_ban_unban(run):
+    """passwd replaces the hash; ban and unban flip the flag and record events."""
+    run("user", "add", "alice", "--password-stdin", stdin="password1\n")
+    assert run("user", "passwd", "alice", "--password-stdin", stdin="another-pass\n")[0] == 0
+    assert run("user", "ban", "alice")[1] == "banned alice\n"
+    assert run("user", "list")[1] == "alice  (banned)\n"
+    assert run("user", "unban", "alice")[1] == "unbanned alice\n"
+    connection = storage.open_database_file(run.path)
+    account = storage.find_account(connection, "alice")
+    assert check_password(b"another-pass", account.password_hash)
+    assert not account.banned
+    actions = [event.action for event in storage.account_events_since(connection, 0)]
+    assert actions == ["ban", "unban"]
+
+
+def test_unknown_user(run):
+    """Acting on a missing account exits 1."""
+    for action in ("del", "ban", "unban"):
+        code, _, err = run("user", action, "ghost")
+        assert code == 1 and "no user ghost" in err
+    code, _, err = run("user", "passwd", "ghost", "--password-stdin", stdin="password1\n")
+    assert code == 1
+
+
+def test_password_is_never_an_argument(run):
+    """There is no way to give the password on the command line."""
+    with pytest.raises(SystemExit):
+        run("user", "add", "alice", "password1")
+
+
+def test_prompted_password_must_be_typed_twice_alike(run, monkeypatch):
+    """Without --password-stdin the password is asked twice, without echo."""
+    answers = iter(["password1", "password2"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    code, _, err = run("user", "add", "alice")
+    assert code == 1 and "differ" in err
+    answers = iter(["password1", "password1"])
+    assert run("user", "add", "alice")[0] == 0

@@ -1,0 +1,111 @@
+"""The chat service without any network: minds that record what they are sent."""
+
+from chatd import storage
+from chatd.events import Joined, Members, Parted, RoomMessage
+from tests.support import ChatHarness, RecordingClient
+
+
+def start(harness: ChatHarness, name: str) -> tuple:
+    """Register ``name`` if needed and start a session with a recording mind."""
+    harness.accounts.register(name, "password1").addErrback(lambda failure: None)
+    mind = RecordingClient()
+    sessions = []
+    harness.chat.start_session(name, mind).addCallback(sessions.append)
+    return sessions[0], mind
+
+
+def test_first_session_joins_the_lobby():
+    """A user's first session joins #lobby and is shown its members."""
+    harness = ChatHarness()
+    session, mind = start(harness, "alice")
+    assert mind.lines() == ["JOIN #lobby alice", "WHO #lobby alice"]
+    assert session.current.name == "#lobby"
+    assert set(harness.chat.users) == {"alice"}
+
+
+def test_events_are_encoded_once_for_every_recipient():
+    """A room message reaches every session as the very same event object."""
+    harness = ChatHarness()
+    sessions = [start(harness, name) for name in ("alice", "bob", "carol")]
+    for _, mind in sessions:
+        mind.events.clear()
+    sessions[0][0].say("hello")
+    delivered = [mind.events[0] for _, mind in sessions]
+    assert all(event is delivered[0] for event in delivered)
+    assert isinstance(delivered[0], RoomMessage)
+    assert delivered[0].wire == b"MSG #lobby alice hello\r\n"
+
+
+def test_logout_of_the_last_session_parts_every_room():
+    """When the last session ends the user leaves every room and the rooms empty out."""
+    harness = ChatHarness()
+    alice, alice_mind = start(harness, "alice")
+    bob, bob_mind = start(harness, "bob")
+    alice.join("#a")
+    bob_mind.events.clear()
+    alice.logout()
+    assert [type(e) for e in bob_mind.events] == [Parted]
+    assert "alice" not in harness.chat.users
+    assert "#a" not in harness.chat.rooms
+    assert [room.name for room in harness.chat.active_rooms()] == ["#lobby"]
+
+
+def test_rooms_come_back_with_their_history():
+    """A room emptied and joined again reloads its recent history from storage."""
+    harness = ChatHarness()
+    alice, mind = start(harness, "alice")
+    alice.join("#a")
+    alice.say("kept")
+    alice.part("#a")
+    mind.events.clear()
+    alice.join("#A")
+    lines = mind.lines()
+    assert lines[:2] == ["JOIN #a alice", "WHO #a alice"]
+    assert lines[2].startswith("HISTORY #a ") and lines[2].endswith(" alice kept")
+
+
+def test_join_order_and_announcements():
+    """JOIN reaches members already there and the joiner; WHO only the joiner."""
+    harness = ChatHarness()
+    alice, alice_mind = start(harness, "alice")
+    bob, bob_mind = start(harness, "bob")
+    alice_mind.events.clear()
+    bob_mind.events.clear()
+    bob.join("#lobby")
+    assert alice_mind.events == [] and bob_mind.events == []
+    bob.join("#new")
+    assert [type(e) for e in bob_mind.events] == [Joined, Members]
+    assert alice_mind.events == []
+
+
+def test_ban_from_the_admin_command_line_closes_live_sessions():
+    """The service polls account events: a ban made elsewhere ends the user's sessions."""
+    harness = ChatHarness()
+    harness.chat.startService()
+    alice, mind = start(harness, "alice")
+    harness.database.write(storage.set_banned, "alice", True, 0)
+    harness.clock.advance(1.0)
+    assert mind.closed_with == "banned"
+
+
+def test_deletion_closes_live_sessions():
+    """A deleted account's sessions are closed with BYE account-deleted."""
+    harness = ChatHarness()
+    harness.chat.startService()
+    alice, mind = start(harness, "alice")
+    harness.database.write(storage.delete_user, "alice", 0)
+    harness.clock.advance(1.0)
+    assert mind.closed_with == "account-deleted"
+    harness.chat.stopService()
+
+
+def test_events_before_the_service_started_are_not_replayed():
+    """A ban lifted long ago does not disconnect anyone at start."""
+    harness = ChatHarness()
+    harness.accounts.register("alice", "password1")
+    harness.database.write(storage.set_banned, "alice", True, 0)
+    harness.database.write(storage.set_banned, "alice", False, 0)
+    harness.chat.startService()
+    alice, mind = start(harness, "alice")
+    harness.clock.advance(5.0)
+    assert mind.closed_with is None
