@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions = user.add_subparsers(dest="action", required=True)
     for action, command in USER_COMMANDS.items():
         sub = actions.add_parser(action, help=command.__doc__)
-        sub.add_argument("--db", help=argparse.SUPPRESS)
+        # Accepted after the action too; SUPPRESS keeps it from hiding the global --db.
+        sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if action != "list":
             sub.add_argument("name")
         if action in ("add", "passwd"):
