@@ -39,8 +39,8 @@ def test_events_are_encoded_once_for_every_recipient():
 def test_logout_of_the_last_session_parts_every_room():
     """When the last session ends the user leaves every room and the rooms empty out."""
     harness = ChatHarness()
-    alice, alice_mind = start(harness, "alice")
-    bob, bob_mind = start(harness, "bob")
+    alice, _alice_mind = start(harness, "alice")
+    _bob, bob_mind = start(harness, "bob")
     alice.join("#a")
     bob_mind.events.clear()
     alice.logout()
@@ -67,7 +67,7 @@ def test_rooms_come_back_with_their_history():
 def test_join_order_and_announcements():
     """JOIN reaches members already there and the joiner; WHO only the joiner."""
     harness = ChatHarness()
-    alice, alice_mind = start(harness, "alice")
+    _alice, alice_mind = start(harness, "alice")
     bob, bob_mind = start(harness, "bob")
     alice_mind.events.clear()
     bob_mind.events.clear()
@@ -82,7 +82,7 @@ def test_ban_from_the_admin_command_line_closes_live_sessions():
     """The service polls account events: a ban made elsewhere ends the user's sessions."""
     harness = ChatHarness()
     harness.chat.startService()
-    alice, mind = start(harness, "alice")
+    _alice, mind = start(harness, "alice")
     harness.database.write(storage.set_banned, "alice", True, 0)
     harness.clock.advance(1.0)
     assert mind.closed_with == "banned"
@@ -92,7 +92,7 @@ def test_deletion_closes_live_sessions():
     """A deleted account's sessions are closed with BYE account-deleted."""
     harness = ChatHarness()
     harness.chat.startService()
-    alice, mind = start(harness, "alice")
+    _alice, mind = start(harness, "alice")
     harness.database.write(storage.delete_user, "alice", 0)
     harness.clock.advance(1.0)
     assert mind.closed_with == "account-deleted"
@@ -106,6 +106,6 @@ def test_events_before_the_service_started_are_not_replayed():
     harness.database.write(storage.set_banned, "alice", True, 0)
     harness.database.write(storage.set_banned, "alice", False, 0)
     harness.chat.startService()
-    alice, mind = start(harness, "alice")
+    _alice, mind = start(harness, "alice")
     harness.clock.advance(5.0)
     assert mind.closed_with is None

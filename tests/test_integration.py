@@ -1,0 +1,140 @@
+"""Integration: a whole server in-process on real loopback sockets and a real SQLite file."""
+
+import random
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from tests.netclient import connect, start_server
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A running server on port 0; stopped (BYE shutdown, database closed) after the test."""
+    server, port = pytest_twisted.blockon(start_server(tmp_path))
+    server.port = port
+    yield server
+    pytest_twisted.blockon(server.stopService())
+
+
+@pytest_twisted.inlineCallbacks
+def test_several_clients_chat_in_rooms(server):
+    """Three users talk in #lobby and in a room of their own."""
+    alice, bob, carol = yield defer.gatherResults([connect(server.port) for _ in range(3)])
+    yield alice.login("alice")
+    yield bob.login("bob")
+    yield carol.login("carol")
+    yield alice.command("hello everyone")
+    for client in (bob, carol):
+        yield client.expect("MSG #lobby alice hello everyone")
+    yield bob.command("/join #den")
+    lines = yield carol.command("/join #Den")
+    assert lines[:2] == ["JOIN #den carol", "WHO #den bob carol"]
+    yield bob.expect("JOIN #den carol")
+    yield carol.command("just us")
+    yield bob.expect("MSG #den carol just us")
+    rooms = yield alice.command("/rooms")
+    assert rooms == ["ROOM #den 2", "ROOM #lobby 3", "OK rooms"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_direct_messages_live_and_stored(server):
+    """A DM to someone online is delivered; to someone away it waits for their login."""
+    alice, bob = yield defer.gatherResults([connect(server.port), connect(server.port)])
+    yield alice.login("alice")
+    yield bob.login("bob")
+    assert (yield alice.command("/msg bob hi"))[-1] == "OK msg bob delivered"
+    yield bob.expect("DM alice bob hi")
+    bob.transport.loseConnection()
+    yield bob.closed
+    yield alice.expect("PART #lobby bob")
+    assert (yield alice.command("/msg bob see you later"))[-1] == "OK msg bob stored"
+    bob = yield connect(server.port)
+    lines = yield bob.command("/login bob password1")
+    assert [line.split(" ", 2)[2] for line in lines if line.startswith("STORED ")] == [
+        "alice see you later"
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_user_on_several_connections(server):
+    """Two connections of one user both get the room's traffic and the user's DMs."""
+    bob = yield connect(server.port)
+    yield bob.login("bob")
+    first, second = yield defer.gatherResults([connect(server.port), connect(server.port)])
+    yield first.login("alice")
+    lines = yield second.login("alice")
+    assert "JOIN #lobby alice" not in lines
+    yield bob.command("hi alice")
+    yield first.expect("MSG #lobby bob hi alice")
+    yield second.expect("MSG #lobby bob hi alice")
+    yield bob.command("/msg alice psst")
+    yield first.expect("DM bob alice psst")
+    yield second.expect("DM bob alice psst")
+    first.transport.loseConnection()
+    yield first.closed
+    who = yield bob.command("/who")
+    assert who[-2] == "WHO #lobby alice bob"
+
+
+@pytest_twisted.inlineCallbacks
+def test_random_bytes_do_not_disturb_anyone_else(server):
+    """A client sending garbage gets ERR lines, never a crash; others chat on."""
+    alice, bob = yield defer.gatherResults([connect(server.port), connect(server.port)])
+    yield alice.login("alice")
+    yield bob.login("bob")
+    noisy = yield connect(server.port)
+    generator = random.Random(20261125)
+    for round_number in range(50):
+        noisy.transport.write(bytes(generator.randrange(256) for _ in range(2000)))
+        if round_number % 10 == 0:
+            yield alice.command(f"still here {round_number}")
+            yield bob.expect(f"MSG #lobby alice still here {round_number}")
+    noisy.transport.write(b"\n/ping alive\n")
+    yield noisy.expect("OK ping alive")
+    assert all(line.startswith(("OK ", "ERR ", "INFO ")) for line in noisy.lines[1:])
+    lines = yield alice.command("/who")
+    assert lines[-2] == "WHO #lobby alice bob"
+
+
+@pytest_twisted.inlineCallbacks
+def test_shutdown_says_bye_to_everyone(tmp_path):
+    """Stopping the service sends BYE shutdown to logged-in and anonymous connections."""
+    server, port = yield start_server(tmp_path)
+    alice, anonymous = yield defer.gatherResults([connect(port), connect(port)])
+    yield alice.login("alice")
+    yield server.stopService()
+    for client in (alice, anonymous):
+        yield client.closed
+        assert client.lines[-1] == "BYE shutdown"
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_survive_a_restart_of_the_service(tmp_path):
+    """History and stored messages are in the file: a new server on it has them."""
+    server, port = yield start_server(tmp_path)
+    alice = yield connect(port)
+    yield alice.login("alice")
+    registering = yield connect(port)
+    yield registering.command("/register bob password1")
+    yield alice.command("on the record")
+    yield alice.command("/msg bob waiting for you")
+    yield server.stopService()
+    server, port = yield start_server(tmp_path)
+    bob = yield connect(port)
+    lines = yield bob.command("/login bob password1")
+    assert any(line.endswith(" alice on the record") for line in lines if "HISTORY" in line)
+    assert any(line.endswith(" alice waiting for you") for line in lines if "STORED" in line)
+    yield server.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_logins_do_not_stall_chat(server):
+    """bcrypt runs off the reactor: a ping is answered while logins are checked."""
+    alice = yield connect(server.port)
+    yield alice.login("alice")
+    others = yield defer.gatherResults([connect(server.port) for _ in range(5)])
+    for number, other in enumerate(others):
+        other.send(f"/login nobody{number} wrong-password")
+    assert (yield alice.command("/ping during"))[-1] == "OK ping during"
