@@ -1,0 +1,212 @@
+"""What the user types: commands, client-side help, completion and history.
+
+Everything here is pure apart from the prompt_toolkit adapters at the end, and
+runs in the input thread; it never touches the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import InMemoryHistory
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of the protocol as the client explains it."""
+
+    name: str
+    arguments: str
+    summary: str
+
+    @property
+    def usage(self) -> str:
+        """How the command is typed, e.g. ``/join <room>``."""
+        return f"/{self.name} {self.arguments}".rstrip()
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "register", "<user> [<password>]", "create an account (asks for the password if left out)"
+    ),
+    Command("login", "<user> [<password>]", "log in (asks for the password if left out)"),
+    Command("join", "<room>", "join a room, creating it if new, and make it the current room"),
+    Command("part", "[<room>]", "leave the named room, or the current one"),
+    Command("say", "<room> <text>", "send text to a room you are in without switching to it"),
+    Command("msg", "<user> <text>", "send a direct message; kept for them if they are offline"),
+    Command("who", "[<room>]", "list who is in the named room, or the current one"),
+    Command("rooms", "", "list the rooms that have members"),
+    Command("history", "<room> [<n>]", "show the last n messages of a room you are in (50)"),
+    Command("passwd", "<old> <new>", "change your password"),
+    Command("ping", "[<token>]", "check that the server answers"),
+    Command("pong", "<token>", "answer a server PING (the client does this by itself)"),
+    Command("help", "[<command>]", "this help, or the help for one command"),
+    Command("quit", "[<text>]", "leave chatd (Ctrl-D does the same)"),
+)
+COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
+
+_HELP_FOOTER = (
+    "Text that does not start with / goes to the current room (shown in the prompt).",
+    "Start a line with // to send text that begins with /.",
+    "Tab completes commands, room names and the names of people online;",
+    "Up and Down walk through what you typed. Ctrl-D or /quit leaves.",
+)
+
+
+def help_lines(topic: str | None = None) -> list[str]:
+    """The client-side ``/help``: every command, or one in detail."""
+    if topic:
+        command = COMMANDS_BY_NAME.get(topic.lower().lstrip("/"))
+        if command is None:
+            return [f"no command /{topic.lstrip('/')}; /help lists them all"]
+        return [f"{command.usage}  -  {command.summary}"]
+    width = max(len(command.usage) for command in COMMANDS)
+    lines = ["commands:"]
+    lines += [f"  {command.usage:<{width}}  {command.summary}" for command in COMMANDS]
+    lines += _HELP_FOOTER
+    return lines
+
+
+@dataclass(frozen=True)
+class SendLine:
+    """Send this line to the server as it is."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    """Answer ``/help`` locally."""
+
+    topic: str | None
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Leave: send this ``/quit`` line, then stop."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class AskPassword:
+    """``/login`` or ``/register`` without a password: ask for it without echo.
+
+    The finished line is ``f"{prefix} {password}"``; ``confirm`` asks twice, for
+    a new password.
+    """
+
+    prefix: str
+    confirm: bool
+
+
+Action = SendLine | ShowHelp | Quit | AskPassword
+
+
+def parse_input(text: str) -> Action | None:
+    """Decide what a typed line means; ``None`` for a blank line."""
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        return None
+    if not text.startswith("/") or text.startswith("//"):
+        return SendLine(text)
+    words = text.split()
+    name = words[0][1:].lower()
+    if name == "help":
+        return ShowHelp(words[1] if len(words) > 1 else None)
+    if name == "quit":
+        return Quit(text)
+    if name in ("login", "register") and len(words) == 2:
+        return AskPassword(f"{words[0]} {words[1]}", confirm=name == "register")
+    return SendLine(text)
+
+
+# Commands that carry a password: history keeps them without it, so the
+# password is neither shown again with Up nor kept in memory longer than needed.
+_SECRET_ARGUMENT_INDEX = {"login": 2, "register": 2, "passwd": 1}
+
+
+def redact(line: str) -> str:
+    """The line as history should remember it, without any password."""
+    words = line.split()
+    if not words or not words[0].startswith("/"):
+        return line
+    keep = _SECRET_ARGUMENT_INDEX.get(words[0][1:].lower())
+    if keep is None or len(words) <= keep:
+        return line
+    return " ".join(words[:keep])
+
+
+class RedactingHistory(InMemoryHistory):
+    """In-memory history of typed lines that never stores a password."""
+
+    def append_string(self, string: str) -> None:
+        """Remember a typed line, with any password taken out."""
+        super().append_string(redact(string))
+
+
+_ROOM_ARGUMENT_COMMANDS = frozenset({"join", "part", "who", "history", "say"})
+
+
+def _matching(prefix: str, candidates: Iterable[str]) -> list[str]:
+    folded = prefix.lower()
+    unique = {candidate.lower(): candidate for candidate in candidates}
+    return sorted(
+        (name for key, name in unique.items() if key.startswith(folded)),
+        key=str.lower,
+    )
+
+
+def complete(text: str, rooms: Iterable[str], users: Iterable[str]) -> tuple[str, list[str]]:
+    """Completions for the word before the cursor.
+
+    Returns the word being completed and its candidates, best order first. The
+    first word of a command line completes to command names, a command's room
+    or user argument to rooms or users, and any other word to a room when it
+    starts with ``#`` and to a person's name otherwise.
+    """
+    word = text.rsplit(" ", 1)[-1]
+    earlier = text[: len(text) - len(word)].split()
+    if text.startswith("/") and not text.startswith("//"):
+        if not earlier:
+            names = _matching(word.lstrip("/"), (command.name for command in COMMANDS))
+            return word, [f"/{name} " for name in names]
+        command = earlier[0][1:].lower()
+        if len(earlier) == 1 and command in _ROOM_ARGUMENT_COMMANDS:
+            return word, _matching(word, rooms)
+        if len(earlier) == 1 and command == "msg":
+            return word, _matching(word, users)
+        if len(earlier) == 1 and command == "help":
+            return word, _matching(word, (command.name for command in COMMANDS))
+        if command not in ("say", "msg"):
+            return word, []
+    if not word:
+        return word, []
+    if word.startswith("#"):
+        return word, _matching(word, rooms)
+    if word.startswith("@"):
+        return word, ["@" + name for name in _matching(word[1:], users)]
+    return word, _matching(word, users)
+
+
+class ChatCompleter(Completer):
+    """Tab completion over what the client has learnt of rooms and people.
+
+    ``snapshot`` returns ``(rooms, users)``; it is called in the input thread
+    and must hand back copies, not the reactor's live sets.
+    """
+
+    def __init__(self, snapshot) -> None:
+        self._snapshot = snapshot
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        """prompt_toolkit's hook: yield a Completion for each candidate."""
+        rooms, users = self._snapshot()
+        word, candidates = complete(document.text_before_cursor, rooms, users)
+        for candidate in candidates:
+            yield Completion(candidate, start_position=-len(word))

@@ -1,0 +1,230 @@
+"""Turning server lines into text for people.
+
+Every function here is pure: it takes a parsed line and returns the text to
+show (or ``None`` to show nothing), so the whole look of the client is tested
+without a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+from chatd.client.lines import ServerLine
+
+RESET = "\x1b[0m"
+BOLD = "1"
+DIM = "2"
+RED = "31"
+GREEN = "32"
+YELLOW = "33"
+MAGENTA = "35"
+CYAN = "36"
+
+# Control characters from other users' text would otherwise reach the terminal
+# as escape sequences: they could move the cursor, retitle the window or fake
+# lines. They are shown in caret notation instead.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _caret(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    return f"\\x{code:02x}"
+
+
+def defang(text: str) -> str:
+    """Make text safe to print on a terminal: tabs become spaces, controls visible."""
+    return _CONTROL_CHARACTERS.sub(_caret, text.replace("\t", " "))
+
+
+def colour_wanted(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colours on a terminal only, and never when ``NO_COLOR`` is set (no-color.org)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def parse_timestamp(text: str) -> datetime.datetime | None:
+    """Read a protocol timestamp (UTC, ISO 8601 with milliseconds), or ``None``."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment
+
+
+# A successful command whose visible effect is its own event line (MSG, JOIN,
+# WHO, ...) needs no acknowledgement; these OKs say something the events do not.
+def _ok_login(user: str, _rest: str) -> str:
+    return f"logged in as {user}"
+
+
+def _ok_register(user: str, _rest: str) -> str:
+    return f"registered {user}; now log in with /login {user}"
+
+
+def _ok_msg(recipient: str, outcome: str) -> str | None:
+    if outcome == "stored":
+        return f"{recipient} is offline; the message is stored until they log in"
+    return None
+
+
+def _ok_passwd(_first: str, _rest: str) -> str:
+    return "password changed"
+
+
+def _ok_ping(token: str, rest: str) -> str:
+    return " ".join(part for part in ("pong", token, rest) if part)
+
+
+_QUIET_OKS = frozenset({"say", "join", "part", "who", "rooms", "history", "help", "pong", "quit"})
+_TALKING_OKS: dict[str, Callable[[str, str], str | None]] = {
+    "login": _ok_login,
+    "register": _ok_register,
+    "msg": _ok_msg,
+    "passwd": _ok_passwd,
+    "ping": _ok_ping,
+}
+
+
+class Renderer:
+    """Renders server lines and the client's own notices, with or without colour.
+
+    ``whoami`` tells the renderer who is logged in, so one's own name can stand
+    out and stored direct messages can name their recipient. ``timezone`` and
+    ``now`` exist for tests; by default times are shown in the local zone.
+    """
+
+    def __init__(
+        self,
+        *,
+        colour: bool,
+        whoami: Callable[[], str | None] = lambda: None,
+        timezone: datetime.tzinfo | None = None,
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.colour = colour
+        self._whoami = whoami
+        self._timezone = timezone
+        self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+
+    def paint(self, text: str, *codes: str) -> str:
+        """Wrap text in the given SGR codes when colours are on."""
+        if not self.colour or not codes:
+            return text
+        return f"\x1b[{';'.join(codes)}m{text}{RESET}"
+
+    def notice(self, text: str) -> str:
+        """A line from the client itself about what is going on."""
+        return self.paint(f"* {text}", DIM)
+
+    def problem(self, text: str) -> str:
+        """Something went wrong; set apart from the conversation."""
+        return self.paint(f"! {text}", BOLD, RED)
+
+    def render(self, line: ServerLine) -> str | None:
+        """The text to show for a server line, or ``None`` when it deserves none."""
+        fields = tuple(defang(field) for field in line.fields)
+        handler = getattr(self, f"_render_{line.kind.lower()}", None)
+        if handler is None or not line.is_known:
+            return defang(line.raw)
+        return handler(*fields)
+
+    def local_time(self, timestamp: str) -> str:
+        """A protocol timestamp as local time: the hour alone today, with the date otherwise."""
+        moment = parse_timestamp(timestamp)
+        if moment is None:
+            return timestamp
+        local = moment.astimezone(self._timezone)
+        today = self._now().astimezone(self._timezone).date()
+        if local.date() == today:
+            return local.strftime("%H:%M")
+        return local.strftime("%Y-%m-%d %H:%M")
+
+    def _nick(self, name: str) -> str:
+        me = self._whoami()
+        if me is not None and name.lower() == me.lower():
+            return self.paint(f"<{name}>", BOLD, GREEN)
+        return self.paint(f"<{name}>", BOLD)
+
+    def _room_tag(self, room: str) -> str:
+        return self.paint(f"[{room}]", CYAN)
+
+    def _dm_tag(self, sender: str, recipient: str) -> str:
+        return self.paint(f"[DM {sender} -> {recipient}]", BOLD, MAGENTA)
+
+    def _past(self, label: str, timestamp: str) -> str:
+        return self.paint(f"({label} {self.local_time(timestamp)})", YELLOW)
+
+    def _render_hello(self, server: str, version: str, text: str) -> str:
+        greeting = f"connected to {server} (protocol {version})"
+        return self.notice(f"{greeting}: {text}" if text else greeting)
+
+    def _render_ok(self, command: str, text: str) -> str | None:
+        command = command.lower()
+        if command in _QUIET_OKS:
+            return None
+        talker = _TALKING_OKS.get(command)
+        if talker is None:
+            return self.notice(" ".join(part for part in (command, text) if part))
+        first, _, rest = text.partition(" ")
+        said = talker(first, rest)
+        return None if said is None else self.notice(said)
+
+    def _render_err(self, code: str, text: str) -> str:
+        return self.problem(f"{code}: {text}" if text else code)
+
+    def _render_msg(self, room: str, sender: str, text: str) -> str:
+        return f"{self._room_tag(room)} {self._nick(sender)} {text}"
+
+    def _render_dm(self, sender: str, recipient: str, text: str) -> str:
+        return f"{self._dm_tag(sender, recipient)} {text}"
+
+    def _render_join(self, room: str, user: str) -> str:
+        return self.notice(f"{user} joined {room}")
+
+    def _render_part(self, room: str, user: str) -> str:
+        return self.notice(f"{user} left {room}")
+
+    def _render_who(self, room: str, members: str) -> str:
+        names = members.split()
+        listed = ", ".join(names) if names else "nobody"
+        return self.notice(f"in {room} ({len(names)}): {listed}")
+
+    def _render_room(self, room: str, count: str) -> str:
+        noun = "member" if count == "1" else "members"
+        return self.notice(f"{room} ({count} {noun})")
+
+    def _render_history(self, room: str, timestamp: str, sender: str, text: str) -> str:
+        return f"{self._past('past', timestamp)} {self._room_tag(room)} <{sender}> {text}"
+
+    def _render_stored(self, timestamp: str, sender: str, text: str) -> str:
+        recipient = self._whoami() or "you"
+        return f"{self._past('stored', timestamp)} {self._dm_tag(sender, recipient)} {text}"
+
+    def _render_ping(self, _token: str) -> None:
+        return None
+
+    def _render_info(self, text: str) -> str:
+        return self.notice(text)
+
+    def _render_bye(self, reason: str) -> str:
+        if reason == "quit":
+            return self.notice("bye")
+        return self.notice(f"the server closed the connection ({reason or 'no reason given'})")
+
+
+def raw_text(line: ServerLine, *, terminal: bool) -> str:
+    """A protocol line for ``--raw``: verbatim into a pipe, defanged on a terminal."""
+    return defang(line.raw) if terminal else line.raw
