@@ -79,8 +79,8 @@ class ChatProtocol(LineReceiver):
     # The server ends lines with CRLF; splitting on LF and dropping the CR also
     # copes with a server that sends bare LF.
     delimiter = b"\n"
-    # WHO lines of big rooms are long; the limit is only a guard against a
-    # server that never sends a line end.
+    # WHO lines of big rooms are long; the limit only guards against a server
+    # that never ends a line (LineReceiver then drops the connection).
     MAX_LENGTH = 1 << 20
 
     def __init__(self, listener: ConnectionListener) -> None:
@@ -120,10 +120,6 @@ class ChatProtocol(LineReceiver):
         if line.kind == "BYE":
             self._said_bye = True
             self._fail_pending(Failure(ServerClosedSession(line.fields[0])))
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Drop an absurdly long line instead of the connection."""
-        return None
 
     def send_command(self, line: str, purpose: Purpose = Purpose.TYPED) -> defer.Deferred:
         """Send a client line; the result fires with its final reply (a ServerLine).

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor
 
     state = ChatState()
-    renderer = Renderer(colour=colour_wanted(sys.stdout), whoami=lambda: state.user)
+    renderer = Renderer(colour=colour_wanted(sys.stdout), whoami=state.me)
     endpoint = make_endpoint(
         reactor, options.host, options.port, tls=options.tls or ca_pem is not None, ca_pem=ca_pem
     )

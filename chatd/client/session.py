@@ -40,11 +40,12 @@ def first_unseen(seen: Sequence[T], history: Sequence[T]) -> int:
     recent point where it agrees with the end of ``seen``; without any such
     point every replayed message counts as unseen.
     """
+    seen = list(seen)
     if not seen:
         return 0
     for end in range(len(history), 0, -1):
         overlap = min(end, len(seen))
-        if list(history[end - overlap : end]) == list(seen[-overlap:]):
+        if list(history[end - overlap : end]) == seen[-overlap:]:
             return end
     return 0
 

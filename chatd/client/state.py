@@ -53,9 +53,13 @@ class ChatState:
         self._correspondents: dict[str, str] = {}
         self._logging_in_as: str | None = None
 
+    def me(self) -> str | None:
+        """The logged-in user, or the one a login being answered is for."""
+        return self.user or self._logging_in_as
+
     def is_me(self, name: str) -> bool:
         """True when the name is the logged-in user's (names are case-insensitive)."""
-        me = self.user or self._logging_in_as
+        me = self.me()
         return me is not None and name.lower() == me.lower()
 
     def rooms(self) -> list[str]:
