@@ -41,7 +41,6 @@ def render(raw: str, me: str | None = "alice") -> str | None:
         ("ERR rate-limited", "! rate-limited"),
         ("INFO the server restarts at noon", "* the server restarts at noon"),
         ("BYE shutdown", "* the server closed the connection (shutdown)"),
-        ("BYE quit", "* bye"),
         ("HELLO chatd 1 welcome to chatd", "* connected to chatd (protocol 1): welcome to chatd"),
         ("OK login alice", "* logged in as alice"),
         ("OK register carol", "* registered carol; now log in with /login carol"),
@@ -70,6 +69,7 @@ def test_each_line_type_reads_as_intended(raw: str, shown: str) -> None:
         "OK quit",
         "OK msg bob delivered",
         "PING 17",
+        "BYE quit",
     ],
 )
 def test_acknowledgements_whose_effect_is_visible_stay_quiet(raw: str) -> None:

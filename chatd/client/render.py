@@ -219,9 +219,10 @@ class Renderer:
     def _render_info(self, text: str) -> str:
         return self.notice(text)
 
-    def _render_bye(self, reason: str) -> str:
+    def _render_bye(self, reason: str) -> str | None:
+        # BYE quit only confirms what the user asked for.
         if reason == "quit":
-            return self.notice("bye")
+            return None
         return self.notice(f"the server closed the connection ({reason or 'no reason given'})")
 
 
