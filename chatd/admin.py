@@ -1,8 +1,8 @@
 """The ``chatd`` admin command line: accounts, on the database file directly.
 
 It works while the server runs: SQLite's WAL and busy timeout let both
-write, and the server notices bans and deletions within a second (it polls
-the account events this writes) and closes the sessions concerned.
+write, and the server notices bans, kicks and deletions within a second (it
+polls the account events this writes) and closes the sessions concerned.
 Passwords come from a prompt that does not echo, or from standard input
 with ``--password-stdin``; never from the command line, where other users
 of the machine could read them.
@@ -91,6 +91,16 @@ def _set_banned(banned: bool):
     return command
 
 
+def user_kick(args, connection, config) -> str:
+    """Close the account's live sessions (BYE kicked); it may log in again."""
+    name = _name(args)
+    with storage.transaction(connection):
+        if not storage.user_exists(connection, fold(name)):
+            raise AdminError(f"there is no user {name}")
+        storage.record_account_event(connection, fold(name), "kick", _now())
+    return f"kicked {name}"
+
+
 def user_list(args, connection, config) -> str:
     """List the accounts."""
     users = storage.list_users(connection)
@@ -103,6 +113,7 @@ USER_COMMANDS = {
     "del": user_del,
     "ban": _set_banned(True),
     "unban": _set_banned(False),
+    "kick": user_kick,
     "list": user_list,
 }
 

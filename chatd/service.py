@@ -261,7 +261,7 @@ class ChatService(Service):
         return reading
 
     def _apply_account_events(self, events: list[storage.AccountEvent]) -> None:
-        reasons = {"ban": "banned", "delete": "account-deleted"}
+        reasons = {"ban": "banned", "kick": "kicked", "delete": "account-deleted"}
         for event in events:
             self._last_account_event = event.id
             user = self.users.get(event.name_key)

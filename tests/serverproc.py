@@ -48,9 +48,15 @@ def server_environment(directory: Path, extra: dict[str, str] | None = None) -> 
 class ServerProcess:
     """A chatd server run by the real twistd, in ``directory``."""
 
-    def __init__(self, directory: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.env = dict(env or {})
+        self.command = command or twistd_command()
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []
@@ -74,7 +80,7 @@ class ServerProcess:
             env["CHATD_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self.output = []
         self.process = subprocess.Popen(
-            twistd_command(),
+            self.command,
             cwd=self.directory,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -59,9 +59,17 @@ def test_passwd_ban_unban(run):
     assert actions == ["ban", "unban"]
 
 
+def test_kick_records_an_event(run):
+    """kick leaves the account as it is and records a kick for the server to act on."""
+    run("user", "add", "alice", "--password-stdin", stdin="password1\n")
+    assert run("user", "kick", "alice") == (0, "kicked alice\n", "")
+    connection = storage.open_database_file(run.path)
+    assert [e.action for e in storage.account_events_since(connection, 0)] == ["kick"]
+
+
 def test_unknown_user(run):
     """Acting on a missing account exits 1."""
-    for action in ("del", "ban", "unban"):
+    for action in ("del", "ban", "unban", "kick"):
         code, _, err = run("user", action, "ghost")
         assert code == 1 and "no user ghost" in err
     code, _, err = run("user", "passwd", "ghost", "--password-stdin", stdin="password1\n")

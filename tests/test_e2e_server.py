@@ -4,7 +4,7 @@ import signal
 import subprocess
 import sys
 
-from tests.serverproc import ROOT, LineClient
+from tests.serverproc import ROOT, LineClient, ServerProcess
 
 
 def test_chat_through_a_real_twistd(chatd_server):
@@ -71,3 +71,38 @@ def test_admin_command_line_adds_a_user_who_can_log_in(chatd_server):
     assert added.returncode == 0, added.stderr
     carol = LineClient(chatd_server.port)
     assert carol.command("/login carol carols-password")[-1] == "OK login carol"
+
+
+def test_banned_from_the_command_line_while_logged_in(chatd_server):
+    """``chatd user ban`` on the live server: the session gets BYE banned, login ERR banned."""
+    mallory = chatd_server.connect()
+    mallory.login("mallory")
+    banned = subprocess.run(
+        [sys.executable, "-m", "chatd", "--db", str(chatd_server.db_path), "user", "ban",
+         "mallory"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert banned.returncode == 0, banned.stderr
+    assert mallory.until(lambda line: line.startswith("BYE"))[-1] == "BYE banned"
+    again = chatd_server.connect()
+    assert again.command("/login mallory password1")[-1].startswith("ERR banned")
+
+
+def test_the_twistd_plugin_serves_too(tmp_path):
+    """``twistd -n chatd --listen ... --db ...`` runs the same server."""
+    launcher = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    command = [
+        *launcher, "--nodaemon", "--pidfile=", "chatd",
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--db", str(tmp_path / "plugin.sqlite3"),
+        "--bcrypt-rounds", "4",
+    ]
+    server = ServerProcess(tmp_path, command=command).start()
+    try:
+        client = server.connect()
+        assert client.command("/register plugged password1") == ["OK register plugged"]
+        assert (tmp_path / "plugin.sqlite3").exists()
+        server.wait_for("bcrypt cost 4")
+    finally:
+        server.stop()

@@ -88,6 +88,17 @@ def test_ban_from_the_admin_command_line_closes_live_sessions():
     assert mind.closed_with == "banned"
 
 
+def test_kick_closes_live_sessions():
+    """A kick from the admin command line ends every session with BYE kicked."""
+    harness = ChatHarness()
+    harness.chat.startService()
+    _alice, first = start(harness, "alice")
+    _again, second = start(harness, "alice")
+    harness.database.write(storage.record_account_event, "alice", "kick", 0)
+    harness.clock.advance(1.0)
+    assert first.closed_with == second.closed_with == "kicked"
+
+
 def test_deletion_closes_live_sessions():
     """A deleted account's sessions are closed with BYE account-deleted."""
     harness = ChatHarness()
