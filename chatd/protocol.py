@@ -143,6 +143,10 @@ class ChatProtocol(LineReceiver):
         """Greet the client."""
         self.peer = _describe(self.transport.getPeer())
         self.server.connections.add(self)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            # Chat lines are small and each should leave at once; Nagle's
+            # algorithm would hold them back for up to tens of milliseconds.
+            self.transport.setTcpNoDelay(True)
         greeting = "welcome; /help lists commands"
         self._send("HELLO", self.server.config.server_name, PROTOCOL_VERSION, greeting)
 
@@ -381,6 +385,8 @@ def _describe(address) -> str:
 
 class ChatServerFactory(ServerFactory):
     """Builds a ``ChatProtocol`` per connection and knows every open connection."""
+
+    noisy = False
 
     def __init__(self, config, accounts, portal, clock) -> None:
         self.config = config

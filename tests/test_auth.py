@@ -112,3 +112,13 @@ def test_the_realm_gives_only_chat_sessions():
 
     with pytest.raises(NotImplementedError):
         ChatRealm(ChatHarness().chat).requestAvatar("alice", RecordingClient(), IOther)
+
+
+def test_registration_hashes_at_the_configured_cost():
+    """CHATD_BCRYPT_ROUNDS decides the cost of the hashes registration stores."""
+    from chatd.config import Config
+
+    harness = ChatHarness(Config(bcrypt_rounds=5, rate_limit=None))
+    harness.client().send("/register alice password1")
+    stored = storage.find_account(harness.database.connection, "alice").password_hash
+    assert stored.startswith(SCHEME + "$2b$05$")

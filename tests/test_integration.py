@@ -138,3 +138,43 @@ def test_logins_do_not_stall_chat(server):
     for number, other in enumerate(others):
         other.send(f"/login nobody{number} wrong-password")
     assert (yield alice.command("/ping during"))[-1] == "OK ping during"
+
+
+@pytest_twisted.inlineCallbacks
+def test_several_listeners_serve_one_chat(tmp_path):
+    """CHATD_LISTEN with two endpoints: clients on either meet in the same rooms."""
+    from twisted.internet import reactor
+
+    from chatd.app import ChatdServer
+    from chatd.config import Config
+
+    config = Config.from_environ(
+        {
+            "CHATD_LISTEN": "tcp:0:interface=127.0.0.1, tcp:0:interface=127.0.0.1",
+            "CHATD_DB": str(tmp_path / "chatd.sqlite3"),
+            "CHATD_BCRYPT_ROUNDS": "4",
+        }
+    )
+    server = ChatdServer(config, reactor)
+    server.startService()
+    ports = yield defer.gatherResults([listener.listening for listener in server.listeners])
+    first, second = [port.getHost().port for port in ports]
+    assert first != second
+    alice, bob = yield defer.gatherResults([connect(first), connect(second)])
+    yield alice.login("alice")
+    yield bob.login("bob")
+    yield alice.command("across listeners")
+    yield bob.expect("MSG #lobby alice across listeners")
+    yield server.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_nagle_is_off_for_clients(server):
+    """Every TCP connection has TCP_NODELAY, so small lines are not held back."""
+    import socket
+
+    client = yield connect(server.port)
+    (protocol,) = server.factory.connections
+    handle = protocol.transport.getHandle()
+    assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    client.transport.loseConnection()
