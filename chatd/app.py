@@ -102,9 +102,10 @@ class ConnectionsService(Service):
 class ListenerService(Service):
     """Listens on one endpoint description and logs the address it got."""
 
-    def __init__(self, description: str, factory, reactor) -> None:
+    def __init__(self, description: str, factory, reactor, number: int = 0) -> None:
         self.description = description
-        self.name = f"listen {description}"
+        # Numbered: the same description may be given twice (port 0, tests).
+        self.name = f"listener {number}: {description}"
         self._factory = factory
         self._reactor = reactor
         self._port = None
@@ -160,7 +161,8 @@ class ChatdServer(InOrderService):
             self
         )
         self.listeners = [
-            ListenerService(description, self.factory, reactor) for description in config.listen
+            ListenerService(description, self.factory, reactor, number)
+            for number, description in enumerate(config.listen)
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
