@@ -52,6 +52,10 @@ class ServerSide:
         """The connection breaks."""
         self.protocol.connectionLost(Failure(error.ConnectionLost("cable cut")))
 
+    def close(self) -> None:
+        """The server closes the connection cleanly."""
+        self.protocol.connectionLost(Failure(error.ConnectionDone()))
+
 
 @implementer(IStreamClientEndpoint)
 class ScriptedEndpoint:
@@ -211,14 +215,14 @@ def test_a_line_left_unanswered_by_a_dropped_connection_is_reported() -> None:
     server = connect(session)
     log_in(session, server)
     screen.take()
-    pending = session.send_typed("/msg bob are you there")
+    pending = session.send_typed("/passwd old-secret new-secret")
     server.drop()
     assert pending.called
     pending.addErrback(lambda _: None)
     assert screen.take() == [
-        "! no reply to '/msg bob are you there' before the connection ended; "
-        "it may not have arrived",
-        "! disconnected from chat.example:8004",
+        "! no reply to '/passwd' before the connection ended; it may not have arrived",
+        "! disconnected from chat.example:8004: Connection to the other side was lost "
+        "in a non-clean fashion: cable cut.",
     ]
 
 
@@ -412,7 +416,7 @@ def test_a_dropped_connection_is_announced_reconnected_and_resumed() -> None:
     screen.take()
 
     server.send("BYE shutdown")
-    server.drop()
+    server.close()
     assert screen.take() == [
         "* the server closed the connection (shutdown)",
         "! disconnected from chat.example:8004",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from OpenSSL import SSL
 from twisted.internet import defer, error, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -31,6 +32,9 @@ class Purpose(enum.Enum):
     """The ``--user`` login of an interactive client: shown like a typed one."""
     QUIET_LOGIN = "quiet-login"
     """The ``--user`` login in pipe mode: only stored messages and errors are shown."""
+    SCRIPTED = "scripted"
+    """A line from a pipe: shown like a typed one, except ``ERR rate-limited``,
+    which the pipe runner answers by sending the line again a little later."""
     RESUME = "resume"
     """Logging in and rejoining after a reconnect: only what was missed is shown."""
     PONG = "pong"
@@ -44,6 +48,16 @@ class PendingCommand:
     line: str
     purpose: Purpose
     replied: defer.Deferred = field(default_factory=defer.Deferred)
+
+
+def describe_reason(reason: BaseException | Failure) -> str:
+    """Why a connection failed or ended, in a few words for people."""
+    value = reason.value if isinstance(reason, Failure) else reason
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        # OpenSSL reports a list of (library, function, reason) triples.
+        details = [part[-1] for part in value.args[0] if isinstance(part, tuple) and part[-1]]
+        return "TLS: " + ("; ".join(details) or "handshake failed")
+    return str(value).strip() or type(value).__name__
 
 
 class ServerClosedSession(Exception):

@@ -24,8 +24,8 @@ from chatd.client.commands import (
     help_lines,
     parse_input,
 )
-from chatd.client.connection import ChatFactory, Purpose, ReportingEndpoint
-from chatd.client.session import ChatSession
+from chatd.client.connection import ChatFactory, Purpose, ReportingEndpoint, describe_reason
+from chatd.client.session import ChatSession, is_rate_limited
 
 # Exit codes, documented in docs/client.md.
 EXIT_OK = 0
@@ -36,6 +36,13 @@ EXIT_LOGIN_FAILED = 4
 
 # How long /quit may wait for the server before the client leaves anyway.
 QUIT_TIMEOUT = 5.0
+
+# A script may send faster than the server's rate limit allows. A line the
+# server refused as rate-limited was not carried out, so sending it again is
+# safe: after 0.25 s, then twice as long each time up to 4 s, 8 times at most.
+RATE_LIMIT_FIRST_WAIT = 0.25
+RATE_LIMIT_LONGEST_WAIT = 4.0
+RATE_LIMIT_ATTEMPTS = 8
 
 
 def default_retry_policy() -> Callable[[int], float]:
@@ -178,15 +185,19 @@ class PipeClient:
         try:
             yield self._endpoint.connect(ChatFactory(self.session))
         except Exception as problem:
-            reason = str(problem) or type(problem).__name__
-            self._fail(EXIT_NO_CONNECTION, f"cannot connect to {self.session.address}: {reason}")
+            self._fail(
+                EXIT_NO_CONNECTION,
+                f"cannot connect to {self.session.address}: {describe_reason(problem)}",
+            )
             return
         self.session.on_disconnected = self.connection_lost
         try:
             logged_in = yield self.session.start(Purpose.QUIET_LOGIN)
-        except Exception:
-            # The session has said the connection ended.
-            self._fail(EXIT_NO_CONNECTION)
+        except Exception as problem:
+            self._fail(
+                EXIT_NO_CONNECTION,
+                f"lost the connection to {self.session.address}: {describe_reason(problem)}",
+            )
             return
         if logged_in is False:
             self._fail(EXIT_LOGIN_FAILED, "login failed")
@@ -226,9 +237,21 @@ class PipeClient:
                 self._leave(action.line)
             elif isinstance(action, SendLine):
                 self._busy = True
-                self.session.send_typed(action.line).addCallbacks(self._answered, self._unanswered)
+                self._send(action.line, attempt=1)
 
-    def _answered(self, reply) -> None:
+    def _send(self, line: str, attempt: int) -> None:
+        if self._finished:
+            return
+        replied = self.session.send_typed(line, Purpose.SCRIPTED)
+        replied.addCallbacks(self._answered, self._unanswered, callbackArgs=(line, attempt))
+
+    def _answered(self, reply, line: str, attempt: int) -> None:
+        if reply is not None and is_rate_limited(reply):
+            if attempt < RATE_LIMIT_ATTEMPTS:
+                wait = min(RATE_LIMIT_FIRST_WAIT * 2 ** (attempt - 1), RATE_LIMIT_LONGEST_WAIT)
+                self._reactor.callLater(wait, self._send, line, attempt + 1)
+                return
+            self._show_problem(self.session.renderer.render(reply))
         if reply is None or reply.kind != "OK":
             self.exit_code = EXIT_COMMAND_FAILED
         self._busy = False

@@ -12,11 +12,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
 from chatd.client.commands import redact
-from chatd.client.connection import ChatProtocol, PendingCommand, Purpose
+from chatd.client.connection import ChatProtocol, PendingCommand, Purpose, describe_reason
 from chatd.client.lines import ServerLine
 from chatd.client.render import Renderer, raw_text
 from chatd.client.state import ChatState
@@ -48,6 +48,11 @@ def first_unseen(seen: Sequence[T], history: Sequence[T]) -> int:
         if list(history[end - overlap : end]) == seen[-overlap:]:
             return end
     return 0
+
+
+def is_rate_limited(line: ServerLine) -> bool:
+    """True for the reply that means "too fast, try that again later"."""
+    return line.kind == "ERR" and line.fields[0] == "rate-limited"
 
 
 def _replays_history(command: PendingCommand) -> bool:
@@ -137,13 +142,16 @@ class ChatSession:
         if self.state.user is not None:
             self._resume_plan = (self.state.rooms(), self.state.current_room)
         if not self._leaving:
-            self._show_problem(self.renderer.problem(f"disconnected from {self.address}"))
+            what = f"disconnected from {self.address}"
+            if not reason.check(error.ConnectionDone):
+                what += f": {describe_reason(reason)}"
+            self._show_problem(self.renderer.problem(what))
         self.on_change()
         self.on_disconnected()
 
     def connect_failed(self, failure: Failure) -> None:
         """A connection attempt failed; the reason goes with the retry notice."""
-        self._last_connect_failure = failure.getErrorMessage()
+        self._last_connect_failure = describe_reason(failure)
 
     def retrying_in(self, delay: float) -> None:
         """The next connection attempt is ``delay`` seconds away."""
@@ -230,7 +238,7 @@ class ChatSession:
 
     # What the user does ----------------------------------------------------
 
-    def send_typed(self, line: str) -> defer.Deferred:
+    def send_typed(self, line: str, purpose: Purpose = Purpose.TYPED) -> defer.Deferred:
         """Send a line the user typed; fires with its final reply.
 
         While there is no ready connection the line waits for the next one. If
@@ -243,7 +251,7 @@ class ChatSession:
             if protocol is None:
                 self._show(self.renderer.notice("not connected; will send that when reconnected"))
             return defer.succeed(None)
-        replied = protocol.send_command(line, Purpose.TYPED)
+        replied = protocol.send_command(line, purpose)
         replied.addCallbacks(
             self._typed_reply, self._typed_lost, callbackArgs=(line,), errbackArgs=(line,)
         )
@@ -290,6 +298,8 @@ class ChatSession:
         if line.kind == "HELLO":
             return self._show_greeting and self.connections <= 1
         if purpose is Purpose.PONG:
+            return False
+        if purpose is Purpose.SCRIPTED and is_rate_limited(line):
             return False
         if purpose in (Purpose.QUIET_LOGIN, Purpose.RESUME):
             if line.kind in ("WHO", "HISTORY", "OK"):
