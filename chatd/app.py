@@ -6,15 +6,18 @@ from collections.abc import Mapping
 from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from chatd.accounts import Accounts
 from chatd.auth import make_portal
 from chatd.config import Config, ConfigError
+from chatd.logs import log_observer
+from chatd.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
 from chatd.passwords import PasswordHasher
 from chatd.protocol import ChatServerFactory
 from chatd.service import ChatService
 from chatd.storage import SCHEMA_VERSION, Database
+from chatd.telemetry import Telemetry
 
 log = Logger()
 
@@ -102,10 +105,14 @@ class ConnectionsService(Service):
 class ListenerService(Service):
     """Listens on one endpoint description and logs the address it got."""
 
-    def __init__(self, description: str, factory, reactor, number: int = 0) -> None:
+    def __init__(
+        self, description: str, factory, reactor, number: int = 0, label: str = "chatd"
+    ) -> None:
         self.description = description
+        self.label = label
         # Numbered: the same description may be given twice (port 0, tests).
-        self.name = f"listener {number}: {description}"
+        prefix = "" if label == "chatd" else f"{label} "
+        self.name = f"{prefix}listener {number}: {description}"
         self._factory = factory
         self._reactor = reactor
         self._port = None
@@ -119,7 +126,8 @@ class ListenerService(Service):
 
     def _listening(self, port) -> None:
         self._port = port
-        log.info("chatd listening on {address}", address=_address_text(port.getHost()))
+        address = _address_text(port.getHost())
+        log.info("{label} listening on {address}", label=self.label, address=address)
         self.listening.callback(port)
 
     def _failed(self, failure) -> None:
@@ -149,14 +157,34 @@ class ChatdServer(InOrderService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
-        self.database = Database(config.db_path, reactor)
-        self.hasher = PasswordHasher(reactor, config.bcrypt_rounds, config.bcrypt_threads)
-        self.chat = ChatService(self.database, reactor, config.account_poll_seconds)
+        self.metrics = ChatdMetrics()
+        self.telemetry = Telemetry(self.metrics, log_messages=config.log_messages)
+        self.database = Database(config.db_path, reactor, on_commit=self.metrics.observe_commit)
+        self.hasher = PasswordHasher(
+            reactor, config.bcrypt_rounds, config.bcrypt_threads,
+            on_timing=self.metrics.observe_bcrypt,
+        )
+        self.chat = ChatService(
+            self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry
+        )
         self.accounts = Accounts(self.database, self.hasher, reactor, config.registration_open)
         self.portal = make_portal(self.chat, self.accounts)
-        self.factory = ChatServerFactory(config, self.accounts, self.portal, reactor)
+        self.factory = ChatServerFactory(
+            config, self.accounts, self.portal, reactor, telemetry=self.telemetry
+        )
+        self.metrics.watch_server(self)
         StorageService(self.database, self.hasher, reactor).setServiceParent(self)
         self.chat.setServiceParent(self)
+        ReactorLagProbe(reactor, self.metrics.reactor_lag_seconds).setServiceParent(self)
+        self.metrics_listener = None
+        if config.metrics_listen is not None:
+            self.metrics_listener = ListenerService(
+                config.metrics_listen,
+                metrics_site(self.metrics, self.database, reactor),
+                reactor,
+                label="chatd metrics",
+            )
+            self.metrics_listener.setServiceParent(self)
         ConnectionsService(self.factory, reactor, config.shutdown_grace_seconds).setServiceParent(
             self
         )
@@ -169,13 +197,19 @@ class ChatdServer(InOrderService):
 
     def startService(self) -> None:
         """Start everything, logging the settings that matter."""
-        log.info(
-            "chatd starting: database {db}, registration {registration}, bcrypt cost {rounds}",
-            db=self.config.db_path,
+        self.telemetry.server_starting(
+            database=self.config.db_path,
             registration="open" if self.config.registration_open else "closed",
-            rounds=self.config.bcrypt_rounds,
+            bcrypt_cost=self.config.bcrypt_rounds,
+            metrics=self.config.metrics_listen or "off",
         )
         super().startService()
+
+    def stopService(self) -> defer.Deferred:
+        """Stop everything in reverse order, logging the start and the end of it."""
+        self.telemetry.server_stopping()
+        stopping = super().stopService()
+        return stopping.addCallback(lambda _: self.telemetry.server_stopped())
 
 
 def make_application(environ: Mapping[str, str] | None = None) -> Application:
@@ -186,5 +220,9 @@ def make_application(environ: Mapping[str, str] | None = None) -> Application:
         print(f"chatd: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     application = Application("chatd")
+    observer = log_observer(config.log_format)
+    if observer is not None:
+        # twistd logs to an application's own observer instead of its text log.
+        application.setComponent(ILogObserver, observer)
     ChatdServer(config).setServiceParent(application)
     return application

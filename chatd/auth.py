@@ -16,6 +16,7 @@ from zope.interface import implementer
 from chatd.accounts import BAD_CREDENTIALS, Accounts
 from chatd.errors import ChatError
 from chatd.service import ChatService, IChatClient, IChatSession
+from chatd.telemetry import ObservedPortal
 
 
 class BadCredentials(error.UnauthorizedLogin):
@@ -64,6 +65,6 @@ class ChatRealm:
         return starting.addCallback(lambda session: (IChatSession, session, session.logout))
 
 
-def make_portal(service: ChatService, accounts: Accounts) -> Portal:
-    """The portal every login of this server goes through."""
-    return Portal(ChatRealm(service), [AccountChecker(accounts)])
+def make_portal(service: ChatService, accounts: Accounts) -> ObservedPortal:
+    """The portal every login of this server goes through, reporting to its telemetry."""
+    return ObservedPortal(Portal(ChatRealm(service), [AccountChecker(accounts)]), service.telemetry)

@@ -46,6 +46,16 @@ class Config:
     shutdown_grace_seconds: float = field(
         default=5.0, metadata={"env": "CHATD_SHUTDOWN_GRACE_SECONDS"}
     )
+    # Operations: logs, metrics and retention (chatd/telemetry.py, metrics.py, retention.py).
+    log_format: str = field(default="text", metadata={"env": "CHATD_LOG_FORMAT"})
+    log_messages: bool = field(default=False, metadata={"env": "CHATD_LOG_MESSAGES"})
+    metrics_listen: str | None = field(default=None, metadata={"env": "CHATD_METRICS_LISTEN"})
+    room_history_days: float | None = field(
+        default=None, metadata={"env": "CHATD_ROOM_HISTORY_DAYS"}
+    )
+    stored_message_days: float | None = field(
+        default=None, metadata={"env": "CHATD_STORED_MESSAGE_DAYS"}
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -124,6 +134,35 @@ def _server_name(raw: str) -> str:
     return raw
 
 
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ValueError("must be 'text' or 'json'")
+    return raw.lower()
+
+
+def _on_off(raw: str) -> bool:
+    choices = {"on": True, "off": False}
+    if raw.lower() not in choices:
+        raise ValueError("must be 'on' or 'off'")
+    return choices[raw.lower()]
+
+
+def _endpoint_or_off(raw: str) -> str | None:
+    return None if raw.lower() == "off" else raw
+
+
+def _days_or_off(raw: str) -> float | None:
+    if raw.lower() == "off":
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = 0.0
+    if not 0 < days < float("inf"):
+        raise ValueError("must be a positive number of days or 'off'")
+    return days
+
+
 _PARSERS = {
     "listen": _listen,
     "db_path": str,
@@ -135,4 +174,9 @@ _PARSERS = {
     "bcrypt_threads": _int_between(1, 64),
     "account_poll_seconds": _positive_seconds,
     "shutdown_grace_seconds": _positive_seconds,
+    "log_format": _log_format,
+    "log_messages": _on_off,
+    "metrics_listen": _endpoint_or_off,
+    "room_history_days": _days_or_off,
+    "stored_message_days": _days_or_off,
 }

@@ -10,6 +10,8 @@ scheme so a later chatd can tell old hashes from new ones.
 import base64
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
 
 import bcrypt
 from twisted.internet.defer import Deferred
@@ -45,8 +47,21 @@ class PasswordHasher:
     for an unknown user against it costs the same as a wrong password.
     """
 
-    def __init__(self, reactor, rounds: int, threads: int = 2) -> None:
+    def __init__(
+        self,
+        reactor,
+        rounds: int,
+        threads: int = 2,
+        on_timing: Callable[[str, float, float], None] | None = None,
+    ) -> None:
+        """``on_timing(operation, waited, took)``, if given, hears of every bcrypt job.
+
+        ``operation`` is ``hash`` or ``check``; ``waited`` is the seconds the
+        job queued for a thread, ``took`` the seconds bcrypt ran. It is called
+        on the pool's thread, so it must be thread-safe (metrics are).
+        """
         self._reactor = reactor
+        self._on_timing = on_timing
         self.rounds = rounds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="chatd-bcrypt")
         self._dummy_hash: str | None = None
@@ -82,7 +97,19 @@ class PasswordHasher:
         return self.pool._queue.qsize()
 
     def _run(self, function, *args) -> Deferred:
-        return deferToThreadPool(self._reactor, self.pool, function, *args)
+        if self._on_timing is None:
+            return deferToThreadPool(self._reactor, self.pool, function, *args)
+        return deferToThreadPool(
+            self._reactor, self.pool, self._timed, time.perf_counter(), function, *args
+        )
+
+    def _timed(self, queued_at: float, function, *args):
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            operation = "check" if function is check_password else "hash"
+            self._on_timing(operation, started - queued_at, time.perf_counter() - started)
 
     def hash(self, password: bytes) -> Deferred:
         """Fire with the stored form of ``password``."""

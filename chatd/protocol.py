@@ -28,6 +28,7 @@ from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
 from chatd.names import PASSWORD_MAX_BYTES, require_user_name
 from chatd.service import IChatClient, IChatSession
+from chatd.telemetry import Telemetry
 
 PROTOCOL_VERSION = "1"
 log = Logger()
@@ -164,18 +165,23 @@ class ChatProtocol(LineReceiver):
 
     def _send(self, *fields: str) -> None:
         if not self._closing:
-            self.transport.write(encode_line(*fields))
+            line = encode_line(*fields)
+            self.server.telemetry.sent(len(line))
+            self.transport.write(line)
 
     # --- IChatClient ----------------------------------------------------
 
     def deliver(self, event: Event) -> None:
         """Write an event the service sent this session."""
         if not self._closing:
+            self.server.telemetry.delivered(event.kind, len(event.wire))
             self.transport.write(event.wire)
 
     def disconnect(self, reason: str) -> None:
         """Say ``BYE reason`` and close; nothing is answered after it."""
         if not self._closing:
+            user = None if self.session is None else self.session.name
+            self.server.telemetry.disconnected(reason, self.peer, user)
             self._send("BYE", reason)
             self._closing = True
             self.transport.loseConnection()
@@ -296,7 +302,8 @@ class ChatProtocol(LineReceiver):
     def do_register(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
-        return self.server.accounts.register(name, password)
+        registering = self.server.accounts.register(name, password)
+        return self.server.telemetry.watch_registration(registering, name, self.peer)
 
     def do_login(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
@@ -355,7 +362,8 @@ class ChatProtocol(LineReceiver):
         return self.session.history(room, wanted)
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
-        return self.server.accounts.change_password(self.session.name, old, new)
+        changing = self.server.accounts.change_password(self.session.name, old, new)
+        return self.server.telemetry.watch_password_change(changing, self.session.name, self.peer)
 
     def do_ping(self, token: str | None) -> str:
         return token or ""
@@ -388,8 +396,9 @@ class ChatServerFactory(ServerFactory):
 
     noisy = False
 
-    def __init__(self, config, accounts, portal, clock) -> None:
+    def __init__(self, config, accounts, portal, clock, telemetry: Telemetry | None = None):
         self.config = config
+        self.telemetry = telemetry or Telemetry()
         self.accounts = accounts
         self.portal = portal
         self.clock = clock

@@ -37,6 +37,7 @@ from chatd.events import (
     StoredMessage,
 )
 from chatd.names import LOBBY, fold, require_room_name, require_user_name
+from chatd.telemetry import Telemetry
 
 HISTORY_ON_JOIN = 50
 HISTORY_MAX = 500
@@ -220,9 +221,16 @@ class ChatService(Service):
 
     name = "chat"
 
-    def __init__(self, database: storage.Database, clock, account_poll_seconds: float = 1.0):
+    def __init__(
+        self,
+        database: storage.Database,
+        clock,
+        account_poll_seconds: float = 1.0,
+        telemetry: Telemetry | None = None,
+    ):
         self.database = database
         self._clock = clock
+        self.telemetry = telemetry or Telemetry()
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, defer.Deferred] = {}
@@ -264,9 +272,11 @@ class ChatService(Service):
         reasons = {"ban": "banned", "kick": "kicked", "delete": "account-deleted"}
         for event in events:
             self._last_account_event = event.id
+            if event.action == "erase":
+                self._forget_history_of(event.name_key)
             user = self.users.get(event.name_key)
             if user is not None and event.action in reasons:
-                log.info("disconnecting {user}: {action}", user=user.name, action=event.action)
+                self.telemetry.kicked(user.name, reasons[event.action], len(user.sessions))
                 for session in list(user.sessions):
                     session.mind.disconnect(reasons[event.action])
 
@@ -400,6 +410,19 @@ class ChatService(Service):
             room.broadcast(Parted(room.name, user.name))
         self._forget_if_empty(room)
 
+    def forget_history_before(self, before: int) -> None:
+        """Drop recent messages older than ``before`` (ms) from loaded rooms: retention."""
+        for room in self.rooms.values():
+            while room.recent and room.recent[0].timestamp < before:
+                room.recent.popleft()
+
+    def _forget_history_of(self, name_key: str) -> None:
+        """Drop what ``name_key`` said from loaded rooms: the account was erased."""
+        for room in self.rooms.values():
+            kept = [line for line in room.recent if fold(line.sender) != name_key]
+            if len(kept) != len(room.recent):
+                room.recent = deque(kept, maxlen=HISTORY_ON_JOIN)
+
     def _forget_if_empty(self, room: Room) -> None:
         if not room.members and self.rooms.get(room.key) is room:
             del self.rooms[room.key]
@@ -413,6 +436,7 @@ class ChatService(Service):
 
         def show(_message_id: int) -> str:
             message = RoomMessage(room.name, user.name, text, now)
+            self.telemetry.room_message(room.name, user.name, text)
             room.recent.append(message.as_history())
             room.broadcast(message)
             return room.name
@@ -431,12 +455,14 @@ class ChatService(Service):
             recipient.deliver(message)
             if recipient is not sender:
                 sender.deliver(message)
+            self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
             return defer.succeed((recipient.name, "delivered"))
         storing = self.database.write(
             storage.store_direct_message, recipient_key, sender.name, text, self.now()
         )
 
         def stored(recipient_name: str) -> tuple[str, str]:
+            self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
             sender.deliver(DirectMessage(sender.name, recipient_name, text))
             return (recipient_name, "stored")
 

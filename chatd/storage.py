@@ -17,6 +17,7 @@ only for data that survives ``kill -9``.
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ MIGRATIONS: tuple[str, ...] = (
         action TEXT NOT NULL,
         at INTEGER NOT NULL
     );
+    """,
+    # 2: retention deletes by age, oldest first, a batch at a time.
+    """
+    CREATE INDEX room_messages_by_time ON room_messages (sent_at);
+    CREATE INDEX stored_messages_by_time ON stored_messages (sent_at);
     """,
 )
 
@@ -341,6 +347,145 @@ def restore_stored_messages(
     )
 
 
+# --- retention, erasure and statistics ----------------------------------------
+
+
+def purge_room_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` room messages sent before ``before``, oldest first.
+
+    Returns how many were deleted; fewer than ``limit`` means none are left.
+    """
+    return connection.execute(
+        "DELETE FROM room_messages WHERE id IN"
+        " (SELECT id FROM room_messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def purge_stored_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` undelivered direct messages sent before ``before``."""
+    return connection.execute(
+        "DELETE FROM stored_messages WHERE id IN"
+        " (SELECT id FROM stored_messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def purge_account_events(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` account events recorded before ``before``, but never the newest.
+
+    A running server only ever asks for events newer than the last it saw,
+    so events older than any server's poll interval are no one's business.
+    The newest stays because ids are rowids: were the table emptied, the
+    next event would reuse an id the server has already seen, and be missed.
+    """
+    return connection.execute(
+        "DELETE FROM account_events WHERE id IN"
+        " (SELECT id FROM account_events WHERE at < ?"
+        "  AND id < (SELECT max(id) FROM account_events) ORDER BY id LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def message_id_range(connection: sqlite3.Connection) -> tuple[int, int]:
+    """The lowest and highest ids of room and stored messages together (0, 0 if none)."""
+    return connection.execute(
+        "SELECT coalesce(min(low), 0), coalesce(max(high), 0) FROM ("
+        " SELECT min(id) AS low, max(id) AS high FROM room_messages"
+        " UNION ALL SELECT min(id), max(id) FROM stored_messages)"
+    ).fetchone()
+
+
+def erase_messages_from(
+    connection: sqlite3.Connection, sender_key: str, first_id: int, last_id: int
+) -> int:
+    """Delete what ``sender_key`` wrote with ids in ``first_id..last_id``.
+
+    Both room history and undelivered direct messages; senders are kept by
+    display name, so this compares folded names. Working through a bounded
+    id window keeps each transaction short on a table with no sender index.
+    """
+    deleted = 0
+    for table in ("room_messages", "stored_messages"):
+        deleted += connection.execute(
+            f"DELETE FROM {table} WHERE id BETWEEN ? AND ? AND lower(sender) = ?",
+            (first_id, last_id, sender_key),
+        ).rowcount
+    return deleted
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The schema version stored in the database file's header."""
+    return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """A table's row count, its size on disk if known, and for messages their time span."""
+
+    rows: int
+    bytes: int | None = None
+    oldest: int | None = None
+    newest: int | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseStats:
+    """What ``chatd db stats`` reports about a database."""
+
+    schema_version: int
+    page_size: int
+    pages: int
+    free_pages: int
+    banned_users: int
+    tables: dict[str, TableStats]
+
+
+TABLES = ("users", "rooms", "room_messages", "stored_messages", "account_events")
+_TIMED_TABLES = ("room_messages", "stored_messages")
+
+
+def _table_bytes(connection: sqlite3.Connection) -> dict[str, int]:
+    """Bytes used by each table with its indexes; empty when SQLite lacks ``dbstat``."""
+    try:
+        rows = connection.execute(
+            "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d"
+            " LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return dict(rows)
+
+
+def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
+    """Counts and sizes of everything chatd keeps."""
+    sizes = _table_bytes(connection)
+    tables = {}
+    for table in TABLES:
+        if table in _TIMED_TABLES:
+            rows, oldest, newest = connection.execute(
+                f"SELECT count(*), min(sent_at), max(sent_at) FROM {table}"
+            ).fetchone()
+        else:
+            (rows,), oldest, newest = connection.execute(
+                f"SELECT count(*) FROM {table}"
+            ).fetchone(), None, None
+        tables[table] = TableStats(rows, sizes.get(table), oldest, newest)
+
+    def pragma(name: str) -> int:
+        return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+    (banned,) = connection.execute("SELECT count(*) FROM users WHERE banned").fetchone()
+    return DatabaseStats(
+        schema_version=pragma("user_version"),
+        page_size=pragma("page_size"),
+        pages=pragma("page_count"),
+        free_pages=pragma("freelist_count"),
+        banned_users=banned,
+        tables=tables,
+    )
+
+
 # --- running transactions off the reactor thread ----------------------------
 
 
@@ -357,9 +502,19 @@ class Database:
     body on the reader thread. Nothing here runs SQL on the reactor thread.
     """
 
-    def __init__(self, path: str, reactor: IReactorFromThreads) -> None:
+    def __init__(
+        self,
+        path: str,
+        reactor: IReactorFromThreads,
+        on_commit: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """``on_commit(seconds, writes)``, if given, hears of each committed batch.
+
+        It is called on the writer thread, so it must be thread-safe (metrics are).
+        """
         self.path = path
         self._reactor = reactor
+        self._on_commit = on_commit
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -386,6 +541,11 @@ class Database:
         done: Deferred = Deferred()
         self._writes.put((body, args, done))
         return done
+
+    @property
+    def queued_writes(self) -> int:
+        """How many writes wait for the writer thread (roughly: it is another thread)."""
+        return self._writes.qsize()
 
     def read(self, body: Callable[..., Any], *args: Any) -> Deferred:
         """Run ``body(connection, *args)`` on the reader thread."""
@@ -442,6 +602,7 @@ class Database:
 
     def _commit(self, connection: sqlite3.Connection, batch: list) -> list:
         outcomes: list[tuple[Deferred, Any]] = []
+        started = time.perf_counter()
         try:
             connection.execute("BEGIN IMMEDIATE")
             for body, args, done in batch:
@@ -460,6 +621,8 @@ class Database:
                 connection.execute("ROLLBACK")
             return [(done, failure) for _, _, done in batch]
         self.batches_committed += 1
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started, len(batch))
         return outcomes
 
     def _run_reader(self) -> None:

@@ -19,6 +19,7 @@ from chatd.events import Event
 from chatd.passwords import PasswordHasher
 from chatd.protocol import ChatServerFactory
 from chatd.service import ChatService, IChatClient
+from chatd.telemetry import Telemetry
 
 
 class InlineDatabase:
@@ -170,12 +171,17 @@ class ChatHarness:
         self.database = database or InlineDatabase()
         self.hasher = InlineHasher(self.config.bcrypt_rounds)
         self.hasher.start()
-        self.chat = ChatService(self.database, self.clock)
+        self.chat = ChatService(
+            self.database, self.clock, telemetry=Telemetry(log_messages=self.config.log_messages)
+        )
         self.accounts = Accounts(
             self.database, self.hasher, self.clock, self.config.registration_open
         )
         self.portal = make_portal(self.chat, self.accounts)
-        self.factory = ChatServerFactory(self.config, self.accounts, self.portal, self.clock)
+        self.telemetry = self.chat.telemetry
+        self.factory = ChatServerFactory(
+            self.config, self.accounts, self.portal, self.clock, self.telemetry
+        )
 
     def client(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
         """Connect a new client; its HELLO is already read."""
