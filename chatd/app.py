@@ -15,6 +15,7 @@ from chatd.logs import log_observer
 from chatd.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
 from chatd.passwords import PasswordHasher
 from chatd.protocol import ChatServerFactory
+from chatd.retention import RetentionService
 from chatd.service import ChatService
 from chatd.storage import SCHEMA_VERSION, Database
 from chatd.telemetry import Telemetry
@@ -175,6 +176,10 @@ class ChatdServer(InOrderService):
         self.metrics.watch_server(self)
         StorageService(self.database, self.hasher, reactor).setServiceParent(self)
         self.chat.setServiceParent(self)
+        RetentionService(
+            self.database, reactor, self.chat, self.telemetry,
+            config.room_history_days, config.stored_message_days,
+        ).setServiceParent(self)
         ReactorLagProbe(reactor, self.metrics.reactor_lag_seconds).setServiceParent(self)
         self.metrics_listener = None
         if config.metrics_listen is not None:
