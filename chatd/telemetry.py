@@ -76,12 +76,18 @@ class Telemetry:
 
     # --- the server --------------------------------------------------------
 
-    def server_starting(self, **settings: object) -> None:
-        """The server is starting with ``settings`` (never secrets)."""
+    def server_starting(
+        self, database: str, registration: str, bcrypt_cost: int, metrics: str
+    ) -> None:
+        """The server is starting with these settings."""
         log.info(
-            "chatd starting: " + ", ".join(f"{key} {{{key}}}" for key in settings),
+            "chatd starting: database {database}, registration {registration},"
+            " bcrypt cost {bcrypt_cost}, metrics {metrics}",
             chatd_event="start",
-            **settings,
+            database=database,
+            registration=registration,
+            bcrypt_cost=bcrypt_cost,
+            metrics=metrics,
         )
 
     def server_stopping(self) -> None:
