@@ -198,9 +198,46 @@ def test_login_from_the_prompt_asks_for_the_password_without_echo(chatd_server):
         alice.expect("logged in as alice")
         alice.expect("alice #lobby> ")
         assert "pw-alice-123" not in alice.child.before
+        assert "*" * len("pw-alice-123") not in alice.child.before
         alice.enter("/help")
         alice.expect("/history <room> [<n>]")
-        assert alice.quit() == 0
+        alice.child.sendcontrol("d")
+        alice.child.expect(pexpect.EOF)
+        alice.child.close()
+        assert alice.child.exitstatus == 0
+    finally:
+        alice.close()
+
+
+def test_a_kicked_client_does_not_come_back(chatd_server):
+    """``chatd user kick``: the client says why and exits 3 instead of reconnecting."""
+    register(chatd_server, "alice")
+    alice = Terminal(chatd_server.port, "--user", "alice", password="pw-alice-123")
+    try:
+        alice.expect("alice #lobby> ")
+        kicked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chatd",
+                "--db",
+                str(chatd_server.db_path),
+                "user",
+                "kick",
+                "alice",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            env=client_environment(),
+        )
+        assert kicked.returncode == 0, kicked.stderr
+        alice.expect("* the server closed the connection (kicked)")
+        alice.expect("! not reconnecting after BYE kicked")
+        alice.child.expect(pexpect.EOF)
+        alice.child.close()
+        assert alice.child.exitstatus == 3
     finally:
         alice.close()
 

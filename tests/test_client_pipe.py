@@ -168,7 +168,7 @@ def test_cannot_connect_exits_three() -> None:
     assert run.stopped
     assert run.client.exit_code == EXIT_NO_CONNECTION
     assert run.stderr.take() == [
-        "! cannot connect to chat.example:8004: Connection was refused by other side: nobody home."
+        "! cannot connect to chat.example:8004: Connection was refused by other side: nobody home"
     ]
 
 

@@ -222,7 +222,7 @@ def test_a_line_left_unanswered_by_a_dropped_connection_is_reported() -> None:
     assert screen.take() == [
         "! no reply to '/passwd' before the connection ended; it may not have arrived",
         "! disconnected from chat.example:8004: Connection to the other side was lost "
-        "in a non-clean fashion: cable cut.",
+        "in a non-clean fashion: cable cut",
     ]
 
 
@@ -276,6 +276,7 @@ def test_resume_rejoins_rooms_restores_the_current_room_and_shows_only_missed_me
         "OK login alice",
     )
     assert server.received() == ["/join #dev"]
+    assert session.state.prompt_view().text() == "(offline) alice #lobby> "
     server.send(
         "JOIN #dev alice", "WHO #dev alice", f"HISTORY #dev {T1} carol dev talk", "OK join #dev"
     )

@@ -57,7 +57,7 @@ def describe_reason(reason: BaseException | Failure) -> str:
         # OpenSSL reports a list of (library, function, reason) triples.
         details = [part[-1] for part in value.args[0] if isinstance(part, tuple) and part[-1]]
         return "TLS: " + ("; ".join(details) or "handshake failed")
-    return str(value).strip() or type(value).__name__
+    return str(value).strip().rstrip(".") or type(value).__name__
 
 
 class ServerClosedSession(Exception):

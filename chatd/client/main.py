@@ -133,7 +133,7 @@ def _run_interactive(reactor, state, renderer, endpoint, address, options, passw
     with patch_stdout(raw=True):
         terminal = TerminalInput(reactor, state, client.deliver)
         client.attach_terminal(terminal)
-        show(renderer.notice(f"connecting to {address}; /help lists the commands"))
+        show(renderer.notice(f"connecting to {address}"))
         terminal.start()
         reactor.callWhenRunning(client.start)
         reactor.run()

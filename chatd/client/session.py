@@ -115,6 +115,8 @@ class ChatSession:
         self.ready = False
         self.connections += 1
         self._last_connect_failure = None
+        if self.connections > 1:
+            self.state.hold_prompt()
         self.state.set_connected(True)
         self.on_change()
 
@@ -199,6 +201,7 @@ class ChatSession:
         protocol = self.protocol
         yield protocol.greeted
         rooms, current = self._resume_plan
+        self.state.hold_prompt()
         self.state.start_over()
         if self.credentials is None:
             self._show(self.renderer.notice(f"reconnected to {self.address} (not logged in)"))
@@ -231,6 +234,7 @@ class ChatSession:
 
     def _become_ready(self) -> None:
         self.ready = True
+        self.state.release_prompt()
         queued, self._offline_queue = self._offline_queue, []
         for line in queued:
             self.send_typed(line).addErrback(lambda _: None)

@@ -52,6 +52,7 @@ class ChatState:
         self._known_rooms: dict[str, str] = {}
         self._correspondents: dict[str, str] = {}
         self._logging_in_as: str | None = None
+        self._held_view: PromptView | None = None
 
     def me(self) -> str | None:
         """The logged-in user, or the one a login being answered is for."""
@@ -76,7 +77,24 @@ class ChatState:
     def prompt_view(self) -> PromptView:
         """A consistent copy of what the prompt shows."""
         with self._lock:
+            if self._held_view is not None:
+                return self._held_view
             return PromptView(self.connected, self.user, self.current_room)
+
+    def hold_prompt(self) -> None:
+        """Keep showing the offline prompt while a reconnect logs in and rejoins.
+
+        Otherwise the prompt would flicker through every step (guest, #lobby,
+        then the room the user was really in).
+        """
+        with self._lock:
+            if self._held_view is None:
+                self._held_view = PromptView(False, self.user, self.current_room)
+
+    def release_prompt(self) -> None:
+        """Show the live state again."""
+        with self._lock:
+            self._held_view = None
 
     def completion_snapshot(self) -> tuple[list[str], list[str]]:
         """Copies of the room names and the names of other people the client knows."""

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import DummyHistory
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
 
 from chatd.client.commands import (
     Action,
@@ -24,6 +25,14 @@ from chatd.client.commands import (
     parse_input,
 )
 from chatd.client.state import ChatState
+
+
+class HiddenInput(Processor):
+    """Shows nothing of what is typed, not even how long it is (asterisks would)."""
+
+    def apply_transformation(self, transformation_input: TransformationInput) -> Transformation:
+        """Draw no characters and keep the cursor where the input starts."""
+        return Transformation([], source_to_display=lambda _: 0, display_to_source=lambda _: 0)
 
 
 class TerminalInput:
@@ -86,7 +95,9 @@ class TerminalInput:
             completer=ChatCompleter(self._state.completion_snapshot),
             complete_while_typing=False,
         )
-        self._password_prompt = PromptSession(history=DummyHistory(), is_password=True)
+        self._password_prompt = PromptSession(
+            history=DummyHistory(), input_processors=[HiddenInput()]
+        )
         self._ready.set()
         while not self._stopping.is_set():
             try:
