@@ -1,4 +1,7 @@
-"""The ``chatd`` admin command line: accounts, on the database file directly.
+"""The ``chatd`` admin command line: accounts and the database file, directly.
+
+``chatd user ...`` manages accounts; ``chatd db backup|check|stats`` (see
+``chatd.dbtools``) backs up, checks and measures the database.
 
 It works while the server runs: SQLite's WAL and busy timeout let both
 write, and the server notices bans, kicks and deletions within a second (it
@@ -13,7 +16,7 @@ import getpass
 import sys
 import time
 
-from chatd import storage
+from chatd import dbtools, storage
 from chatd.config import Config, ConfigError
 from chatd.errors import ChatError
 from chatd.names import fold, require_strong_password, require_user_name
@@ -70,13 +73,38 @@ def user_passwd(args, connection, config) -> str:
     return f"password of {name} changed"
 
 
+ERASE_WINDOW = 5000
+
+
 def user_del(args, connection, config) -> str:
-    """Delete an account and the direct messages waiting for it."""
+    """Delete an account, with the direct messages waiting for it.
+
+    What the user left behind that no one else needs goes with the account:
+    the direct messages waiting for them, which nobody else could ever read.
+    What they sent stays by default, because others need it: room history is
+    the room's, and a direct message waiting for someone is its recipient's.
+    ``--erase-messages`` removes that too (an abuser's spam, a request to be
+    forgotten), in short transactions so a running server is never held up,
+    and tells the server to drop those lines from the history it keeps in
+    memory as well.
+    """
     name = _name(args)
+    key = fold(name)
     with storage.transaction(connection):
-        if not storage.delete_user(connection, fold(name), _now()):
+        # Taken first: messages a new account of the same name sends later stay.
+        _, last_id = storage.message_id_range(connection)
+        if not storage.delete_user(connection, key, _now()):
             raise AdminError(f"there is no user {name}")
-    return f"deleted {name}"
+    if not args.erase_messages:
+        return f"deleted {name}"
+    erased = 0
+    for first in range(1, last_id + 1, ERASE_WINDOW):
+        with storage.transaction(connection):
+            last = min(first + ERASE_WINDOW - 1, last_id)
+            erased += storage.erase_messages_from(connection, key, first, last)
+    with storage.transaction(connection):
+        storage.record_account_event(connection, key, "erase", _now())
+    return f"deleted {name} and {erased} messages they sent"
 
 
 def _set_banned(banned: bool):
@@ -118,6 +146,32 @@ USER_COMMANDS = {
 }
 
 
+def db_backup(args, path: str) -> str:
+    """Copy the database, consistently, while the server runs."""
+    result = dbtools.backup(path, args.path)
+    return f"backed up {path} to {result.path}: {result.bytes} bytes in {result.seconds:.2f}s"
+
+
+def db_check(args, path: str) -> str:
+    """Run SQLite's integrity check; exit status 1 when anything is wrong."""
+    connection = dbtools.open_existing(path)
+    try:
+        problems = dbtools.integrity_problems(connection)
+    finally:
+        connection.close()
+    if problems:
+        raise AdminError(f"{path} has problems:\n" + "\n".join(problems))
+    return f"{path}: ok"
+
+
+def db_stats(args, path: str) -> str:
+    """Print row counts, time spans and sizes."""
+    return dbtools.stats_report(path)
+
+
+DB_COMMANDS = {"backup": db_backup, "check": db_check, "stats": db_stats}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chatd``."""
     parser = argparse.ArgumentParser(prog="chatd", description="chatd administration")
@@ -135,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--password-stdin", action="store_true", help="read the password from stdin"
             )
+        if action == "del":
+            sub.add_argument(
+                "--erase-messages",
+                action="store_true",
+                help="also delete every room message and waiting direct message they sent",
+            )
+        sub.set_defaults(run=command)
+    database = areas.add_parser("db", help="back up, check and measure the database")
+    actions = database.add_subparsers(dest="action", required=True)
+    for action, command in DB_COMMANDS.items():
+        sub = actions.add_parser(action, help=command.__doc__)
+        sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if action == "backup":
+            sub.add_argument("path", help="the backup file to write (replaced if it exists)")
         sub.set_defaults(run=command)
     return parser
 
@@ -148,14 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: {error}", file=sys.stderr)
         return 2
     path = args.db or config.db_path
-    connection = storage.open_database_file(path)
     try:
-        output = args.run(args, connection, config)
-    except AdminError as error:
+        if args.area == "db":
+            # Taken as it is: a backup or a check must not migrate what it reads.
+            output = args.run(args, path)
+        else:
+            connection = storage.open_database_file(path)
+            try:
+                output = args.run(args, connection, config)
+            finally:
+                connection.close()
+    except (AdminError, dbtools.DatabaseToolError) as error:
         print(f"chatd: {error}", file=sys.stderr)
         return 1
-    finally:
-        connection.close()
     if output:
         print(output)
     return 0

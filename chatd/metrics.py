@@ -45,7 +45,9 @@ LAG_PROBE_SECONDS = 1.0
 # dashboards and alerts see the series before the first event.
 LOGIN_OUTCOMES = ("ok", "bad-credentials", "banned", "too-many-attempts", "error")
 MESSAGE_KINDS = ("room", "direct", "stored")
-DISCONNECT_REASONS = ("slow-reader", "flood", "idle-timeout", "banned", "account-deleted")
+DISCONNECT_REASONS = (
+    "slow-reader", "flood", "idle-timeout", "kicked", "banned", "account-deleted"
+)
 
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BCRYPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

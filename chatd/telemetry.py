@@ -47,7 +47,7 @@ log = Logger(namespace="chatd.events")
 
 # Closing reasons another event already logs (a logout, a kick, the shutdown):
 # counted, but not logged a second time.
-_LOGGED_ELSEWHERE = frozenset({"quit", "shutdown", "banned", "account-deleted"})
+_LOGGED_ELSEWHERE = frozenset({"quit", "shutdown", "banned", "kicked", "account-deleted"})
 
 
 def host_of(peer: str) -> str:

@@ -1,0 +1,204 @@
+"""``chatd db backup|check|stats`` and ``chatd user del``'s clean-up."""
+
+import io
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from chatd import admin, storage
+from tests.serverproc import ROOT
+
+NOW_MS = 1_764_064_800_000
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    """Run ``chatd --db <file> ...`` in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.setenv("CHATD_BCRYPT_ROUNDS", "4")
+    path = str(tmp_path / "chatd.sqlite3")
+
+    def run_admin(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = admin.main(["--db", path, *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    run_admin.path = path
+    return run_admin
+
+
+def populate(path: str) -> None:
+    """Three users, a room with history from two of them, DMs waiting both ways."""
+    connection = storage.open_database_file(path)
+    with storage.transaction(connection):
+        for name in ("alice", "bob", "carol"):
+            storage.create_user(connection, name, "hash", NOW_MS)
+        room_id, _, _ = storage.open_room(connection, "#lobby", NOW_MS, 50)
+        storage.add_room_message(connection, room_id, "alice", "hi from alice", NOW_MS)
+        storage.add_room_message(connection, room_id, "Bob", "hi from bob", NOW_MS + 1)
+        storage.store_direct_message(connection, "bob", "alice", "to bob", NOW_MS + 2)
+        storage.store_direct_message(connection, "carol", "bob", "from bob", NOW_MS + 3)
+        storage.store_direct_message(connection, "carol", "alice", "from alice", NOW_MS + 4)
+    connection.close()
+
+
+def rows(path: str, query: str) -> list[tuple]:
+    """Run a query on a fresh connection."""
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def test_stats_prints_counts_time_spans_and_sizes(run):
+    """Every table's rows, banned users, message times, and the file's size."""
+    populate(run.path)
+    code, out, _ = run("db", "stats")
+    assert code == 0
+    lines = out.splitlines()
+    assert f"database: {run.path}" in lines
+    assert f"schema version: {storage.SCHEMA_VERSION} (this chatd: {storage.SCHEMA_VERSION})" \
+        in lines
+    assert any(line.startswith("users: 3 (0 banned)") for line in lines)
+    assert any(line.startswith("room messages: 2, 2025-11-25T10:00:00.000Z to "
+                               "2025-11-25T10:00:00.001Z") for line in lines)
+    assert any(line.startswith("stored messages: 3, ") for line in lines)
+    assert any(line.startswith("file: ") and "KiB" in line for line in lines)
+
+
+def test_check_passes_a_good_database_and_fails_a_damaged_one(run, tmp_path):
+    """``db check`` exits 0 on a sound file, 1 naming the problem on a damaged one."""
+    populate(run.path)
+    assert run("db", "check") == (0, f"{run.path}: ok\n", "")
+    # Overwrite the middle of the file (past the header page) with garbage.
+    with open(run.path, "r+b") as damaged:
+        damaged.seek(4096 * 2)
+        damaged.write(b"\xde\xad\xbe\xef" * 2048)
+    code, _, err = run("db", "check")
+    assert code == 1 and "has problems" in err
+
+
+def test_db_commands_never_create_or_migrate_a_database(run, tmp_path):
+    """A missing file is an error, not a new empty database; an old schema is left as is."""
+    code, _, err = run("db", "stats")
+    assert code == 1 and "there is no database" in err
+    assert not (tmp_path / "chatd.sqlite3").exists()
+    old = sqlite3.connect(run.path)
+    old.executescript(storage.MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    old.close()
+    assert run("db", "check")[0] == 0
+    assert rows(run.path, "PRAGMA user_version") == [(1,)]
+
+
+def test_backup_is_a_private_self_contained_checked_copy(run, tmp_path):
+    """The copy has everything, no WAL of its own, mode 0600, and replaces an old copy."""
+    populate(run.path)
+    target = tmp_path / "backups" / "chatd-backup.sqlite3"
+    target.parent.mkdir()
+    target.write_text("an older backup")
+    code, out, _ = run("db", "backup", str(target))
+    assert code == 0 and out.startswith(f"backed up {run.path} to {target}: ")
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert rows(str(target), "PRAGMA journal_mode") == [("delete",)]
+    assert rows(str(target), "SELECT count(*) FROM stored_messages") == [(3,)]
+    assert not list(target.parent.glob("*.partial"))
+    assert run("--db", str(target), "db", "check")[0] == 0
+
+
+def test_user_del_removes_what_only_they_needed_and_keeps_the_rest(run):
+    """DMs waiting for bob go; what bob sent (history, a DM waiting for carol) stays."""
+    populate(run.path)
+    assert run("user", "del", "bob") == (0, "deleted bob\n", "")
+    assert rows(run.path, "SELECT sender, text FROM stored_messages ORDER BY id") == [
+        ("bob", "from bob"), ("alice", "from alice")
+    ]
+    assert rows(run.path, "SELECT sender FROM room_messages ORDER BY id") == [("alice",), ("Bob",)]
+
+
+def test_user_del_erase_messages_removes_what_they_sent_too(run, monkeypatch):
+    """--erase-messages: bob's history lines and his waiting DMs go, in small windows."""
+    monkeypatch.setattr(admin, "ERASE_WINDOW", 2)
+    populate(run.path)
+    code, out, _ = run("user", "del", "BOB", "--erase-messages")
+    assert (code, out) == (0, "deleted BOB and 2 messages they sent\n")
+    assert rows(run.path, "SELECT sender, text FROM stored_messages ORDER BY id") == [
+        ("alice", "from alice")
+    ]
+    assert rows(run.path, "SELECT sender FROM room_messages") == [("alice",)]
+    assert rows(run.path, "SELECT name_key, action FROM account_events ORDER BY id") == [
+        ("bob", "delete"), ("bob", "erase")
+    ]
+
+
+def test_an_erased_user_vanishes_from_a_live_servers_memory_too(harness):
+    """The server drops an erased user's lines from the history it replays on join."""
+    harness.chat.startService()
+    alice, bob = harness.logged_in("alice"), harness.logged_in("bob")
+    bob.send("something regrettable")
+    alice.send("something fine")
+    bob.close()
+    with storage.transaction(harness.database.connection):
+        storage.record_account_event(harness.database.connection, "bob", "erase", 0)
+    harness.clock.advance(1)
+    carol = harness.client()
+    history = [line for line in carol.login("carol") if line.startswith("HISTORY")]
+    assert [line.split(" ", 3)[3] for line in history] == ["alice something fine"]
+    harness.chat.stopService()
+
+
+def test_backup_of_a_live_busy_server_opens_and_passes_the_check(chatd_server, tmp_path):
+    """Clients write as fast as they can while ``chatd db backup`` copies the database.
+
+    The copy is sound, and holds every message acknowledged before the backup
+    began and no more than were sent by the time it ended.
+    """
+    stop, warmed = threading.Event(), threading.Barrier(4)
+    acknowledged, sent = [0, 0, 0], [0, 0, 0]
+    errors: list[BaseException] = []
+
+    def chatter(index: int) -> None:
+        try:
+            client = chatd_server.connect()
+            client.login(f"writer{index}")
+            while not stop.is_set():
+                sent[index] += 1
+                assert client.command(f"line {sent[index]}")[-1] == "OK say #lobby"
+                acknowledged[index] += 1
+                if acknowledged[index] == 50:
+                    warmed.wait(60)
+            client.close()
+        except BaseException as error:  # reported by the test thread below
+            errors.append(error)
+            warmed.abort()
+
+    threads = [threading.Thread(target=chatter, args=(i,), daemon=True) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    warmed.wait(60)
+    acknowledged_before = sum(acknowledged)
+    target = tmp_path / "live-backup.sqlite3"
+    backed_up = subprocess.run(
+        [sys.executable, "-m", "chatd", "--db", str(chatd_server.db_path), "db", "backup",
+         str(target)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    sent_after, acknowledged_after = sum(sent), sum(acknowledged)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert backed_up.returncode == 0, backed_up.stderr
+    assert acknowledged_after > acknowledged_before  # chat went on while the copy was made
+    checked = subprocess.run(
+        [sys.executable, "-m", "chatd", "--db", str(target), "db", "check"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert checked.returncode == 0, checked.stderr
+    [(copied,)] = rows(str(target), "SELECT count(*) FROM room_messages")
+    assert acknowledged_before <= copied <= sent_after
