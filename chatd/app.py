@@ -163,7 +163,7 @@ class ChatdServer(InOrderService):
         self.database = Database(config.db_path, reactor, on_commit=self.metrics.observe_commit)
         self.hasher = PasswordHasher(
             reactor, config.bcrypt_rounds, config.bcrypt_threads,
-            on_timing=self.metrics.observe_bcrypt,
+            on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
         )
         self.chat = ChatService(
             self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry

@@ -22,6 +22,17 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Allowance:
+    """``count`` events per ``seconds``, as a token bucket that starts full."""
+
+    count: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds:g}"
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting of a chatd server.
 
@@ -56,6 +67,48 @@ class Config:
     stored_message_days: float | None = field(
         default=None, metadata={"env": "CHATD_STORED_MESSAGE_DAYS"}
     )
+    # Hardening (chatd/limits.py, chatd/tls.py; docs/security.md lists them all).
+    flood_limit: int = field(default=50, metadata={"env": "CHATD_FLOOD_LIMIT"})
+    max_connections: int = field(default=4096, metadata={"env": "CHATD_MAX_CONNECTIONS"})
+    max_connections_per_address: int = field(
+        default=256, metadata={"env": "CHATD_MAX_CONNECTIONS_PER_ADDRESS"}
+    )
+    login_timeout_seconds: float = field(default=60.0, metadata={"env": "CHATD_LOGIN_TIMEOUT"})
+    login_failures_per_address: int = field(
+        default=10, metadata={"env": "CHATD_LOGIN_FAILURES_PER_ADDRESS"}
+    )
+    login_failures_per_account: int = field(
+        default=20, metadata={"env": "CHATD_LOGIN_FAILURES_PER_ACCOUNT"}
+    )
+    login_lockout_seconds: float = field(default=1.0, metadata={"env": "CHATD_LOGIN_LOCKOUT"})
+    login_lockout_max_seconds: float = field(
+        default=900.0, metadata={"env": "CHATD_LOGIN_LOCKOUT_MAX"}
+    )
+    registration_limit: Allowance | None = field(
+        default=Allowance(256, 3600.0), metadata={"env": "CHATD_REGISTRATION_LIMIT"}
+    )
+    bcrypt_queue: int = field(default=256, metadata={"env": "CHATD_BCRYPT_QUEUE"})
+    send_queue_soft: int = field(default=64 * 1024, metadata={"env": "CHATD_SEND_QUEUE_SOFT"})
+    send_queue_limit: int = field(default=1024 * 1024, metadata={"env": "CHATD_SEND_QUEUE_LIMIT"})
+    ping_interval_seconds: float | None = field(
+        default=120.0, metadata={"env": "CHATD_PING_INTERVAL"}
+    )
+    pong_timeout_seconds: float = field(default=60.0, metadata={"env": "CHATD_PONG_TIMEOUT"})
+    close_timeout_seconds: float = field(default=10.0, metadata={"env": "CHATD_CLOSE_TIMEOUT"})
+
+    def __post_init__(self) -> None:
+        # Limits that only make sense together are checked together, so a bad
+        # pair stops the server at start rather than misbehaving later.
+        if self.send_queue_soft > self.send_queue_limit:
+            raise ConfigError(
+                "CHATD_SEND_QUEUE_SOFT must not exceed CHATD_SEND_QUEUE_LIMIT"
+                f" ({self.send_queue_soft} > {self.send_queue_limit})"
+            )
+        if self.login_lockout_seconds > self.login_lockout_max_seconds:
+            raise ConfigError(
+                "CHATD_LOGIN_LOCKOUT must not exceed CHATD_LOGIN_LOCKOUT_MAX"
+                f" ({self.login_lockout_seconds:g} > {self.login_lockout_max_seconds:g})"
+            )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -108,7 +161,7 @@ def _int_between(low: int, high: int):
 
 def _positive_seconds(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise ValueError("must be a positive number of seconds")
     return value
 
@@ -126,6 +179,45 @@ def _rate_limit(raw: str) -> RateLimit | None:
     if per_second <= 0 or burst < 1:
         raise ValueError("the rate must be positive and the burst at least 1")
     return RateLimit(per_second, burst)
+
+
+_ALLOWANCE = re.compile(r"(\d+)/(\d+(?:\.\d+)?)")
+
+
+def _allowance(raw: str) -> Allowance | None:
+    if raw.lower() == "off":
+        return None
+    match = _ALLOWANCE.fullmatch(raw)
+    if match is None:
+        raise ValueError("must be '<count>/<seconds>' (such as 256/3600) or 'off'")
+    count, seconds = int(match.group(1)), float(match.group(2))
+    if count < 1 or seconds <= 0:
+        raise ValueError("the count must be at least 1 and the seconds positive")
+    return Allowance(count, seconds)
+
+
+def _seconds_or_off(raw: str) -> float | None:
+    if raw.lower() == "off":
+        return None
+    return _positive_seconds(raw)
+
+
+_SIZE = re.compile(r"(\d+)\s*(k|kib|m|mib)?", re.IGNORECASE)
+_UNITS = {None: 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20}
+
+
+def _bytes_between(low: int, high: int):
+    def parse(raw: str) -> int:
+        match = _SIZE.fullmatch(raw)
+        if match is None:
+            raise ValueError("must be a number of bytes, optionally with K or M (such as 1M)")
+        unit = match.group(2).lower() if match.group(2) else None
+        value = int(match.group(1)) * _UNITS[unit]
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high} bytes")
+        return value
+
+    return parse
 
 
 def _server_name(raw: str) -> str:
@@ -179,4 +271,20 @@ _PARSERS = {
     "metrics_listen": _endpoint_or_off,
     "room_history_days": _days_or_off,
     "stored_message_days": _days_or_off,
+    "flood_limit": _int_between(1, 1_000_000),
+    "max_connections": _int_between(1, 1_000_000),
+    "max_connections_per_address": _int_between(1, 1_000_000),
+    "login_timeout_seconds": _positive_seconds,
+    # The protocol promises too-many-attempts after at most 20 failures in a row.
+    "login_failures_per_address": _int_between(1, 20),
+    "login_failures_per_account": _int_between(1, 1_000_000),
+    "login_lockout_seconds": _positive_seconds,
+    "login_lockout_max_seconds": _positive_seconds,
+    "registration_limit": _allowance,
+    "bcrypt_queue": _int_between(0, 1_000_000),
+    "send_queue_soft": _bytes_between(1024, 1 << 30),
+    "send_queue_limit": _bytes_between(1024, 1 << 30),
+    "ping_interval_seconds": _seconds_or_off,
+    "pong_timeout_seconds": _positive_seconds,
+    "close_timeout_seconds": _positive_seconds,
 }

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 
 import bcrypt
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from chatd.errors import ChatError
 
 SCHEME = "bcrypt-sha256$"
 _PREHASH_KEY = b"chatd password v1"
@@ -53,15 +55,24 @@ class PasswordHasher:
         rounds: int,
         threads: int = 2,
         on_timing: Callable[[str, float, float], None] | None = None,
+        *,
+        queue_limit: int | None = None,
     ) -> None:
         """``on_timing(operation, waited, took)``, if given, hears of every bcrypt job.
 
         ``operation`` is ``hash`` or ``check``; ``waited`` is the seconds the
         job queued for a thread, ``took`` the seconds bcrypt ran. It is called
         on the pool's thread, so it must be thread-safe (metrics are).
+
+        ``queue_limit``: how many jobs may wait for a thread (None: no limit).
+        Past it, ``hash`` and ``check`` fail at once with ``too-many-attempts``
+        rather than queue without end behind a flood of logins.
         """
         self._reactor = reactor
         self._on_timing = on_timing
+        self.threads = threads
+        self.queue_limit = queue_limit
+        self.pending = 0
         self.rounds = rounds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="chatd-bcrypt")
         self._dummy_hash: str | None = None
@@ -111,15 +122,30 @@ class PasswordHasher:
             operation = "check" if function is check_password else "hash"
             self._on_timing(operation, started - queued_at, time.perf_counter() - started)
 
+    def _bounded(self, function, *args) -> Deferred:
+        """Run a job on the pool, unless ``queue_limit`` jobs already wait for a thread."""
+        if self.queue_limit is not None and self.pending >= self.threads + self.queue_limit:
+            return fail(
+                ChatError("too-many-attempts", "the server is busy checking passwords; try again")
+            )
+        self.pending += 1
+        running = self._run(function, *args)
+        running.addBoth(self._finished)
+        return running
+
+    def _finished(self, result):
+        self.pending -= 1
+        return result
+
     def hash(self, password: bytes) -> Deferred:
         """Fire with the stored form of ``password``."""
-        return self._run(hash_password, password, self.rounds)
+        return self._bounded(hash_password, password, self.rounds)
 
     def check(self, password: bytes, stored: str | None) -> Deferred:
         """Fire with whether ``password`` matches ``stored``; None means no account."""
         if stored is None:
             checking = self._dummy().addCallback(
-                lambda dummy: self._run(check_password, password, dummy)
+                lambda dummy: self._bounded(check_password, password, dummy)
             )
             return checking.addCallback(lambda _: False)
-        return self._run(check_password, password, stored)
+        return self._bounded(check_password, password, stored)

@@ -26,7 +26,8 @@ from zope.interface import implementer
 from chatd.accounts import BAD_CREDENTIALS
 from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
-from chatd.names import PASSWORD_MAX_BYTES, require_user_name
+from chatd.limits import Limits, SendQueue, address_key
+from chatd.names import PASSWORD_MAX_BYTES, fold, require_user_name
 from chatd.service import IChatClient, IChatSession
 from chatd.telemetry import Telemetry
 
@@ -136,20 +137,40 @@ class ChatProtocol(LineReceiver):
         self._discarding = False
         self._overflowed = False
         self._reading_paused = False
+        # Reading stops while a command runs with a full line waiting behind
+        # it, or while the client is not reading what we send (a slow reader).
+        self._held_reading = False
+        self._output_slow = False
         self.peer = ""
+        self.address = ""
+        self.guard = None
+        self.output = None
 
     # --- connection ------------------------------------------------------
 
     def connectionMade(self) -> None:
         """Greet the client."""
+        config = self.server.config
         self.peer = _describe(self.transport.getPeer())
+        self.address = address_key(self.transport.getPeer())
         self.server.connections.add(self)
         if hasattr(self.transport, "setTcpNoDelay"):
             # Chat lines are small and each should leave at once; Nagle's
             # algorithm would hold them back for up to tens of milliseconds.
             self.transport.setTcpNoDelay(True)
+        self.output = SendQueue(
+            self.transport,
+            config.send_queue_soft,
+            config.send_queue_limit,
+            self._output_backed_up,
+            self._output_drained,
+            self._output_overflowed,
+        )
+        self.guard = self.server.limits.guard(self.address, self._ping, self.disconnect)
         greeting = "welcome; /help lists commands"
-        self._send("HELLO", self.server.config.server_name, PROTOCOL_VERSION, greeting)
+        self._send("HELLO", config.server_name, PROTOCOL_VERSION, greeting)
+        if not self.guard.opened():
+            self.disconnect("too-many-connections")
 
     def connectionLost(self, reason=None) -> None:
         """End the session, if any, and forget the connection."""
@@ -157,6 +178,9 @@ class ChatProtocol(LineReceiver):
         self._closing = True
         # BaseProtocol sets it when connected; the service reads it as IChatClient.connected.
         self.connected = False
+        if self.guard is not None:
+            self.guard.lost()
+            self.output.stopProducing()
         self.server.connections.discard(self)
         if self._logout is not None:
             logout, self._logout = self._logout, None
@@ -167,7 +191,10 @@ class ChatProtocol(LineReceiver):
         if not self._closing:
             line = encode_line(*fields)
             self.server.telemetry.sent(len(line))
-            self.transport.write(line)
+            self.output.write(line)
+
+    def _ping(self, token: str) -> None:
+        self._send("PING", token)
 
     # --- IChatClient ----------------------------------------------------
 
@@ -175,7 +202,7 @@ class ChatProtocol(LineReceiver):
         """Write an event the service sent this session."""
         if not self._closing:
             self.server.telemetry.delivered(event.kind, len(event.wire))
-            self.transport.write(event.wire)
+            self.output.write(event.wire)
 
     def disconnect(self, reason: str) -> None:
         """Say ``BYE reason`` and close; nothing is answered after it."""
@@ -184,12 +211,54 @@ class ChatProtocol(LineReceiver):
             self.server.telemetry.disconnected(reason, self.peer, user)
             self._send("BYE", reason)
             self._closing = True
+            # Whatever waits for a slow reader goes to the transport first; a
+            # client that never reads it is cut off after the close timeout.
+            self.output.finish()
+            self.guard.closing(self.transport)
             self.transport.loseConnection()
+
+    # --- slow readers ------------------------------------------------------
+
+    def _output_backed_up(self) -> None:
+        """Past the soft limit: read nothing more from a client that does not read."""
+        self.server.telemetry.limit_hit(
+            "send-queue", self.peer, self._user_name(), queued_bytes=self.output.queued
+        )
+        self._output_slow = True
+        self._update_reading()
+
+    def _output_drained(self) -> None:
+        self._output_slow = False
+        self._update_reading()
+
+    def _output_overflowed(self) -> None:
+        """Past the hard limit: drop the connection (it cannot be told BYE)."""
+        self.server.telemetry.disconnected(
+            "slow-reader", self.peer, self._user_name(), limit_bytes=self.output.hard
+        )
+        self._closing = True
+        # Later, not now: this runs inside a broadcast, which must not see the
+        # room's members change under it.
+        self.server.clock.callLater(0, self.transport.abortConnection)
+
+    def _user_name(self) -> str | None:
+        return self.session.name if self.session is not None else None
+
+    def _update_reading(self) -> None:
+        wanted = (self._held_reading or self._output_slow) and not self._lost
+        if wanted and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not wanted and self._reading_paused and not self._lost:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     # --- framing ---------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         """Frame lines, discarding the rest of a line that grew past the limit."""
+        if self._closing:
+            return
         if self._discarding:
             end = data.find(b"\n")
             if end < 0:
@@ -200,11 +269,11 @@ class ChatProtocol(LineReceiver):
         while self._overflowed and not self.paused and not self._closing:
             self._overflowed = False
             super().dataReceived(b"")
-        if self.paused and not self._reading_paused and len(self._buffer) > self.MAX_LENGTH:
+        if self.paused and not self._held_reading and len(self._buffer) > self.MAX_LENGTH:
             # A command is still running and a full line already waits:
             # stop reading until it is answered, so the buffer stays bounded.
-            self._reading_paused = True
-            self.transport.pauseProducing()
+            self._held_reading = True
+            self._update_reading()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer an over-long line and skip it, rather than drop the connection.
@@ -212,7 +281,11 @@ class ChatProtocol(LineReceiver):
         ``line`` is everything buffered from the start of the over-long line;
         what follows its end, if it has one, is framed as usual.
         """
-        self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
+        verdict = self.guard.line()
+        if verdict is not None:
+            self._refuse_line(verdict)
+        else:
+            self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
         end = line.find(b"\n")
         if end < 0:
             self._discarding = True
@@ -227,6 +300,11 @@ class ChatProtocol(LineReceiver):
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
+            self.guard.heard()
+            return
+        verdict = self.guard.line()
+        if verdict is not None:
+            self._refuse_line(verdict)
             return
         if len(line) > self.line_limit:
             self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
@@ -237,6 +315,23 @@ class ChatProtocol(LineReceiver):
             self._final("ERR", "bad-encoding", "lines must be UTF-8")
             return
         self.run_line(text)
+
+    def _refuse_line(self, verdict: str) -> None:
+        """Drop a line past the rate limit: ``ERR rate-limited``, or ``BYE flood``."""
+        if verdict == "flood":
+            self.disconnect("flood")
+        else:
+            rate = self.server.config.rate_limit
+            if self.guard.first_refusal:
+                # Once per run of dropped lines, not per line: a flood is one event.
+                self.server.telemetry.limit_hit(
+                    "rate", self.peer, self._user_name(), lines_per_second=rate.per_second
+                )
+            self._final(
+                "ERR",
+                "rate-limited",
+                f"over {rate.per_second:g} lines a second (bursts of {rate.burst}); line dropped",
+            )
 
     # --- commands ----------------------------------------------------------
 
@@ -291,9 +386,8 @@ class ChatProtocol(LineReceiver):
     def _release(self, _result: None) -> None:
         """The running command was answered: read and answer the lines that waited."""
         self.paused = False
-        if self._reading_paused and not self._lost:
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        self._held_reading = False
+        self._update_reading()
         if not self._closing:
             self.dataReceived(b"")
 
@@ -302,33 +396,58 @@ class ChatProtocol(LineReceiver):
     def do_register(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
+        try:
+            self.server.limits.registrations.check(self.address)
+        except ChatError:
+            self.server.telemetry.limit_hit("registration", self.peer, None)
+            raise
         registering = self.server.accounts.register(name, password)
+        registering.addCallback(self._registered)
         return self.server.telemetry.watch_registration(registering, name, self.peer)
+
+    def _registered(self, name: str) -> str:
+        self.server.limits.registrations.created(self.address)
+        return name
 
     def do_login(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
         require_user_name(name)
+        throttle = self.server.limits.logins
+        try:
+            throttle.check(self.address, fold(name))
+        except ChatError:
+            self.server.telemetry.limit_hit("login", self.peer, None, account=fold(name))
+            raise
         encoded = password.encode("utf-8")
         if len(encoded) > PASSWORD_MAX_BYTES:
+            throttle.failed(self.address, fold(name))
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
         self._logging_in = True
         logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)
-        return logging_in.addCallbacks(self._logged_in, self._login_failed)
+        return logging_in.addCallbacks(
+            self._logged_in, self._login_failed, callbackArgs=(name,), errbackArgs=(name,)
+        )
 
-    def _logged_in(self, login) -> str:
+    def _logged_in(self, login, name: str) -> str:
         self._logging_in = False
+        self.server.limits.logins.succeeded(self.address, fold(name))
         _interface, session, logout = login
         if self._lost:
             logout()
             raise ChatError("server-error", "the connection is gone")
+        self.guard.logged_in()
         self.session, self._logout = session, logout
         return session.name
 
-    def _login_failed(self, failure):
+    def _login_failed(self, failure, name: str):
         self._logging_in = False
         if failure.check(UnauthorizedLogin):
+            self.server.limits.logins.failed(self.address, fold(name))
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        if failure.check(ChatError) and failure.value.code == "banned":
+            # The password was right: this address is not guessing.
+            self.server.limits.logins.succeeded(self.address, fold(name))
         return failure
 
     def do_say(self, room: str | None, text: str | None = None):
@@ -402,6 +521,7 @@ class ChatServerFactory(ServerFactory):
         self.accounts = accounts
         self.portal = portal
         self.clock = clock
+        self.limits = Limits(config, clock)
         self.connections: set[ChatProtocol] = set()
         self._all_closed: list[defer.Deferred] = []
 

@@ -117,9 +117,15 @@ class LineTransport(StringTransport):
 class Client:
     """One connection to a ``ChatHarness`` server, driven a line at a time."""
 
-    def __init__(self, harness: "ChatHarness", host: str = "127.0.0.1", port: int = 40000):
+    def __init__(
+        self,
+        harness: "ChatHarness",
+        host: str = "127.0.0.1",
+        port: int = 40000,
+        transport: LineTransport | None = None,
+    ):
         self.harness = harness
-        self.transport = LineTransport(host, port)
+        self.transport = transport or LineTransport(host, port)
         self.protocol = harness.factory.buildProtocol(self.transport.getPeer())
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
@@ -164,12 +170,17 @@ class Client:
 class ChatHarness:
     """A whole chatd server in memory: inline database and bcrypt, fake clock."""
 
-    def __init__(self, config: Config | None = None, database: InlineDatabase | None = None):
+    def __init__(
+        self,
+        config: Config | None = None,
+        database: InlineDatabase | None = None,
+        hasher: PasswordHasher | None = None,
+    ):
         self.config = config or Config(bcrypt_rounds=4, rate_limit=None)
         self.clock = task.Clock()
         self.clock.advance(1_764_064_800)
         self.database = database or InlineDatabase()
-        self.hasher = InlineHasher(self.config.bcrypt_rounds)
+        self.hasher = hasher or InlineHasher(self.config.bcrypt_rounds)
         self.hasher.start()
         self.chat = ChatService(
             self.database, self.clock, telemetry=Telemetry(log_messages=self.config.log_messages)

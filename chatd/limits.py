@@ -1,0 +1,553 @@
+"""Limits that keep one client from hurting everyone else.
+
+Everything here runs on the reactor thread and reads time from the clock it
+is given (the reactor in the server, a ``task.Clock`` in tests), so every
+limit can be driven to its edge without waiting.
+
+- ``TokenBucket``: a rate with a burst; the per-session line rate limit,
+  the flood allowance and the per-address registration limit are buckets.
+- ``LoginThrottle``: failed logins by source address and by account, with
+  lockouts that double with each further failure.
+- ``RegistrationLimit``: accounts created per source address.
+- ``ConnectionCounter``: open connections in total and per source address.
+- ``SendQueue``: a session's bounded output queue, registered with the
+  transport as a push producer so Twisted tells it when the client stops
+  reading.
+- ``ConnectionGuard``: one connection's share of all of that (its rate
+  limit, its login and keep-alive timers, its place in the counts).
+
+docs/security.md explains each defence and lists every setting.
+"""
+
+import ipaddress
+import math
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd.config import Allowance, Config
+from chatd.errors import ChatError
+
+log = Logger()
+
+# Clock readings near 1.7e9 seconds carry rounding errors of about 2e-7 s, so
+# a bucket that should hold exactly one token may hold 0.9999998: a token
+# counts as there when this close to whole.
+_TOKEN_SLACK = 1e-3
+
+# Per-key records (addresses, accounts) kept at most this many at once; the
+# least recently touched go first. A flood of fresh addresses or invented user
+# names costs memory up to this bound and no further.
+TABLE_CAPACITY = 100_000
+
+# While an account is locked, the addresses that already failed on it are
+# remembered, up to this many; the oldest are forgotten first.
+ACCOUNT_ADDRESS_MEMORY = 4096
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; starts full.
+
+    Time comes from ``clock.seconds()``, so a test moves it with
+    ``task.Clock.advance``.
+    """
+
+    __slots__ = ("_clock", "_stamp", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self._clock = clock
+        self._stamp = clock.seconds()
+
+    def _refill(self) -> None:
+        now = self._clock.seconds()
+        if now > self._stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def available(self) -> bool:
+        """Tell whether a token is there now, without taking it."""
+        self._refill()
+        return self.tokens + _TOKEN_SLACK >= 1
+
+    def take(self) -> bool:
+        """Take one token if there is one; tell whether there was."""
+        if not self.available():
+            return False
+        self.tokens = max(0.0, self.tokens - 1)
+        return True
+
+
+class ExpiringTable:
+    """Records by key, each forgotten ``ttl`` seconds after it was last stored.
+
+    At most ``capacity`` records are kept: storing past that forgets the
+    least recently stored. Records are kept in the order they were last
+    stored, so forgetting old ones only ever looks at the front.
+    """
+
+    def __init__(self, clock, ttl: float, capacity: int = TABLE_CAPACITY) -> None:
+        self._clock = clock
+        self.ttl = ttl
+        self.capacity = capacity
+        self._records: OrderedDict[str, tuple[float, object]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, key: str):
+        """The record stored under ``key``, or None if there is none or it expired."""
+        self._prune()
+        found = self._records.get(key)
+        return None if found is None else found[1]
+
+    def put(self, key: str, record) -> None:
+        """Store ``record`` under ``key``, restarting its time to live."""
+        self._records[key] = (self._clock.seconds(), record)
+        self._records.move_to_end(key)
+        self._prune()
+
+    def pop(self, key: str) -> None:
+        """Forget ``key``."""
+        self._records.pop(key, None)
+
+    def _prune(self) -> None:
+        oldest = self._clock.seconds() - self.ttl
+        while self._records:
+            key, (stored, _record) = next(iter(self._records.items()))
+            if stored > oldest and len(self._records) <= self.capacity:
+                break
+            del self._records[key]
+
+
+def address_key(address) -> str:
+    """The source address that connection and login limits count by.
+
+    IPv4 addresses count one by one; IPv6 ones by their /64 network (what one
+    customer usually gets, so a client cannot dodge a limit by hopping
+    addresses inside it), except loopback; IPv4 mapped into IPv6 counts as
+    the IPv4 address. Every unix-socket client counts as the one address
+    ``unix``.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return "unix"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
+    return str(ip)
+
+
+def _too_many(text: str) -> ChatError:
+    return ChatError("too-many-attempts", text)
+
+
+@dataclass
+class _Failures:
+    """Failed logins in a row, for one address or one account."""
+
+    count: int = 0
+    locked_until: float = 0.0
+    # For an account: the addresses that failed on it, oldest first.
+    addresses: dict[str, None] = field(default_factory=dict)
+
+
+class LoginThrottle:
+    """Failed logins by source address and by account, with growing lockouts.
+
+    After ``per_address`` failed logins in a row an address is locked out
+    for ``lockout`` seconds, doubled for every further failure up to
+    ``lockout_max``. While locked, its logins are refused with
+    ``too-many-attempts`` without checking the password, and each refusal
+    counts as one more failure, so hammering only makes the lockout longer.
+    A successful login ends the row.
+
+    After ``per_account`` failed logins in a row to one account, from all
+    addresses together, the account is locked the same way, but only for the
+    addresses that already failed on it: each other address still gets its attempt. So
+    guessing spread over many addresses gets one guess per address per
+    lockout, while the real user, from an address that has not been
+    guessing, still logs in. A successful login to the account ends its row.
+    """
+
+    def __init__(
+        self,
+        clock,
+        per_address: int,
+        per_account: int,
+        lockout: float,
+        lockout_max: float,
+        capacity: int = TABLE_CAPACITY,
+    ) -> None:
+        self._clock = clock
+        self.per_address = per_address
+        self.per_account = per_account
+        self.lockout = lockout
+        self.lockout_max = lockout_max
+        # Failures are forgotten an hour after the longest lockout would end.
+        ttl = lockout_max + 3600
+        self._addresses = ExpiringTable(clock, ttl, capacity)
+        self._accounts = ExpiringTable(clock, ttl, capacity)
+
+    def delay(self, excess: int) -> float:
+        """The lockout for the ``excess``-th failure since the limit was reached (from 1)."""
+        exponent = min(excess - 1, 64)
+        return min(self.lockout * 2.0**exponent, self.lockout_max)
+
+    def _wait_text(self, until: float) -> str:
+        return f"try again in {math.ceil(until - self._clock.seconds())} s"
+
+    def check(self, address: str, account: str) -> None:
+        """Raise ``too-many-attempts`` if this login must not even be tried now."""
+        now = self._clock.seconds()
+        record = self._addresses.get(address)
+        if record is not None and now < record.locked_until:
+            self._address_failed(address)
+            raise _too_many(
+                "too many failed logins from your address; "
+                + self._wait_text(self._addresses.get(address).locked_until)
+            )
+        guarded = self._accounts.get(account)
+        if guarded is not None and now < guarded.locked_until and address in guarded.addresses:
+            self._address_failed(address)
+            raise _too_many(
+                f"too many failed logins to {account}; " + self._wait_text(guarded.locked_until)
+            )
+
+    def failed(self, address: str, account: str) -> None:
+        """Count a wrong password (or unknown user) for the address and the account."""
+        self._address_failed(address)
+        record = self._accounts.get(account) or _Failures()
+        record.count += 1
+        record.addresses.pop(address, None)
+        record.addresses[address] = None
+        while len(record.addresses) > ACCOUNT_ADDRESS_MEMORY:
+            del record.addresses[next(iter(record.addresses))]
+        self._lock(record, self.per_account)
+        self._accounts.put(account, record)
+
+    def succeeded(self, address: str, account: str) -> None:
+        """A right password: the address and the account start afresh."""
+        self._addresses.pop(address)
+        self._accounts.pop(account)
+
+    def _address_failed(self, address: str) -> None:
+        record = self._addresses.get(address) or _Failures()
+        record.count += 1
+        self._lock(record, self.per_address)
+        self._addresses.put(address, record)
+
+    def _lock(self, record: _Failures, limit: int) -> None:
+        excess = record.count - limit + 1
+        if excess >= 1:
+            until = self._clock.seconds() + self.delay(excess)
+            record.locked_until = max(record.locked_until, until)
+
+    def locked(self, address: str) -> bool:
+        """Tell whether ``address`` is locked out now."""
+        record = self._addresses.get(address)
+        return record is not None and self._clock.seconds() < record.locked_until
+
+
+class RegistrationLimit:
+    """Accounts created per source address: ``count`` per ``seconds``, as a token bucket."""
+
+    def __init__(self, clock, allowance: Allowance | None, capacity: int = TABLE_CAPACITY):
+        self._clock = clock
+        self.allowance = allowance
+        ttl = allowance.seconds if allowance is not None else 1.0
+        # A bucket untouched for the whole period is full again: as good as forgotten.
+        self._buckets = ExpiringTable(clock, ttl, capacity)
+
+    def check(self, address: str) -> None:
+        """Raise ``too-many-attempts`` if ``address`` may not create an account now."""
+        bucket = self._buckets.get(address)
+        if bucket is not None and not bucket.available():
+            raise _too_many("too many new accounts from your address; try again later")
+
+    def created(self, address: str) -> None:
+        """Count an account created from ``address``."""
+        if self.allowance is None:
+            return
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            rate = self.allowance.count / self.allowance.seconds
+            bucket = TokenBucket(rate, self.allowance.count, self._clock)
+        bucket.take()
+        self._buckets.put(address, bucket)
+
+
+class ConnectionCounter:
+    """Open connections, in total and per source address."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.limit = total
+        self.per_address = per_address
+        self.total = 0
+        self._by_address: dict[str, int] = {}
+
+    def count(self, address: str) -> int:
+        """How many connections ``address`` has open."""
+        return self._by_address.get(address, 0)
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection if both limits allow it; tell whether they did."""
+        if self.total >= self.limit or self.count(address) >= self.per_address:
+            return False
+        self.total += 1
+        self._by_address[address] = self.count(address) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """Forget an admitted connection that closed."""
+        self.total -= 1
+        left = self._by_address[address] - 1
+        if left:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]
+
+
+@implementer(IPushProducer)
+class SendQueue:
+    """A session's output, bounded, fed to the transport as fast as the client reads.
+
+    It registers with the transport as a streaming producer: while the
+    transport's own buffer has room, writes go straight through; once Twisted
+    pauses it (the client is not reading fast enough), writes wait here, in
+    order, until Twisted resumes it. Waiting writes are the events' shared
+    wire bytes, so a broadcast waiting for many slow sessions is held once.
+
+    Past ``soft`` waiting bytes the session is slow: ``on_slow`` is called
+    once, and ``on_drained`` when everything waiting has gone out. Past
+    ``hard`` bytes the queue is dropped and ``on_overflow`` called, once.
+    """
+
+    def __init__(
+        self,
+        transport,
+        soft: int,
+        hard: int,
+        on_slow: Callable[[], None],
+        on_drained: Callable[[], None],
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self.soft = soft
+        self.hard = hard
+        self._on_slow = on_slow
+        self._on_drained = on_drained
+        self._on_overflow = on_overflow
+        self._waiting: deque[bytes] = deque()
+        self.queued = 0
+        self.paused = False
+        self.slow = False
+        self.stopped = False
+        self._registered = True
+        transport.registerProducer(self, True)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now if the client keeps up, else queue it."""
+        if self.stopped:
+            return
+        if not self.paused and not self._waiting:
+            self._transport.write(data)
+            return
+        self._waiting.append(data)
+        self.queued += len(data)
+        if self.queued > self.hard:
+            self.stopProducing()
+            self._on_overflow()
+        elif self.queued > self.soft and not self.slow:
+            self.slow = True
+            self._on_slow()
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue from now on."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport has room again: hand it what waits, until it is full again."""
+        self.paused = False
+        while self._waiting and not self.paused and not self.stopped:
+            data = self._waiting.popleft()
+            self.queued -= len(data)
+            self._transport.write(data)
+        if self.slow and not self._waiting:
+            self.slow = False
+            self._on_drained()
+
+    def stopProducing(self) -> None:
+        """The connection is gone (or dropped for overflow): forget what waits."""
+        self.stopped = True
+        self._waiting.clear()
+        self.queued = 0
+
+    def finish(self) -> None:
+        """Hand everything waiting to the transport and stop being its producer.
+
+        Called before ``loseConnection``: a transport with a paused producer
+        registered would otherwise wait for it forever instead of closing.
+        """
+        while self._waiting and not self.stopped:
+            self._transport.write(self._waiting.popleft())
+        self.queued = 0
+        self.stopped = True
+        if self._registered:
+            self._registered = False
+            self._transport.unregisterProducer()
+
+
+class ConnectionGuard:
+    """One connection's limits: line rate, flood, timers and its place in the counts.
+
+    The protocol tells it what happens (``opened``, ``line``, ``logged_in``,
+    ``closing``, ``lost``) and asks it what to do; it calls back into the
+    protocol only through ``send_ping`` and ``disconnect``.
+    """
+
+    def __init__(
+        self,
+        limits: "Limits",
+        address: str,
+        send_ping: Callable[[str], None],
+        disconnect: Callable[[str], None],
+    ) -> None:
+        config = limits.config
+        self._limits = limits
+        self._clock = limits.clock
+        self.address = address
+        self._send_ping = send_ping
+        self._disconnect = disconnect
+        rate = config.rate_limit
+        self._lines_bucket = (
+            None if rate is None else TokenBucket(rate.per_second, rate.burst, self._clock)
+        )
+        # One rate-limited line is forgiven a second: a paste that overruns
+        # the burst costs a few ERR lines, a sustained flood ends the session.
+        self._strikes = TokenBucket(1.0, config.flood_limit, self._clock)
+        self._admitted = False
+        self._refusing = False
+        self.first_refusal = False
+        self._lines = 0
+        self._heard_at = self._clock.seconds()
+        self._timer = None
+        self._closer = None
+
+    # --- connection ---------------------------------------------------------
+
+    def opened(self) -> bool:
+        """Count the connection and start the login timer; False if over a limit."""
+        self._admitted = self._limits.connections.admit(self.address)
+        if not self._admitted:
+            return False
+        timeout = self._limits.config.login_timeout_seconds
+        self._timer = self._clock.callLater(timeout, self._disconnect, "login-timeout")
+        return True
+
+    def logged_in(self) -> None:
+        """Stop the login timer; start watching for silence."""
+        self._cancel_timer()
+        self._heard_at = self._clock.seconds()
+        if self._limits.config.ping_interval_seconds is not None:
+            self._watch_silence()
+
+    def closing(self, transport) -> None:
+        """The connection is being closed: abort it if it lingers (a client not reading)."""
+        self._cancel_timer()
+        if self._closer is None:
+            timeout = self._limits.config.close_timeout_seconds
+            self._closer = self._clock.callLater(timeout, transport.abortConnection)
+
+    def lost(self) -> None:
+        """The connection is gone: stop every timer and free its place."""
+        self._cancel_timer()
+        if self._closer is not None and self._closer.active():
+            self._closer.cancel()
+        if self._admitted:
+            self._admitted = False
+            self._limits.connections.release(self.address)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # --- lines ----------------------------------------------------------------
+
+    def line(self) -> str | None:
+        """A non-empty line arrived: None to run it, else ``rate-limited`` or ``flood``."""
+        self.heard()
+        if self._lines_bucket is None or self._lines_bucket.take():
+            self._refusing = False
+            return None
+        # True for the first dropped line after one that got through.
+        self.first_refusal = not self._refusing
+        self._refusing = True
+        return "rate-limited" if self._strikes.take() else "flood"
+
+    def heard(self) -> None:
+        """Any line, empty ones included, shows the client is there."""
+        self._lines += 1
+        self._heard_at = self._clock.seconds()
+
+    # --- keep-alive -------------------------------------------------------------
+
+    def _watch_silence(self) -> None:
+        interval = self._limits.config.ping_interval_seconds
+        silent = self._clock.seconds() - self._heard_at
+        self._timer = self._clock.callLater(max(0.0, interval - silent), self._check_idle)
+
+    def _check_idle(self) -> None:
+        interval = self._limits.config.ping_interval_seconds
+        if self._clock.seconds() - self._heard_at + _TOKEN_SLACK < interval:
+            # A line came since the timer was set: wait out the rest of the silence.
+            self._watch_silence()
+            return
+        self._send_ping(secrets.token_hex(4))
+        timeout = self._limits.config.pong_timeout_seconds
+        self._timer = self._clock.callLater(timeout, self._check_pong, self._lines)
+
+    def _check_pong(self, lines_then: int) -> None:
+        # Any line since the PING answers it: a client that talks is not idle.
+        if self._lines == lines_then:
+            self._timer = None
+            self._disconnect("idle-timeout")
+        else:
+            self._watch_silence()
+
+
+class Limits:
+    """The server-wide limits, built from the configuration, shared by every connection."""
+
+    def __init__(self, config: Config, clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.connections = ConnectionCounter(
+            config.max_connections, config.max_connections_per_address
+        )
+        self.logins = LoginThrottle(
+            clock,
+            config.login_failures_per_address,
+            config.login_failures_per_account,
+            config.login_lockout_seconds,
+            config.login_lockout_max_seconds,
+        )
+        self.registrations = RegistrationLimit(clock, config.registration_limit)
+
+    def guard(self, address: str, send_ping, disconnect) -> ConnectionGuard:
+        """The guard of one new connection from ``address``."""
+        return ConnectionGuard(self, address, send_ping, disconnect)
