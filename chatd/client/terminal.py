@@ -13,7 +13,9 @@ from typing import BinaryIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import DummyHistory
+from prompt_toolkit.input import Input
 from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
+from prompt_toolkit.output import Output
 
 from chatd.client.commands import (
     Action,
@@ -40,13 +42,23 @@ class TerminalInput:
 
     Lines printed meanwhile (through ``patch_stdout``) appear above the prompt,
     so the line being typed is never garbled. Ctrl-D and Ctrl-C leave, like
-    ``/quit``.
+    ``/quit``. ``prompt_input`` and ``prompt_output`` replace the terminal in
+    tests.
     """
 
-    def __init__(self, reactor, state: ChatState, deliver: Callable[[Action], None]) -> None:
+    def __init__(
+        self,
+        reactor,
+        state: ChatState,
+        deliver: Callable[[Action], None],
+        *,
+        prompt_input: Input | None = None,
+        prompt_output: Output | None = None,
+    ) -> None:
         self._reactor = reactor
         self._state = state
         self._deliver = deliver
+        self._devices = {"input": prompt_input, "output": prompt_output}
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chatd-input", daemon=True)
@@ -94,9 +106,10 @@ class TerminalInput:
             history=RedactingHistory(),
             completer=ChatCompleter(self._state.completion_snapshot),
             complete_while_typing=False,
+            **self._devices,
         )
         self._password_prompt = PromptSession(
-            history=DummyHistory(), input_processors=[HiddenInput()]
+            history=DummyHistory(), input_processors=[HiddenInput()], **self._devices
         )
         self._ready.set()
         while not self._stopping.is_set():
