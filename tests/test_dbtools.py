@@ -1,10 +1,13 @@
 """``chatd db backup|check|stats`` and ``chatd user del``'s clean-up."""
 
 import io
+import os
+import re
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -202,3 +205,29 @@ def test_backup_of_a_live_busy_server_opens_and_passes_the_check(chatd_server, t
     assert checked.returncode == 0, checked.stderr
     [(copied,)] = rows(str(target), "SELECT count(*) FROM room_messages")
     assert acknowledged_before <= copied <= sent_after
+
+
+def test_backup_script_keeps_a_dated_copy_and_drops_old_ones(tmp_path):
+    """scripts/chatd-backup (run by the systemd timer): a new checked copy, old ones pruned."""
+    database = tmp_path / "chatd.sqlite3"
+    populate(str(database))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    old, recent = backups / "chatd-20200101T000000Z.sqlite3", backups / "chatd-recent.sqlite3"
+    for copy, days_old in ((old, 30), (recent, 2)):
+        copy.write_text("an earlier copy")
+        stamp = time.time() - days_old * 86400
+        os.utime(copy, (stamp, stamp))
+    finished = subprocess.run(
+        [str(ROOT / "scripts" / "chatd-backup")],
+        capture_output=True, text=True, timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CHATD_DB": str(database),
+            "BACKUP_DIR": str(backups), "KEEP_DAYS": "14", "CHATD": f"{sys.executable} -m chatd",
+        },
+    )
+    assert finished.returncode == 0, finished.stderr
+    kept = sorted(path.name for path in backups.iterdir())
+    assert old.name not in kept and recent.name in kept
+    [new] = [name for name in kept if re.fullmatch(r"chatd-\d{8}T\d{6}Z\.sqlite3", name)]
+    assert rows(str(backups / new), "SELECT count(*) FROM users") == [(3,)]

@@ -1,6 +1,7 @@
 """Metrics and health: scraped over real HTTP from the real twistd, and in memory."""
 
 import json
+import re
 import signal
 import urllib.error
 import urllib.request
@@ -12,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from chatd.metrics import ChatdMetrics, HealthPage, ReactorLagProbe
-from tests.serverproc import LineClient, ServerProcess
+from tests.serverproc import ROOT, LineClient, ServerProcess
 from tests.support import InlineDatabase
 
 METRICS_LISTENING = r"chatd metrics listening on tcp \S+ (\d+)"
@@ -127,6 +128,18 @@ def test_metrics_count_real_traffic_over_http(server_with_metrics):
     assert scrape(metrics_port, "/healthz") == (200, "ok\n")
     for password in ("password1", "not-alices-password"):
         assert not [line for line in server.output if password in line]
+    # The fail2ban filter in docs/deploy.md finds the failed login, with its address.
+    failregex = fail2ban_regex()
+    assert [m.group("host") for line in server.output if (m := failregex.match(line))] == [
+        "127.0.0.1"
+    ]
+
+
+def fail2ban_regex() -> re.Pattern:
+    """The ``failregex`` of docs/deploy.md, with fail2ban's ``<HOST>`` as a named group."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    [pattern] = re.findall(r"^failregex = (.*)$", deploy, re.M)
+    return re.compile(pattern.replace("<HOST>", r"(?P<host>\S+)"))
 
 
 def test_json_log_from_the_real_twistd(tmp_path):
