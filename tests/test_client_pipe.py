@@ -27,9 +27,7 @@ class PipeRun:
         self.stdout = Screen()
         self.stderr = Screen()
         self.endpoint = ScriptedEndpoint(*failures)
-        self.session = make_session(self.stdout)
-        self.session._show_problem = self.stderr.show
-        self.session._show_greeting = False
+        self.session = make_session(self.stdout, show_problem=self.stderr.show, show_greeting=False)
         if user is not None:
             self.session.credentials = (user, "pw")
         self.stopped = False

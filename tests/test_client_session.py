@@ -94,11 +94,13 @@ class Screen:
         return taken
 
 
-def make_session(screen: Screen, *, raw: bool = False) -> ChatSession:
+def make_session(screen: Screen, *, raw: bool = False, **options) -> ChatSession:
     """A colourless session showing onto ``screen``, with times in UTC."""
     state = ChatState()
     renderer = Renderer(colour=False, whoami=state.me, timezone=datetime.UTC, now=lambda: NOW)
-    return ChatSession(state, renderer, show=screen.show, raw=raw, address="chat.example:8004")
+    return ChatSession(
+        state, renderer, show=screen.show, raw=raw, address="chat.example:8004", **options
+    )
 
 
 def connect(session: ChatSession, endpoint: ScriptedEndpoint | None = None) -> ServerSide:

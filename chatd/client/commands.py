@@ -106,6 +106,13 @@ class AskPassword:
 Action = SendLine | ShowHelp | Quit | AskPassword
 
 
+def command_name(line: str) -> str:
+    """The command a client line carries, lower case: ``/JOIN #a`` -> ``join``; text -> ``""``."""
+    if not line.startswith("/") or line.startswith("//"):
+        return ""
+    return line.split(" ", 1)[0][1:].lower()
+
+
 def parse_input(text: str) -> Action | None:
     """Decide what a typed line means; ``None`` for a blank line."""
     text = text.rstrip("\r\n")

@@ -15,7 +15,7 @@ from typing import TypeVar
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
-from chatd.client.commands import redact
+from chatd.client.commands import command_name, redact
 from chatd.client.connection import ChatProtocol, PendingCommand, Purpose, describe_reason
 from chatd.client.lines import ServerLine
 from chatd.client.render import Renderer, raw_text
@@ -57,13 +57,7 @@ def is_rate_limited(line: ServerLine) -> bool:
 
 def _replays_history(command: PendingCommand) -> bool:
     """True for the commands whose HISTORY lines are the end of a room's conversation."""
-    return _command_name(command.line) in ("login", "join")
-
-
-def _command_name(line: str) -> str:
-    if not line.startswith("/") or line.startswith("//"):
-        return ""
-    return line.split(" ", 1)[0][1:].lower()
+    return command_name(command.line) in ("login", "join")
 
 
 class ChatSession:
@@ -213,7 +207,8 @@ class ChatSession:
             for room in rooms:
                 if room.lower() not in already:
                     yield protocol.send_command(f"/join {room}", Purpose.RESUME)
-            if current is not None and self.state.current_room != current:
+            now_current = (self.state.current_room or "").lower()
+            if current is not None and now_current != current.lower():
                 yield protocol.send_command(f"/join {current}", Purpose.RESUME)
             joined = ", ".join(self.state.rooms()) or "no rooms"
             self._show(self.renderer.notice(f"reconnected as {self.state.user}; back in {joined}"))
@@ -277,7 +272,7 @@ class ChatSession:
     def _typed_reply(self, reply: ServerLine, line: str) -> ServerLine:
         if reply.kind != "OK":
             return reply
-        command = _command_name(line)
+        command = command_name(line)
         words = line.split(" ", 2)
         if command == "login" and len(words) == 3:
             # The server spells the name as it was registered.

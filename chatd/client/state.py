@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from chatd.client.commands import command_name
 from chatd.client.lines import ServerLine, final_reply_command
 
 
@@ -130,7 +131,7 @@ class ChatState:
         # The lines a login causes arrive before its OK names the user, so
         # while a /login is answered the name it gives counts as ours.
         words = command.split(" ", 2)
-        logging_in = _command_name(command) == "login" and len(words) > 1
+        logging_in = command_name(command) == "login" and len(words) > 1
         self._logging_in_as = words[1] if logging_in else None
         if kind in ("MSG", "JOIN", "PART", "WHO", "ROOM", "HISTORY") and fields[0]:
             self._known_rooms[fields[0].lower()] = fields[0]
@@ -193,10 +194,3 @@ class ChatState:
             self.current_room = self._rooms[argument.lower()].name
         elif command == "part" and argument:
             self._leave(argument)
-
-
-def _command_name(command: str) -> str:
-    """``/login alice pw`` -> ``login``; plain text -> ``""``."""
-    if not command.startswith("/") or command.startswith("//"):
-        return ""
-    return command.split(" ", 1)[0][1:].lower()
