@@ -46,7 +46,8 @@ LAG_PROBE_SECONDS = 1.0
 LOGIN_OUTCOMES = ("ok", "bad-credentials", "banned", "too-many-attempts", "error")
 MESSAGE_KINDS = ("room", "direct", "stored")
 DISCONNECT_REASONS = (
-    "slow-reader", "flood", "idle-timeout", "kicked", "banned", "account-deleted"
+    "slow-reader", "flood", "idle-timeout", "login-timeout", "too-many-connections",
+    "kicked", "banned", "account-deleted",
 )
 
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -416,12 +416,13 @@ class ChatProtocol(LineReceiver):
         throttle = self.server.limits.logins
         try:
             throttle.check(self.address, fold(name))
-        except ChatError:
-            self.server.telemetry.limit_hit("login", self.peer, None, account=fold(name))
+        except ChatError as error:
+            self.server.telemetry.login_failed(name, self.peer, error.code)
             raise
         encoded = password.encode("utf-8")
         if len(encoded) > PASSWORD_MAX_BYTES:
             throttle.failed(self.address, fold(name))
+            self.server.telemetry.login_failed(name, self.peer, "bad-credentials")
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
         self._logging_in = True
         logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)

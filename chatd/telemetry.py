@@ -21,8 +21,10 @@ How to reach it: the server builds one ``Telemetry`` and hands it to the
 For limits and slow readers (the hardening work)::
 
     # A limit refused something but the connection stays open (a rate limit,
-    # a throttled login, a full room...). ``limit`` names the limit; extra
-    # keyword facts (numbers, never client text) go into the event:
+    # a full send queue...). A throttled login is reported as a failed login,
+    # ``login_failed(name, peer, "too-many-attempts")``, which counts both.
+    # ``limit`` names the limit; extra keyword facts (numbers, never client
+    # text) go into the event:
     self.server.telemetry.limit_hit("rate", self.peer, user, lines_per_second=10)
 
     # The server closes a connection: ``ChatProtocol.disconnect(reason)`` already
@@ -106,11 +108,17 @@ class Telemetry:
         log.info("login {user} from {peer}", chatd_event="login", user=user, peer=peer)
 
     def login_failed(self, user: str, peer: str, reason: str) -> None:
-        """A login failed: ``reason`` is the error code the client got."""
+        """A login failed: ``reason`` is the error code the client got.
+
+        A login refused by the throttle (``too-many-attempts``) is a failed
+        login and a limit hit at once: one event, both counts.
+        """
         outcome = reason if reason in ("bad-credentials", "banned", "too-many-attempts") else (
             "error"
         )
         self.metrics.logins.labels(outcome).inc()
+        if reason == "too-many-attempts":
+            self.metrics.limit_hits.labels("login").inc()
         log.warn(
             "failed login for {user} from {host}: {reason}",
             chatd_event="login-failed",

@@ -163,3 +163,23 @@ def test_json_lines_are_flat_records_with_message_and_failure():
     assert first["timestamp"].endswith("Z") and first["chatd_event"] == "login-failed"
     assert second["level"] == "critical" and "disk on fire" in second["failure"]
     assert log_observer("text") is None
+
+
+def test_a_throttled_login_is_a_failed_login_event_and_a_limit_hit():
+    """Past the per-address limit: one login-failed event (too-many-attempts), both counts."""
+    harness = ChatHarness(Config(bcrypt_rounds=4, rate_limit=None, login_failures_per_address=2))
+    harness.logged_in("alice").close()
+    guesser = harness.client(host="192.0.2.77")
+    with capturedLogs() as events:
+        for _ in range(2):
+            assert guesser.send("/login alice guess-guess")[-1].startswith("ERR bad-credentials")
+        assert guesser.send("/login alice guess-guess")[-1].startswith("ERR too-many-attempts")
+    failed = chatd_events(events, "login-failed")
+    assert [(event["host"], event["reason"]) for event in failed] == [
+        ("192.0.2.77", "bad-credentials"), ("192.0.2.77", "bad-credentials"),
+        ("192.0.2.77", "too-many-attempts"),
+    ]
+    assert not chatd_events(events, "limit-hit")
+    metrics = harness.telemetry.metrics
+    assert metrics.value("chatd_logins_total", outcome="too-many-attempts") == 1
+    assert metrics.value("chatd_limit_hits_total", limit="login") == 1
