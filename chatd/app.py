@@ -5,8 +5,8 @@ from collections.abc import Mapping
 
 from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from chatd.accounts import Accounts
 from chatd.auth import make_portal
@@ -19,6 +19,7 @@ from chatd.retention import RetentionService
 from chatd.service import ChatService
 from chatd.storage import SCHEMA_VERSION, Database
 from chatd.telemetry import Telemetry
+from chatd.tls import HangupReloader, server_endpoint
 
 log = Logger()
 
@@ -117,24 +118,32 @@ class ListenerService(Service):
         self._factory = factory
         self._reactor = reactor
         self._port = None
+        # For ssl: descriptions, the certificate and key SIGHUP reloads.
+        self.tls = None
         self.listening: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
         """Start listening; a listener that cannot listen stops the server."""
         super().startService()
-        endpoint = serverFromString(self._reactor, self.description)
+        try:
+            endpoint, self.tls = server_endpoint(self._reactor, self.description)
+        except Exception:
+            self._failed(Failure())
+            return
         endpoint.listen(self._factory).addCallbacks(self._listening, self._failed)
 
     def _listening(self, port) -> None:
         self._port = port
-        address = _address_text(port.getHost())
+        address = _address_text(port.getHost()) + (" with TLS" if self.tls else "")
         log.info("{label} listening on {address}", label=self.label, address=address)
         self.listening.callback(port)
 
     def _failed(self, failure) -> None:
         log.failure("cannot listen on {description}", failure, description=self.description)
         self.listening.errback(failure)
-        self._reactor.stop()
+        # Listening fails at once for a port in use or a missing certificate,
+        # which under twistd is before the reactor runs: stop it once it does.
+        self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self):
         """Stop accepting connections."""
@@ -199,6 +208,8 @@ class ChatdServer(InOrderService):
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
+        listening = [*self.listeners, *([self.metrics_listener] if self.metrics_listener else [])]
+        HangupReloader(reactor, listening).setServiceParent(self)
 
     def startService(self) -> None:
         """Start everything, logging the settings that matter."""
