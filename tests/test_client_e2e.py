@@ -312,3 +312,19 @@ def test_raw_pipe_mode_prints_protocol_lines_as_they_are(chatd_server):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("HELLO chatd 1 ")
     assert lines[1:] == ["OK ping x", "OK quit", "BYE quit"]
+
+
+def test_pipe_mode_keeps_within_the_servers_rate_limit(tmp_path):
+    """A script faster than CHATD_RATE_LIMIT still gets every line through, exit 0."""
+    from tests.serverproc import ServerProcess
+
+    server = ServerProcess(tmp_path, env={"CHATD_RATE_LIMIT": "4/2"}).start()
+    try:
+        register(server, "alice")
+        lines = "".join(f"line {number}\n" for number in range(10))
+        result = run_piped(server.port, lines, "--user", "alice", password="pw-alice-123")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [f"[#lobby] <alice> line {n}" for n in range(10)]
+        assert result.stderr == ""
+    finally:
+        server.stop()

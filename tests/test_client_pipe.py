@@ -13,6 +13,7 @@ from chatd.client.runners import (
     EXIT_LOGIN_FAILED,
     EXIT_NO_CONNECTION,
     EXIT_OK,
+    QUIT_TIMEOUT,
     RATE_LIMIT_ATTEMPTS,
     PipeClient,
 )
@@ -215,3 +216,33 @@ def test_without_credentials_the_script_runs_as_a_guest() -> None:
     assert run.input_started
     run.client.line_available("/login carol\n")
     assert run.server.received() == ["/login carol"]
+
+
+def test_the_closing_quit_is_patient_with_the_rate_limit_too() -> None:
+    """The /quit at the end of the input is a line like the others."""
+    run = PipeRun()
+    run.start_logged_in()
+    run.client.input_ended()
+    assert run.server.received() == ["/quit"]
+    run.server.send("ERR rate-limited slow down")
+    run.clock.advance(0.25)
+    assert run.server.received() == ["/quit"]
+    assert not run.stopped
+    run.server.send("OK quit", "BYE quit")
+    run.server.close()
+    assert run.stopped
+    assert run.client.exit_code == EXIT_OK
+    assert run.stderr.take() == []
+
+
+def test_a_server_that_never_closes_after_quit_is_left_after_a_while() -> None:
+    """The client waits for the close only so long, then closes itself."""
+    run = PipeRun()
+    run.start_logged_in()
+    run.client.input_ended()
+    run.server.received()
+    run.server.send("OK quit")
+    assert not run.stopped
+    run.clock.advance(QUIT_TIMEOUT)
+    assert run.stopped
+    assert run.server.transport.disconnecting

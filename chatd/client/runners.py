@@ -176,6 +176,7 @@ class PipeClient:
         self._lines: deque[str] = deque()
         self._input_ended = False
         self._busy = True
+        self._quitting = False
         self._finished = False
         self._closed: defer.Deferred[None] = defer.Deferred()
 
@@ -227,14 +228,14 @@ class PipeClient:
         while not self._busy and not self._finished:
             if not self._lines:
                 if self._input_ended:
-                    self._leave("/quit")
+                    self._quit("/quit")
                 return
             action = parse_action(self._lines.popleft())
             if isinstance(action, ShowHelp):
                 for line in help_lines(action.topic):
                     self._show(line)
             elif isinstance(action, Quit):
-                self._leave(action.line)
+                self._quit(action.line)
             elif isinstance(action, SendLine):
                 self._busy = True
                 self._send(action.line, attempt=1)
@@ -254,6 +255,13 @@ class PipeClient:
             self._show_problem(self.session.renderer.render(reply))
         if reply is None or reply.kind != "OK":
             self.exit_code = EXIT_COMMAND_FAILED
+        if self._quitting:
+            self._finished = True
+            # After OK quit the server sends BYE and closes; waiting for the
+            # close lets every line it sent be shown.
+            closed = self._closed.addTimeout(QUIT_TIMEOUT, self._reactor)
+            closed.addErrback(lambda _: None).addBoth(lambda _: self._close())
+            return
         self._busy = False
         self._next()
 
@@ -262,14 +270,12 @@ class PipeClient:
         self._busy = False
         self._fail(EXIT_NO_CONNECTION)
 
-    def _leave(self, line: str) -> None:
-        self._finished = True
-        said = self.session.leave(line)
-        # After OK quit the server sends BYE and closes; waiting for the close
-        # lets every line it sent be shown.
-        said.addCallback(lambda _: self._closed)
-        said.addTimeout(QUIT_TIMEOUT, self._reactor).addErrback(lambda _: None)
-        said.addBoth(lambda _: self._close())
+    def _quit(self, line: str) -> None:
+        # /quit goes like any other line, rate limit included; its reply ends the run.
+        self._quitting = True
+        self._busy = True
+        self.session.expect_close()
+        self._send(line, attempt=1)
 
     def _close(self) -> None:
         self.session.expect_close()
