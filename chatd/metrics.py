@@ -26,6 +26,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -53,6 +54,42 @@ DISCONNECT_REASONS = (
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BCRYPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Traffic:
+    """Counts kept on the hot path (every line to every session) as plain numbers.
+
+    A prometheus_client counter takes a lock on every increment, which costs
+    as much as the write it counts; these are only ever touched on the
+    reactor thread, which is also where ``/metrics`` is rendered, so plain
+    integers are safe, and a collector exports them at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.deliveries: dict[str, int] = {}
+        self.bytes_out = 0
+
+
+class _TrafficCollector:
+    """Exports ``Traffic`` as ``chatd_deliveries_total{kind}`` and ``chatd_bytes_out_total``."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self._traffic = traffic
+
+    def collect(self):
+        deliveries = CounterMetricFamily(
+            "chatd_deliveries",
+            "Event lines delivered to sessions, by line type (MSG, DM, JOIN, ...)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._traffic.deliveries.items()):
+            deliveries.add_metric([kind], count)
+        yield deliveries
+        yield CounterMetricFamily(
+            "chatd_bytes_out",
+            "Bytes of protocol lines written to clients",
+            value=self._traffic.bytes_out,
+        )
 
 
 class ChatdMetrics:
@@ -86,15 +123,8 @@ class ChatdMetrics:
             ["kind"],
             registry=registry,
         )
-        self.deliveries = Counter(
-            "chatd_deliveries",
-            "Event lines delivered to sessions, by line type (MSG, DM, JOIN, ...)",
-            ["kind"],
-            registry=registry,
-        )
-        self.bytes_out = Counter(
-            "chatd_bytes_out", "Bytes of protocol lines written to clients", registry=registry
-        )
+        self.traffic = Traffic()
+        registry.register(_TrafficCollector(self.traffic))
         self.disconnects = Counter(
             "chatd_disconnects",
             "Connections the server closed, by reason (the BYE reason)",

@@ -72,9 +72,7 @@ class Telemetry:
     def __init__(self, metrics: ChatdMetrics | None = None, log_messages: bool = False) -> None:
         self.metrics = metrics or ChatdMetrics()
         self.log_messages = log_messages
-        # Children of labelled counters, looked up once: delivery is the hot path.
-        self._deliveries: dict[str, object] = {}
-        self._bytes_out = self.metrics.bytes_out
+        self._traffic = self.metrics.traffic
 
     # --- the server --------------------------------------------------------
 
@@ -260,16 +258,17 @@ class Telemetry:
             )
 
     def delivered(self, kind: str, size: int) -> None:
-        """An event line of type ``kind`` (``MSG``, ``DM``, ...) was written to a session."""
-        counter = self._deliveries.get(kind)
-        if counter is None:
-            counter = self._deliveries[kind] = self.metrics.deliveries.labels(kind)
-        counter.inc()
-        self._bytes_out.inc(size)
+        """An event line of type ``kind`` (``MSG``, ``DM``, ...) was written to a session.
+
+        The hot path: reactor thread only (see ``chatd.metrics.Traffic``).
+        """
+        traffic = self._traffic
+        traffic.deliveries[kind] = traffic.deliveries.get(kind, 0) + 1
+        traffic.bytes_out += size
 
     def sent(self, size: int) -> None:
-        """A reply line (``OK``, ``ERR``, ``HELLO``, ``BYE``) was written."""
-        self._bytes_out.inc(size)
+        """A reply line (``OK``, ``ERR``, ``HELLO``, ``BYE``) was written (reactor thread)."""
+        self._traffic.bytes_out += size
 
     # --- retention -------------------------------------------------------------
 
