@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -568,14 +569,32 @@ def pick_latency_samplers(count: int, sample: int) -> set[int]:
     return {round(i * (count - 1) / (sample - 1)) for i in range(sample)} if sample > 1 else {0}
 
 
+def make_this_thread_realtime() -> bool:
+    """Give the calling thread SCHED_FIFO priority when allowed; tell whether it worked.
+
+    On the load generator's single core the ticker thread otherwise waits for the GIL
+    behind the busy event loop for tens of milliseconds (the GIL's convoy effect). A
+    real-time thread preempts the loop at once and, having asked for the GIL, gets it at
+    the next switch interval. It sleeps between ticks, so it cannot starve the loop.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 class OpenLoopSchedule:
     """Writes ``rate * duration`` probes, message k due at t0 + k/rate, whatever the server does.
 
-    Event-loop timers fire up to a millisecond late, which would count against the
-    server's latency. So a helper thread sleeps until each due time (at most one wake-up
-    per ``MIN_TICK_S``) and hands the loop a callback that writes every message due by
-    then; probes carry their scheduled time, so any lateness still counts against the
-    whole path, and ``send_lag`` records how late the bench itself was.
+    The event loop is a poor clock: at hundreds of clients one message comes back as
+    hundreds of reads, and a timer waits behind them for milliseconds, which would count
+    against the server. So a helper thread sleeps until each due time (at most one wake-up
+    per ``MIN_TICK_S``) and writes the due probes itself, straight into the senders'
+    sockets (duplicated descriptors, so the connections stay the loop's). A sender whose
+    socket does not take a whole line is handed to the loop for the rest of the step, so
+    its bytes stay in order. Probes carry their scheduled time, so any lateness still
+    counts against the whole path; ``send_lag`` records how late the bench itself was.
     """
 
     MIN_TICK_S = 0.001
@@ -591,46 +610,66 @@ class OpenLoopSchedule:
         self.start_us = 0
         self.seq = 0
         self.lateness_us: list[int] = []
+        self.realtime = False
+        self.handed_to_loop = [False] * len(senders)
+        self.sockets: list[socket.socket] = []
         self.finished = asyncio.Event()
         self.stopping = threading.Event()
 
-    def _write_due(self) -> None:
+    def _send(self, index: int, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        transport = self.senders[index].transport
+        if not self.handed_to_loop[index]:
+            try:
+                sent = self.sockets[index].send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the connection is gone: its probes count as undelivered
+                self.handed_to_loop[index] = True
+                return
+            if sent == len(data):
+                return
+            self.handed_to_loop[index] = True
+            data = data[sent:]
+        loop.call_soon_threadsafe(transport.write, data)
+
+    def _send_due(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Write every probe due by now; True once the whole schedule is written."""
         now = monotonic_us()
         due = min(self.total, int((now - self.start_us) // self.interval_us) + 1)
-        if due <= self.seq:
-            return
-        self.lateness_us.append(now - (self.start_us + int(self.seq * self.interval_us)))
-        senders, count = self.senders, len(self.senders)
-        prefix, step = self.prefix, self.step_number
-        for seq in range(self.seq, due):
-            scheduled = self.start_us + int(seq * self.interval_us)
-            line = f"{prefix} s{step:03d} q{seq:010d} t{scheduled:016d}\r\n"
-            senders[seq % count].transport.write(line.encode())
-        self.seq = due
-        if due >= self.total:
-            self.finished.set()
+        if due > self.seq:
+            self.lateness_us.append(now - (self.start_us + int(self.seq * self.interval_us)))
+            count, prefix, step = len(self.senders), self.prefix, self.step_number
+            for seq in range(self.seq, due):
+                scheduled = self.start_us + int(seq * self.interval_us)
+                line = f"{prefix} s{step:03d} q{seq:010d} t{scheduled:016d}\r\n"
+                self._send(seq % count, line.encode(), loop)
+            self.seq = due
+        return self.seq >= self.total
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        last_us = self.start_us + int((self.total - 1) * self.interval_us)
-        wake_us = self.start_us
-        while not self.stopping.is_set():
-            delay = (wake_us - monotonic_us()) / 1e6
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                loop.call_soon_threadsafe(self._write_due)
-            except RuntimeError:  # the loop closed under us: nothing left to schedule
-                return
-            now = monotonic_us()
-            if now >= last_us:
-                return
-            next_index = int((now - self.start_us) // self.interval_us) + 1
-            wake_us = max(self.start_us + int(next_index * self.interval_us),
-                          now + int(self.MIN_TICK_S * 1e6))
+        self.realtime = make_this_thread_realtime()
+        try:
+            wake_us = self.start_us
+            while not self.stopping.is_set():
+                delay = (wake_us - monotonic_us()) / 1e6
+                if delay > 0:
+                    time.sleep(delay)
+                if self._send_due(loop):
+                    return
+                now = monotonic_us()
+                next_index = int((now - self.start_us) // self.interval_us) + 1
+                wake_us = max(self.start_us + int(next_index * self.interval_us),
+                              now + int(self.MIN_TICK_S * 1e6))
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closing already
+                loop.call_soon_threadsafe(self.finished.set)
 
     async def run(self) -> dict[str, float]:
         """Send the whole schedule; return the message count and the bench's own lag."""
         loop = asyncio.get_running_loop()
+        self.sockets = [
+            socket.socket(fileno=os.dup(sender.transport.get_extra_info("socket").fileno()))
+            for sender in self.senders]
         self.start_us = monotonic_us() + self.START_DELAY_US
         ticker = threading.Thread(target=self._tick, args=(loop,), daemon=True)
         ticker.start()
@@ -639,8 +678,13 @@ class OpenLoopSchedule:
         finally:
             self.stopping.set()
             await asyncio.to_thread(ticker.join)
+            for duplicate in self.sockets:
+                # Closes only the duplicate descriptor: the connection stays open.
+                duplicate.close()
         return {"messages": self.total,
-                "send_lag_ms_p99": round((percentile(self.lateness_us, 0.99) or 0) / 1000, 3)}
+                "send_lag_ms_p99": round((percentile(self.lateness_us, 0.99) or 0) / 1000, 3),
+                "senders_handed_to_loop": sum(self.handed_to_loop),
+                "realtime_sender": self.realtime}
 
 
 async def quiet(clients: list[BenchClient], quiet_seconds: float, timeout: float) -> bool:
@@ -663,15 +707,18 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
     step = Step(number=number, expected=total * len(clients))
     for index, client in enumerate(clients):
         client.acks = client.errors = 0
+        client.last_error = None
         client.samples_latency = index in samplers
         client.step = step
     watch.start()
-    sent = await OpenLoopSchedule(senders, number, rate, args.duration, args.size).run()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(step.complete.wait(), args.grace)
-    usage = watch.stop()
-    for client in clients:
-        client.step = None
+    try:
+        sent = await OpenLoopSchedule(senders, number, rate, args.duration, args.size).run()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(step.complete.wait(), args.grace)
+    finally:
+        usage = watch.stop()
+        for client in clients:
+            client.step = None
     errors = [client.last_error for client in clients if client.last_error]
     delivered_fraction = step.delivered / step.expected
     return {
@@ -746,14 +793,25 @@ async def scenario_maxrate(args) -> dict:
 
         async def attempt(rate: float) -> dict | None:
             nonlocal number
-            if time.monotonic() + args.duration + args.grace + args.quiet > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining < args.duration + args.grace + 1:
                 return None
             number += 1
-            step = await fanout_step(args, clients, senders, samplers, number, rate, watch)
+            try:
+                step = await asyncio.wait_for(
+                    fanout_step(args, clients, senders, samplers, number, rate, watch),
+                    remaining)
+            except TimeoutError:
+                # Out of time mid-step: a failed step, with nothing measured.
+                step = {"rate": rate, "timed_out": True, "good": False, "drained": False,
+                        "bench_saturated": None, "bench_cpu": None, "server_cpu": None}
+                steps.append(step)
+                return step
             step["good"] = step_is_good(step)
             steps.append(step)
             # A failed step can leave a backlog; wait for silence so it does not spill over.
-            step["drained"] = await quiet(clients, 0.2, args.quiet)
+            step["drained"] = await quiet(
+                clients, 0.2, min(args.quiet, max(deadline - time.monotonic(), 0.0)))
             return step
 
         for rate in ladder:
@@ -782,7 +840,8 @@ async def scenario_maxrate(args) -> dict:
             "max_deliveries_per_s": good["deliveries_per_s"] if good else None,
             "good_p99_ms": good["latency_ms"]["p99"] if good else None,
             "good_peak_rss_mb": good["server_peak_rss_mb"] if good else None,
-            "peak_rss_mb": max((s["server_peak_rss_mb"] or 0 for s in steps), default=None),
+            "peak_rss_mb": max((s.get("server_peak_rss_mb") or 0 for s in steps), default=None),
+            "timed_out": any(s.get("timed_out") for s in steps),
             "first_bad_rate": bad["rate"] if bad else None,
             "bench_saturated_at_limit": bool(bad and bad["bench_saturated"]),
             "bench_cpu_at_limit": bad["bench_cpu"] if bad else None,
@@ -1174,8 +1233,9 @@ PRESETS = {
         Preset("maxrate-500", "maxrate", {"clients": 500, "start_rate": 40.0,
                                           **MAXRATE_COMMON}, time_limit=240),
         Preset("sessions", "sessions", {"clients": 10_000}, time_limit=600),
+        # The baseline has no logins to storm: a burst of connects would be no comparison.
         Preset("storm", "storm", {"logins": 50, "ping_interval": 0.002, "max_pings": 100_000},
-               bcrypt_rounds=12),
+               targets=("chatd",), bcrypt_rounds=12),
         Preset("history", "history", {"joins": 20}, targets=("chatd",),
                history_messages=1_000_000),
     ),
@@ -1404,7 +1464,10 @@ def run_preset_once(preset: Preset, server: ManagedServer, time_limit: float,
     try:
         return asyncio.run(bounded())
     except Exception as error:
-        return {"scenario": preset.scenario, "error": f"{type(error).__name__}: {error}"}
+        frames = traceback.extract_tb(error.__traceback__)
+        where = "; ".join(f"{frame.name}:{frame.lineno}" for frame in frames[-3:])
+        return {"scenario": preset.scenario,
+                "error": f"{type(error).__name__}: {error} (at {where})"}
 
 
 def selected_presets(preset_set: str, names: str) -> list[Preset]:

@@ -437,3 +437,49 @@ def test_prefill_history_tops_up_to_the_count(tmp_path):
     db_path = str(tmp_path / "chatd.sqlite3")
     assert bench.prefill_history(db_path, "#history", 30, batch=7) == 30
     assert bench.prefill_history(db_path, "#history", 45, batch=7) == 45
+
+
+class ShortSocket:
+    """A socket whose send buffer takes only ``room`` more bytes."""
+
+    def __init__(self, room):
+        self.room = room
+        self.taken = b""
+
+    def send(self, data):
+        accepted = data[: self.room]
+        self.room -= len(accepted)
+        self.taken += accepted
+        if not accepted:
+            raise BlockingIOError
+        return len(accepted)
+
+
+class RecordingLoop:
+    """Stands in for the event loop: records what the schedule hands it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def call_soon_threadsafe(self, function, *arguments):
+        self.calls.append((function, arguments))
+
+
+def test_schedule_hands_a_full_socket_to_the_loop_and_keeps_order():
+    """Once a sender's socket takes part of a line, the rest and later lines go in order."""
+    class Sender:
+        transport = FakeTransport()
+
+    async def make_schedule():
+        return bench.OpenLoopSchedule([Sender()], 1, 100.0, 1.0, 40)
+
+    schedule = asyncio.run(make_schedule())
+    short = ShortSocket(room=10)
+    schedule.sockets = [short]
+    loop = RecordingLoop()
+    schedule._send(0, b"first line\r\n", loop)
+    schedule._send(0, b"second line\r\n", loop)
+    assert short.taken == b"first line"
+    assert schedule.handed_to_loop == [True]
+    handed = b"".join(arguments[0] for _, arguments in loop.calls)
+    assert short.taken + handed == b"first line\r\nsecond line\r\n"
