@@ -296,11 +296,16 @@ class HealthPage(Resource):
         return gathered.addCallback(lambda problems: [p for p in problems if p])
 
     def render_GET(self, request):
-        finished = [False]
-        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+        gone = False
+
+        def client_gone(_) -> None:
+            nonlocal gone
+            gone = True
+
+        request.notifyFinish().addErrback(client_gone)
 
         def answer(problems: list[str]) -> None:
-            if finished[0]:
+            if gone:  # the client hung up while the database was slow
                 return
             request.setHeader("content-type", "text/plain; charset=utf-8")
             if problems:

@@ -462,14 +462,10 @@ def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
     sizes = _table_bytes(connection)
     tables = {}
     for table in TABLES:
-        if table in _TIMED_TABLES:
-            rows, oldest, newest = connection.execute(
-                f"SELECT count(*), min(sent_at), max(sent_at) FROM {table}"
-            ).fetchone()
-        else:
-            (rows,), oldest, newest = connection.execute(
-                f"SELECT count(*) FROM {table}"
-            ).fetchone(), None, None
+        span = "min(sent_at), max(sent_at)" if table in _TIMED_TABLES else "NULL, NULL"
+        rows, oldest, newest = connection.execute(
+            f"SELECT count(*), {span} FROM {table}"
+        ).fetchone()
         tables[table] = TableStats(rows, sizes.get(table), oldest, newest)
 
     def pragma(name: str) -> int:

@@ -1,7 +1,10 @@
 """Fixtures shared across the test suite."""
 
+import io
+
 import pytest
 
+from chatd import admin
 from tests.support import ChatHarness
 
 
@@ -19,3 +22,22 @@ def chatd_server(tmp_path):
     server = ServerProcess(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    """Run ``chatd --db <file> ...`` in-process with ``stdin``; return (exit code, stdout, stderr).
+
+    ``run.path`` is the database file, in ``tmp_path``.
+    """
+    monkeypatch.setenv("CHATD_BCRYPT_ROUNDS", "4")
+    path = str(tmp_path / "chatd.sqlite3")
+
+    def run_admin(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = admin.main(["--db", path, *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    run_admin.path = path
+    return run_admin

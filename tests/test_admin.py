@@ -1,27 +1,9 @@
 """The admin command line, run in-process on a real database file."""
 
-import io
-
 import pytest
 
-from chatd import admin, storage
+from chatd import storage
 from chatd.passwords import check_password
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
-    """Run ``chatd --db <file> ...`` with ``stdin``; return (exit code, stdout, stderr)."""
-    monkeypatch.setenv("CHATD_BCRYPT_ROUNDS", "4")
-    path = str(tmp_path / "chatd.sqlite3")
-
-    def run_admin(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = admin.main(["--db", path, *argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    run_admin.path = path
-    return run_admin
 
 
 def test_add_list_and_delete(run):

@@ -1,6 +1,5 @@
 """``chatd db backup|check|stats`` and ``chatd user del``'s clean-up."""
 
-import io
 import os
 import re
 import sqlite3
@@ -9,28 +8,10 @@ import sys
 import threading
 import time
 
-import pytest
-
 from chatd import admin, storage
 from tests.serverproc import ROOT
 
 NOW_MS = 1_764_064_800_000
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
-    """Run ``chatd --db <file> ...`` in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setenv("CHATD_BCRYPT_ROUNDS", "4")
-    path = str(tmp_path / "chatd.sqlite3")
-
-    def run_admin(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = admin.main(["--db", path, *argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    run_admin.path = path
-    return run_admin
 
 
 def populate(path: str) -> None:
