@@ -482,8 +482,23 @@ class ChatProtocol(LineReceiver):
         return self.session.history(room, wanted)
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
+        # A wrong old password is a guess like a failed login: a stolen
+        # session must not be a way round the login throttle.
+        key = fold(self.session.name)
+        throttle = self.server.limits.logins
+        throttle.check(self.address, key)
         changing = self.server.accounts.change_password(self.session.name, old, new)
+        changing.addCallbacks(
+            lambda result: throttle.succeeded(self.address, key) or result,
+            self._old_password_refused,
+            errbackArgs=(key,),
+        )
         return self.server.telemetry.watch_password_change(changing, self.session.name, self.peer)
+
+    def _old_password_refused(self, failure, key: str):
+        if failure.check(ChatError) and failure.value.code == "bad-credentials":
+            self.server.limits.logins.failed(self.address, key)
+        return failure
 
     def do_ping(self, token: str | None) -> str:
         return token or ""

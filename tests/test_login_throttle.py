@@ -237,6 +237,20 @@ def test_a_banned_account_with_the_right_password_is_not_a_guess():
         assert attempt(client, "password1") == "ERR banned this account is banned"
 
 
+def test_wrong_old_passwords_in_passwd_are_throttled_like_logins():
+    """/passwd guesses count: after the limit, too-many-attempts, and the login is locked too."""
+    harness = harness_with(login_failures_per_address=3)
+    session = harness.logged_in("alice")
+    wrong = "ERR bad-credentials the old password is wrong"
+    assert [session.send("/passwd guess-one newpassword1")[-1] for _ in range(3)] == [wrong] * 3
+    assert session.send("/passwd password1 newpassword1")[-1].startswith("ERR too-many-attempts")
+    assert "too-many-attempts" in attempt(harness.client(), "password1")
+    # Three failures locked 1 s; the two refusals doubled it twice: 4 s in all.
+    harness.clock.advance(4.0)
+    assert session.send("/passwd password1 newpassword1") == ["OK passwd"]
+    assert attempt(harness.client(), "newpassword1") == "OK login alice"
+
+
 # --- registrations ---------------------------------------------------------------------
 
 
