@@ -90,6 +90,7 @@ def no_logged_failures():
     failures: list[dict] = []
 
     def keep(event: dict) -> None:
+        """Keep the events that carry a failure."""
         if "log_failure" in event:
             failures.append(event)
 

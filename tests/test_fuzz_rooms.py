@@ -64,18 +64,22 @@ class ChatModel(RuleBasedStateMachine):
     # --- helpers --------------------------------------------------------------
 
     def members(self, room: str) -> list[str]:
+        """The model's members of ``room``, sorted."""
         return sorted(user for user in USERS if room in self.rooms_of[user])
 
     def show(self, users, line: str) -> None:
+        """Expect ``line`` on every live session of ``users``."""
         for user in users:
             for session in self.live[user]:
                 session.expected.append(line)
 
     def unique(self, text: str) -> str:
+        """``text`` made unique, so a doubled or misplaced line cannot hide."""
         self.counter += 1
         return f"{text} #{self.counter}"
 
     def final(self, session: Session, line: str) -> str:
+        """Send ``line``; return its one final reply, keeping the MSG/DM lines it brought."""
         out = session.client.send(line)
         finals = [reply for reply in out if reply.startswith(("OK ", "ERR "))]
         assert len(finals) == 1 and out[-1] == finals[0], out
@@ -83,6 +87,7 @@ class ChatModel(RuleBasedStateMachine):
         return finals[0]
 
     def leave(self, user: str, room: str) -> None:
+        """``user`` parts ``room``; sessions that had it current move to the latest."""
         self.rooms_of[user].remove(room)
         for session in self.live[user]:
             if session.current == room:

@@ -68,6 +68,7 @@ class Garbage(threading.Thread):
         )
 
     def run(self) -> None:
+        """Connect, send, read, again, until done; keep any error for the test."""
         try:
             while not self.done():
                 self._one_connection()
