@@ -201,8 +201,9 @@ class ChatProtocol(LineReceiver):
     def deliver(self, event: Event) -> None:
         """Write an event the service sent this session."""
         if not self._closing:
-            self.server.telemetry.delivered(event.kind, len(event.wire))
-            self.output.write(event.wire)
+            wire = event.wire
+            self.server.telemetry.delivered(event.kind, len(wire), event.count)
+            self.output.write(wire)
 
     def disconnect(self, reason: str) -> None:
         """Say ``BYE reason`` and close; nothing is answered after it."""
@@ -357,9 +358,11 @@ class ChatProtocol(LineReceiver):
         if not isinstance(result, defer.Deferred):
             self._succeeded(result, command)
             return
-        waiting = not result.called
+        answered: list[None] = []
         result.addCallbacks(self._succeeded, self._failed, (command,), None, (command,))
-        if waiting:
+        # Not ``result.called``: a fired Deferred may still wait on one it chained.
+        result.addBoth(answered.append)
+        if not answered:
             self._hold()
             result.addBoth(self._release)
 

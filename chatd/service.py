@@ -33,6 +33,7 @@ from chatd.events import (
     Members,
     Parted,
     RoomMessage,
+    RoomMessages,
     RoomSummary,
     StoredMessage,
 )
@@ -88,7 +89,13 @@ class IChatSession(Interface):
 
 
 class Room:
-    """A room with at least one member (or about to get one)."""
+    """A room with at least one member (or about to get one).
+
+    Committed messages wait in the room until the service flushes it at the
+    end of the reactor turn, then reach every session as one write; any
+    other event or change of membership flushes them first, so each member
+    sees the room's lines in order and exactly the ones sent while a member.
+    """
 
     def __init__(self, room_id: int, name: str, recent: Iterable[HistoryLine]) -> None:
         self.id = room_id
@@ -96,16 +103,45 @@ class Room:
         self.key = fold(name)
         self.members: dict[str, User] = {}
         self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
+        self._unsent: list[RoomMessage] = []
 
     def sessions(self) -> Iterator["Session"]:
         """Every session of every member."""
         for user in self.members.values():
             yield from user.sessions
 
+    def add(self, user: "User") -> None:
+        """Make ``user`` a member, after delivering what was said before."""
+        self.flush()
+        self.members[user.key] = user
+        user.rooms[self.key] = self
+
+    def remove(self, user: "User") -> None:
+        """Stop ``user`` being a member, after delivering what was said before."""
+        self.flush()
+        del self.members[user.key]
+        del user.rooms[self.key]
+
     def broadcast(self, event: Event) -> None:
-        """Deliver ``event`` to every session of every member."""
-        for session in self.sessions():
-            session.mind.deliver(event)
+        """Deliver ``event`` to every session of every member, after what waits."""
+        self.flush()
+        self._deliver(event)
+
+    def queue(self, message: RoomMessage) -> None:
+        """Keep a committed message for the next flush, and in the recent history."""
+        self._unsent.append(message)
+        self.recent.append(message.as_history())
+
+    def flush(self) -> None:
+        """Deliver the queued messages: one event, so one write, per session."""
+        if self._unsent:
+            messages, self._unsent = self._unsent, []
+            self._deliver(messages[0] if len(messages) == 1 else RoomMessages(tuple(messages)))
+
+    def _deliver(self, event: Event) -> None:
+        for user in self.members.values():
+            for session in user.sessions:
+                session.mind.deliver(event)
 
     def member_names(self) -> tuple[str, ...]:
         """Members' display names, sorted case-insensitively."""
@@ -234,6 +270,9 @@ class ChatService(Service):
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, defer.Deferred] = {}
+        # Posts committed this reactor turn, and the call that will flush them.
+        self._unflushed: list[tuple[Room, defer.Deferred]] = []
+        self._flushing = None
         self._account_poll = LoopingCall(self._poll_account_events)
         self._account_poll.clock = clock
         self._account_poll_seconds = account_poll_seconds
@@ -379,8 +418,7 @@ class ChatService(Service):
         def enter(room: Room) -> str:
             user = session.user
             if session.active and room.key not in user.rooms:
-                room.members[user.key] = user
-                user.rooms[room.key] = room
+                room.add(user)
                 room.broadcast(Joined(room.name, user.name))
                 self._show_room(session, room)
             if session.active:
@@ -404,8 +442,7 @@ class ChatService(Service):
                 session.current = user.latest_room()
 
     def _leave(self, user: User, room: Room, announce: bool = True) -> None:
-        del room.members[user.key]
-        del user.rooms[room.key]
+        room.remove(user)
         if announce:
             room.broadcast(Parted(room.name, user.name))
         self._forget_if_empty(room)
@@ -430,18 +467,34 @@ class ChatService(Service):
     # --- messages --------------------------------------------------------
 
     def post(self, user: User, room: Room, text: str) -> defer.Deferred:
-        """Commit a room message, then show it to every member; fire with the room's name."""
+        """Commit a room message, then show it to every member; fire with the room's name.
+
+        Messages committed in one reactor turn go out together at its end
+        (``flush``), each session getting them in one write; the Deferred
+        fires after that, so the sender sees its message before the ``OK``.
+        """
         now = self.now()
         committing = self.database.write(storage.add_room_message, room.id, user.name, text, now)
 
-        def show(_message_id: int) -> str:
-            message = RoomMessage(room.name, user.name, text, now)
+        def queue(_message_id: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            room.recent.append(message.as_history())
-            room.broadcast(message)
-            return room.name
+            room.queue(RoomMessage(room.name, user.name, text, now))
+            shown: defer.Deferred = defer.Deferred()
+            self._unflushed.append((room, shown))
+            if self._flushing is None:
+                self._flushing = self._clock.callLater(0, self.flush)
+            return shown
 
-        return committing.addCallback(show)
+        return committing.addCallback(queue)
+
+    def flush(self) -> None:
+        """Deliver every queued room message, then fire the posts that queued them."""
+        self._flushing = None
+        posted, self._unflushed = self._unflushed, []
+        for room, _shown in posted:
+            room.flush()
+        for room, shown in posted:
+            shown.callback(room.name)
 
     def direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
         """Deliver a direct message, or store it for an offline recipient.

@@ -257,13 +257,13 @@ class Telemetry:
                 sender=sender, recipient=recipient, kind=kind, text=text,
             )
 
-    def delivered(self, kind: str, size: int) -> None:
-        """An event line of type ``kind`` (``MSG``, ``DM``, ...) was written to a session.
+    def delivered(self, kind: str, size: int, lines: int = 1) -> None:
+        """``lines`` event lines of type ``kind`` (``MSG``, ``DM``, ...) went to a session.
 
         The hot path: reactor thread only (see ``chatd.metrics.Traffic``).
         """
         traffic = self._traffic
-        traffic.deliveries[kind] = traffic.deliveries.get(kind, 0) + 1
+        traffic.deliveries[kind] = traffic.deliveries.get(kind, 0) + lines
         traffic.bytes_out += size
 
     def sent(self, size: int) -> None:

@@ -145,8 +145,10 @@ class Client:
         if bytewise:
             for index in range(len(data)):
                 self.protocol.dataReceived(data[index : index + 1])
+                self.harness.end_turn()
         else:
             self.protocol.dataReceived(data)
+            self.harness.end_turn()
 
     def lines(self) -> list[str]:
         """Server lines written since the last call, without their CRLF."""
@@ -193,6 +195,15 @@ class ChatHarness:
         self.factory = ChatServerFactory(
             self.config, self.accounts, self.portal, self.clock, self.telemetry
         )
+
+    def end_turn(self) -> None:
+        """Run what the reactor runs at the end of a turn: the flush of room messages."""
+        self.clock.advance(0)
+
+    def commit_held(self) -> None:
+        """Commit the writes a ``SlowDatabase`` holds, as one reactor turn would."""
+        self.database.flush()
+        self.end_turn()
 
     def client(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
         """Connect a new client; its HELLO is already read."""

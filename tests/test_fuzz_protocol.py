@@ -192,9 +192,9 @@ def test_final_replies_keep_line_order_while_commands_wait_on_commits(commands, 
     with no_logged_failures():
         for begin in range(0, len(data), size):
             alice.feed(data[begin : begin + size])
-            database.flush()
+            harness.commit_held()
         while database.pending:
-            database.flush()
+            harness.commit_held()
     out = alice.lines()
     finals = [line for line in out if line.startswith(("OK ", "ERR "))]
     assert len(finals) == 2 * len(commands), out

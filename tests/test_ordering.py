@@ -15,9 +15,9 @@ def test_lines_wait_behind_a_command_that_waits_on_a_commit():
     alice = harness.logged_in("alice")
     database.holding = True
     assert alice.send("first", "/ping 1", "second", "/ping 2") == []
-    database.flush()
+    harness.commit_held()
     assert alice.lines() == ["MSG #lobby alice first", "OK say #lobby", "OK ping 1"]
-    database.flush()
+    harness.commit_held()
     assert alice.lines() == ["MSG #lobby alice second", "OK say #lobby", "OK ping 2"]
 
 
@@ -30,7 +30,7 @@ def test_nobody_sees_a_message_before_it_is_committed():
     alice.send("durable")
     assert bob.lines() == []
     assert database.pending[0][0] is add_room_message
-    database.flush()
+    harness.commit_held()
     assert bob.lines() == ["MSG #lobby alice durable"]
     rows = database.connection.execute("SELECT text FROM room_messages").fetchall()
     assert rows == [("durable",)]
@@ -46,7 +46,7 @@ def test_reading_stops_while_a_full_line_waits():
     alice.feed(b"x" * 5000)
     assert alice.transport.producerState == "paused"
     alice.feed(b"\n/ping after\n")
-    database.flush()
+    harness.commit_held()
     assert alice.transport.producerState == "producing"
     assert alice.lines() == [
         "MSG #lobby alice first",
@@ -76,9 +76,9 @@ def test_stored_messages_go_back_if_the_session_ends_before_they_are_sent():
     database.holding = True
     bob.send("/login bob password1")
     bob.close()  # The connection goes while the stored messages are being taken.
-    database.flush()
+    harness.commit_held()
     database.holding = False
-    database.flush()
+    harness.commit_held()
     again = harness.client()
     lines = again.send("/login bob password1")
     assert [line.split(" ", 2)[2] for line in lines if line.startswith("STORED")] == [

@@ -1,8 +1,8 @@
 """The chat service without any network: minds that record what they are sent."""
 
 from chatd import storage
-from chatd.events import Joined, Members, Parted, RoomMessage
-from tests.support import ChatHarness, RecordingClient
+from chatd.events import Joined, Members, Parted, RoomMessage, RoomMessages
+from tests.support import ChatHarness, RecordingClient, SlowDatabase
 
 
 def start(harness: ChatHarness, name: str) -> tuple:
@@ -30,6 +30,7 @@ def test_events_are_encoded_once_for_every_recipient():
     for _, mind in sessions:
         mind.events.clear()
     sessions[0][0].say("hello")
+    harness.end_turn()
     delivered = [mind.events[0] for _, mind in sessions]
     assert all(event is delivered[0] for event in delivered)
     assert isinstance(delivered[0], RoomMessage)
@@ -56,6 +57,7 @@ def test_rooms_come_back_with_their_history():
     alice, mind = start(harness, "alice")
     alice.join("#a")
     alice.say("kept")
+    harness.end_turn()
     alice.part("#a")
     mind.events.clear()
     alice.join("#A")
@@ -120,3 +122,38 @@ def test_events_before_the_service_started_are_not_replayed():
     _alice, mind = start(harness, "alice")
     harness.clock.advance(5.0)
     assert mind.closed_with is None
+
+
+def test_messages_committed_together_reach_each_session_in_one_write():
+    """Two posts in one commit batch: one event per session, both lines in commit order."""
+    harness = ChatHarness(database=SlowDatabase())
+    (alice, _), (bob, _), (_, carol_mind) = (start(harness, n) for n in ("alice", "bob", "carol"))
+    carol_mind.events.clear()
+    harness.database.holding = True
+    answered = []
+    for post in (alice.say("one"), bob.say("two")):
+        post.addCallback(answered.append)
+    harness.database.flush()
+    assert carol_mind.events == [] and answered == []
+    harness.end_turn()
+    [event] = carol_mind.events
+    assert isinstance(event, RoomMessages) and event.count == 2
+    assert event.wire == b"MSG #lobby alice one\r\nMSG #lobby bob two\r\n"
+    assert answered == ["#lobby", "#lobby"]
+
+
+def test_a_member_joining_before_the_flush_sees_the_message_once():
+    """Committed but not yet flushed: the joiner gets it as HISTORY, not again as MSG."""
+    harness = ChatHarness(database=SlowDatabase())
+    alice, alice_mind = start(harness, "alice")
+    bob, bob_mind = start(harness, "bob")
+    alice.join("#side")
+    harness.database.holding = True
+    alice.say("early", "#side")
+    harness.database.flush()
+    alice_mind.events.clear()
+    bob.join("#side")
+    harness.database.flush()
+    harness.end_turn()
+    assert [line.split(" ")[0] for line in bob_mind.lines()[-3:]] == ["JOIN", "WHO", "HISTORY"]
+    assert alice_mind.lines() == ["MSG #side alice early", "JOIN #side bob"]
