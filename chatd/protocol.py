@@ -12,6 +12,7 @@ waits on a Deferred (a commit, a bcrypt check) later lines stay buffered.
 """
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.cred.credentials import UsernamePassword
@@ -35,6 +36,10 @@ PROTOCOL_VERSION = "1"
 log = Logger()
 
 _PARAM = re.compile(r"(\[)?<([a-z-]+)(\.\.\.)?>\]?")
+# Relayed text with a CR or an escape would let a sender forge server lines or
+# drive the terminals of nc and telnet users: C0 controls but TAB, DEL and
+# C1 controls are refused in <text> arguments.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class Command:
     usage: str
     summary: str
     login_required: bool = True
+    # A pipelined command may start while others of its kind wait on a commit:
+    # nothing it does depends on them, and its reply is still written after theirs.
+    pipelined: bool = False
     params: tuple[Param, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +81,8 @@ class Command:
 
         Words are separated by spaces; a rest argument keeps everything after
         the space that ends the previous word. Missing, extra or empty
-        arguments raise ``bad-arguments``.
+        arguments raise ``bad-arguments``, and so does a ``<text>`` argument
+        holding a control character other than TAB.
         """
         values: list[str | None] = []
         remaining = text
@@ -86,6 +95,10 @@ class Command:
                 if not param.optional:
                     raise self.bad_arguments(f"<{param.name}> is missing")
                 value = None
+            elif param.name == "text" and _CONTROL.search(value):
+                raise self.bad_arguments(
+                    "<text> may not contain control characters (other than TAB)"
+                )
             values.append(value)
         if remaining.strip(" "):
             raise self.bad_arguments("too many arguments")
@@ -101,7 +114,7 @@ COMMANDS: dict[str, Command] = {
     for command in (
         Command("register", "<user> <password...>", "create an account", login_required=False),
         Command("login", "<user> <password...>", "log in", login_required=False),
-        Command("say", "<room> <text...>", "say something in a room you are in"),
+        Command("say", "<room> <text...>", "say something in a room you are in", pipelined=True),
         Command("join", "<room>", "join a room (created if new) and make it current"),
         Command("part", "[<room>]", "leave the named or current room"),
         Command("msg", "<user> <text...>", "send a direct message, kept if they are away"),
@@ -115,7 +128,25 @@ COMMANDS: dict[str, Command] = {
         Command("quit", "[<text...>]", "leave", login_required=False),
     )
 }
-PLAIN_TEXT = Command("say", "<text...>", "text not starting with / goes to the current room")
+PLAIN_TEXT = Command(
+    "say", "<text...>", "text not starting with / goes to the current room", pipelined=True
+)
+# Room messages a session may have waiting on commits at once; past it, lines wait.
+PIPELINE_DEPTH = 32
+
+
+@dataclass(eq=False)
+class _Reply:
+    """The final reply of one command in flight, written once those before it are."""
+
+    command: Command | None
+    settled: bool = False
+    outcome: object = None
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether a pipelined command may start behind this one (a refusal has no effects)."""
+        return self.command is None or self.command.pipelined
 
 
 @implementer(IChatClient)
@@ -141,6 +172,9 @@ class ChatProtocol(LineReceiver):
         # it, or while the client is not reading what we send (a slow reader).
         self._held_reading = False
         self._output_slow = False
+        # Commands waiting on a Deferred, in line order, and a line that waits for them.
+        self._in_flight: deque[_Reply] = deque()
+        self._postponed: str | None = None
         self.peer = ""
         self.address = ""
         self.guard = None
@@ -286,7 +320,7 @@ class ChatProtocol(LineReceiver):
         if verdict is not None:
             self._refuse_line(verdict)
         else:
-            self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
+            self._refuse("line-too-long", f"lines are limited to {self.line_limit} bytes")
         end = line.find(b"\n")
         if end < 0:
             self._discarding = True
@@ -308,12 +342,12 @@ class ChatProtocol(LineReceiver):
             self._refuse_line(verdict)
             return
         if len(line) > self.line_limit:
-            self._final("ERR", "line-too-long", f"lines are limited to {self.line_limit} bytes")
+            self._refuse("line-too-long", f"lines are limited to {self.line_limit} bytes")
             return
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self._final("ERR", "bad-encoding", "lines must be UTF-8")
+            self._refuse("bad-encoding", "lines must be UTF-8")
             return
         self.run_line(text)
 
@@ -328,8 +362,7 @@ class ChatProtocol(LineReceiver):
                 self.server.telemetry.limit_hit(
                     "rate", self.peer, self._user_name(), lines_per_second=rate.per_second
                 )
-            self._final(
-                "ERR",
+            self._refuse(
                 "rate-limited",
                 f"over {rate.per_second:g} lines a second (bursts of {rate.burst}); line dropped",
             )
@@ -343,6 +376,17 @@ class ChatProtocol(LineReceiver):
             command = COMMANDS.get(name.lower())
         else:
             command, arguments = PLAIN_TEXT, line[1:] if line.startswith("//") else line
+        if self._in_flight and not (
+            command is not None
+            and command.pipelined
+            and self._in_flight[-1].pipelined
+            and len(self._in_flight) < PIPELINE_DEPTH
+        ):
+            # It may depend on what runs before it, and must be answered after:
+            # it waits, and no line is read, until every reply has been written.
+            self._postponed = line
+            self._hold()
+            return
         if command is None or (command.login_required and self.session is None):
             if self.session is None:
                 self._final("ERR", "auth-required", "log in first: /login <user> <password>")
@@ -353,25 +397,40 @@ class ChatProtocol(LineReceiver):
             handler = getattr(self, "do_" + command.name)
             result = handler(*command.parse(arguments))
         except Exception as error:
-            self._failed(error, command)
+            result = Failure(error)
+        if not self._in_flight and not isinstance(result, defer.Deferred):
+            self._answer(command, result)
             return
+        reply = _Reply(command)
+        self._in_flight.append(reply)
         if not isinstance(result, defer.Deferred):
-            self._succeeded(result, command)
-            return
-        answered: list[None] = []
-        result.addCallbacks(self._succeeded, self._failed, (command,), None, (command,))
-        # Not ``result.called``: a fired Deferred may still wait on one it chained.
-        result.addBoth(answered.append)
-        if not answered:
+            result = defer.fail(result) if isinstance(result, Failure) else defer.succeed(result)
+        result.addBoth(self._settled, reply)
+        if self._in_flight and not command.pipelined:
             self._hold()
-            result.addBoth(self._release)
+
+    def _settled(self, outcome, reply: "_Reply") -> None:
+        """A command in flight has its outcome: write every reply now due, in line order."""
+        reply.outcome, reply.settled = outcome, True
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].settled:
+            done = in_flight.popleft()
+            self._answer(done.command, done.outcome)
+        if not in_flight and self.paused:
+            self._release()
+
+    def _answer(self, command: Command | None, outcome) -> None:
+        if isinstance(outcome, Failure | Exception):
+            self._failed(outcome, command)
+        else:
+            self._succeeded(outcome, command)
 
     def _succeeded(self, text: str | None, command: Command) -> None:
         self._final("OK", command.name, text or "")
         if command.name == "quit":
             self.disconnect("quit")
 
-    def _failed(self, error, command: Command) -> None:
+    def _failed(self, error, command: Command | None) -> None:
         failure = error if isinstance(error, Failure) else Failure(error)
         if failure.check(ChatError):
             self._final("ERR", failure.value.code, failure.value.text)
@@ -382,16 +441,28 @@ class ChatProtocol(LineReceiver):
     def _final(self, kind: str, code: str, text: str) -> None:
         self._send(kind, code, text)
 
+    def _refuse(self, code: str, text: str) -> None:
+        """Answer ``ERR`` to a line refused before it ran, after the replies in flight."""
+        if self._in_flight:
+            self._in_flight.append(_Reply(None, settled=True, outcome=ChatError(code, text)))
+        else:
+            self._final("ERR", code, text)
+
     def _hold(self) -> None:
-        """Take no more lines from the buffer until the running command is answered."""
+        """Take no more lines from the buffer until the commands in flight are answered."""
         self.paused = True
 
-    def _release(self, _result: None) -> None:
-        """The running command was answered: read and answer the lines that waited."""
+    def _release(self) -> None:
+        """Every command in flight was answered: run the line that waited, then the rest."""
         self.paused = False
         self._held_reading = False
         self._update_reading()
-        if not self._closing:
+        if self._closing:
+            return
+        if self._postponed is not None:
+            line, self._postponed = self._postponed, None
+            self.run_line(line)
+        if not self.paused:
             self.dataReceived(b"")
 
     # The handlers: each returns the final reply's text, or a Deferred of it.

@@ -1,5 +1,6 @@
 """The final-reply rule when commands wait on the database."""
 
+from chatd.protocol import PIPELINE_DEPTH
 from chatd.storage import add_room_message
 from tests.support import ChatHarness, SlowDatabase
 
@@ -41,7 +42,7 @@ def test_reading_stops_while_a_full_line_waits():
     harness, database = make_slow()
     alice = harness.logged_in("alice")
     database.holding = True
-    alice.send("first")
+    alice.send("/join #side")
     assert alice.transport.producerState == "producing"
     alice.feed(b"x" * 5000)
     assert alice.transport.producerState == "paused"
@@ -49,8 +50,9 @@ def test_reading_stops_while_a_full_line_waits():
     harness.commit_held()
     assert alice.transport.producerState == "producing"
     assert alice.lines() == [
-        "MSG #lobby alice first",
-        "OK say #lobby",
+        "JOIN #side alice",
+        "WHO #side alice",
+        "OK join #side",
         "ERR line-too-long lines are limited to 4096 bytes",
         "OK ping after",
     ]
@@ -84,3 +86,38 @@ def test_stored_messages_go_back_if_the_session_ends_before_they_are_sent():
     assert [line.split(" ", 2)[2] for line in lines if line.startswith("STORED")] == [
         "alice kept for you"
     ]
+
+
+def test_room_messages_pipeline_and_are_answered_in_line_order():
+    """Messages do not wait for each other's commit; their replies keep line order."""
+    harness, database = make_slow()
+    alice = harness.logged_in("alice")
+    database.holding = True
+    assert alice.send("one", "two", b"\xff", "/say #nowhere x", "three", "/ping p") == []
+    assert [body for body, _args, _done in database.pending] == [add_room_message] * 3
+    harness.commit_held()
+    assert alice.lines() == [
+        "MSG #lobby alice one",
+        "MSG #lobby alice two",
+        "MSG #lobby alice three",
+        "OK say #lobby",
+        "OK say #lobby",
+        "ERR bad-encoding lines must be UTF-8",
+        "ERR not-in-room you are not in #nowhere",
+        "OK say #lobby",
+        "OK ping p",
+    ]
+
+
+def test_a_session_has_at_most_a_pipeline_depth_of_messages_in_flight():
+    """Past PIPELINE_DEPTH messages waiting on commits, the next line waits its turn."""
+    harness, database = make_slow()
+    alice = harness.logged_in("alice")
+    database.holding = True
+    alice.send(*(f"m{k}" for k in range(PIPELINE_DEPTH + 1)))
+    assert len(database.pending) == PIPELINE_DEPTH
+    harness.commit_held()
+    assert len(database.pending) == 1
+    harness.commit_held()
+    finals = [line for line in alice.lines() if line.startswith("OK ")]
+    assert finals == ["OK say #lobby"] * (PIPELINE_DEPTH + 1)

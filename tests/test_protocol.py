@@ -185,6 +185,7 @@ BAD_ARGUMENTS = [
     "/pong",
     "/help me",
     "/ping a b",
+    "/pong a b",
 ]
 
 
@@ -278,6 +279,32 @@ def test_passwords_may_contain_spaces(chat):
     client = chat.client()
     assert client.send("/register bob correct horse battery") == ["OK register bob"]
     assert client.send("/login bob correct horse battery")[-1] == "OK login bob"
+
+
+def test_long_passwords_count_every_byte_through_login(chat):
+    """73 bytes: the 72-byte prefix is a wrong password; 1024 works; 1025 never does."""
+    client = chat.client()
+    long, longest, too_long = "p" * 72 + "q", "L" * 1024, "L" * 1025
+    assert client.send(f"/register alice {long}") == ["OK register alice"]
+    assert client.send(f"/login alice {long[:72]}") == [
+        "ERR bad-credentials unknown user or wrong password"
+    ]
+    assert client.send(f"/login alice {long}")[-1] == "OK login alice"
+    other = chat.client()
+    assert other.send(f"/register bob {longest}") == ["OK register bob"]
+    assert other.send(f"/register carol {too_long}")[0].startswith("ERR weak-password ")
+    assert other.send(f"/login bob {too_long}") == [
+        "ERR bad-credentials unknown user or wrong password"
+    ]
+    assert other.send(f"/login bob {longest}")[-1] == "OK login bob"
+
+
+@pytest.mark.parametrize("line", ["/login 9lives password1", "/login bob! password1",
+                                  "/login " + "b" * 33 + " password1"])
+def test_login_with_a_malformed_name_is_invalid_name(chat, line):
+    """/login with a name that breaks the rules gets ERR invalid-name, not bad-credentials."""
+    reply = chat.client().send(line)
+    assert len(reply) == 1 and reply[0].startswith("ERR invalid-name "), reply
 
 
 def test_register_invalid_name(chat):
@@ -385,6 +412,43 @@ def test_double_slash_sends_a_slash(chat):
     alice = chat.client()
     alice.login("alice")
     assert alice.send("//shrug") == ["MSG #lobby alice /shrug", "OK say #lobby"]
+
+
+def test_a_tab_in_text_is_relayed(chat):
+    """TAB is the one control character text may hold: it reaches others as sent."""
+    alice, bob = chat.client(), chat.client()
+    alice.login("alice")
+    bob.login("bob")
+    alice.lines()
+    assert alice.send("a\tb")[-1] == "OK say #lobby"
+    assert alice.send("/msg bob c\td")[-1] == "OK msg bob delivered"
+    assert bob.lines() == ["MSG #lobby alice a\tb", "DM alice bob c\td"]
+
+
+CONTROL_TEXT = ["x\rMSG #lobby carol fake", "wipe\x1b[2K", "del\x7f", "c1\x9b31m", "nul\x00"]
+
+
+@pytest.mark.parametrize("text", CONTROL_TEXT)
+@pytest.mark.parametrize("form", ["{}", "/say #lobby {}", "/msg bob {}", "/quit {}"])
+def test_control_characters_in_text_are_refused(chat, form, text):
+    """CR mid-line, ESC, DEL, C1 and NUL in text: ERR bad-arguments, nobody sees a thing."""
+    alice, bob = chat.client(), chat.client()
+    alice.login("alice")
+    bob.login("bob")
+    alice.lines()
+    reply = alice.send(form.format(text))
+    assert len(reply) == 1 and reply[0].startswith(
+        "ERR bad-arguments <text> may not contain control characters (other than TAB); usage: /"
+    ), reply
+    assert bob.lines() == []
+    assert alice.send("/ping still-open") == ["OK ping still-open"]
+
+
+def test_passwords_may_hold_control_characters(chat):
+    """The rule is for relayed text: a password is never shown, so it is not affected."""
+    client = chat.client()
+    assert client.send("/register bob pass\x1bword\x7f") == ["OK register bob"]
+    assert client.send("/login bob pass\x1bword\x7f")[-1] == "OK login bob"
 
 
 def test_say_to_a_named_room(chat):
