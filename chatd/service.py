@@ -157,6 +157,9 @@ class User:
         self.sessions: list[Session] = []
         # Ordered by when the user joined: the last is the most recent.
         self.rooms: dict[str, Room] = {}
+        # While the first session is still joining #lobby: the further
+        # sessions' wake-ups, fired once that join has finished either way.
+        self.arriving: list[defer.Deferred] | None = None
 
     def deliver(self, event: Event) -> None:
         """Deliver ``event`` to every session of this user."""
@@ -325,7 +328,8 @@ class ChatService(Service):
         """Log ``name`` in through ``mind``; fire with the new ``Session``.
 
         The first session of a user joins #lobby; a further one is shown the
-        rooms the user is in. Either way the session then gets the direct
+        rooms the user is in, once the first has finished arriving if it is
+        still opening #lobby. Either way the session then gets the direct
         messages stored for the user while they had no session.
         """
         user = self.users.get(fold(name))
@@ -333,13 +337,23 @@ class ChatService(Service):
         if first:
             user = self.users[fold(name)] = User(name)
         session = Session(self, user, mind)
-        user.sessions.append(session)
         if first:
+            user.arriving = []
+            user.sessions.append(session)
             ready = self.join(session, LOBBY)
+            ready.addBoth(self._arrived, user)
+        elif user.arriving is not None:
+            # In user.sessions at once: the user stays online (and joins
+            # #lobby) even if the first session goes before #lobby is open.
+            user.sessions.append(session)
+            ready = defer.Deferred()
+            user.arriving.append(ready)
+            ready.addCallback(lambda _: self._show_rooms(session))
         else:
-            for room in user.rooms.values():
-                self._show_room(session, room)
-            session.current = user.latest_room()
+            # Shown before it is a session of the user: a message flushed
+            # meanwhile must not reach it as MSG on top of its HISTORY.
+            self._show_rooms(session)
+            user.sessions.append(session)
             ready = defer.succeed(None)
         ready.addCallback(lambda _: self._deliver_stored(session))
 
@@ -348,6 +362,21 @@ class ChatService(Service):
             return failure
 
         return ready.addCallbacks(lambda _: session, failed)
+
+    def _arrived(self, result, user: User):
+        """The first session's #lobby join finished: wake the sessions that waited."""
+        waiting, user.arriving = user.arriving, None
+        for session_ready in waiting:
+            session_ready.callback(None)
+        return result
+
+    def _show_rooms(self, session: Session) -> None:
+        """Show a further session every room of its user; the latest becomes current."""
+        if not session.active:
+            return
+        for room in session.user.rooms.values():
+            self._show_room(session, room)
+        session.current = session.user.latest_room()
 
     def end_session(self, session: Session) -> None:
         """Forget ``session``; when it was the user's last, the user leaves every room."""
@@ -417,10 +446,13 @@ class ChatService(Service):
 
         def enter(room: Room) -> str:
             user = session.user
-            if session.active and room.key not in user.rooms:
+            # Membership is the user's: it joins while any session of it is
+            # left, though the one that asked may have gone meanwhile.
+            if user.sessions and room.key not in user.rooms:
                 room.add(user)
                 room.broadcast(Joined(room.name, user.name))
-                self._show_room(session, room)
+                if session.active:
+                    self._show_room(session, room)
             if session.active:
                 session.current = room
             self._forget_if_empty(room)
@@ -429,6 +461,9 @@ class ChatService(Service):
         return self._open_room(name).addCallback(enter)
 
     def _show_room(self, session: Session, room: Room) -> None:
+        # Committed messages are in room.recent before they are flushed: send
+        # them now, or the session would get them as HISTORY and then as MSG.
+        room.flush()
         session.mind.deliver(Members(room.name, room.member_names()))
         for line in room.recent:
             session.mind.deliver(line)

@@ -157,3 +157,65 @@ def test_a_member_joining_before_the_flush_sees_the_message_once():
     harness.end_turn()
     assert [line.split(" ")[0] for line in bob_mind.lines()[-3:]] == ["JOIN", "WHO", "HISTORY"]
     assert alice_mind.lines() == ["MSG #side alice early", "JOIN #side bob"]
+
+
+def begin(harness: ChatHarness, name: str) -> tuple[list, RecordingClient]:
+    """Start a session of registered ``name`` that may not be ready yet: (sessions, mind).
+
+    The list gets the session once its login has finished.
+    """
+    mind = RecordingClient()
+    sessions: list = []
+    harness.chat.start_session(name, mind).addCallback(sessions.append)
+    return sessions, mind
+
+
+def test_a_second_session_while_the_first_still_opens_the_lobby():
+    """A further session that arrives while #lobby loads waits, then gets WHO and a room."""
+    harness = ChatHarness(database=SlowDatabase())
+    harness.accounts.register("alice", "password1")
+    harness.database.holding = True
+    first, first_mind = begin(harness, "alice")
+    second, second_mind = begin(harness, "alice")
+    assert first == [] and second == []
+    harness.commit_held()  # #lobby opens; the stored messages are read next.
+    harness.commit_held()
+    assert first_mind.lines() == ["JOIN #lobby alice", "WHO #lobby alice"]
+    assert second_mind.lines() == ["JOIN #lobby alice", "WHO #lobby alice"]
+    assert first[0].current.name == second[0].current.name == "#lobby"
+
+
+def test_the_user_joins_the_lobby_though_the_first_session_went_meanwhile():
+    """The first session closes while #lobby loads: the user, still online, joins it."""
+    harness = ChatHarness(database=SlowDatabase())
+    harness.accounts.register("alice", "password1")
+    harness.database.holding = True
+    first, _first_mind = begin(harness, "alice")
+    second, second_mind = begin(harness, "alice")
+    harness.chat.users["alice"].sessions[0].logout()
+    harness.database.holding = False
+    harness.commit_held()
+    assert first and not first[0].active
+    lobby = harness.chat.rooms["#lobby"]
+    assert "alice" in lobby.members
+    assert second_mind.lines() == ["JOIN #lobby alice", "WHO #lobby alice"]
+    assert second[0].current is lobby
+    assert second[0].say("still here").called
+
+
+def test_a_further_session_gets_unflushed_messages_once_as_history():
+    """Committed, not yet flushed: a session logging in sees it as HISTORY, never as MSG."""
+    harness = ChatHarness(database=SlowDatabase())
+    alice, alice_mind = start(harness, "alice")
+    alice_mind.events.clear()
+    harness.database.holding = True
+    alice.say("early")
+    harness.database.flush()  # Committed and queued; the end of the turn has not come.
+    again, again_mind = begin(harness, "alice")
+    harness.commit_held()
+    harness.end_turn()
+    lines = again_mind.lines()
+    assert [line.split(" ")[0] for line in lines] == ["WHO", "HISTORY"], lines
+    assert lines[1].endswith(" alice early")
+    assert alice_mind.lines() == ["MSG #lobby alice early"]
+    assert again and again[0].current.name == "#lobby"
