@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from chatd.accounts import Accounts
@@ -211,6 +212,20 @@ class ChatdServer(InOrderService):
         listening = [*self.listeners, *([self.metrics_listener] if self.metrics_listener else [])]
         HangupReloader(reactor, listening).setServiceParent(self)
 
+    def setServiceParent(self, parent) -> None:
+        """Join ``parent``; an application also gets the log observer of ``CHATD_LOG_FORMAT``.
+
+        Both ways of starting chatd end here: ``make_application`` (the tac
+        file) parents the server to its application, and twistd does the same
+        with the plugin's service, in an application it makes itself after
+        ``makeService`` and before it starts logging.
+        """
+        observer = log_observer(self.config.log_format)
+        if observer is not None and isinstance(parent, Componentized):
+            # twistd logs to an application's own observer instead of its text log.
+            parent.setComponent(ILogObserver, observer)
+        super().setServiceParent(parent)
+
     def startService(self) -> None:
         """Start everything, logging the settings that matter."""
         self.telemetry.server_starting(
@@ -228,17 +243,17 @@ class ChatdServer(InOrderService):
         return stopping.addCallback(lambda _: self.telemetry.server_stopped())
 
 
-def make_application(environ: Mapping[str, str] | None = None) -> Application:
-    """The twistd application for the settings in ``environ`` (default: the process's)."""
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The settings in ``environ`` (default: the process's); a bad one exits with status 2."""
     try:
-        config = Config.from_environ(environ)
+        return Config.from_environ(environ)
     except ConfigError as error:
         print(f"chatd: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def make_application(environ: Mapping[str, str] | None = None) -> Application:
+    """The twistd application for the settings in ``environ`` (default: the process's)."""
     application = Application("chatd")
-    observer = log_observer(config.log_format)
-    if observer is not None:
-        # twistd logs to an application's own observer instead of its text log.
-        application.setComponent(ILogObserver, observer)
-    ChatdServer(config).setServiceParent(application)
+    ChatdServer(load_config(environ)).setServiceParent(application)
     return application

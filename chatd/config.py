@@ -84,6 +84,8 @@ class Config:
     login_lockout_max_seconds: float = field(
         default=900.0, metadata={"env": "CHATD_LOGIN_LOCKOUT_MAX"}
     )
+    # Addresses, and separately account names, the login throttle remembers.
+    login_table_size: int = field(default=100_000, metadata={"env": "CHATD_LOGIN_TABLE_SIZE"})
     registration_limit: Allowance | None = field(
         default=Allowance(256, 3600.0), metadata={"env": "CHATD_REGISTRATION_LIMIT"}
     )
@@ -280,6 +282,9 @@ _PARSERS = {
     "login_failures_per_account": _int_between(1, 1_000_000),
     "login_lockout_seconds": _positive_seconds,
     "login_lockout_max_seconds": _positive_seconds,
+    # Fewer records than this would let a handful of fresh addresses or names
+    # push a lockout out of memory; more is memory (a few hundred bytes each).
+    "login_table_size": _int_between(1000, 10_000_000),
     "registration_limit": _allowance,
     "bcrypt_queue": _int_between(0, 1_000_000),
     "send_queue_soft": _bytes_between(1024, 1 << 30),

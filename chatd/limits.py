@@ -42,7 +42,8 @@ _TOKEN_SLACK = 1e-3
 
 # Per-key records (addresses, accounts) kept at most this many at once; the
 # least recently touched go first. A flood of fresh addresses or invented user
-# names costs memory up to this bound and no further.
+# names costs memory up to this bound and no further. The login throttle's
+# bound is CHATD_LOGIN_TABLE_SIZE (Config.login_table_size), of the same default.
 TABLE_CAPACITY = 100_000
 
 # While an account is locked, the addresses that already failed on it are
@@ -545,6 +546,7 @@ class Limits:
             config.login_failures_per_account,
             config.login_lockout_seconds,
             config.login_lockout_max_seconds,
+            capacity=config.login_table_size,
         )
         self.registrations = RegistrationLimit(clock, config.registration_limit)
 

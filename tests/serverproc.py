@@ -53,10 +53,13 @@ class ServerProcess:
         directory: Path,
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        exact_env: bool = False,
     ) -> None:
+        """``env`` adds to the test defaults, or with ``exact_env`` is the whole environment."""
         self.directory = Path(directory)
         self.env = dict(env or {})
         self.command = command or twistd_command()
+        self.exact_env = exact_env
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []
@@ -75,8 +78,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         """Start twistd and return once it listens (on the same port after a restart)."""
-        env = server_environment(self.directory, self.env)
-        if self.port is not None and "CHATD_LISTEN" not in self.env:
+        env = dict(self.env) if self.exact_env else server_environment(self.directory, self.env)
+        if self.port is not None and "CHATD_LISTEN" not in self.env and not self.exact_env:
             env["CHATD_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self.output = []
         self.process = subprocess.Popen(

@@ -103,6 +103,49 @@ def test_interfaces_are_implemented():
     assert isinstance(client.protocol, ChatProtocol)
 
 
+def test_every_other_implementer_provides_what_it_declares(tmp_path):
+    """SendQueue, ReloadableTLS, JsonLinesObserver, ReportingEndpoint, the plugin maker."""
+    import io
+
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.interfaces import (
+        IOpenSSLServerConnectionCreator,
+        IPushProducer,
+        IStreamClientEndpoint,
+    )
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.logger import ILogObserver
+    from twisted.plugin import IPlugin
+    from zope.interface import providedBy
+
+    from chatd.client.connection import ReportingEndpoint
+    from chatd.limits import SendQueue
+    from chatd.logs import JsonLinesObserver
+    from chatd.tls import ReloadableTLS
+    from tests.certs import make_certificate
+    from twisted.plugins.chatd_plugin import serviceMaker
+
+    def ignore(*_args) -> None:
+        return None
+
+    key, cert = make_certificate(tmp_path, "server")
+    declared = {
+        SendQueue(StringTransport(), 10, 20, ignore, ignore, ignore): {IPushProducer},
+        ReloadableTLS(str(key), str(cert)): {IOpenSSLServerConnectionCreator},
+        JsonLinesObserver(io.StringIO()): {ILogObserver},
+        ReportingEndpoint(TCP4ClientEndpoint(Clock(), "127.0.0.1", 1), ignore): {
+            IStreamClientEndpoint
+        },
+        serviceMaker: {IServiceMaker, IPlugin},
+    }
+    for provider, interfaces in declared.items():
+        assert set(providedBy(provider)) == interfaces, provider
+        for interface in interfaces:
+            assert verifyObject(interface, provider)
+
+
 def test_the_realm_gives_only_chat_sessions():
     """Asking the realm for another interface is refused."""
     from zope.interface import Interface

@@ -72,3 +72,60 @@ def test_config_is_frozen():
     config = Config()
     with pytest.raises(AttributeError):
         config.db_path = "other"
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "value"),
+    [
+        ("CHATD_ROOM_HISTORY_DAYS", "30", "room_history_days", 30.0),
+        ("CHATD_ROOM_HISTORY_DAYS", "0.5", "room_history_days", 0.5),
+        ("CHATD_ROOM_HISTORY_DAYS", "off", "room_history_days", None),
+        ("CHATD_STORED_MESSAGE_DAYS", "90", "stored_message_days", 90.0),
+        ("CHATD_STORED_MESSAGE_DAYS", "OFF", "stored_message_days", None),
+        ("CHATD_LOG_MESSAGES", "on", "log_messages", True),
+        ("CHATD_LOG_MESSAGES", "Off", "log_messages", False),
+        ("CHATD_SERVER_NAME", "chat.example.org", "server_name", "chat.example.org"),
+        ("CHATD_BCRYPT_THREADS", "1", "bcrypt_threads", 1),
+        ("CHATD_BCRYPT_THREADS", "64", "bcrypt_threads", 64),
+        ("CHATD_ACCOUNT_POLL_SECONDS", "0.25", "account_poll_seconds", 0.25),
+        ("CHATD_SHUTDOWN_GRACE_SECONDS", "30", "shutdown_grace_seconds", 30.0),
+    ],
+)
+def test_operational_settings_parse(variable, raw, field, value):
+    """Retention, logging, naming, bcrypt and timing settings take good values as given."""
+    assert getattr(Config.from_environ({variable: raw}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("CHATD_ROOM_HISTORY_DAYS", "0"),
+        ("CHATD_ROOM_HISTORY_DAYS", "forever"),
+        ("CHATD_STORED_MESSAGE_DAYS", "-1"),
+        ("CHATD_STORED_MESSAGE_DAYS", "inf"),
+        ("CHATD_LOG_MESSAGES", "yes"),
+        ("CHATD_SERVER_NAME", "my chat"),
+        ("CHATD_BCRYPT_THREADS", "0"),
+        ("CHATD_BCRYPT_THREADS", "65"),
+        ("CHATD_BCRYPT_THREADS", "two"),
+        ("CHATD_ACCOUNT_POLL_SECONDS", "0"),
+        ("CHATD_ACCOUNT_POLL_SECONDS", "soon"),
+        ("CHATD_SHUTDOWN_GRACE_SECONDS", "-5"),
+        ("CHATD_SHUTDOWN_GRACE_SECONDS", "nan"),
+    ],
+)
+def test_bad_operational_settings_name_their_variable(variable, raw):
+    """A value these settings cannot use stops the start with the variable's name."""
+    with pytest.raises(ConfigError, match=variable):
+        Config.from_environ({variable: raw})
+
+
+def test_the_server_name_is_in_hello():
+    """CHATD_SERVER_NAME is the name the HELLO line gives."""
+    from tests.support import ChatHarness
+
+    config = Config.from_environ(
+        {"CHATD_SERVER_NAME": "chat.example.org", "CHATD_BCRYPT_ROUNDS": "4"}
+    )
+    client = ChatHarness(config).client()
+    assert client.transport.value().startswith(b"HELLO chat.example.org 1 ")

@@ -14,6 +14,7 @@ DEFAULTS = {
     "login_failures_per_account": 20,
     "login_lockout_seconds": 1.0,
     "login_lockout_max_seconds": 900.0,
+    "login_table_size": 100_000,
     "registration_limit": Allowance(256, 3600.0),
     "bcrypt_queue": 256,
     "send_queue_soft": 64 * 1024,
@@ -51,6 +52,8 @@ def test_every_limit_is_documented_in_security_md():
         ("CHATD_LOGIN_FAILURES_PER_ACCOUNT", "3", "login_failures_per_account", 3),
         ("CHATD_LOGIN_LOCKOUT", "0.5", "login_lockout_seconds", 0.5),
         ("CHATD_LOGIN_LOCKOUT_MAX", "60", "login_lockout_max_seconds", 60.0),
+        ("CHATD_LOGIN_TABLE_SIZE", "1000", "login_table_size", 1000),
+        ("CHATD_LOGIN_TABLE_SIZE", "10000000", "login_table_size", 10_000_000),
         ("CHATD_REGISTRATION_LIMIT", "5/60", "registration_limit", Allowance(5, 60.0)),
         ("CHATD_REGISTRATION_LIMIT", "OFF", "registration_limit", None),
         ("CHATD_BCRYPT_QUEUE", "0", "bcrypt_queue", 0),
@@ -77,6 +80,9 @@ def test_each_setting_parses(variable, raw, field, value):
         ("CHATD_LOGIN_FAILURES_PER_ADDRESS", "0"),
         ("CHATD_LOGIN_LOCKOUT", "0"),
         ("CHATD_LOGIN_LOCKOUT", "nan"),
+        ("CHATD_LOGIN_TABLE_SIZE", "999"),
+        ("CHATD_LOGIN_TABLE_SIZE", "10000001"),
+        ("CHATD_LOGIN_TABLE_SIZE", "1e5"),
         ("CHATD_REGISTRATION_LIMIT", "5"),
         ("CHATD_REGISTRATION_LIMIT", "0/60"),
         ("CHATD_REGISTRATION_LIMIT", "5/0"),
@@ -105,3 +111,23 @@ def test_the_first_lockout_may_not_exceed_the_longest():
     """CHATD_LOGIN_LOCKOUT above CHATD_LOGIN_LOCKOUT_MAX is refused."""
     with pytest.raises(ConfigError, match="CHATD_LOGIN_LOCKOUT must not exceed"):
         Config.from_environ({"CHATD_LOGIN_LOCKOUT": "100", "CHATD_LOGIN_LOCKOUT_MAX": "10"})
+
+
+def test_the_login_table_holds_exactly_its_size():
+    """CHATD_LOGIN_TABLE_SIZE locked addresses stay locked; one more forgets the oldest."""
+    from twisted.internet.task import Clock
+
+    from chatd.limits import Limits
+
+    config = Config.from_environ(
+        {"CHATD_LOGIN_TABLE_SIZE": "1000", "CHATD_LOGIN_FAILURES_PER_ADDRESS": "1"}
+    )
+    clock = Clock()
+    throttle = Limits(config, clock).logins
+    addresses = [f"198.51.{n // 256}.{n % 256}" for n in range(1001)]
+    for address in addresses[:1000]:
+        throttle.failed(address, "alice")
+    assert all(throttle.locked(address) for address in addresses[:1000])
+    throttle.failed(addresses[1000], "alice")
+    assert not throttle.locked(addresses[0])
+    assert all(throttle.locked(address) for address in addresses[1:])

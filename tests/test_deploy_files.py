@@ -40,3 +40,9 @@ def test_backup_units_run_the_script_from_the_checkout_on_a_timer():
     timer = unit("chatd-backup.timer")
     assert timer["Timer"]["Persistent"] == "true"
     assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_the_plugin_cache_is_not_kept_in_git():
+    """twisted/plugins/dropin.cache is written by whichever Twisted scans the plugins: ignored."""
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "twisted/plugins/dropin.cache" in ignored

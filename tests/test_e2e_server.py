@@ -1,8 +1,12 @@
 """End to end: the real ``twistd -ny chatd.tac`` process over real sockets."""
 
+import os
 import signal
+import socket
 import subprocess
 import sys
+
+import pytest
 
 from tests.serverproc import ROOT, LineClient, ServerProcess
 
@@ -104,5 +108,29 @@ def test_the_twistd_plugin_serves_too(tmp_path):
         assert client.command("/register plugged password1") == ["OK register plugged"]
         assert (tmp_path / "plugin.sqlite3").exists()
         server.wait_for("bcrypt cost 4")
+    finally:
+        server.stop()
+
+
+def test_zero_configuration(tmp_path):
+    """No CHATD_* variable at all: port 8004, registration open, chatd.sqlite3 in the cwd."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8004))
+        except OSError:
+            pytest.skip("port 8004, the default, is taken on this machine")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    server = ServerProcess(tmp_path, env=env, exact_env=True)
+    try:
+        server.start(timeout=60)
+        assert server.port == 8004
+        client = LineClient(8004)
+        assert client.hello.startswith("HELLO chatd 1 ")
+        assert client.command("/register alice password1") == ["OK register alice"]
+        assert client.command("/login alice password1")[-1] == "OK login alice"
+        assert (tmp_path / "chatd.sqlite3").is_file()
+        assert server.terminate() in (0, -signal.SIGTERM)
+        server.wait_for("database closed")
     finally:
         server.stop()

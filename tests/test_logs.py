@@ -3,6 +3,7 @@
 import io
 import json
 
+import pytest
 from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
@@ -183,3 +184,29 @@ def test_a_throttled_login_is_a_failed_login_event_and_a_limit_hit():
     metrics = harness.telemetry.metrics
     assert metrics.value("chatd_logins_total", outcome="too-many-attempts") == 1
     assert metrics.value("chatd_limit_hits_total", limit="login") == 1
+
+
+def twistd_application(arguments: list[str]):
+    """The application twistd would run for ``arguments``, made as twistd makes it."""
+    from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
+
+    options = ServerOptions()
+    options.parseOptions(["--nodaemon", "--pidfile=", *arguments])
+    return UnixApplicationRunner(options).createOrGetApplication()
+
+
+@pytest.mark.parametrize(("log_format", "json_lines"), [("json", True), ("text", False)])
+def test_the_tac_file_and_the_plugin_log_alike(tmp_path, monkeypatch, log_format, json_lines):
+    """``twistd -ny chatd.tac`` and ``twistd -n chatd`` both honour CHATD_LOG_FORMAT."""
+    from twisted.logger import ILogObserver
+
+    from tests.serverproc import TAC
+
+    monkeypatch.setenv("CHATD_LOG_FORMAT", log_format)
+    monkeypatch.setenv("CHATD_DB", str(tmp_path / "chatd.sqlite3"))
+    tac = twistd_application(["-y", str(TAC)])
+    plugin = twistd_application(["chatd", "--db", str(tmp_path / "chatd.sqlite3")])
+    for application in (tac, plugin):
+        observer = application.getComponent(ILogObserver, None)
+        assert isinstance(observer, JsonLinesObserver) is json_lines
+        assert (observer is None) is not json_lines

@@ -24,3 +24,19 @@ def test_every_setting_is_in_the_configuration_table():
     text = readme()
     for variable in Config.variables():
         assert f"| `{variable}` |" in text, variable
+
+
+def test_every_page_in_docs_is_linked_from_the_readme():
+    """The README's file table points at each page of docs/."""
+    text = readme()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in text, page.name
+
+
+def test_the_history_count_rules_are_in_the_protocol_page():
+    """docs/protocol.md states what /history accepts as a count, as the contract does."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `/history"))
+    assert "whole number from 1" in row
+    assert "more than 500 counts as 500" in row
+    assert "`ERR bad-arguments`" in row

@@ -26,6 +26,42 @@ def test_a_new_file_gets_the_whole_schema(tmp_path):
     assert storage.migrate(connection) == storage.SCHEMA_VERSION
 
 
+def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
+    """A version-1 database full of data migrates to the current version, keeping every row."""
+    path = str(tmp_path / "old.sqlite3")
+    old = storage.connect(path)
+    # Version 1 as the real first migration step made it, then data written by that chatd.
+    with storage.transaction(old):
+        for statement in storage.MIGRATIONS[0].split(";"):
+            if statement.strip():
+                old.execute(statement)
+        old.execute("PRAGMA user_version = 1")
+        storage.create_user(old, "Alice", "hash-a", 1)
+        storage.create_user(old, "bob", "hash-b", 2)
+        room_id, _, _ = storage.open_room(old, "#Lobby", 3, 50)
+        storage.add_room_message(old, room_id, "Alice", "before the upgrade", 4)
+        storage.store_direct_message(old, "bob", "Alice", "kept for bob", 5)
+        storage.record_account_event(old, "bob", "kick", 6)
+    old.close()
+
+    upgraded = storage.connect(path)
+    assert storage.migrate(upgraded) == 1
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    assert storage.list_users(upgraded) == [("Alice", False), ("bob", False)]
+    assert storage.find_account(upgraded, "alice") == storage.Account("Alice", "hash-a", False)
+    assert storage.open_room(upgraded, "#lobby", 7, 50)[:2] == (room_id, "#Lobby")
+    [line] = storage.recent_room_messages(upgraded, room_id, 50)
+    assert (line.sender, line.text, line.sent_at) == ("Alice", "before the upgrade", 4)
+    [event] = storage.account_events_since(upgraded, 0)
+    assert (event.name_key, event.action) == ("bob", "kick")
+    with storage.transaction(upgraded):
+        [stored] = storage.take_stored_messages(upgraded, "bob")
+    assert (stored.sender, stored.text) == ("Alice", "kept for bob")
+    indexes = {row[0] for row in upgraded.execute("SELECT name FROM sqlite_master")}
+    assert {"room_messages_by_time", "stored_messages_by_time"} <= indexes
+    upgraded.close()
+
+
 def test_wal_and_busy_timeout(connection):
     """Every connection uses WAL and waits for locks instead of failing at once."""
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

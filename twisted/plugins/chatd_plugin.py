@@ -40,23 +40,21 @@ class ChatdServiceMaker:
     options = Options
 
     def makeService(self, options):
-        """Build the server from CHATD_* variables overridden by the options given."""
-        import os
-        import sys
+        """Build the server from CHATD_* variables overridden by the options given.
 
-        from chatd.app import ChatdServer
-        from chatd.config import Config, ConfigError
+        The settings are read and the server built as for ``chatd.tac``; the
+        server installs its log observer (``CHATD_LOG_FORMAT``) when twistd
+        adds it to the application.
+        """
+        import os
+
+        from chatd.app import ChatdServer, load_config
 
         environ = dict(os.environ)
         for option, variable in OPTION_VARIABLES.items():
             if options[option] is not None:
                 environ[variable] = options[option]
-        try:
-            config = Config.from_environ(environ)
-        except ConfigError as error:
-            print(f"chatd: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return ChatdServer(config)
+        return ChatdServer(load_config(environ))
 
 
 serviceMaker = ChatdServiceMaker()
