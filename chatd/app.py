@@ -45,7 +45,7 @@ class InOrderService(MultiService):
 
 
 class StorageService(Service):
-    """Owns the database threads and the bcrypt pool."""
+    """Owns the database threads and the bcrypt worker pool."""
 
     name = "storage"
 
@@ -172,7 +172,7 @@ class ChatdServer(InOrderService):
         self.telemetry = Telemetry(self.metrics, log_messages=config.log_messages)
         self.database = Database(config.db_path, reactor, on_commit=self.metrics.observe_commit)
         self.hasher = PasswordHasher(
-            reactor, config.bcrypt_rounds, config.bcrypt_threads,
+            reactor, config.bcrypt_rounds, config.bcrypt_workers,
             on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
         )
         self.chat = ChatService(

@@ -50,7 +50,7 @@ class Config:
     )
     server_name: str = field(default="chatd", metadata={"env": "CHATD_SERVER_NAME"})
     line_limit: int = field(default=4096, metadata={"env": "CHATD_LINE_LIMIT"})
-    bcrypt_threads: int = field(default=2, metadata={"env": "CHATD_BCRYPT_THREADS"})
+    bcrypt_workers: int = field(default=2, metadata={"env": "CHATD_BCRYPT_WORKERS"})
     account_poll_seconds: float = field(
         default=1.0, metadata={"env": "CHATD_ACCOUNT_POLL_SECONDS"}
     )
@@ -265,7 +265,7 @@ _PARSERS = {
     "rate_limit": _rate_limit,
     "server_name": _server_name,
     "line_limit": _int_between(64, 1 << 20),
-    "bcrypt_threads": _int_between(1, 64),
+    "bcrypt_workers": _int_between(1, 64),
     "account_poll_seconds": _positive_seconds,
     "shutdown_grace_seconds": _positive_seconds,
     "log_format": _log_format,

@@ -54,7 +54,7 @@ class JsonLinesObserver:
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
-        # Events come from the database and bcrypt threads too.
+        # Events come from the database threads too.
         self._lock = threading.Lock()
 
     def __call__(self, event: dict) -> None:

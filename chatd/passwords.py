@@ -1,4 +1,4 @@
-"""Password hashing: bcrypt over a SHA-256 pre-hash, on a thread pool of its own.
+"""Password hashing: bcrypt over a SHA-256 pre-hash, in worker processes of its own.
 
 bcrypt reads at most 72 bytes (bcrypt 5 raises past that), yet chatd
 promises that every byte of a password of up to 1024 bytes counts. So the
@@ -10,18 +10,38 @@ scheme so a later chatd can tell old hashes from new ones.
 import base64
 import hashlib
 import hmac
+import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import bcrypt
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
 from chatd.errors import ChatError
 
 SCHEME = "bcrypt-sha256$"
 _PREHASH_KEY = b"chatd password v1"
+# How much lower than the reactor's the bcrypt workers' CPU priority is (nice
+# steps): where they share a core with the reactor, the kernel lets the
+# reactor run as soon as a line arrives instead of after a slice of hashing.
+BCRYPT_NICENESS = 19
+
+
+def _start_worker(niceness: int) -> None:
+    """In each bcrypt worker process: lower its priority; leave Ctrl-C to the server."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(niceness)
+
+
+def _timed(function, *args) -> tuple[Any, float, float]:
+    """In a worker: run ``function`` and say when it started and ended (system monotonic)."""
+    started = time.monotonic()
+    result = function(*args)
+    return result, started, time.monotonic()
 
 
 def _prehash(password: bytes) -> bytes:
@@ -43,7 +63,11 @@ def check_password(password: bytes, stored: str) -> bool:
 
 
 class PasswordHasher:
-    """Runs bcrypt on its own small thread pool, so chat never waits behind it.
+    """Runs bcrypt in a small pool of worker processes, so chat never waits behind it.
+
+    Processes rather than threads: a bcrypt thread shares the interpreter
+    lock with the reactor, and handing that lock back and forth while
+    logins pour in delayed chat lines by tens of milliseconds.
 
     It also keeps a dummy hash at the configured cost: checking a password
     for an unknown user against it costs the same as a wrong password.
@@ -53,7 +77,7 @@ class PasswordHasher:
         self,
         reactor,
         rounds: int,
-        threads: int = 2,
+        workers: int = 2,
         on_timing: Callable[[str, float, float], None] | None = None,
         *,
         queue_limit: int | None = None,
@@ -61,26 +85,30 @@ class PasswordHasher:
         """``on_timing(operation, waited, took)``, if given, hears of every bcrypt job.
 
         ``operation`` is ``hash`` or ``check``; ``waited`` is the seconds the
-        job queued for a thread, ``took`` the seconds bcrypt ran. It is called
-        on the pool's thread, so it must be thread-safe (metrics are).
+        job queued for a worker, ``took`` the seconds bcrypt ran. It is
+        called on the reactor thread.
 
-        ``queue_limit``: how many jobs may wait for a thread (None: no limit).
+        ``queue_limit``: how many jobs may wait for a worker (None: no limit).
         Past it, ``hash`` and ``check`` fail at once with ``too-many-attempts``
         rather than queue without end behind a flood of logins.
         """
         self._reactor = reactor
         self._on_timing = on_timing
-        self.threads = threads
+        self.workers = workers
         self.queue_limit = queue_limit
         self.pending = 0
         self.rounds = rounds
-        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="chatd-bcrypt")
+        self.pool = None
         self._dummy_hash: str | None = None
         self._waiting_for_dummy: list[Deferred] = []
 
     def start(self) -> Deferred:
-        """Start the pool and compute the dummy hash on it."""
-        self.pool.start()
+        """Start the workers (all of them now, not in the middle of a login) and hash the dummy.
+
+        Started with ``spawn``: a fork would copy the reactor's threads' locks.
+        """
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(self.workers, _start_worker, (BCRYPT_NICENESS,))
         computing = self._run(hash_password, b"no such user's password", self.rounds)
         return computing.addCallback(self._keep_dummy)
 
@@ -99,32 +127,42 @@ class PasswordHasher:
         return ready
 
     def stop(self) -> None:
-        """Stop the pool, letting a running hash finish."""
-        self.pool.stop()
+        """Stop the workers; a password check still running is abandoned."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
 
     @property
     def queued(self) -> int:
-        """How many bcrypt jobs wait for a thread."""
-        return self.pool._queue.qsize()
+        """How many bcrypt jobs wait for a worker."""
+        return max(self.pending - self.workers, 0)
 
     def _run(self, function, *args) -> Deferred:
-        if self._on_timing is None:
-            return deferToThreadPool(self._reactor, self.pool, function, *args)
-        return deferToThreadPool(
-            self._reactor, self.pool, self._timed, time.perf_counter(), function, *args
-        )
+        """Run ``function(*args)`` in a worker; fire with its result on the reactor thread."""
+        done: Deferred = Deferred()
+        queued_at = time.monotonic()
+        operation = "check" if function is check_password else "hash"
 
-    def _timed(self, queued_at: float, function, *args):
-        started = time.perf_counter()
-        try:
-            return function(*args)
-        finally:
-            operation = "check" if function is check_password else "hash"
-            self._on_timing(operation, started - queued_at, time.perf_counter() - started)
+        def finished(outcome: tuple[Any, float, float]) -> None:
+            result, started, ended = outcome
+            if self._on_timing is not None:
+                self._on_timing(operation, started - queued_at, ended - started)
+            done.callback(result)
+
+        # The pool's result thread calls these: hand everything to the reactor.
+        self.pool.apply_async(
+            _timed,
+            (function, *args),
+            callback=lambda outcome: self._reactor.callFromThread(finished, outcome),
+            error_callback=lambda error: self._reactor.callFromThread(
+                done.errback, Failure(error)
+            ),
+        )
+        return done
 
     def _bounded(self, function, *args) -> Deferred:
         """Run a job on the pool, unless ``queue_limit`` jobs already wait for a thread."""
-        if self.queue_limit is not None and self.pending >= self.threads + self.queue_limit:
+        if self.queue_limit is not None and self.pending >= self.workers + self.queue_limit:
             return fail(
                 ChatError("too-many-attempts", "the server is busy checking passwords; try again")
             )
