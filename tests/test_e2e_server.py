@@ -6,8 +6,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from tests.serverproc import ROOT, LineClient, ServerProcess
 
 
@@ -113,13 +111,16 @@ def test_the_twistd_plugin_serves_too(tmp_path):
 
 
 def test_zero_configuration(tmp_path):
-    """No CHATD_* variable at all: port 8004, registration open, chatd.sqlite3 in the cwd."""
+    """Defaults only: port 8004, registration open, bcrypt 12, chatd.sqlite3 in the cwd.
+
+    One variable is set: the default listener ``tcp:8004`` narrowed to
+    loopback, because test servers listen on 127.0.0.1 only (the default
+    description itself is checked in test_config).
+    """
     with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", 8004))
-        except OSError:
-            pytest.skip("port 8004, the default, is taken on this machine")
+        probe.bind(("127.0.0.1", 8004))  # Fails loudly if something else holds the port.
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
+    env["CHATD_LISTEN"] = "tcp:8004:interface=127.0.0.1"
     env["PYTHONPATH"] = str(ROOT)
     server = ServerProcess(tmp_path, env=env, exact_env=True)
     try:
