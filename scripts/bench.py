@@ -67,6 +67,7 @@ BENCH_SATURATED_CPU = 0.90
 EXACT_LATENCY_US = 2048
 LATENCY_SIGNIFICANT_BITS = 11
 CONNECT_CONCURRENCY = 32
+SESSIONS_PER_SOURCE = 100
 DEFAULT_ROOM = "#bench"
 
 
@@ -473,11 +474,25 @@ class BenchClient(asyncio.Protocol):
             self.transport.close()
 
 
-async def connect(host: str, port: int, dialect: str, timeout: float = 30.0) -> BenchClient:
-    """Open a connection; for chatd wait for its HELLO line."""
+def source_address(index: int) -> str:
+    """The loopback source address of the ``index``-th session of a scenario.
+
+    chatd limits connections and registrations per address, as a server on
+    the internet should; spreading sessions over 127.2.x.y keeps those limits
+    on while thousands of sessions connect from one machine.
+    """
+    block = index // SESSIONS_PER_SOURCE
+    return f"127.2.{block // 250}.{block % 250 + 1}"
+
+
+async def connect(host: str, port: int, dialect: str, timeout: float = 30.0,
+                  source: str | None = None) -> BenchClient:
+    """Open a connection (from ``source``, a loopback address); for chatd wait for HELLO."""
     loop = asyncio.get_running_loop()
+    local = (source, 0) if source is not None and host == LOOPBACK else None
     _, client = await asyncio.wait_for(
-        loop.create_connection(lambda: BenchClient(dialect), host, port), timeout)
+        loop.create_connection(lambda: BenchClient(dialect), host, port, local_addr=local),
+        timeout)
     if dialect == "chatd":
         hello = await asyncio.wait_for(client.first_line, timeout)
         if not hello.startswith("HELLO "):
@@ -510,7 +525,8 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
 
     async def open_one(index: int) -> None:
         async with gate:
-            client = await connect(args.host, args.port, args.dialect)
+            client = await connect(args.host, args.port, args.dialect,
+                                   source=source_address(index))
             clients[index] = client
             if args.dialect == "chatd":
                 await ensure_logged_in(client, f"{prefix}{index}")
@@ -1405,6 +1421,8 @@ class ManagedServer:
             "CHATD_DB": str(self.db_path),
             "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
             "CHATD_RATE_LIMIT": "off",
+            # The default total of 4096 is for a small VPS; the sessions scenario opens 10,000.
+            "CHATD_MAX_CONNECTIONS": "20000",
             "PYTHONPATH": str(self.chatd_root),
         })
         twistd = Path(sys.executable).with_name("twistd")
