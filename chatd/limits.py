@@ -337,6 +337,22 @@ class SendQueue:
     ``hard`` bytes the queue is dropped and ``on_overflow`` called, once.
     """
 
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = (
+        "_on_drained",
+        "_on_overflow",
+        "_on_slow",
+        "_registered",
+        "_transport",
+        "_waiting",
+        "hard",
+        "paused",
+        "queued",
+        "slow",
+        "soft",
+        "stopped",
+    )
+
     def __init__(
         self,
         transport,
@@ -352,7 +368,8 @@ class SendQueue:
         self._on_slow = on_slow
         self._on_drained = on_drained
         self._on_overflow = on_overflow
-        self._waiting: deque[bytes] = deque()
+        # Made when something has to wait: an idle session holds no empty deque.
+        self._waiting: deque[bytes] | None = None
         self.queued = 0
         self.paused = False
         self.slow = False
@@ -367,6 +384,8 @@ class SendQueue:
         if not self.paused and not self._waiting:
             self._transport.write(data)
             return
+        if self._waiting is None:
+            self._waiting = deque()
         self._waiting.append(data)
         self.queued += len(data)
         if self.queued > self.hard:
@@ -394,7 +413,7 @@ class SendQueue:
     def stopProducing(self) -> None:
         """The connection is gone (or dropped for overflow): forget what waits."""
         self.stopped = True
-        self._waiting.clear()
+        self._waiting = None
         self.queued = 0
 
     def finish(self) -> None:
@@ -419,6 +438,24 @@ class ConnectionGuard:
     ``closing``, ``lost``) and asks it what to do; it calls back into the
     protocol only through ``send_ping`` and ``disconnect``.
     """
+
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = (
+        "_admitted",
+        "_clock",
+        "_closer",
+        "_disconnect",
+        "_heard_at",
+        "_limits",
+        "_lines",
+        "_lines_bucket",
+        "_refusing",
+        "_send_ping",
+        "_strikes",
+        "_timer",
+        "address",
+        "first_refusal",
+    )
 
     def __init__(
         self,

@@ -12,7 +12,6 @@ waits on a Deferred (a commit, a bcrypt check) later lines stay buffered.
 """
 
 import re
-from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.cred.credentials import UsernamePassword
@@ -173,7 +172,7 @@ class ChatProtocol(LineReceiver):
         self._held_reading = False
         self._output_slow = False
         # Commands waiting on a Deferred, in line order, and a line that waits for them.
-        self._in_flight: deque[_Reply] = deque()
+        self._in_flight: list[_Reply] = []
         self._postponed: str | None = None
         self.peer = ""
         self.address = ""
@@ -414,7 +413,7 @@ class ChatProtocol(LineReceiver):
         reply.outcome, reply.settled = outcome, True
         in_flight = self._in_flight
         while in_flight and in_flight[0].settled:
-            done = in_flight.popleft()
+            done = in_flight.pop(0)
             self._answer(done.command, done.outcome)
         if not in_flight and self.paused:
             self._release()

@@ -151,6 +151,9 @@ class Room:
 class User:
     """An account with at least one session: Ergo's client, Twisted's avatar owner."""
 
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = ("arriving", "key", "name", "rooms", "sessions")
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = fold(name)
@@ -177,6 +180,9 @@ class Session:
 
     The current room belongs to the session; membership belongs to the user.
     """
+
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = ("_service", "active", "current", "mind", "user")
 
     def __init__(self, service: "ChatService", user: User, mind: IChatClient) -> None:
         self._service = service
