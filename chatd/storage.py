@@ -25,12 +25,17 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.errors import ChatError
 
+log = Logger()
+
 BUSY_TIMEOUT_MS = 10_000
 MAX_BATCH = 512
+# How often the checkpointer copies the write-ahead log back into the database.
+CHECKPOINT_SECONDS = 1.0
 
 # Each entry moves the schema from its index to the next version; the
 # version a database has reached is kept in PRAGMA user_version.
@@ -489,13 +494,18 @@ _STOP = object()
 
 
 class Database:
-    """The server's handle on the database: one writer thread, one reader thread.
+    """The server's handle on the database: a writer, a reader and a checkpointer thread.
 
     ``write`` queues a transaction body for the writer; the writer takes
     every body queued at that moment (up to ``MAX_BATCH``), runs each in its
     own savepoint inside one transaction, commits once, and only then fires
     the Deferreds, in queue order, on the reactor thread. ``read`` runs a
     body on the reader thread. Nothing here runs SQL on the reactor thread.
+
+    The writer never checkpoints the WAL itself: a checkpoint syncs the disk,
+    and every room message would wait behind that sync for its commit. The
+    checkpointer thread copies the WAL back every ``CHECKPOINT_SECONDS``
+    instead, beside the writer, without holding it up.
     """
 
     def __init__(
@@ -514,6 +524,7 @@ class Database:
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self._closed: Deferred | None = None
         self.batches_committed = 0
 
@@ -524,12 +535,16 @@ class Database:
             target=self._run_writer, args=(opened,), name="chatd-db-writer", daemon=True
         )
         reader = threading.Thread(target=self._run_reader, name="chatd-db-reader", daemon=True)
-        self._threads = [writer, reader]
+        checkpointer = threading.Thread(
+            target=self._run_checkpointer, name="chatd-db-checkpointer", daemon=True
+        )
+        self._threads = [writer, reader, checkpointer]
         writer.start()
-        return opened.addCallback(self._start_reader, reader)
+        return opened.addCallback(self._start_others, reader, checkpointer)
 
-    def _start_reader(self, found_version: int, reader: threading.Thread) -> int:
-        reader.start()
+    def _start_others(self, found_version: int, *threads: threading.Thread) -> int:
+        for thread in threads:
+            thread.start()
         return found_version
 
     def write(self, body: Callable[..., Any], *args: Any) -> Deferred:
@@ -563,6 +578,7 @@ class Database:
             self._stopped = one_stopped
             self._writes.put(_STOP)
             self._reads.put(_STOP)
+            self._stopping.set()
         return self._closed
 
     def _report(self, outcomes: list[tuple[Deferred, Any]]) -> None:
@@ -576,6 +592,7 @@ class Database:
         try:
             connection = connect(self.path)
             found = migrate(connection)
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
         except Exception:
             self._reactor.callFromThread(opened.errback, Failure())
             return
@@ -620,6 +637,17 @@ class Database:
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started, len(batch))
         return outcomes
+
+    def _run_checkpointer(self) -> None:
+        connection = connect(self.path)
+        while not self._stopping.wait(CHECKPOINT_SECONDS):
+            try:
+                # PASSIVE: copy what it can without waiting for readers or the writer.
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as error:
+                log.warn("WAL checkpoint failed: {error}", error=error)
+        connection.close()
+        self._reactor.callFromThread(self._stopped, None)
 
     def _run_reader(self) -> None:
         connection = connect(self.path)
