@@ -111,6 +111,18 @@ def test_pick_latency_samplers_spreads_over_the_join_order():
     assert {0, 99} <= sample
 
 
+def test_sessions_come_from_many_loopback_addresses():
+    """A hundred sessions per source address, every one a distinct 127.2.x.y, for 10,000+."""
+    import ipaddress
+
+    sources = [bench.source_address(index) for index in range(20_000)]
+    assert sources[0] == sources[99] != sources[100]
+    distinct = set(sources)
+    assert len(distinct) == 200
+    assert all(ipaddress.ip_address(source) in ipaddress.ip_network("127.0.0.0/8")
+               for source in distinct)
+
+
 def test_step_is_good_needs_both_delivery_and_latency():
     """99 % delivered and p99 at most 200 ms; a step with no latency sample is not good."""
     def step(fraction, p99):

@@ -230,12 +230,20 @@ def test_database_work_runs_off_the_reactor_thread(database):
     assert main not in (write_thread, read_thread)
 
 
-def fill_wal(database, room_id: int, messages: int) -> defer.Deferred:
-    """Queue ``messages`` room messages of a kilobyte each; fire once all are committed."""
-    return defer.gatherResults(
+@defer.inlineCallbacks
+def fill_wal(database, path, messages: int):
+    """Open ``database``, commit ``messages`` room messages of a kilobyte each.
+
+    Fires with the size the database file had before them.
+    """
+    yield database.open()
+    room_id, _name, _rows = yield database.write(storage.open_room, "#big", 0, 50)
+    size_before = path.stat().st_size
+    yield defer.gatherResults(
         [database.write(storage.add_room_message, room_id, "alice", "x" * 1000, n)
          for n in range(messages)]
     )
+    return size_before
 
 
 @pytest_twisted.inlineCallbacks
@@ -243,10 +251,7 @@ def test_commits_never_checkpoint_the_wal(database, tmp_path, monkeypatch):
     """Past SQLite's 1000-page auto-checkpoint the WAL keeps growing: no commit syncs the disk."""
     monkeypatch.setattr(storage, "CHECKPOINT_SECONDS", 3600.0)
     path = tmp_path / "chatd.sqlite3"
-    yield database.open()
-    room_id, _name, _rows = yield database.write(storage.open_room, "#big", 0, 50)
-    main_size = path.stat().st_size
-    yield fill_wal(database, room_id, 6000)
+    main_size = yield fill_wal(database, path, 6000)
     wal = tmp_path / "chatd.sqlite3-wal"
     assert wal.stat().st_size > 1000 * 4096 * 1.25
     assert path.stat().st_size == main_size
@@ -259,10 +264,7 @@ def test_the_checkpointer_copies_the_wal_back(database, tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "CHECKPOINT_SECONDS", 0.01)
     path = tmp_path / "chatd.sqlite3"
-    yield database.open()
-    room_id, _name, _rows = yield database.write(storage.open_room, "#big", 0, 50)
-    main_size = path.stat().st_size
-    yield fill_wal(database, room_id, 2000)
+    main_size = yield fill_wal(database, path, 2000)
     for _attempt in range(1000):  # At most ten seconds.
         if path.stat().st_size > main_size + 2000 * 1000:
             break
