@@ -90,6 +90,8 @@ class Config:
         default=Allowance(256, 3600.0), metadata={"env": "CHATD_REGISTRATION_LIMIT"}
     )
     bcrypt_queue: int = field(default=256, metadata={"env": "CHATD_BCRYPT_QUEUE"})
+    # Room messages of one session that may wait on commits at once.
+    pipeline_depth: int = field(default=32, metadata={"env": "CHATD_PIPELINE_DEPTH"})
     send_queue_soft: int = field(default=64 * 1024, metadata={"env": "CHATD_SEND_QUEUE_SOFT"})
     send_queue_limit: int = field(default=1024 * 1024, metadata={"env": "CHATD_SEND_QUEUE_LIMIT"})
     ping_interval_seconds: float | None = field(
@@ -287,6 +289,7 @@ _PARSERS = {
     "login_table_size": _int_between(1000, 10_000_000),
     "registration_limit": _allowance,
     "bcrypt_queue": _int_between(0, 1_000_000),
+    "pipeline_depth": _int_between(1, 1024),
     "send_queue_soft": _bytes_between(1024, 1 << 30),
     "send_queue_limit": _bytes_between(1024, 1 << 30),
     "ping_interval_seconds": _seconds_or_off,

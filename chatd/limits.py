@@ -585,7 +585,9 @@ class Limits:
             config.login_lockout_max_seconds,
             capacity=config.login_table_size,
         )
-        self.registrations = RegistrationLimit(clock, config.registration_limit)
+        self.registrations = RegistrationLimit(
+            clock, config.registration_limit, capacity=config.login_table_size
+        )
 
     def guard(self, address: str, send_ping, disconnect) -> ConnectionGuard:
         """The guard of one new connection from ``address``."""

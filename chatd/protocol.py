@@ -130,8 +130,6 @@ COMMANDS: dict[str, Command] = {
 PLAIN_TEXT = Command(
     "say", "<text...>", "text not starting with / goes to the current room", pipelined=True
 )
-# Room messages a session may have waiting on commits at once; past it, lines wait.
-PIPELINE_DEPTH = 32
 
 
 @dataclass(eq=False)
@@ -379,7 +377,7 @@ class ChatProtocol(LineReceiver):
             command is not None
             and command.pipelined
             and self._in_flight[-1].pipelined
-            and len(self._in_flight) < PIPELINE_DEPTH
+            and len(self._in_flight) < self.server.config.pipeline_depth
         ):
             # It may depend on what runs before it, and must be answered after:
             # it waits, and no line is read, until every reply has been written.

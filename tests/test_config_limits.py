@@ -17,6 +17,7 @@ DEFAULTS = {
     "login_table_size": 100_000,
     "registration_limit": Allowance(256, 3600.0),
     "bcrypt_queue": 256,
+    "pipeline_depth": 32,
     "send_queue_soft": 64 * 1024,
     "send_queue_limit": 1024 * 1024,
     "ping_interval_seconds": 120.0,
@@ -57,6 +58,8 @@ def test_every_limit_is_documented_in_security_md():
         ("CHATD_REGISTRATION_LIMIT", "5/60", "registration_limit", Allowance(5, 60.0)),
         ("CHATD_REGISTRATION_LIMIT", "OFF", "registration_limit", None),
         ("CHATD_BCRYPT_QUEUE", "0", "bcrypt_queue", 0),
+        ("CHATD_PIPELINE_DEPTH", "1", "pipeline_depth", 1),
+        ("CHATD_PIPELINE_DEPTH", "1024", "pipeline_depth", 1024),
         ("CHATD_SEND_QUEUE_SOFT", "2048", "send_queue_soft", 2048),
         ("CHATD_SEND_QUEUE_LIMIT", "4M", "send_queue_limit", 4 << 20),
         ("CHATD_SEND_QUEUE_LIMIT", "512 KiB", "send_queue_limit", 512 << 10),
@@ -81,6 +84,8 @@ def test_each_setting_parses(variable, raw, field, value):
         ("CHATD_LOGIN_LOCKOUT", "0"),
         ("CHATD_LOGIN_LOCKOUT", "nan"),
         ("CHATD_LOGIN_TABLE_SIZE", "999"),
+        ("CHATD_PIPELINE_DEPTH", "0"),
+        ("CHATD_PIPELINE_DEPTH", "1025"),
         ("CHATD_LOGIN_TABLE_SIZE", "10000001"),
         ("CHATD_LOGIN_TABLE_SIZE", "1e5"),
         ("CHATD_REGISTRATION_LIMIT", "5"),
@@ -131,3 +136,31 @@ def test_the_login_table_holds_exactly_its_size():
     throttle.failed(addresses[1000], "alice")
     assert not throttle.locked(addresses[0])
     assert all(throttle.locked(address) for address in addresses[1:])
+
+
+def test_the_registration_table_holds_exactly_the_same_size():
+    """The registration limit's table is as large: one address more forgets the oldest."""
+    from twisted.internet.task import Clock
+
+    from chatd.errors import ChatError
+    from chatd.limits import Limits
+
+    config = Config.from_environ(
+        {"CHATD_LOGIN_TABLE_SIZE": "1000", "CHATD_REGISTRATION_LIMIT": "1/3600"}
+    )
+    registrations = Limits(config, Clock()).registrations
+    addresses = [f"198.51.{n // 256}.{n % 256}" for n in range(1001)]
+
+    def refused(address: str) -> bool:
+        try:
+            registrations.check(address)
+        except ChatError:
+            return True
+        return False
+
+    for address in addresses[:1000]:
+        registrations.created(address)
+    assert all(refused(address) for address in addresses[:1000])
+    registrations.created(addresses[1000])
+    assert not refused(addresses[0])
+    assert all(refused(address) for address in addresses[1:])

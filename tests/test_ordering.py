@@ -1,6 +1,8 @@
 """The final-reply rule when commands wait on the database."""
 
-from chatd.protocol import PIPELINE_DEPTH
+import pytest
+
+from chatd.config import Config
 from chatd.storage import add_room_message
 from tests.support import ChatHarness, SlowDatabase
 
@@ -109,15 +111,18 @@ def test_room_messages_pipeline_and_are_answered_in_line_order():
     ]
 
 
-def test_a_session_has_at_most_a_pipeline_depth_of_messages_in_flight():
-    """Past PIPELINE_DEPTH messages waiting on commits, the next line waits its turn."""
-    harness, database = make_slow()
+@pytest.mark.parametrize("depth", [1, 32])
+def test_a_session_has_at_most_its_pipeline_depth_of_messages_in_flight(depth):
+    """Past CHATD_PIPELINE_DEPTH messages waiting on commits, the next line waits its turn."""
+    database = SlowDatabase()
+    harness = ChatHarness(Config(bcrypt_rounds=4, rate_limit=None, pipeline_depth=depth),
+                          database=database)
     alice = harness.logged_in("alice")
     database.holding = True
-    alice.send(*(f"m{k}" for k in range(PIPELINE_DEPTH + 1)))
-    assert len(database.pending) == PIPELINE_DEPTH
+    alice.send(*(f"m{k}" for k in range(depth + 1)))
+    assert len(database.pending) == depth
     harness.commit_held()
     assert len(database.pending) == 1
     harness.commit_held()
     finals = [line for line in alice.lines() if line.startswith("OK ")]
-    assert finals == ["OK say #lobby"] * (PIPELINE_DEPTH + 1)
+    assert finals == ["OK say #lobby"] * (depth + 1)
