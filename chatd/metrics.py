@@ -136,7 +136,7 @@ class ChatdMetrics:
             registry=registry,
         )
         self.bcrypt_queue = Gauge(
-            "chatd_bcrypt_queue_depth", "bcrypt jobs waiting for a thread", registry=registry
+            "chatd_bcrypt_queue_depth", "bcrypt jobs waiting for a worker", registry=registry
         )
         self.bcrypt_seconds = Histogram(
             "chatd_bcrypt_seconds",
@@ -147,7 +147,7 @@ class ChatdMetrics:
         )
         self.bcrypt_wait_seconds = Histogram(
             "chatd_bcrypt_wait_seconds",
-            "Time a bcrypt job queued before a thread took it",
+            "Time a bcrypt job queued before a worker took it",
             buckets=_BCRYPT_BUCKETS,
             registry=registry,
         )
