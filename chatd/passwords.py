@@ -15,6 +15,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import bcrypt
@@ -32,8 +34,10 @@ BCRYPT_NICENESS = 19
 
 
 def _start_worker(niceness: int) -> None:
-    """In each bcrypt worker process: lower its priority; leave Ctrl-C to the server."""
+    """In each bcrypt worker process: lower its priority; leave Ctrl-C and hang-ups
+    to the server, which stops its workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(niceness)
 
 
@@ -103,14 +107,25 @@ class PasswordHasher:
         self._waiting_for_dummy: list[Deferred] = []
 
     def start(self) -> Deferred:
-        """Start the workers (all of them now, not in the middle of a login) and hash the dummy.
+        """Start the workers and compute the dummy hash in one of them."""
+        self._open_pool()
+        computing = self._run(hash_password, b"no such user's password", self.rounds)
+        return computing.addCallback(self._keep_dummy)
+
+    def _open_pool(self) -> None:
+        """A new pool, every worker started now rather than in the middle of a login.
 
         Started with ``spawn``: a fork would copy the reactor's threads' locks.
         """
-        context = multiprocessing.get_context("spawn")
-        self.pool = context.Pool(self.workers, _start_worker, (BCRYPT_NICENESS,))
-        computing = self._run(hash_password, b"no such user's password", self.rounds)
-        return computing.addCallback(self._keep_dummy)
+        self.pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(BCRYPT_NICENESS,),
+        )
+        # Each job submitted while no worker is idle starts one more.
+        for _ in range(self.workers):
+            self.pool.submit(os.getpid)
 
     def _keep_dummy(self, dummy: str) -> None:
         self._dummy_hash = dummy
@@ -127,9 +142,9 @@ class PasswordHasher:
         return ready
 
     def stop(self) -> None:
-        """Stop the workers; a password check still running is abandoned."""
+        """Stop the workers once their current hash is done; jobs still queued are dropped."""
         if self.pool is not None:
-            self.pool.terminate()
+            self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
     @property
@@ -138,27 +153,37 @@ class PasswordHasher:
         return max(self.pending - self.workers, 0)
 
     def _run(self, function, *args) -> Deferred:
-        """Run ``function(*args)`` in a worker; fire with its result on the reactor thread."""
+        """Run ``function(*args)`` in a worker; fire with its result on the reactor thread.
+
+        A worker that died (killed, out of memory) breaks the pool: the jobs it
+        had fail, and the next job starts a new pool.
+        """
         done: Deferred = Deferred()
         queued_at = time.monotonic()
+        try:
+            job = self.pool.submit(_timed, function, *args)
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._open_pool()
+            job = self.pool.submit(_timed, function, *args)
         operation = "check" if function is check_password else "hash"
-
-        def finished(outcome: tuple[Any, float, float]) -> None:
-            result, started, ended = outcome
-            if self._on_timing is not None:
-                self._on_timing(operation, started - queued_at, ended - started)
-            done.callback(result)
-
-        # The pool's result thread calls these: hand everything to the reactor.
-        self.pool.apply_async(
-            _timed,
-            (function, *args),
-            callback=lambda outcome: self._reactor.callFromThread(finished, outcome),
-            error_callback=lambda error: self._reactor.callFromThread(
-                done.errback, Failure(error)
-            ),
+        # The pool's own thread runs this: hand the outcome to the reactor.
+        job.add_done_callback(
+            lambda job: self._reactor.callFromThread(
+                self._job_done, job, done, operation, queued_at
+            )
         )
         return done
+
+    def _job_done(self, job: Future, done: Deferred, operation: str, queued_at: float) -> None:
+        error = job.exception()
+        if error is not None:
+            done.errback(Failure(error))
+            return
+        result, started, ended = job.result()
+        if self._on_timing is not None:
+            self._on_timing(operation, started - queued_at, ended - started)
+        done.callback(result)
 
     def _bounded(self, function, *args) -> Deferred:
         """Run a job on the pool, unless ``queue_limit`` jobs already wait for a thread."""

@@ -1,6 +1,9 @@
 """The bcrypt worker pool: real worker processes, driven from the real reactor."""
 
+import contextlib
 import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 import pytest_twisted
@@ -45,17 +48,24 @@ def pid_and_niceness() -> tuple[int, int]:
     return os.getpid(), os.nice(0)
 
 
-@pytest_twisted.inlineCallbacks
-def test_workers_are_processes_at_the_lowest_priority(hasher):
-    """Each worker is a process of its own whose nice value is raised by BCRYPT_NICENESS."""
-    workers = {process.pid for process in hasher.pool._pool}
-    assert len(workers) == 2 and os.getpid() not in workers
+@defer.inlineCallbacks
+def ask_every_worker(hasher):
+    """Run ``pid_and_niceness`` until every worker has answered (so each has started)."""
     seen = {}
     for _attempt in range(200):
-        if len(seen) == 2:
+        if len(seen) == hasher.workers:
             break
         answers = yield defer.gatherResults([hasher._run(pid_and_niceness) for _ in range(4)])
         seen.update(answers)
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_workers_are_processes_at_the_lowest_priority(hasher):
+    """Each worker is a process of its own whose nice value is raised by BCRYPT_NICENESS."""
+    workers = set(hasher.pool._processes)
+    assert len(workers) == 2 and os.getpid() not in workers
+    seen = yield ask_every_worker(hasher)
     assert set(seen) == workers
     assert set(seen.values()) == {min(os.nice(0) + BCRYPT_NICENESS, 19)}
 
@@ -71,3 +81,37 @@ def test_a_full_queue_refuses_at_once(hasher):
     assert refusal.value.code == "too-many-attempts"
     assert (yield defer.gatherResults(running)) == [False, False, False]
     assert hasher.pending == 0 and hasher.queued == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_killed_worker_costs_at_most_the_jobs_it_had(hasher):
+    """Workers killed from outside (out of memory, a stray signal): a new pool takes over."""
+    stored = yield hasher.hash(b"correct horse")
+    for pid in list(hasher.pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(BrokenProcessPool):
+        # Sent before or after the pool noticed: it fails, or runs in the new pool.
+        assert (yield hasher.check(b"correct horse", stored)) is True
+    assert (yield hasher.check(b"correct horse", stored)) is True
+    assert (yield hasher.check(b"wrong horse", stored)) is False
+
+
+def test_stopping_ends_every_worker(hasher):
+    """stop() returns at once, and every worker process then exits by itself."""
+    processes = list(hasher.pool._processes.values())
+    hasher.stop()
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode is not None
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hang_up_leaves_the_workers_to_the_server(hasher):
+    """SIGHUP (a closed terminal, a reload sent to the group) does not kill a worker."""
+    yield ask_every_worker(hasher)
+    workers = dict(hasher.pool._processes)
+    for pid in workers:
+        os.kill(pid, signal.SIGHUP)
+    answers = yield defer.gatherResults([hasher._run(pid_and_niceness) for _ in range(4)])
+    assert {pid for pid, _niceness in answers} <= set(workers)
+    assert all(process.is_alive() for process in workers.values())
