@@ -13,6 +13,7 @@ import hmac
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,14 +32,28 @@ _PREHASH_KEY = b"chatd password v1"
 # steps): where they share a core with the reactor, the kernel lets the
 # reactor run as soon as a line arrives instead of after a slice of hashing.
 BCRYPT_NICENESS = 19
+# How often a bcrypt worker checks that its server still runs.
+WORKER_WATCH_SECONDS = 1.0
 
 
-def _start_worker(niceness: int) -> None:
+def _start_worker(niceness: int, server_pid: int) -> None:
     """In each bcrypt worker process: lower its priority; leave Ctrl-C and hang-ups
-    to the server, which stops its workers itself."""
+    to the server, which stops its workers itself; end with the server."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(niceness)
+    threading.Thread(target=_exit_with_server, args=(server_pid,), daemon=True).start()
+
+
+def _exit_with_server(server_pid: int) -> None:
+    """In a worker: exit once the server is gone, even killed with SIGKILL.
+
+    A worker waiting for its next job would otherwise wait forever: it holds
+    both ends of the job queue's pipe, so the server's death never reaches it.
+    """
+    while os.getppid() == server_pid:
+        time.sleep(WORKER_WATCH_SECONDS)
+    os._exit(0)
 
 
 def _timed(function, *args) -> tuple[Any, float, float]:
@@ -121,7 +136,7 @@ class PasswordHasher:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(BCRYPT_NICENESS,),
+            initargs=(BCRYPT_NICENESS, os.getpid()),
         )
         # Each job submitted while no worker is idle starts one more.
         for _ in range(self.workers):

@@ -1,6 +1,7 @@
 """End to end: the real ``twistd -ny chatd.tac`` process over real sockets."""
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -42,6 +43,41 @@ def test_stored_dm_and_history_survive_kill_9(chatd_server):
     # Sent once, then gone from the store.
     again = chatd_server.connect()
     assert not [line for line in again.command("/login bob password1") if "STORED" in line]
+
+
+def bcrypt_workers_of(pid: int) -> list[int]:
+    """The bcrypt worker processes whose parent is ``pid`` (from /proc)."""
+    workers = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            workers.append(int(entry))
+    return workers
+
+
+def test_bcrypt_workers_end_with_a_killed_server(chatd_server):
+    """SIGKILL leaves no bcrypt worker behind: each notices and exits by itself."""
+    chatd_server.connect().login("alice")  # bcrypt has run: the workers are up.
+    workers = bcrypt_workers_of(chatd_server.pid)
+    assert len(workers) == 2
+    exits = [os.pidfd_open(pid) for pid in workers]
+    try:
+        chatd_server.kill()
+        for pidfd in exits:
+            # A pidfd turns readable when its process has ended.
+            readable, _, _ = select.select([pidfd], [], [], 30)
+            assert readable == [pidfd]
+    finally:
+        for pidfd in exits:
+            os.close(pidfd)
 
 
 def test_sigterm_says_bye_shutdown_and_exits_cleanly(chatd_server):
@@ -118,7 +154,10 @@ def test_zero_configuration(tmp_path):
     description itself is checked in test_config).
     """
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 8004))  # Fails loudly if something else holds the port.
+        # As the server binds (SO_REUSEADDR, so old connections in TIME-WAIT do not
+        # count): fails loudly if something else listens there.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", 8004))
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
     env["CHATD_LISTEN"] = "tcp:8004:interface=127.0.0.1"
     env["PYTHONPATH"] = str(ROOT)
