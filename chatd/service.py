@@ -14,7 +14,7 @@ follows it is only sent for a message that survives a crash.
 """
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -104,11 +104,6 @@ class Room:
         self.members: dict[str, User] = {}
         self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
         self._unsent: list[RoomMessage] = []
-
-    def sessions(self) -> Iterator["Session"]:
-        """Every session of every member."""
-        for user in self.members.values():
-            yield from user.sessions
 
     def add(self, user: "User") -> None:
         """Make ``user`` a member, after delivering what was said before."""

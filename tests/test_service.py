@@ -170,13 +170,20 @@ def begin(harness: ChatHarness, name: str) -> tuple[list, RecordingClient]:
     return sessions, mind
 
 
-def test_a_second_session_while_the_first_still_opens_the_lobby():
-    """A further session that arrives while #lobby loads waits, then gets WHO and a room."""
+def two_logins_while_the_lobby_loads() -> tuple:
+    """alice logs in twice while the database holds the opening of #lobby.
+
+    Returns the harness and, for each login, its session list and mind.
+    """
     harness = ChatHarness(database=SlowDatabase())
     harness.accounts.register("alice", "password1")
     harness.database.holding = True
-    first, first_mind = begin(harness, "alice")
-    second, second_mind = begin(harness, "alice")
+    return harness, begin(harness, "alice"), begin(harness, "alice")
+
+
+def test_a_second_session_while_the_first_still_opens_the_lobby():
+    """A further session that arrives while #lobby loads waits, then gets WHO and a room."""
+    harness, (first, first_mind), (second, second_mind) = two_logins_while_the_lobby_loads()
     assert first == [] and second == []
     harness.commit_held()  # #lobby opens; the stored messages are read next.
     harness.commit_held()
@@ -187,11 +194,7 @@ def test_a_second_session_while_the_first_still_opens_the_lobby():
 
 def test_the_user_joins_the_lobby_though_the_first_session_went_meanwhile():
     """The first session closes while #lobby loads: the user, still online, joins it."""
-    harness = ChatHarness(database=SlowDatabase())
-    harness.accounts.register("alice", "password1")
-    harness.database.holding = True
-    first, _first_mind = begin(harness, "alice")
-    second, second_mind = begin(harness, "alice")
+    harness, (first, _first_mind), (second, second_mind) = two_logins_while_the_lobby_loads()
     harness.chat.users["alice"].sessions[0].logout()
     harness.database.holding = False
     harness.commit_held()
