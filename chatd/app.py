@@ -77,8 +77,7 @@ class StorageService(Service):
     def stopService(self):
         """Finish queued writes, close the database, and stop the bcrypt pool."""
         super().stopService()
-        self.hasher.stop()
-        yield self.database.close()
+        yield defer.gatherResults([self.hasher.stop(), self.database.close()])
         log.info("database closed")
 
 

@@ -21,7 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import bcrypt
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from chatd.errors import ChatError
@@ -156,11 +157,20 @@ class PasswordHasher:
             ready.callback(self._dummy_hash)
         return ready
 
-    def stop(self) -> None:
-        """Stop the workers once their current hash is done; jobs still queued are dropped."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+    def stop(self) -> Deferred:
+        """Stop the workers once their current hash is done; jobs still queued are dropped.
+
+        Fires when they have exited and the pool's queues are released. The
+        waiting happens on a thread: at most one hash long, but not the
+        reactor's to spend. Waiting at all matters because twistd ends by
+        re-raising SIGTERM, which skips the interpreter's exit handlers.
+        """
+        if self.pool is None:
+            return succeed(None)
+        pool, self.pool = self.pool, None
+        return deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), pool.shutdown, True, cancel_futures=True
+        )
 
     @property
     def queued(self) -> int:

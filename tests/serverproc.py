@@ -63,6 +63,7 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []
+        self._output_ended = False
         self._changed = threading.Condition()
 
     @property
@@ -82,6 +83,7 @@ class ServerProcess:
         if self.port is not None and "CHATD_LISTEN" not in self.env and not self.exact_env:
             env["CHATD_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self.output = []
+        self._output_ended = False
         self.process = subprocess.Popen(
             self.command,
             cwd=self.directory,
@@ -102,7 +104,18 @@ class ServerProcess:
                 self.output.append(line.rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:
+            self._output_ended = True
             self._changed.notify_all()
+
+    def wait_for_end_of_output(self, timeout: float = 30.0) -> list[str]:
+        """Wait until every process writing to the output (workers too) has closed it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._output_ended:
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, "the server's output is still open"
+                self._changed.wait(remaining)
+        return self.output
 
     def wait_for(self, pattern: str | re.Pattern, timeout: float = 30.0) -> re.Match:
         """Wait until a line of the server's output matches ``pattern``."""
