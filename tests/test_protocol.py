@@ -182,6 +182,10 @@ BAD_ARGUMENTS = [
     "/passwd",
     "/passwd onlyone1",
     "/passwd a b c",
+    "/password",
+    "/password password1 newpassword",
+    "/password \tnewpassword",
+    "/password password1\t",
     "/pong",
     "/help me",
     "/ping a b",
@@ -653,6 +657,48 @@ def test_passwd_changes_the_password(harness):
     other = harness.client()
     assert other.send("/login alice password1")[0].startswith("ERR bad-credentials")
     assert other.send("/login alice newpassword")[-1] == "OK login alice"
+
+
+def test_password_changes_a_password_with_spaces(chat):
+    """/password <old>TAB<new>: both may hold spaces; OK password; the new one logs in."""
+    alice = chat.client()
+    assert alice.send("/register alice my old pass") == ["OK register alice"]
+    assert alice.send("/login alice my old pass")[-1] == "OK login alice"
+    assert alice.send("/password my old pass\t new  pass\twith tab ") == ["OK password"]
+    other = chat.client()
+    assert other.send("/login alice my old pass")[0].startswith("ERR bad-credentials")
+    assert other.send("/login alice  new  pass\twith tab ")[-1] == "OK login alice"
+
+
+def test_password_refuses_a_wrong_old_password_and_a_weak_new_one(chat):
+    """/password answers as /passwd does: bad-credentials, weak-password."""
+    alice = chat.client()
+    alice.login("alice")
+    assert alice.send("/password not it at all\tnew password")[0].startswith("ERR bad-credentials")
+    assert alice.send("/password password1\tshort")[0].startswith("ERR weak-password")
+
+
+def test_passwd_keeps_splitting_at_spaces_when_a_password_holds_a_tab(chat):
+    """The contract's /passwd form is unchanged: a TAB inside a word is part of it."""
+    alice = chat.client()
+    assert alice.send("/register alice tab\there1") == ["OK register alice"]
+    alice.send("/login alice tab\there1")
+    assert alice.send("/passwd tab\there1 new\tpassword") == ["OK passwd"]
+    other = chat.client()
+    assert other.send("/login alice new\tpassword")[-1] == "OK login alice"
+
+
+def test_help_lists_password_and_quit_says_its_text_is_shown_to_no_one(chat):
+    """/help shows the TAB form and does not claim anyone sees the /quit text."""
+    alice = chat.client()
+    alice.login("alice")
+    lines = alice.send("/help")
+    assert (
+        "INFO /password <old>TAB<new> - change a password with spaces (one TAB between them)"
+        in lines
+    )
+    quit_line = next(line for line in lines if line.startswith("INFO /quit"))
+    assert "shown to no one" in quit_line
 
 
 # --- the final-reply rule and quitting ---------------------------------------------

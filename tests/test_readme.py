@@ -40,3 +40,92 @@ def test_the_history_count_rules_are_in_the_protocol_page():
     assert "whole number from 1" in row
     assert "more than 500 counts as 500" in row
     assert "`ERR bad-arguments`" in row
+
+
+def protocol_page() -> str:
+    return (ROOT / "docs" / "protocol.md").read_text()
+
+
+# The error codes of protocol version 1; the server may add more, never remove one.
+VERSION_1_ERROR_CODES = [
+    "auth-required",
+    "bad-credentials",
+    "too-many-attempts",
+    "already-logged-in",
+    "banned",
+    "user-exists",
+    "invalid-name",
+    "weak-password",
+    "registration-closed",
+    "no-such-user",
+    "no-such-room",
+    "not-in-room",
+    "unknown-command",
+    "bad-arguments",
+    "line-too-long",
+    "bad-encoding",
+    "rate-limited",
+    "forbidden",
+    "server-error",
+]
+VERSION_1_LINE_TYPES = [
+    "HELLO",
+    "OK",
+    "ERR",
+    "MSG",
+    "DM",
+    "JOIN",
+    "PART",
+    "WHO",
+    "ROOM",
+    "HISTORY",
+    "STORED",
+    "PING",
+    "INFO",
+    "BYE",
+]
+
+
+def test_the_protocol_page_stands_on_its_own():
+    """docs/protocol.md sends no reader to a contract file the repository does not hold."""
+    text = protocol_page()
+    assert "PROTOCOL.md" not in text
+    assert "contract" not in text.lower()
+
+
+def test_the_protocol_page_describes_every_command():
+    """Each command of the server's table has a row in docs/protocol.md."""
+    from chatd.protocol import COMMANDS
+
+    rows = [line for line in protocol_page().splitlines() if line.startswith("| `/")]
+    for name in COMMANDS:
+        assert any(
+            row.startswith(f"| `/{name} ") or row.startswith(f"| `/{name}`") for row in rows
+        ), name
+
+
+def test_the_protocol_page_lists_every_error_code_the_server_sends():
+    """Every ERR code (version 1's, and any the server's sources raise) has a row."""
+    text = protocol_page()
+    sources = "\n".join(path.read_text() for path in (ROOT / "chatd").glob("*.py"))
+    raised = set(re.findall(r'ChatError\(\s*"([a-z-]+)"', sources))
+    raised |= set(re.findall(r'_refuse\(\s*"([a-z-]+)"', sources))
+    raised |= set(re.findall(r'"ERR",\s*"([a-z-]+)"', sources))
+    assert raised, "the pattern no longer finds the server's error codes"
+    for code in sorted(set(VERSION_1_ERROR_CODES) | raised):
+        assert f"| `{code}` |" in text, code
+
+
+def test_the_protocol_page_describes_every_server_line_type():
+    """Each line type of version 1 has a row in the server lines table."""
+    text = protocol_page()
+    for kind in VERSION_1_LINE_TYPES:
+        assert f"| `{kind} " in text or f"/ `{kind} " in text, kind
+
+
+def test_the_protocol_page_does_not_promise_that_others_see_the_quit_text():
+    """The server shows /quit's text to no one, and the page says so."""
+    text = protocol_page()
+    assert "and `/quit`) may not contain" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| `/quit"))
+    assert "shown to no one" in row
