@@ -6,6 +6,7 @@ package, except under ``CHATD_TEST_REQUIRE_ALL=1`` (set by CI), where a
 missing program is a failure, so a CI run can never pass by skipping.
 """
 
+import importlib
 import os
 import shutil
 
@@ -29,7 +30,7 @@ def require_module(module: str, package: str):
     """Import ``module``; skip (or fail under CHATD_TEST_REQUIRE_ALL=1) without it."""
     if REQUIRE_ALL:
         try:
-            return __import__(module)
+            return importlib.import_module(module)
         except ImportError as error:
             pytest.fail(f"{module} cannot be imported ({error}): install {package}")
     return pytest.importorskip(module, reason=f"{module} not installed: pip install {package}")

@@ -1,0 +1,1 @@
+"""The doors: each decodes its wire, calls the core, renders its events."""

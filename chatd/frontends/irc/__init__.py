@@ -1,0 +1,1 @@
+"""The IRC door: standard IRC clients (irssi, WeeChat, HexChat) in chatd's rooms."""
