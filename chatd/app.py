@@ -175,7 +175,8 @@ class ChatdServer(InOrderService):
             on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
         )
         self.chat = ChatService(
-            self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry
+            self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry,
+            mailbox_limit=config.mailbox_limit,
         )
         self.accounts = Accounts(self.database, self.hasher, reactor, config.registration_open)
         self.portal = make_portal(self.chat, self.accounts)

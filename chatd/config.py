@@ -99,6 +99,8 @@ class Config:
     )
     pong_timeout_seconds: float = field(default=60.0, metadata={"env": "CHATD_PONG_TIMEOUT"})
     close_timeout_seconds: float = field(default=10.0, metadata={"env": "CHATD_CLOSE_TIMEOUT"})
+    # Direct messages kept for one offline user at once.
+    mailbox_limit: int = field(default=1000, metadata={"env": "CHATD_MAILBOX_LIMIT"})
 
     def __post_init__(self) -> None:
         # Limits that only make sense together are checked together, so a bad
@@ -295,4 +297,5 @@ _PARSERS = {
     "ping_interval_seconds": _seconds_or_off,
     "pong_timeout_seconds": _positive_seconds,
     "close_timeout_seconds": _positive_seconds,
+    "mailbox_limit": _int_between(1, 1_000_000),
 }

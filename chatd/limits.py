@@ -22,6 +22,8 @@ docs/security.md explains each defence and lists every setting.
 import ipaddress
 import math
 import secrets
+import socket
+import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +35,21 @@ from zope.interface import implementer
 from chatd.config import Allowance, Config
 from chatd.errors import ChatError
 
+try:
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - not on Linux
+    _TIOCOUTQ = None
+
 log = Logger()
+
+# While pages of a bulk reply wait to be confirmed as handed over, how often
+# the socket is asked (besides on every read and every drain of the transport).
+HANDOVER_POLL_SECONDS = 0.05
+# More bytes than any connection ever sends: "not handed over" when unsure.
+_UNKNOWN = 1 << 62
 
 # Clock readings near 1.7e9 seconds carry rounding errors of about 2e-7 s, so
 # a bucket that should hold exactly one token may hold 0.9999998: a token
@@ -322,6 +338,47 @@ class ConnectionCounter:
             del self._by_address[address]
 
 
+def unsent_bytes(transport) -> int:
+    """Bytes written to ``transport`` that the client's side has not acknowledged yet.
+
+    Twisted's own buffer, plus, where the kernel tells (Linux ``SIOCOUTQ``
+    on TCP and unix sockets), what the socket still holds unacknowledged:
+    for TCP what the peer's TCP has not acknowledged, for a unix socket what
+    the peer has not read. Through TLS the socket's bytes are ciphertext,
+    a little more than the lines they carry: the count errs on the safe side.
+    A transport that tells nothing (a test's ``StringTransport``) has
+    handed over everything written to it.
+    """
+    total = 0
+    for _layer in range(4):
+        if transport is None:
+            break
+        buffered = getattr(transport, "dataBuffer", None)
+        if buffered is not None:
+            total += len(buffered) - getattr(transport, "offset", 0)
+            total += getattr(transport, "_tempDataLen", 0)
+        total += sum(len(data) for data in getattr(transport, "_appSendBuffer", ()) or ())
+        try:
+            handle = transport.getHandle()
+        except Exception:
+            handle = None
+        if isinstance(handle, socket.socket):
+            return total + _socket_outq(handle)
+        transport = getattr(transport, "transport", None)
+    return total
+
+
+def _socket_outq(handle: socket.socket) -> int:
+    if _TIOCOUTQ is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(handle.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        # A closed socket: whatever it still held is not known to have arrived.
+        return _UNKNOWN
+    return struct.unpack("i", raw)[0]
+
+
 @implementer(IPushProducer)
 class SendQueue:
     """A session's output, bounded, fed to the transport as fast as the client reads.
@@ -335,19 +392,31 @@ class SendQueue:
     Past ``soft`` waiting bytes the session is slow: ``on_slow`` is called
     once, and ``on_drained`` when everything waiting has gone out. Past
     ``hard`` bytes the queue is dropped and ``on_overflow`` called, once.
+
+    A ``BulkReply`` (``add_bulk``) takes its place in the same order, but
+    its lines are pulled a page at a time, only while the transport has
+    room: they never wait here and never count against either limit. What
+    is written after it waits behind it (and counts), so every line still
+    goes out in the order it was given.
     """
 
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
+        "_clock",
+        "_confirming",
         "_on_drained",
         "_on_overflow",
         "_on_slow",
+        "_poll",
+        "_pumping",
         "_registered",
         "_transport",
+        "_unsent",
         "_waiting",
         "hard",
         "paused",
         "queued",
+        "sent",
         "slow",
         "soft",
         "stopped",
@@ -361,6 +430,8 @@ class SendQueue:
         on_slow: Callable[[], None],
         on_drained: Callable[[], None],
         on_overflow: Callable[[], None],
+        clock=None,
+        unsent: Callable[[object], int] = unsent_bytes,
     ) -> None:
         self._transport = transport
         self.soft = soft
@@ -368,21 +439,32 @@ class SendQueue:
         self._on_slow = on_slow
         self._on_drained = on_drained
         self._on_overflow = on_overflow
+        self._clock = clock
+        self._unsent = unsent
         # Made when something has to wait: an idle session holds no empty deque.
-        self._waiting: deque[bytes] | None = None
+        self._waiting: deque | None = None
+        # (position in the stream, callback) of pages waiting to be handed over.
+        self._confirming: deque | None = None
+        self._poll = None
+        self._pumping = False
         self.queued = 0
+        self.sent = 0
         self.paused = False
         self.slow = False
         self.stopped = False
         self._registered = True
         transport.registerProducer(self, True)
 
+    def _send(self, data: bytes) -> None:
+        self.sent += len(data)
+        self._transport.write(data)
+
     def write(self, data: bytes) -> None:
         """Send ``data`` now if the client keeps up, else queue it."""
         if self.stopped:
             return
         if not self.paused and not self._waiting:
-            self._transport.write(data)
+            self._send(data)
             return
         if self._waiting is None:
             self._waiting = deque()
@@ -395,6 +477,87 @@ class SendQueue:
             self.slow = True
             self._on_slow()
 
+    def add_bulk(self, bulk) -> None:
+        """Send ``bulk``'s pages after what waits, as the transport takes them."""
+        if self.stopped:
+            bulk.cancel()
+            return
+        bulk.wake = self._pump
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append(bulk)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand the transport what waits, in order, until it is full or a page is not there."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._waiting and not self.paused and not self.stopped:
+                head = self._waiting[0]
+                if isinstance(head, bytes):
+                    self._waiting.popleft()
+                    self.queued -= len(head)
+                    self._send(head)
+                    continue
+                taken = head.take()
+                if taken is None:
+                    # The page is being fetched; the bulk wakes us when it is here.
+                    break
+                lines, handed_over = taken
+                if not lines:
+                    self._waiting.popleft()
+                    head.completed()
+                    continue
+                for data in lines:
+                    self._send(data)
+                if handed_over is not None:
+                    self.when_handed_over(handed_over)
+        finally:
+            self._pumping = False
+        if self.slow and not self.queued:
+            self.slow = False
+            self._on_drained()
+
+    def when_handed_over(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(True)`` once everything written so far reached the client's side.
+
+        That is: left the transport and, where the kernel tells, was
+        acknowledged by the client's TCP (see ``unsent_bytes``). It is
+        checked whenever the transport drains, whenever ``check_handed_over``
+        is called (the protocol does on every read) and, with a clock, every
+        ``HANDOVER_POLL_SECONDS`` meanwhile. ``callback(False)`` if the
+        connection goes first.
+        """
+        if self._confirming is None:
+            self._confirming = deque()
+        self._confirming.append((self.sent, callback))
+        self.check_handed_over()
+
+    def check_handed_over(self) -> None:
+        """Call back the pages whose bytes have all reached the client's side."""
+        if not self._confirming:
+            return
+        reached = self.sent - self._unsent(self._transport)
+        while self._confirming and self._confirming[0][0] <= reached:
+            _position, callback = self._confirming.popleft()
+            callback(True)
+        if not self._confirming:
+            self._stop_polling()
+        elif self._poll is None and self._clock is not None:
+            self._poll = self._clock.callLater(HANDOVER_POLL_SECONDS, self._polled)
+
+    def _stop_polling(self) -> None:
+        if self._poll is not None:
+            if self._poll.active():
+                self._poll.cancel()
+            self._poll = None
+
+    def _polled(self) -> None:
+        self._poll = None
+        self.check_handed_over()
+
     def pauseProducing(self) -> None:
         """The transport's buffer is full: queue from now on."""
         self.paused = True
@@ -402,28 +565,36 @@ class SendQueue:
     def resumeProducing(self) -> None:
         """The transport has room again: hand it what waits, until it is full again."""
         self.paused = False
-        while self._waiting and not self.paused and not self.stopped:
-            data = self._waiting.popleft()
-            self.queued -= len(data)
-            self._transport.write(data)
-        if self.slow and not self._waiting:
-            self.slow = False
-            self._on_drained()
+        self._pump()
+        self.check_handed_over()
 
     def stopProducing(self) -> None:
         """The connection is gone (or dropped for overflow): forget what waits."""
         self.stopped = True
-        self._waiting = None
+        waiting, self._waiting = self._waiting, None
         self.queued = 0
+        for entry in waiting or ():
+            if not isinstance(entry, bytes):
+                entry.cancel()
+        self._stop_polling()
+        confirming, self._confirming = self._confirming, None
+        for _position, callback in confirming or ():
+            callback(False)
 
     def finish(self) -> None:
         """Hand everything waiting to the transport and stop being its producer.
 
         Called before ``loseConnection``: a transport with a paused producer
         registered would otherwise wait for it forever instead of closing.
+        Bulk replies not yet sent are dropped; pages already written may
+        still be confirmed until the connection is gone.
         """
         while self._waiting and not self.stopped:
-            self._transport.write(self._waiting.popleft())
+            entry = self._waiting.popleft()
+            if isinstance(entry, bytes):
+                self._send(entry)
+            else:
+                entry.cancel()
         self.queued = 0
         self.stopped = True
         if self._registered:

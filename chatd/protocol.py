@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.accounts import BAD_CREDENTIALS
+from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
 from chatd.limits import Limits, SendQueue, address_key
@@ -222,6 +223,7 @@ class ChatProtocol(LineReceiver):
             self._output_backed_up,
             self._output_drained,
             self._output_overflowed,
+            clock=self.server.clock,
         )
         self.guard = self.server.limits.guard(self.address, self._ping, self.disconnect)
         greeting = "welcome; /help lists commands"
@@ -261,6 +263,16 @@ class ChatProtocol(LineReceiver):
             wire = event.wire
             self.server.telemetry.delivered(event.kind, len(wire), event.count)
             self.output.write(wire)
+
+    def deliver_bulk(self, source: PageSource) -> defer.Deferred:
+        """Send a long reply page by page as the client reads it; fire once all is written."""
+        telemetry = self.server.telemetry
+        bulk = BulkReply(source, lambda event, size: telemetry.delivered(event.kind, size, 1))
+        if self._closing:
+            bulk.cancel()
+        else:
+            self.output.add_bulk(bulk)
+        return bulk.done
 
     def disconnect(self, reason: str) -> None:
         """Say ``BYE reason`` and close; nothing is answered after it."""
@@ -315,6 +327,9 @@ class ChatProtocol(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         """Frame lines, discarding the rest of a line that grew past the limit."""
+        if self.output is not None:
+            # The client reads what it was sent: a good moment to see what arrived.
+            self.output.check_handed_over()
         if self._closing:
             return
         if self._discarding:

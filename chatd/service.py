@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from chatd import storage
+from chatd.bulk import PAGE_LINES, EventPages, Page, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
     DirectMessage,
@@ -42,6 +43,8 @@ from chatd.telemetry import Telemetry
 
 HISTORY_ON_JOIN = 50
 HISTORY_MAX = 500
+# Direct messages kept for one offline user (CHATD_MAILBOX_LIMIT's default).
+MAILBOX_LIMIT = 1000
 
 log = Logger()
 
@@ -51,6 +54,13 @@ class IChatClient(Interface):
 
     def deliver(event: Event) -> None:
         """Send ``event`` to the client (its ``wire`` bytes, or a rendering)."""
+
+    def deliver_bulk(source) -> defer.Deferred:
+        """Send the pages of a ``chatd.bulk.PageSource`` as the client reads them.
+
+        Lines delivered later come after them. Fires once every page was
+        written (or the connection went).
+        """
 
     def disconnect(reason: str) -> None:
         """Say ``BYE reason`` and close the connection."""
@@ -136,7 +146,7 @@ class Room:
     def _deliver(self, event: Event) -> None:
         for user in self.members.values():
             for session in user.sessions:
-                session.mind.deliver(event)
+                session.deliver(event)
 
     def member_names(self) -> tuple[str, ...]:
         """Members' display names, sorted case-insensitively."""
@@ -147,7 +157,7 @@ class User:
     """An account with at least one session: Ergo's client, Twisted's avatar owner."""
 
     # Thousands of sessions: no per-instance __dict__.
-    __slots__ = ("arriving", "key", "name", "rooms", "sessions")
+    __slots__ = ("arriving", "key", "mailbox", "name", "rooms", "sessions")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -158,11 +168,14 @@ class User:
         # While the first session is still joining #lobby: the further
         # sessions' wake-ups, fired once that join has finished either way.
         self.arriving: list[defer.Deferred] | None = None
+        # The stored messages on their way to one of the sessions, if any:
+        # one session at a time takes them, so none is shown twice.
+        self.mailbox: Mailbox | None = None
 
     def deliver(self, event: Event) -> None:
         """Deliver ``event`` to every session of this user."""
         for session in self.sessions:
-            session.mind.deliver(event)
+            session.deliver(event)
 
     def latest_room(self) -> "Room | None":
         """The room this user joined most recently, if any."""
@@ -177,7 +190,7 @@ class Session:
     """
 
     # Thousands of sessions: no per-instance __dict__.
-    __slots__ = ("_service", "active", "current", "mind", "user")
+    __slots__ = ("_service", "active", "current", "dropping", "mind", "user")
 
     def __init__(self, service: "ChatService", user: User, mind: IChatClient) -> None:
         self._service = service
@@ -185,10 +198,18 @@ class Session:
         self.mind = mind
         self.current: Room | None = None
         self.active = True
+        self.dropping = False
 
     @property
     def name(self) -> str:
         return self.user.name
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to the mind; a mind that fails is dropped, nobody else notices."""
+        try:
+            self.mind.deliver(event)
+        except Exception:
+            self._service.drop(self, Failure())
 
     def _room(self, room_name: str | None) -> Room:
         """The named room, which the user must be in, or the current room."""
@@ -239,16 +260,10 @@ class Session:
 
     def history(self, room_name: str, count: int) -> defer.Deferred:
         room = self._room(room_name)
-        reading = self._service.database.read(
-            storage.recent_room_messages, room.id, min(count, HISTORY_MAX)
-        )
-
-        def replay(rows: list[storage.HistoryRow]) -> str:
-            for row in rows:
-                self.mind.deliver(HistoryLine(room.name, row.sent_at, row.sender, row.text))
-            return room.name
-
-        return reading.addCallback(replay)
+        pages = RoomHistory(self._service.database, room, min(count, HISTORY_MAX))
+        # Answered once the last line is written: a client that does not read
+        # holds one page in memory, and its next line waits unread.
+        return self.mind.deliver_bulk(pages).addCallback(lambda _: room.name)
 
     def logout(self) -> None:
         if self.active:
@@ -267,8 +282,10 @@ class ChatService(Service):
         clock,
         account_poll_seconds: float = 1.0,
         telemetry: Telemetry | None = None,
+        mailbox_limit: int = MAILBOX_LIMIT,
     ):
         self.database = database
+        self.mailbox_limit = mailbox_limit
         self._clock = clock
         self.telemetry = telemetry or Telemetry()
         self.users: dict[str, User] = {}
@@ -353,6 +370,8 @@ class ChatService(Service):
         else:
             # Shown before it is a session of the user: a message flushed
             # meanwhile must not reach it as MSG on top of its HISTORY.
+            # (HISTORY is paced by the reader, but it keeps its place in the
+            # session's output: what comes later waits behind it.)
             self._show_rooms(session)
             user.sessions.append(session)
             ready = defer.succeed(None)
@@ -389,20 +408,49 @@ class ChatService(Service):
         for room in list(user.rooms.values()):
             self._leave(user, room)
 
-    def _deliver_stored(self, session: Session) -> defer.Deferred:
-        taking = self.database.write(storage.take_stored_messages, session.user.key)
+    def _deliver_stored(self, session: Session) -> defer.Deferred | None:
+        """Send the session the user's stored messages, a page at a time.
 
-        def deliver(rows: list[storage.StoredRow]) -> defer.Deferred | None:
-            if not (session.active and session.mind.connected):
-                # Nobody saw them: back into the store for the next login.
-                return self.database.write(
-                    storage.restore_stored_messages, session.user.key, rows
-                )
-            for row in rows:
-                session.mind.deliver(StoredMessage(row.sent_at, row.sender, row.text))
+        Each page leaves the store only once it was handed over to the
+        client (``chatd.bulk``); what was in flight when a connection broke
+        is sent again at the next login, as the very same lines. Fires once
+        the last page was written. While one session takes the mailbox,
+        another that logs in gets none of it (it would show them twice).
+        """
+        user = session.user
+        if not session.active or user.mailbox is not None:
             return None
+        mailbox = user.mailbox = Mailbox(self.database, user.key)
 
-        return taking.addCallback(deliver)
+        def settled() -> None:
+            if user.mailbox is mailbox:
+                user.mailbox = None
+
+        mailbox.on_settled = settled
+        return session.mind.deliver_bulk(mailbox)
+
+    def drop(self, session: Session, failure: Failure) -> None:
+        """A delivery to ``session`` raised: log it and drop that session, later.
+
+        Later, because this runs inside a delivery to many sessions, which
+        must not see memberships change under it.
+        """
+        if session.dropping:
+            return
+        session.dropping = True
+        log.failure(
+            "delivering to a session of {user} failed; dropping that session",
+            failure,
+            user=session.name,
+        )
+        self._clock.callLater(0, self._drop_now, session)
+
+    def _drop_now(self, session: Session) -> None:
+        try:
+            session.mind.disconnect("server-error")
+        except Exception:
+            log.failure("disconnecting a failed session of {user}", user=session.name)
+            session.logout()
 
     # --- rooms -----------------------------------------------------------
 
@@ -449,25 +497,30 @@ class ChatService(Service):
             user = session.user
             # Membership is the user's: it joins while any session of it is
             # left, though the one that asked may have gone meanwhile.
+            shown = None
             if user.sessions and room.key not in user.rooms:
                 room.add(user)
                 room.broadcast(Joined(room.name, user.name))
                 if session.active:
-                    self._show_room(session, room)
+                    shown = self._show_room(session, room)
             if session.active:
                 session.current = room
             self._forget_if_empty(room)
-            return room.name
+            if shown is None:
+                return room.name
+            # Answered once its HISTORY is written, as the client reads it.
+            return shown.addCallback(lambda _: room.name)
 
         return self._open_room(name).addCallback(enter)
 
-    def _show_room(self, session: Session, room: Room) -> None:
+    def _show_room(self, session: Session, room: Room) -> defer.Deferred:
+        """Send ``WHO`` and the recent history; fire once the history is written."""
         # Committed messages are in room.recent before they are flushed: send
         # them now, or the session would get them as HISTORY and then as MSG.
         room.flush()
-        session.mind.deliver(Members(room.name, room.member_names()))
-        for line in room.recent:
-            session.mind.deliver(line)
+        session.deliver(Members(room.name, room.member_names()))
+        # A snapshot: what the room says from now on comes after it, as MSG.
+        return session.mind.deliver_bulk(EventPages(tuple(room.recent)))
 
     def part(self, user: User, room: Room) -> None:
         """``user`` leaves ``room``; sessions that had it current move to their latest."""
@@ -524,11 +577,18 @@ class ChatService(Service):
         return committing.addCallback(queue)
 
     def flush(self) -> None:
-        """Deliver every queued room message, then fire the posts that queued them."""
+        """Deliver every queued room message, then fire the posts that queued them.
+
+        Every post is answered, whatever a delivery does: sessions isolate
+        their minds' failures, and anything else is logged here.
+        """
         self._flushing = None
         posted, self._unflushed = self._unflushed, []
         for room, _shown in posted:
-            room.flush()
+            try:
+                room.flush()
+            except Exception:
+                log.failure("flushing {room}", room=room.name)
         for room, shown in posted:
             shown.callback(room.name)
 
@@ -547,7 +607,12 @@ class ChatService(Service):
             self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
             return defer.succeed((recipient.name, "delivered"))
         storing = self.database.write(
-            storage.store_direct_message, recipient_key, sender.name, text, self.now()
+            storage.store_direct_message,
+            recipient_key,
+            sender.name,
+            text,
+            self.now(),
+            self.mailbox_limit,
         )
 
         def stored(recipient_name: str) -> tuple[str, str]:
@@ -556,3 +621,95 @@ class ChatService(Service):
             return (recipient_name, "stored")
 
         return storing.addCallback(stored)
+
+
+class Mailbox(PageSource):
+    """The direct messages stored for a user, read a page at a time.
+
+    A page is deleted from the store once it was handed over; a page that
+    was not (the connection went) stays for the next login. ``on_settled``
+    is called once no page is in flight any more and no more will be read.
+    """
+
+    def __init__(self, database: storage.Database, user_key: str) -> None:
+        self._database = database
+        self._user_key = user_key
+        self._after_id = 0
+        self._first = True
+        self._in_flight = 0
+        self._ended = False
+        self._settled = False
+        self.on_settled = None
+
+    def next_page(self) -> defer.Deferred:
+        # The first read goes through the writer's queue, behind any message
+        # to this user still being committed when the session began.
+        run = self._database.write if self._first else self._database.read
+        self._first = False
+        reading = run(storage.stored_messages_page, self._user_key, self._after_id, PAGE_LINES)
+        return reading.addCallback(self._page)
+
+    def _page(self, rows: list[storage.StoredRow]) -> Page | None:
+        if not rows:
+            self._ended = True
+            self._check_settled()
+            return None
+        self._after_id = rows[-1].id
+        self._in_flight += 1
+        ids = [row.id for row in rows]
+        events = [StoredMessage(row.sent_at, row.sender, row.text) for row in rows]
+        return Page(events, lambda handed: self._handed_over(ids, handed))
+
+    def _handed_over(self, ids: list[int], handed: bool) -> None:
+        self._in_flight -= 1
+        if handed:
+            deleting = self._database.write(storage.delete_stored_messages, ids)
+            deleting.addErrback(
+                lambda failure: log.failure("deleting delivered stored messages", failure)
+            )
+        self._check_settled()
+
+    def abandoned(self) -> None:
+        self._ended = True
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if self._ended and not self._in_flight and not self._settled:
+            self._settled = True
+            if self.on_settled is not None:
+                self.on_settled()
+
+
+class RoomHistory(PageSource):
+    """A room's last ``count`` messages, read from the database a page at a time."""
+
+    def __init__(self, database: storage.Database, room: Room, count: int) -> None:
+        self._database = database
+        self._room = room
+        self._count = count
+        self._next_id: int | None = None
+        self._last_id = 0
+
+    def next_page(self) -> defer.Deferred:
+        if self._next_id is None:
+            reading = self._database.read(storage.room_history_bounds, self._room.id, self._count)
+            return reading.addCallback(self._bounded)
+        if self._next_id > self._last_id:
+            return defer.succeed(None)
+        reading = self._database.read(
+            storage.room_messages_between, self._room.id, self._next_id, self._last_id, PAGE_LINES
+        )
+        return reading.addCallback(self._page)
+
+    def _bounded(self, bounds: tuple[int, int] | None) -> defer.Deferred | None:
+        if bounds is None:
+            return None
+        self._next_id, self._last_id = bounds
+        return self.next_page()
+
+    def _page(self, rows: list[storage.HistoryRow]) -> Page | None:
+        if not rows:
+            return None
+        self._next_id = rows[-1].id + 1
+        name = self._room.name
+        return Page([HistoryLine(name, row.sent_at, row.sender, row.text) for row in rows])

@@ -307,49 +307,102 @@ def recent_room_messages(
     return [HistoryRow(*row) for row in reversed(rows)]
 
 
+def room_history_bounds(
+    connection: sqlite3.Connection, room_id: int, count: int
+) -> tuple[int, int] | None:
+    """The first and last ids of a room's last ``count`` messages, or None if it has none."""
+    low, high = connection.execute(
+        "SELECT min(id), max(id) FROM"
+        " (SELECT id FROM room_messages WHERE room_id = ? ORDER BY id DESC LIMIT ?)",
+        (room_id, count),
+    ).fetchone()
+    return None if low is None else (low, high)
+
+
+def room_messages_between(
+    connection: sqlite3.Connection, room_id: int, first_id: int, last_id: int, limit: int
+) -> list[HistoryRow]:
+    """Up to ``limit`` messages of a room with ids from ``first_id`` to ``last_id``, in order."""
+    rows = connection.execute(
+        "SELECT id, sender, text, sent_at FROM room_messages"
+        " WHERE room_id = ? AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+        (room_id, first_id, last_id, limit),
+    ).fetchall()
+    return [HistoryRow(*row) for row in rows]
+
+
 # --- direct messages kept for offline users --------------------------------
 
 
 def store_direct_message(
-    connection: sqlite3.Connection, recipient_key: str, sender: str, text: str, now: int
+    connection: sqlite3.Connection,
+    recipient_key: str,
+    sender: str,
+    text: str,
+    now: int,
+    limit: int | None = None,
 ) -> str:
     """Keep a direct message for an offline user; return the recipient's display name.
 
-    Raises ``no-such-user`` when there is no such account.
+    Raises ``no-such-user`` when there is no such account, and
+    ``mailbox-full`` when ``limit`` messages already wait for the user:
+    counted inside the committing transaction, so senders in parallel
+    cannot together pass the limit.
     """
     row = connection.execute(
         "SELECT id, name FROM users WHERE name_key = ?", (recipient_key,)
     ).fetchone()
     if row is None:
         raise ChatError("no-such-user", f"there is no user {recipient_key}")
+    recipient_id, name = row
+    if limit is not None:
+        (waiting,) = connection.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM stored_messages WHERE recipient_id = ? LIMIT ?)",
+            (recipient_id, limit),
+        ).fetchone()
+        if waiting >= limit:
+            raise ChatError(
+                "mailbox-full",
+                f"{limit} messages already wait for {name}; try again once they have logged in",
+            )
     connection.execute(
         "INSERT INTO stored_messages (recipient_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
-        (row[0], sender, text, now),
+        (recipient_id, sender, text, now),
     )
-    return row[1]
+    return name
 
 
-def take_stored_messages(connection: sqlite3.Connection, recipient_key: str) -> list[StoredRow]:
-    """Remove and return every message waiting for a user, oldest first."""
+def stored_messages_page(
+    connection: sqlite3.Connection, recipient_key: str, after_id: int, limit: int
+) -> list[StoredRow]:
+    """Up to ``limit`` messages waiting for a user with ids above ``after_id``, oldest first.
+
+    Nothing is removed: a page leaves the store through
+    ``delete_stored_messages`` once it was handed over.
+    """
     rows = connection.execute(
         "SELECT s.id, s.sender, s.text, s.sent_at FROM stored_messages AS s"
-        " JOIN users AS u ON u.id = s.recipient_id WHERE u.name_key = ? ORDER BY s.id",
-        (recipient_key,),
+        " JOIN users AS u ON u.id = s.recipient_id"
+        " WHERE u.name_key = ? AND s.id > ? ORDER BY s.id LIMIT ?",
+        (recipient_key, after_id, limit),
     ).fetchall()
-    if rows:
-        connection.executemany("DELETE FROM stored_messages WHERE id = ?", [(r[0],) for r in rows])
     return [StoredRow(*row) for row in rows]
 
 
-def restore_stored_messages(
-    connection: sqlite3.Connection, recipient_key: str, messages: list[StoredRow]
-) -> None:
-    """Put taken messages back, with their ids, when they could not be sent."""
-    connection.executemany(
-        "INSERT OR IGNORE INTO stored_messages (id, recipient_id, sender, text, sent_at)"
-        " SELECT ?, id, ?, ?, ? FROM users WHERE name_key = ?",
-        [(m.id, m.sender, m.text, m.sent_at, recipient_key) for m in messages],
-    )
+def delete_stored_messages(connection: sqlite3.Connection, ids: list[int]) -> int:
+    """Remove stored messages that were handed over; return how many were still there."""
+    return connection.executemany(
+        "DELETE FROM stored_messages WHERE id = ?", [(message_id,) for message_id in ids]
+    ).rowcount
+
+
+def count_stored_messages(connection: sqlite3.Connection, recipient_key: str) -> int:
+    """How many messages wait for a user."""
+    return connection.execute(
+        "SELECT count(*) FROM stored_messages AS s JOIN users AS u ON u.id = s.recipient_id"
+        " WHERE u.name_key = ?",
+        (recipient_key,),
+    ).fetchone()[0]
 
 
 # --- retention, erasure and statistics ----------------------------------------

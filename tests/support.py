@@ -85,6 +85,19 @@ class RecordingClient:
         """Keep ``event``."""
         self.events.append(event)
 
+    def deliver_bulk(self, source) -> defer.Deferred:
+        """Keep every page's events as it comes; each page counts as handed over."""
+
+        def keep(page) -> defer.Deferred | None:
+            if page is None:
+                return None
+            self.events.extend(page.events)
+            if page.handed_over is not None:
+                page.handed_over(True)
+            return defer.maybeDeferred(source.next_page).addCallback(keep)
+
+        return defer.maybeDeferred(source.next_page).addCallback(keep)
+
     def disconnect(self, reason: str) -> None:
         """Remember the reason."""
         self.closed_with = reason
@@ -185,7 +198,10 @@ class ChatHarness:
         self.hasher = hasher or InlineHasher(self.config.bcrypt_rounds)
         self.hasher.start()
         self.chat = ChatService(
-            self.database, self.clock, telemetry=Telemetry(log_messages=self.config.log_messages)
+            self.database,
+            self.clock,
+            telemetry=Telemetry(log_messages=self.config.log_messages),
+            mailbox_limit=self.config.mailbox_limit,
         )
         self.accounts = Accounts(
             self.database, self.hasher, self.clock, self.config.registration_open

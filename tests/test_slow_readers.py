@@ -9,6 +9,7 @@ real transport does when its buffer is full (``transport.producer
 import pytest
 from twisted.logger import globalLogPublisher
 
+from chatd.bulk import PAGE_LINES
 from chatd.config import Config, ConfigError
 from tests.support import ChatHarness, Client, LineTransport
 
@@ -128,16 +129,88 @@ def test_one_byte_past_the_hard_limit_drops_the_session_and_logs_it():
     assert bob.send("/who") == ["WHO #lobby bob carol", "OK who #lobby"]
 
 
-def test_a_slow_readers_own_replies_count_too():
-    """/history replies pile up like anything else; the limit holds for them."""
+class SmallBufferTransport(LineTransport):
+    """A transport that, like Twisted's, pauses its producer once it holds ``capacity`` bytes.
+
+    ``drain`` plays the kernel taking the bytes: the buffer empties and the
+    producer is resumed.
+    """
+
+    capacity = 2048
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+    def write(self, data: bytes) -> None:
+        """Buffer ``data``; pause the producer past the capacity."""
+        super().write(data)
+        self.held += len(data)
+        if self.held > self.capacity and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """The buffer went to the kernel: resume the producer."""
+        self.held = 0
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
+def test_history_is_paced_by_the_reader_and_never_counts_as_slow():
+    """/history of 60 lines: written as the transport drains, never queued, OK last."""
     harness = harness_with()
-    alice = harness.logged_in("alice")
+    alice = Client(harness, transport=SmallBufferTransport())
+    alice.login("alice")
     for number in range(60):
         alice.send(f"message number {number} with some padding to make it longer")
+        alice.transport.drain()
+    alice.lines()
+    # 60 lines of about 100 bytes: past both limits (1024 and 4096) if queued.
+    batches = [alice.send("/history #lobby 60")]
+    while not (batches[-1] and batches[-1][-1].startswith("OK ")):
+        assert alice.protocol.output.queued == 0
+        assert not alice.protocol.output.slow and not alice.transport.closed
+        alice.transport.drain()
+        batches.append(alice.lines())
+        assert len(batches) < 10, batches
+    lines = [line for batch in batches for line in batch]
+    assert lines[-1] == "OK history #lobby"
+    texts = [line.split(" ", 4)[4] for line in lines[:-1]]
+    assert texts == [f"message number {n} with some padding to make it longer" for n in range(60)]
+    # A page at a time: the first batch is one page, the reply needed two.
+    assert len(batches[0]) == PAGE_LINES and len(batches) == 2
+
+
+def test_live_lines_wait_behind_a_bulk_reply_and_count():
+    """A room message for a session whose /history is still going comes after it, counted."""
+    harness = harness_with()
+    alice, bob = harness.logged_in("alice"), harness.logged_in("bob")
+    for number in range(60):
+        alice.send(f"line {number}")
+    alice.lines()
     stall(alice)
     alice.send("/history #lobby 60")
-    harness.clock.advance(0)
-    assert alice.transport.closed
+    alice.lines()
+    bob.send("said meanwhile")
+    assert alice.protocol.output.queued == len(b"MSG #lobby bob said meanwhile\r\n")
+    catch_up(alice)
+    lines = alice.lines()
+    assert lines[-2:] == ["MSG #lobby bob said meanwhile", "OK history #lobby"]
+    assert alice.protocol.output.queued == 0
+
+
+def test_the_hard_limit_still_holds_behind_a_bulk_reply():
+    """Ordinary traffic that piles up behind a bulk reply still drops a client that never reads."""
+    harness = harness_with()
+    alice, bob = harness.logged_in("alice"), harness.logged_in("bob")
+    for number in range(60):
+        alice.send(f"line {number}")
+    stall(alice)
+    alice.send("/history #lobby 60")
+    while not alice.transport.closed:
+        bob.send("x" * 200)
+        assert alice.protocol.output.queued <= 4096
+    assert bob.send("/who") == ["WHO #lobby bob", "OK who #lobby"]
 
 
 class LingeringTransport(LineTransport):

@@ -54,8 +54,7 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
     assert (line.sender, line.text, line.sent_at) == ("Alice", "before the upgrade", 4)
     [event] = storage.account_events_since(upgraded, 0)
     assert (event.name_key, event.action) == ("bob", "kick")
-    with storage.transaction(upgraded):
-        [stored] = storage.take_stored_messages(upgraded, "bob")
+    [stored] = storage.stored_messages_page(upgraded, "bob", 0, 50)
     assert (stored.sender, stored.text) == ("Alice", "kept for bob")
     indexes = {row[0] for row in upgraded.execute("SELECT name FROM sqlite_master")}
     assert {"room_messages_by_time", "stored_messages_by_time"} <= indexes
@@ -95,19 +94,57 @@ def test_sql_is_parameterised(connection):
     assert storage.list_users(connection) == [(evil, False)]
 
 
-def test_stored_messages_are_taken_once_oldest_first(connection):
-    """take_stored_messages removes and returns, in order; restore puts them back."""
+def test_stored_messages_are_read_in_pages_and_deleted_only_when_asked(connection):
+    """stored_messages_page reads oldest first after a cursor; only delete removes."""
     with storage.transaction(connection):
         storage.create_user(connection, "bob", "hash", 0)
         assert storage.store_direct_message(connection, "bob", "alice", "one", 1) == "bob"
         storage.store_direct_message(connection, "bob", "carol", "two", 2)
+        storage.store_direct_message(connection, "bob", "dave", "three", 3)
+    first = storage.stored_messages_page(connection, "bob", 0, 2)
+    assert [(m.sender, m.text) for m in first] == [("alice", "one"), ("carol", "two")]
+    rest = storage.stored_messages_page(connection, "bob", first[-1].id, 2)
+    assert [m.text for m in rest] == ["three"]
+    assert storage.stored_messages_page(connection, "bob", 0, 50) == first + rest
     with storage.transaction(connection):
-        taken = storage.take_stored_messages(connection, "bob")
-    assert [(m.sender, m.text) for m in taken] == [("alice", "one"), ("carol", "two")]
+        assert storage.delete_stored_messages(connection, [m.id for m in first]) == 2
+    assert storage.stored_messages_page(connection, "bob", 0, 50) == rest
+    assert storage.count_stored_messages(connection, "bob") == 1
+
+
+def test_the_mailbox_limit_is_counted_in_the_storing_transaction(connection):
+    """With a limit of 3: the third message is kept, the fourth is mailbox-full."""
     with storage.transaction(connection):
-        assert storage.take_stored_messages(connection, "bob") == []
-        storage.restore_stored_messages(connection, "bob", taken)
-        assert storage.take_stored_messages(connection, "bob") == taken
+        storage.create_user(connection, "bob", "hash", 0)
+        for number in range(3):
+            storage.store_direct_message(connection, "bob", "alice", f"m{number}", number, 3)
+    with pytest.raises(ChatError) as raised, storage.transaction(connection):
+        storage.store_direct_message(connection, "bob", "alice", "one too many", 9, 3)
+    assert raised.value.code == "mailbox-full"
+    assert storage.count_stored_messages(connection, "bob") == 3
+    # No limit given: the admin tools and old callers are not limited.
+    with storage.transaction(connection):
+        storage.store_direct_message(connection, "bob", "alice", "unlimited", 10)
+    assert storage.count_stored_messages(connection, "bob") == 4
+
+
+def test_room_history_is_read_in_pages_between_its_bounds(connection):
+    """room_history_bounds finds the last n ids; room_messages_between pages through them."""
+    with storage.transaction(connection):
+        room_id, _, _ = storage.open_room(connection, "#r", 0, 50)
+        other_id, _, _ = storage.open_room(connection, "#other", 0, 50)
+        for number in range(10):
+            storage.add_room_message(connection, room_id, "alice", f"m{number}", number)
+            storage.add_room_message(connection, other_id, "bob", "elsewhere", number)
+    assert storage.room_history_bounds(connection, other_id + 1, 5) is None
+    first_id, last_id = storage.room_history_bounds(connection, room_id, 4)
+    page = storage.room_messages_between(connection, room_id, first_id, last_id, 3)
+    assert [row.text for row in page] == ["m6", "m7", "m8"]
+    page = storage.room_messages_between(connection, room_id, page[-1].id + 1, last_id, 3)
+    assert [row.text for row in page] == ["m9"]
+    first_id, last_id = storage.room_history_bounds(connection, room_id, 500)
+    everything = storage.room_messages_between(connection, room_id, first_id, last_id, 500)
+    assert [row.text for row in everything] == [f"m{n}" for n in range(10)]
 
 
 def test_storing_for_nobody_is_no_such_user(connection):
