@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from chatd.accounts import Accounts
 from chatd.auth import make_portal
 from chatd.config import Config, ConfigError
+from chatd.frontends.irc.protocol import IRCFactory
 from chatd.logs import log_observer
 from chatd.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
 from chatd.passwords import PasswordHasher
@@ -82,12 +83,19 @@ class StorageService(Service):
 
 
 class ConnectionsService(Service):
-    """On stop, tells every connection ``BYE shutdown`` and waits for them to close."""
+    """On stop, tells every connection ``BYE shutdown`` and waits for them to close.
+
+    The line door's connections are waited for; the other doors' are told
+    (IRC's ``ERROR``) at the same moment.
+    """
 
     name = "connections"
 
-    def __init__(self, factory: ChatServerFactory, clock, grace_seconds: float) -> None:
+    def __init__(
+        self, factory: ChatServerFactory, clock, grace_seconds: float, others=()
+    ) -> None:
         self.factory = factory
+        self.others = list(others)
         self._clock = clock
         self._grace_seconds = grace_seconds
 
@@ -95,6 +103,8 @@ class ConnectionsService(Service):
         """Say goodbye to everyone; give up waiting after the grace period."""
         super().stopService()
         log.info("shutting down: closing {count} connections", count=len(self.factory.connections))
+        for other in self.others:
+            other.disconnect_all("shutdown")
         closing = self.factory.disconnect_all("shutdown")
         closing.addTimeout(self._grace_seconds, self._clock)
         return closing.addErrback(lambda _: self._abort_the_rest())
@@ -200,16 +210,28 @@ class ChatdServer(InOrderService):
                 label="chatd metrics",
             )
             self.metrics_listener.setServiceParent(self)
-        ConnectionsService(self.factory, reactor, config.shutdown_grace_seconds).setServiceParent(
-            self
+        self.irc = IRCFactory(
+            config, self.accounts, self.portal, reactor, self.chat,
+            limits=self.factory.limits, telemetry=self.telemetry,
         )
+        ConnectionsService(
+            self.factory, reactor, config.shutdown_grace_seconds, others=[self.irc]
+        ).setServiceParent(self)
         self.listeners = [
             ListenerService(description, self.factory, reactor, number)
             for number, description in enumerate(config.listen)
         ]
-        for listener in self.listeners:
+        self.irc_listeners = [
+            ListenerService(description, self.irc, reactor, number, label="chatd irc")
+            for number, description in enumerate(config.irc_listen)
+        ]
+        for listener in [*self.listeners, *self.irc_listeners]:
             listener.setServiceParent(self)
-        listening = [*self.listeners, *([self.metrics_listener] if self.metrics_listener else [])]
+        listening = [
+            *self.listeners,
+            *self.irc_listeners,
+            *([self.metrics_listener] if self.metrics_listener else []),
+        ]
         HangupReloader(reactor, listening).setServiceParent(self)
 
     def setServiceParent(self, parent) -> None:

@@ -42,6 +42,10 @@ class Config:
     """
 
     listen: tuple[str, ...] = field(default=("tcp:8004",), metadata={"env": "CHATD_LISTEN"})
+    # The IRC door (chatd/frontends/irc/); an empty tuple is "off".
+    irc_listen: tuple[str, ...] = field(
+        default=("tcp:6667",), metadata={"env": "CHATD_IRC_LISTEN"}
+    )
     db_path: str = field(default="chatd.sqlite3", metadata={"env": "CHATD_DB"})
     registration_open: bool = field(default=True, metadata={"env": "CHATD_REGISTRATION"})
     bcrypt_rounds: int = field(default=12, metadata={"env": "CHATD_BCRYPT_ROUNDS"})
@@ -146,6 +150,10 @@ def _listen(raw: str) -> tuple[str, ...]:
     if not all(descriptions):
         raise ValueError("an endpoint description is empty")
     return descriptions
+
+
+def _listen_or_off(raw: str) -> tuple[str, ...]:
+    return () if raw.lower() == "off" else _listen(raw)
 
 
 def _registration(raw: str) -> bool:
@@ -263,6 +271,7 @@ def _days_or_off(raw: str) -> float | None:
 
 _PARSERS = {
     "listen": _listen,
+    "irc_listen": _listen_or_off,
     "db_path": str,
     "registration_open": _registration,
     "bcrypt_rounds": _int_between(4, 31),

@@ -1418,6 +1418,7 @@ class ManagedServer:
             return [*pin, sys.executable, str(script), str(self.port)], env
         env.update({
             "CHATD_LISTEN": f"tcp:{self.port}:interface={LOOPBACK}",
+            "CHATD_IRC_LISTEN": "off",
             "CHATD_DB": str(self.db_path),
             "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
             "CHATD_RATE_LIMIT": "off",

@@ -85,7 +85,9 @@ class LineCollector(LineReceiver):
 @defer.inlineCallbacks
 def start_server(tmp_path, **settings):
     """Start a ChatdServer on 127.0.0.1, port 0; fire with (server, port)."""
-    values = {"bcrypt_rounds": 4, "rate_limit": None}
+    values = {
+        "bcrypt_rounds": 4, "rate_limit": None, "irc_listen": ("tcp:0:interface=127.0.0.1",)
+    }
     values.update(settings)
     config = Config(
         listen=("tcp:0:interface=127.0.0.1",), db_path=str(tmp_path / "chatd.sqlite3"), **values

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TAC = ROOT / "chatd.tac"
 LISTENING = re.compile(r"chatd listening on tcp \S+ (\d+)")
+IRC_LISTENING = re.compile(r"chatd irc listening on tcp \S+ (\d+)")
 
 
 def twistd_command() -> list[str]:
@@ -38,6 +39,7 @@ def server_environment(directory: Path, extra: dict[str, str] | None = None) -> 
         PYTHONPATH=str(ROOT),
         CHATD_DB=str(directory / "chatd.sqlite3"),
         CHATD_LISTEN="tcp:0:interface=127.0.0.1",
+        CHATD_IRC_LISTEN="tcp:0:interface=127.0.0.1",
         CHATD_BCRYPT_ROUNDS="4",
         CHATD_RATE_LIMIT="off",
     )
@@ -62,6 +64,8 @@ class ServerProcess:
         self.exact_env = exact_env
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        # The IRC door's port, once it listens (kept across restarts like ``port``).
+        self.irc_port: int | None = None
         self.output: list[str] = []
         self._output_ended = False
         self._changed = threading.Condition()
@@ -82,6 +86,8 @@ class ServerProcess:
         env = dict(self.env) if self.exact_env else server_environment(self.directory, self.env)
         if self.port is not None and "CHATD_LISTEN" not in self.env and not self.exact_env:
             env["CHATD_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
+        if self.irc_port is not None and "CHATD_IRC_LISTEN" not in self.env and not self.exact_env:
+            env["CHATD_IRC_LISTEN"] = f"tcp:{self.irc_port}:interface=127.0.0.1"
         self.output = []
         self._output_ended = False
         self.process = subprocess.Popen(
@@ -96,6 +102,8 @@ class ServerProcess:
         threading.Thread(target=self._read_output, args=(self.process,), daemon=True).start()
         match = self.wait_for(LISTENING, timeout)
         self.port = int(match.group(1))
+        if env.get("CHATD_IRC_LISTEN", "tcp:6667").lower() != "off":
+            self.irc_port = int(self.wait_for(IRC_LISTENING, timeout).group(1))
         return self
 
     def _read_output(self, process: subprocess.Popen) -> None:

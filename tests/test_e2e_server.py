@@ -160,6 +160,7 @@ def test_zero_configuration(tmp_path):
         probe.bind(("127.0.0.1", 8004))
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
     env["CHATD_LISTEN"] = "tcp:8004:interface=127.0.0.1"
+    env["CHATD_IRC_LISTEN"] = "tcp:6667:interface=127.0.0.1"
     env["PYTHONPATH"] = str(ROOT)
     server = ServerProcess(tmp_path, env=env, exact_env=True)
     try:

@@ -1,0 +1,1037 @@
+"""The IRC door: one connection of a standard IRC client, and its factory.
+
+``IRCConnection`` is a thin parser and renderer, like the line door. It
+frames bytes into lines (512 bytes, 8,191 more for tags), decodes UTF-8,
+parses each line (``message.parse``), finds the verb in ``COMMANDS`` and
+calls the avatar; once logged in it is the session's mind and renders the
+core's events as IRC messages. The IRC-specific parts are registration
+(CAP, NICK, USER, PASS, SASL PLAIN, NickServ, REGISTER), the numeric
+replies, and the IRCv3 capabilities a client may ask for.
+
+The nick is the account name. A client logs in with SASL PLAIN, with
+``PASS`` (the password, the nick being the account, or ``account:password``),
+or after registration with ``/msg NickServ IDENTIFY [account] password``;
+until then it may only log in, register, ping and quit, and is told how in
+a NOTICE.
+
+The core delivers a session's first events (the rooms it rejoins) as soon
+as the login is accepted, which for SASL is before IRC registration ends:
+they wait in ``_early`` and are rendered after the welcome burst.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.errors import ChatError
+from chatd.events import (
+    DirectMessage,
+    Event,
+    HistoryLine,
+    Joined,
+    Members,
+    Notice,
+    Parted,
+    RoomMessage,
+    RoomMessages,
+    RoomSummary,
+    StoredMessage,
+)
+from chatd.frontends.irc import numerics as n
+from chatd.frontends.irc.message import (
+    CLIENT_TAGS_LIMIT,
+    LINE_LIMIT,
+    MalformedMessage,
+    Message,
+    parse,
+    serialize,
+)
+from chatd.limits import Limits, SendQueue, address_key
+from chatd.names import PASSWORD_MAX_BYTES, fold, is_user_name
+from chatd.service import IChatClient, IChatSession
+from chatd.telemetry import Telemetry
+
+log = Logger()
+
+# What this door offers in CAP LS, with each capability's value.
+CAPABILITIES: dict[str, str] = {
+    "sasl": "PLAIN",
+    "message-tags": "",
+    "server-time": "",
+    "echo-message": "",
+    "batch": "",
+    "account-tag": "",
+    "multi-prefix": "",
+}
+NICKSERV = "NickServ"
+HISTORY_BATCH = "chathistory"
+
+
+def irc_time(milliseconds: int) -> str:
+    """An IRCv3 ``server-time`` value: UTC, ISO 8601 with milliseconds."""
+    moment = datetime.fromtimestamp(milliseconds / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A row of the IRC command table: the handler, how many parameters it needs, when allowed.
+
+    ``stage`` is ``"any"`` (before and after registration), ``"registered"``
+    (after the welcome burst, logged in or not) or ``"session"`` (logged in).
+    """
+
+    handler: str
+    min_params: int = 0
+    stage: str = "session"
+
+
+COMMANDS: dict[str, Command] = {
+    "CAP": Command("irc_CAP", 1, "any"),
+    "NICK": Command("irc_NICK", 0, "any"),
+    "USER": Command("irc_USER", 4, "any"),
+    "PASS": Command("irc_PASS", 1, "any"),
+    "AUTHENTICATE": Command("irc_AUTHENTICATE", 1, "any"),
+    "REGISTER": Command("irc_REGISTER", 3, "any"),
+    "PING": Command("irc_PING", 1, "any"),
+    "PONG": Command("irc_PONG", 0, "any"),
+    "QUIT": Command("irc_QUIT", 0, "any"),
+    "MOTD": Command("irc_MOTD", 0, "registered"),
+    "PRIVMSG": Command("irc_PRIVMSG", 0, "registered"),
+    "NOTICE": Command("irc_NOTICE", 0, "registered"),
+    "JOIN": Command("irc_JOIN", 1),
+    "PART": Command("irc_PART", 1),
+    "NAMES": Command("irc_NAMES", 0),
+    "WHO": Command("irc_WHO", 0),
+    "WHOIS": Command("irc_WHOIS", 1),
+    "LIST": Command("irc_LIST", 0),
+    "MODE": Command("irc_MODE", 1),
+}
+
+
+@implementer(IChatClient)
+class IRCConnection(Protocol):
+    """One IRC client: registration, the command table, and the session's mind."""
+
+    def __init__(self, server: IRCFactory) -> None:
+        self.server = server
+        self._buffer = b""
+        self._discarding = False
+        self.nick: str | None = None
+        self._user_seen = False
+        self._password: str | None = None
+        self._negotiating = False
+        self.caps: set[str] = set()
+        self._sasl: str | None = None
+        self._sasl_chunks: list[str] = []
+        self.registered = False
+        self.session: IChatSession | None = None
+        self._logout: Callable[[], None] | None = None
+        self._logging_in = False
+        self._early: list[Event] | None = None
+        # Room messages this connection sent and will see again from the core:
+        # without echo-message they are not shown back to it.
+        self._own_echoes: deque[tuple[str, str]] = deque()
+        self._closing = False
+        self._lost = False
+        self.peer = ""
+        self.address = ""
+        self.guard = None
+        self.output: SendQueue | None = None
+        # What the next Members event answers: a JOIN or NAMES (names) or a WHO.
+        self._members_for: deque[tuple[str, str]] = deque()
+        self._history_open = False
+        self._batch_serial = 0
+
+    # --- connection ---------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The server's name, as the source of its own messages."""
+        return self.server.config.server_name
+
+    def connectionMade(self) -> None:
+        """Count the connection against the limits; IRC has no greeting of its own."""
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', 'unix')}:{getattr(peer, 'port', 0)}"
+        self.address = address_key(peer)
+        self.server.connections.add(self)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        config = self.server.config
+        self.output = SendQueue(
+            self.transport,
+            config.send_queue_soft,
+            config.send_queue_limit,
+            self._reading(False),
+            self._reading(True),
+            self._overflowed,
+        )
+        self.guard = self.server.limits.guard(self.address, self._ping, self.disconnect)
+        if not self.guard.opened():
+            self.disconnect("too-many-connections")
+
+    def _reading(self, resume: bool) -> Callable[[], None]:
+        def change() -> None:
+            if self._lost:
+                return
+            if resume:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
+
+        return change
+
+    def _overflowed(self) -> None:
+        self.server.telemetry.disconnected("slow-reader", self.peer, self._user_name())
+        self._closing = True
+        self.server.clock.callLater(0, self.transport.abortConnection)
+
+    def connectionLost(self, reason=None) -> None:
+        """End the session, if any, and forget the connection."""
+        self._lost = True
+        self._closing = True
+        self.connected = False
+        if self.guard is not None:
+            self.guard.lost()
+            self.output.stopProducing()
+        self.server.connections.discard(self)
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+
+    def _user_name(self) -> str | None:
+        return self.session.name if self.session is not None else None
+
+    # --- output ---------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Write one message (tags the client did not ask for are left out)."""
+        if self._closing:
+            return
+        if message.tags and "message-tags" not in self.caps:
+            allowed = {
+                key: value
+                for key, value in message.tags.items()
+                if (key == "time" and "server-time" in self.caps)
+                or (key == "account" and "account-tag" in self.caps)
+                or (key == "batch" and "batch" in self.caps)
+            }
+            message = Message(message.verb, message.params, message.source, allowed)
+        data = (serialize(message) + "\r\n").encode("utf-8")
+        self.server.telemetry.sent(len(data))
+        self.output.write(data)
+
+    def reply(self, numeric: str, *params: str) -> None:
+        """A numeric reply to this client: ``:server NUMERIC nick params...``."""
+        self.send(Message(numeric, (self.nick or "*", *params), self.host))
+
+    def notice(self, text: str, source: str | None = None) -> None:
+        """A NOTICE to this client from the server (or from ``source``)."""
+        self.send(Message("NOTICE", (self.nick or "*", text), source or self.host))
+
+    def fail(self, command: str, code: str, *context: str) -> None:
+        """An IRCv3 standard reply: ``FAIL <command> <code> [context...] :text``."""
+        self.send(Message("FAIL", (command, code, *context), self.host))
+
+    def source_of(self, name: str) -> str:
+        """The ``nick!user@host`` a user's messages come from."""
+        return f"{name}!{name}@{self.host}"
+
+    def _ping(self, token: str) -> None:
+        self.send(Message("PING", (token,), self.host))
+
+    def disconnect(self, reason: str) -> None:
+        """Say ``ERROR`` with the reason and close; nothing is answered after it."""
+        if self._closing:
+            return
+        self.server.telemetry.disconnected(reason, self.peer, self._user_name())
+        self.send(Message("ERROR", (f"Closing link: {reason}",)))
+        self._closing = True
+        self.output.finish()
+        self.guard.closing(self.transport)
+        self.transport.loseConnection()
+
+    # --- framing ----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frame lines on LF (a CR before it is dropped), skipping the rest of an over-long one."""
+        if self._closing:
+            return
+        self._buffer += data
+        while not self._closing:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.server.max_line_bytes:
+                    self._buffer = b""
+                    if not self._discarding:
+                        self._discarding = True
+                        self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
+                return
+            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            if self._discarding:
+                self._discarding = False
+                continue
+            self.line_received(line.rstrip(b"\r"))
+
+    def line_received(self, line: bytes) -> None:
+        """Check one line against the limits, decode and parse it, and run it."""
+        if not line.strip(b" "):
+            self.guard.heard()
+            return
+        verdict = self.guard.line()
+        if verdict == "flood":
+            self.disconnect("flood")
+            return
+        if verdict is not None:
+            self.fail("*", "RATE_LIMITED", "too many lines; this one was dropped")
+            return
+        tags_part = b""
+        body = line
+        if line.startswith(b"@"):
+            tags_part, _, body = line.partition(b" ")
+        if len(tags_part) > CLIENT_TAGS_LIMIT or len(body) + 2 > LINE_LIMIT:
+            self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail("*", "INVALID_UTF8", "lines must be UTF-8; this one was dropped")
+            return
+        try:
+            message = parse(text)
+        except MalformedMessage:
+            return
+        self.run(message)
+
+    # --- commands -------------------------------------------------------------------
+
+    def run(self, message: Message) -> None:
+        """Find the verb in the table, check its stage and parameters, and call it."""
+        verb = message.command
+        command = COMMANDS.get(verb)
+        if command is None:
+            if self.registered:
+                self.reply(n.ERR_UNKNOWNCOMMAND, verb, "Unknown command")
+            return
+        if command.stage != "any" and not self.registered:
+            self.reply(n.ERR_NOTREGISTERED, "You have not registered")
+            return
+        if command.stage == "session" and self.session is None:
+            self._tell_how_to_log_in()
+            return
+        if len(message.params) < command.min_params:
+            self.reply(n.ERR_NEEDMOREPARAMS, verb, "Not enough parameters")
+            return
+        try:
+            getattr(self, command.handler)(*message.params)
+        except ChatError as error:
+            self.notice(f"{verb}: {error.text}")
+
+    def _tell_how_to_log_in(self) -> None:
+        self.notice(
+            "Log in first: /msg NickServ IDENTIFY <password>, or register with"
+            " /msg NickServ REGISTER <password> (your nick is the account name)"
+        )
+
+    # registration ------------------------------------------------------------------
+
+    def irc_CAP(self, subcommand: str, *arguments: str) -> None:
+        """CAP LS/LIST/REQ/END: capability negotiation, which holds registration open."""
+        sub = subcommand.upper()
+        if sub == "LS":
+            if not self.registered:
+                self._negotiating = True
+            values = [name + (f"={value}" if value else "") for name, value in CAPABILITIES.items()]
+            offered = " ".join(values) if arguments and arguments[0] >= "302" else " ".join(
+                CAPABILITIES
+            )
+            self.send(Message("CAP", (self.nick or "*", "LS", offered), self.host))
+        elif sub == "LIST":
+            listed = " ".join(sorted(self.caps))
+            self.send(Message("CAP", (self.nick or "*", "LIST", listed), self.host))
+        elif sub == "REQ":
+            if not self.registered:
+                self._negotiating = True
+            wanted = arguments[0].split() if arguments else []
+            known = all(name.lstrip("-") in CAPABILITIES for name in wanted)
+            answer = "ACK" if known and wanted else "NAK"
+            if answer == "ACK":
+                for name in wanted:
+                    if name.startswith("-"):
+                        self.caps.discard(name[1:])
+                    else:
+                        self.caps.add(name)
+            self.send(Message("CAP", (self.nick or "*", answer, " ".join(wanted)), self.host))
+        elif sub == "END":
+            if self._negotiating and not self.registered:
+                self._negotiating = False
+                self._maybe_register()
+        else:
+            self.reply(n.ERR_INVALIDCAPCMD, subcommand, "Invalid CAP command")
+
+    def irc_NICK(self, nick: str | None = None, *_: str) -> None:
+        """Set the nick before registration; afterwards only the account's own name."""
+        if not nick:
+            self.reply(n.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return
+        if not is_user_name(nick):
+            self.reply(n.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
+            return
+        if self.registered:
+            if self.nick is not None and fold(nick) == fold(self.nick):
+                return
+            self.reply(n.ERR_ERRONEUSNICKNAME, nick, "Your nick is your account name here")
+            return
+        self.nick = nick
+        self._maybe_register()
+
+    def irc_USER(self, *_: str) -> None:
+        """USER: the user name and real name are not used, only noted as given."""
+        if self.registered:
+            self.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        self._user_seen = True
+        self._maybe_register()
+
+    def irc_PASS(self, password: str, *_: str) -> None:
+        """PASS before registration: the password, or ``account:password``."""
+        if self.registered:
+            self.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        self._password = password
+
+    def irc_AUTHENTICATE(self, payload: str, *_: str) -> None:
+        """SASL PLAIN (RFC 4616), base64 in chunks of at most 400 bytes."""
+        if self.session is not None or self._logging_in:
+            self.reply(n.ERR_SASLALREADY, "You have already authenticated")
+            return
+        if self._sasl is None:
+            if payload.upper() != "PLAIN":
+                self.reply(n.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                self.reply(n.ERR_SASLFAIL, "SASL authentication failed")
+                return
+            self._sasl = "PLAIN"
+            self._sasl_chunks = []
+            self.send(Message("AUTHENTICATE", ("+",)))
+            return
+        if payload == "*":
+            self._sasl = None
+            self.reply(n.ERR_SASLABORTED, "SASL authentication aborted")
+            return
+        if len(payload) > 400:
+            self._sasl = None
+            self.reply(n.ERR_SASLTOOLONG, "SASL message too long")
+            return
+        if payload != "+":
+            self._sasl_chunks.append(payload)
+            if len(payload) == 400:
+                return
+        encoded, self._sasl, self._sasl_chunks = "".join(self._sasl_chunks), None, []
+        try:
+            authzid, authcid, password = base64.b64decode(encoded, validate=True).split(b"\0")
+            account = (authcid or authzid).decode("utf-8")
+            secret = password.decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            self.reply(n.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        if authzid and authcid and fold(authzid.decode("utf-8", "replace")) != fold(account):
+            self.reply(n.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        self._log_in(account, secret).addCallbacks(self._sasl_succeeded, self._sasl_failed)
+
+    def _sasl_succeeded(self, name: str) -> None:
+        self.reply(n.RPL_LOGGEDIN, self.source_of(name), name, f"You are now logged in as {name}")
+        self.reply(n.RPL_SASLSUCCESS, "SASL authentication successful")
+
+    def _sasl_failed(self, failure: Failure) -> None:
+        self.reply(n.ERR_SASLFAIL, f"SASL authentication failed: {self._why(failure)}")
+
+    def _maybe_register(self) -> None:
+        """Registration ends once NICK and USER are in and no CAP negotiation is open."""
+        if self.registered or self._negotiating or self.nick is None or not self._user_seen:
+            return
+        if self.session is None and self._password is not None and not self._logging_in:
+            account, colon, password = self._password.partition(":")
+            if not colon:
+                account, password = self.nick, self._password
+            self._password = None
+            logging_in = self._log_in(account, password)
+            logging_in.addCallbacks(lambda _: self._welcome(), self._pass_failed)
+            return
+        if self._logging_in:
+            return  # SASL still checking: the welcome follows its outcome
+        self._welcome()
+
+    def _pass_failed(self, failure: Failure) -> None:
+        self.reply(n.ERR_PASSWDMISMATCH, f"Password incorrect: {self._why(failure)}")
+        self.disconnect("bad-credentials")
+
+    def _welcome(self) -> None:
+        """The welcome burst (001 to 005, MOTD), then whatever the core sent meanwhile."""
+        if self.registered or self._closing:
+            return
+        self.registered = True
+        config = self.server.config
+        if self.session is not None:
+            self.nick = self.session.name
+        self.reply(n.RPL_WELCOME, f"Welcome to {config.server_name}, {self.nick}")
+        self.reply(n.RPL_YOURHOST, f"Your host is {self.host}, running chatd")
+        self.reply(n.RPL_CREATED, "This server speaks chatd's rooms over IRC")
+        self.reply(n.RPL_MYINFO, self.host, "chatd", "i", "biot")
+        tokens = self.server.isupport()
+        for start in range(0, len(tokens), 12):
+            self.reply(n.RPL_ISUPPORT, *tokens[start : start + 12], "are supported by this server")
+        self.irc_MOTD()
+        if self.session is None:
+            self._tell_how_to_log_in()
+        self._release_early()
+
+    def _release_early(self) -> None:
+        early, self._early = self._early, None
+        for event in early or ():
+            self.deliver(event)
+
+    def irc_MOTD(self, *_: str) -> None:
+        """The message of the day: how to use chatd over IRC."""
+        self.reply(n.RPL_MOTDSTART, f"- {self.host} Message of the day -")
+        for line in self.server.motd:
+            self.reply(n.RPL_MOTD, f"- {line}")
+        self.reply(n.RPL_ENDOFMOTD, "End of /MOTD command")
+
+    # logging in --------------------------------------------------------------------
+
+    def _log_in(self, name: str, password: str) -> defer.Deferred:
+        """Check the password through the portal and start the session; fire with the name.
+
+        The same throttles as the line door: by address and account, a
+        bcrypt queue that refuses when full.
+        """
+        if not is_user_name(name):
+            return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
+        throttle = self.server.limits.logins
+        key = fold(name)
+        try:
+            throttle.check(self.address, key)
+        except ChatError as error:
+            self.server.telemetry.login_failed(name, self.peer, error.code)
+            return defer.fail(error)
+        encoded = password.encode("utf-8")
+        if len(encoded) > PASSWORD_MAX_BYTES:
+            throttle.failed(self.address, key)
+            return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
+        self._logging_in = True
+        # The session's first events wait until the door has said what comes
+        # before them: the welcome burst, or NickServ's nick change.
+        self._early = []
+        logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)
+
+        def succeeded(login) -> str:
+            self._logging_in = False
+            throttle.succeeded(self.address, key)
+            _interface, session, logout = login
+            if self._lost:
+                logout()
+                raise ChatError("server-error", "the connection is gone")
+            self.guard.logged_in()
+            self.session, self._logout = session, logout
+            return session.name
+
+        def failed(failure: Failure):
+            self._logging_in = False
+            self._early = None
+            if failure.check(UnauthorizedLogin):
+                throttle.failed(self.address, key)
+            elif failure.check(ChatError) and failure.value.code == "banned":
+                throttle.succeeded(self.address, key)
+            if self.registered or not self._negotiating:
+                self._maybe_register_after_failure()
+            return failure
+
+        return logging_in.addCallbacks(succeeded, failed)
+
+    def _maybe_register_after_failure(self) -> None:
+        # SASL failed outside negotiation (the client sent CAP END already): it
+        # may still come in unauthenticated and use NickServ.
+        if not self.registered and not self._negotiating:
+            self.server.clock.callLater(0, self._maybe_register)
+
+    @staticmethod
+    def _why(failure: Failure) -> str:
+        if failure.check(ChatError):
+            return failure.value.text
+        if failure.check(UnauthorizedLogin):
+            return "unknown user or wrong password"
+        log.failure("IRC login failed", failure)
+        return "the server failed; try again"
+
+    def _identified(self, name: str) -> None:
+        """A NickServ login succeeded: take the account's nick and show its rooms."""
+        if self.nick != name:
+            self.send(Message("NICK", (name,), self.source_of(self.nick or name)))
+            self.nick = name
+        self.reply(n.RPL_LOGGEDIN, self.source_of(name), name, f"You are now logged in as {name}")
+        self.notice(f"You are now identified as {name}", self.source_of(NICKSERV))
+        self._release_early()
+
+    def irc_REGISTER(self, account: str, _email: str, password: str, *_: str) -> None:
+        """draft/account-registration: ``REGISTER <account> <email> <password>``."""
+        name = self.nick if account == "*" else account
+        if name is None:
+            self.fail("REGISTER", "NEED_NICK", "*", "Send NICK first")
+            return
+        registering = self._register(name, password)
+
+        def done(created: str) -> None:
+            self.send(Message("REGISTER", ("SUCCESS", created, "Account created"), self.host))
+
+        def failed(failure: Failure) -> None:
+            code = failure.value.code if failure.check(ChatError) else "server-error"
+            self.fail("REGISTER", _REGISTER_FAILS.get(code, "ACCOUNT_NAME_INVALID"), name,
+                      self._why(failure))
+
+        registering.addCallbacks(done, failed)
+
+    def _register(self, name: str, password: str) -> defer.Deferred:
+        """Create an account under the same limits as the line door's ``/register``."""
+        if self.session is not None:
+            return defer.fail(ChatError("already-logged-in", "you are logged in already"))
+        try:
+            self.server.limits.registrations.check(self.address)
+        except ChatError as error:
+            self.server.telemetry.limit_hit("registration", self.peer, None)
+            return defer.fail(error)
+        registering = self.server.accounts.register(name, password)
+
+        def created(created_name: str) -> str:
+            self.server.limits.registrations.created(self.address)
+            return created_name
+
+        registering.addCallback(created)
+        return self.server.telemetry.watch_registration(registering, name, self.peer)
+
+    def _nickserv(self, text: str) -> None:
+        """``/msg NickServ IDENTIFY [account] <password>`` or ``REGISTER <password>``."""
+        words = text.split(" ")
+        verb = words[0].upper() if words else ""
+        reply = lambda line: self.notice(line, self.source_of(NICKSERV))  # noqa: E731
+        if verb == "IDENTIFY" and len(words) in (2, 3):
+            if self.session is not None:
+                reply("You are already identified")
+                return
+            account, password = (words[1], words[2]) if len(words) == 3 else (self.nick, words[1])
+            logging_in = self._log_in(account, password)
+            logging_in.addCallbacks(
+                self._identified, lambda failure: reply(f"Login failed: {self._why(failure)}")
+            )
+        elif verb == "REGISTER" and len(words) == 2:
+            registering = self._register(self.nick, words[1])
+            registering.addCallbacks(
+                lambda name: reply(f"Account {name} created; /msg NickServ IDENTIFY <password>"),
+                lambda failure: reply(f"Registration failed: {self._why(failure)}"),
+            )
+        else:
+            reply("Commands: IDENTIFY [<account>] <password>, REGISTER <password>")
+
+    # chat ------------------------------------------------------------------------------
+
+    def irc_PING(self, token: str, *_: str) -> None:
+        """PING from the client: PONG with the same token."""
+        self.send(Message("PONG", (self.host, token), self.host))
+
+    def irc_PONG(self, *_: str) -> None:
+        """An answer to our PING: hearing anything is enough for the keep-alive."""
+
+    def irc_QUIT(self, *_: str) -> None:
+        """Leave: ERROR, then the connection closes."""
+        self.disconnect("quit")
+
+    def irc_PRIVMSG(self, targets: str | None = None, text: str | None = None, *_: str) -> None:
+        """PRIVMSG to rooms and users; NickServ gets its commands."""
+        self._message("PRIVMSG", targets, text)
+
+    def irc_NOTICE(self, targets: str | None = None, text: str | None = None, *_: str) -> None:
+        """NOTICE is PRIVMSG that never causes an error reply (RFC 2812)."""
+        self._message("NOTICE", targets, text)
+
+    def _message(self, verb: str, targets: str | None, text: str | None) -> None:
+        quiet = verb == "NOTICE"
+        if not targets:
+            if not quiet:
+                self.reply(n.ERR_NORECIPIENT, f"No recipient given ({verb})")
+            return
+        if not text:
+            if not quiet:
+                self.reply(n.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        for target in targets.split(","):
+            if fold(target) == fold(NICKSERV):
+                self._nickserv(text)
+            elif self.session is None:
+                self._tell_how_to_log_in()
+            elif target.startswith("#"):
+                self._say(target, text, quiet)
+            else:
+                self._direct(target, text, quiet)
+
+    def _say(self, room: str, text: str, quiet: bool) -> None:
+        key = (fold(room), text)
+        self._own_echoes.append(key)
+        try:
+            posting = self.session.say(text, room)
+        except ChatError as error:
+            self._own_echoes.remove(key)
+            if not quiet:
+                self.reply(n.ERR_CANNOTSENDTOCHAN, room, error.text)
+            return
+
+        def refused(failure: Failure) -> None:
+            if key in self._own_echoes:
+                self._own_echoes.remove(key)
+            if not quiet:
+                self.reply(n.ERR_CANNOTSENDTOCHAN, room, self._why(failure))
+
+        posting.addErrback(refused)
+
+    def _direct(self, target: str, text: str, quiet: bool) -> None:
+        self._own_echoes.append(("", text))
+        try:
+            sending = self.session.message(target, text)
+        except ChatError:
+            self._own_echoes.remove(("", text))
+            if not quiet:
+                self.reply(n.ERR_NOSUCHNICK, target, "No such nick")
+            return
+
+        def refused(failure: Failure) -> None:
+            if ("", text) in self._own_echoes:
+                self._own_echoes.remove(("", text))
+            if quiet:
+                return
+            if failure.check(ChatError) and failure.value.code == "no-such-user":
+                self.reply(n.ERR_NOSUCHNICK, target, "No such nick")
+            else:
+                self.fail("PRIVMSG", "CANNOT_SEND", target, self._why(failure))
+
+        sending.addErrback(refused)
+
+    def irc_JOIN(self, rooms: str, keys: str | None = None, *_: str) -> None:
+        """JOIN one or several rooms; rooms have no keys here, so a key is refused."""
+        if rooms == "0":
+            for room in list(self._joined_rooms()):
+                self.session.part(room)
+            return
+        for index, room in enumerate(rooms.split(",")):
+            if keys and index < len(keys.split(",")) and keys.split(",")[index]:
+                self.reply(n.ERR_BADCHANNELKEY, room, "Rooms here have no keys")
+                continue
+            if not room.startswith("#"):
+                self.reply(n.ERR_NOSUCHCHANNEL, room, "No such channel")
+                continue
+            self._members_for.append((fold(room), "join"))
+            try:
+                joining = self.session.join(room)
+            except ChatError as error:
+                self._members_for.pop()
+                self.reply(n.ERR_NOSUCHCHANNEL, room, error.text)
+                continue
+            joining.addCallbacks(
+                lambda name, room=room: self._joined(name),
+                lambda failure, room=room: self._join_failed(room, failure),
+            )
+
+    def _joined(self, name: str) -> None:
+        # Already a member: the core sent nothing, so nothing waits for Members.
+        self._members_for = deque(
+            (room, why) for room, why in self._members_for if room != fold(name) or why != "join"
+        )
+        self._close_history()
+
+    def _join_failed(self, room: str, failure: Failure) -> None:
+        self._members_for = deque(
+            (key, why) for key, why in self._members_for if key != fold(room) or why != "join"
+        )
+        self.reply(n.ERR_NOSUCHCHANNEL, room, self._why(failure))
+
+    def _joined_rooms(self) -> list[str]:
+        user = getattr(self.session, "user", None)
+        return [room.name for room in user.rooms.values()] if user is not None else []
+
+    def irc_PART(self, rooms: str, *_: str) -> None:
+        """PART one or several rooms."""
+        for room in rooms.split(","):
+            try:
+                self.session.part(room)
+            except ChatError:
+                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+
+    def irc_NAMES(self, rooms: str | None = None, *_: str) -> None:
+        """NAMES for the named rooms: 353 then 366 each."""
+        for room in (rooms or "").split(","):
+            if not room:
+                continue
+            self._members_for.append((fold(room), "names"))
+            try:
+                self.session.who(room)
+            except ChatError:
+                self._members_for.pop()
+                self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
+
+    def irc_WHO(self, mask: str | None = None, *_: str) -> None:
+        """WHO for a room (352 per member) or a nick, then 315."""
+        if mask and mask.startswith("#"):
+            self._members_for.append((fold(mask), "who"))
+            try:
+                self.session.who(mask)
+            except ChatError:
+                self._members_for.pop()
+                self.reply(n.RPL_ENDOFWHO, mask, "End of WHO list")
+            return
+        if mask and fold(mask) in self.server.online_names():
+            name = self.server.online_names()[fold(mask)]
+            self.reply(n.RPL_WHOREPLY, "*", name, self.host, self.host, name, "H", f"0 {name}")
+        self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")
+
+    def irc_WHOIS(self, *targets: str) -> None:
+        """WHOIS: who the user is, whether online, and the rooms you share."""
+        nick = targets[-1]
+        online = self.server.online_names()
+        if fold(nick) not in online:
+            self.reply(n.ERR_NOSUCHNICK, nick, "No such nick")
+        else:
+            name = online[fold(nick)]
+            self.reply(n.RPL_WHOISUSER, name, name, self.host, "*", name)
+            self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
+            self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
+        self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+    def irc_LIST(self, *_: str) -> None:
+        """LIST: 321, a 322 per room with members, 323."""
+        self.reply(n.RPL_LISTSTART, "Channel", "Users  Name")
+        self.session.rooms()
+        self.reply(n.RPL_LISTEND, "End of /LIST")
+
+    def irc_MODE(self, target: str, *changes: str) -> None:
+        """MODE: your own modes are none; a room's modes are shown, not yet changed."""
+        if target.startswith("#"):
+            if changes and changes[0] in ("b", "+b"):
+                self.reply(n.RPL_ENDOFBANLIST, target, "End of channel ban list")
+            elif changes:
+                self.reply(n.ERR_CHANOPRIVSNEEDED, target, "Room modes are not changed over IRC")
+            else:
+                self.reply(n.RPL_CHANNELMODEIS, target, "+")
+            return
+        if fold(target) != fold(self.nick or ""):
+            self.reply(n.ERR_USERSDONTMATCH, "Can't change mode for other users")
+        elif changes:
+            self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+        else:
+            self.reply(n.RPL_UMODEIS, "+")
+
+    # --- IChatClient: rendering the core's events -----------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Render an event of the core as IRC messages (after the welcome burst)."""
+        if self._closing:
+            return
+        if self._early is not None:
+            self._early.append(event)
+            return
+        self.server.telemetry.delivered(event.kind, 0, event.count)
+        render = _RENDERERS.get(type(event))
+        if render is not None:
+            render(self, event)
+
+    def _tags(self, sender: str | None, timestamp: int | None) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        if timestamp is not None:
+            tags["time"] = irc_time(timestamp)
+        if sender is not None:
+            tags["account"] = sender
+        return tags
+
+    def _render_room_message(self, event: RoomMessage) -> None:
+        self._close_history()
+        if fold(event.sender) == fold(self.nick or "") and (
+            (fold(event.room), event.text) in self._own_echoes
+        ):
+            self._own_echoes.remove((fold(event.room), event.text))
+            if "echo-message" not in self.caps:
+                return
+        self.send(Message(
+            "PRIVMSG", (event.room, event.text), self.source_of(event.sender),
+            self._tags(event.sender, event.timestamp),
+        ))
+
+    def _render_room_messages(self, event: RoomMessages) -> None:
+        for message in event.messages:
+            self._render_room_message(message)
+
+    def _render_direct(self, event: DirectMessage) -> None:
+        mine = fold(event.sender) == fold(self.nick or "")
+        if mine and ("", event.text) in self._own_echoes:
+            self._own_echoes.remove(("", event.text))
+            if "echo-message" not in self.caps:
+                return
+        target = event.recipient
+        self.send(Message(
+            "PRIVMSG", (target, event.text), self.source_of(event.sender),
+            self._tags(event.sender, None),
+        ))
+
+    def _render_stored(self, event: StoredMessage) -> None:
+        self.send(Message(
+            "PRIVMSG", (self.nick or "*", event.text), self.source_of(event.sender),
+            self._tags(event.sender, event.timestamp),
+        ))
+
+    def _render_joined(self, event: Joined) -> None:
+        self._close_history()
+        self.send(Message("JOIN", (event.room,), self.source_of(event.user)))
+
+    def _render_parted(self, event: Parted) -> None:
+        self._close_history()
+        self.send(Message("PART", (event.room,), self.source_of(event.user)))
+
+    def _render_members(self, event: Members) -> None:
+        self._close_history()
+        key = fold(event.room)
+        why = "names"
+        for index, (room, reason) in enumerate(self._members_for):
+            if room == key:
+                why = reason
+                del self._members_for[index]
+                break
+        if why == "who":
+            for member in event.members:
+                self.reply(n.RPL_WHOREPLY, event.room, member, self.host, self.host, member,
+                           "H", f"0 {member}")
+            self.reply(n.RPL_ENDOFWHO, event.room, "End of WHO list")
+            return
+        line: list[str] = []
+        budget = LINE_LIMIT - 100 - len(self.host) - len(event.room)
+        for member in event.members:
+            if line and sum(len(name) + 1 for name in line) + len(member) > budget:
+                self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
+                line = []
+            line.append(member)
+        if line:
+            self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
+        self.reply(n.RPL_ENDOFNAMES, event.room, "End of /NAMES list")
+
+    def _render_history(self, event: HistoryLine) -> None:
+        if "server-time" not in self.caps:
+            return  # without times, old lines would read as new ones
+        tags = self._tags(event.sender, event.timestamp)
+        if "batch" in self.caps:
+            if not self._history_open:
+                self._batch_serial += 1
+                self._history_open = True
+                self._history_id = f"h{self._batch_serial}"
+                self.send(Message(
+                    "BATCH", (f"+{self._history_id}", HISTORY_BATCH, event.room), self.host
+                ))
+            tags["batch"] = self._history_id
+        self.send(Message("PRIVMSG", (event.room, event.text), self.source_of(event.sender), tags))
+
+    def _close_history(self) -> None:
+        if self._history_open:
+            self._history_open = False
+            self.send(Message("BATCH", (f"-{self._history_id}",), self.host))
+
+    def _render_summary(self, event: RoomSummary) -> None:
+        self.reply(n.RPL_LIST, event.room, str(event.member_count), "")
+
+    def _render_notice(self, event: Notice) -> None:
+        self.notice(event.text)
+
+
+_REGISTER_FAILS = {
+    "user-exists": "ACCOUNT_EXISTS",
+    "invalid-name": "BAD_ACCOUNT_NAME",
+    "weak-password": "WEAK_PASSWORD",
+    "registration-closed": "TEMPORARILY_UNAVAILABLE",
+    "too-many-attempts": "TEMPORARILY_UNAVAILABLE",
+    "already-logged-in": "ALREADY_AUTHENTICATED",
+}
+
+_RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
+    RoomMessage: IRCConnection._render_room_message,
+    RoomMessages: IRCConnection._render_room_messages,
+    DirectMessage: IRCConnection._render_direct,
+    StoredMessage: IRCConnection._render_stored,
+    Joined: IRCConnection._render_joined,
+    Parted: IRCConnection._render_parted,
+    Members: IRCConnection._render_members,
+    HistoryLine: IRCConnection._render_history,
+    RoomSummary: IRCConnection._render_summary,
+    Notice: IRCConnection._render_notice,
+}
+
+
+class IRCFactory(ServerFactory):
+    """Builds an ``IRCConnection`` per client; shares the line door's limits and portal."""
+
+    noisy = False
+
+    def __init__(
+        self, config, accounts, portal, clock, chat,
+        limits: Limits | None = None, telemetry: Telemetry | None = None,
+    ):
+        self.config = config
+        self.accounts = accounts
+        self.portal = portal
+        self.clock = clock
+        self.chat = chat
+        self.limits = limits or Limits(config, clock)
+        self.telemetry = telemetry or Telemetry()
+        self.connections: set[IRCConnection] = set()
+        # The longest line read: 512 bytes of message and up to 8,191 of tags.
+        self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
+        self.motd = (
+            f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
+            "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
+            "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
+        )
+
+    def buildProtocol(self, addr) -> IRCConnection:
+        """A connection for one new client."""
+        return IRCConnection(self)
+
+    def online_names(self) -> dict[str, str]:
+        """Display names of the users online now, by folded name."""
+        return {key: user.name for key, user in self.chat.users.items()}
+
+    def isupport(self) -> list[str]:
+        """The 005 tokens: only what is true of chatd."""
+        config = self.config
+        return [
+            "CASEMAPPING=ascii",
+            "CHANTYPES=#",
+            "CHANNELLEN=33",
+            "NICKLEN=32",
+            f"NETWORK={config.server_name}",
+            "PREFIX=(o)@",
+            "CHANMODES=b,,,it",
+            "UTF8ONLY",
+            f"LINELEN={LINE_LIMIT}",
+        ]
+
+    def disconnect_all(self, reason: str) -> defer.Deferred:
+        """Tell every client ``ERROR`` and close; fire once asked of all (stopping the server)."""
+        for connection in list(self.connections):
+            connection.disconnect(reason)
+        return defer.succeed(None)
