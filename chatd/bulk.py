@@ -80,9 +80,14 @@ class BulkReply:
     END: tuple[list[bytes], None] = ([], None)
 
     def __init__(
-        self, source: PageSource, observe: Callable[[Event, int], None] | None = None
+        self,
+        source: PageSource,
+        observe: Callable[[Event, int], None] | None = None,
+        encode: Callable[[Event], list[bytes]] | None = None,
     ) -> None:
+        """``encode`` turns an event into its door's lines (default: the line door's one line)."""
         self.done: defer.Deferred = defer.Deferred()
+        self._encode = encode
         self.wake: Callable[[], None] | None = None
         self._source = source
         self._observe = observe
@@ -106,10 +111,10 @@ class BulkReply:
             self._fetch()
         wires = []
         for event in page.events:
-            wire = event.wire
+            encoded = [event.wire] if self._encode is None else self._encode(event)
             if self._observe is not None:
-                self._observe(event, len(wire))
-            wires.append(wire)
+                self._observe(event, sum(map(len, encoded)))
+            wires += encoded
         return wires, page.handed_over
 
     def _fetch(self) -> None:

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
     DirectMessage,
@@ -155,6 +156,8 @@ class IRCConnection(Protocol):
         self._members_for: deque[tuple[str, str]] = deque()
         self._history_open = False
         self._batch_serial = 0
+        # While a bulk reply's page is encoded, rendered lines are collected here.
+        self._collecting: list[bytes] | None = None
 
     # --- connection ---------------------------------------------------------
 
@@ -179,6 +182,7 @@ class IRCConnection(Protocol):
             self._reading(False),
             self._reading(True),
             self._overflowed,
+            clock=self.server.clock,
         )
         self.guard = self.server.limits.guard(self.address, self._ping, self.disconnect)
         if not self.guard.opened():
@@ -209,6 +213,12 @@ class IRCConnection(Protocol):
             self.guard.lost()
             self.output.stopProducing()
         self.server.connections.discard(self)
+        early, self._early = self._early, None
+        for waiting in early or ():
+            if isinstance(waiting, _EarlyBulk):
+                bulk = BulkReply(waiting.source)
+                bulk.cancel()
+                bulk.done.chainDeferred(waiting.done)
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -232,6 +242,9 @@ class IRCConnection(Protocol):
             }
             message = Message(message.verb, message.params, message.source, allowed)
         data = (serialize(message) + "\r\n").encode("utf-8")
+        if self._collecting is not None:
+            self._collecting.append(data)
+            return
         self.server.telemetry.sent(len(data))
         self.output.write(data)
 
@@ -269,6 +282,8 @@ class IRCConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Frame lines on LF (a CR before it is dropped), skipping the rest of an over-long one."""
+        # The client reads what it was sent: a good moment to see what arrived.
+        self.output.check_handed_over()
         if self._closing:
             return
         self._buffer += data
@@ -503,7 +518,10 @@ class IRCConnection(Protocol):
     def _release_early(self) -> None:
         early, self._early = self._early, None
         for event in early or ():
-            self.deliver(event)
+            if isinstance(event, _EarlyBulk):
+                self.deliver_bulk(event.source).chainDeferred(event.done)
+            else:
+                self.deliver(event)
 
     def irc_MOTD(self, *_: str) -> None:
         """The message of the day: how to use chatd over IRC."""
@@ -855,6 +873,30 @@ class IRCConnection(Protocol):
         if render is not None:
             render(self, event)
 
+    def deliver_bulk(self, source: PageSource) -> defer.Deferred:
+        """Send a long reply (history, stored messages) page by page as the client reads it."""
+        if self._early is not None:
+            # Still before the welcome: the pages wait for it like any event.
+            # The core is not kept waiting (the login it is part of would never
+            # end); what it delivers next queues behind them in order.
+            self._early.append(_EarlyBulk(source, defer.Deferred()))
+            return defer.succeed(None)
+        bulk = BulkReply(source, encode=self._encode)
+        if self._closing:
+            bulk.cancel()
+        else:
+            self.output.add_bulk(bulk)
+        return bulk.done.addCallback(lambda _: self._close_history())
+
+    def _encode(self, event: Event) -> list[bytes]:
+        """An event's IRC lines as bytes, rendered now but not written."""
+        self._collecting = collected = []
+        try:
+            self.deliver(event)
+        finally:
+            self._collecting = None
+        return collected
+
     def _tags(self, sender: str | None, timestamp: int | None) -> dict[str, str]:
         tags: dict[str, str] = {}
         if timestamp is not None:
@@ -957,6 +999,14 @@ class IRCConnection(Protocol):
 
     def _render_notice(self, event: Notice) -> None:
         self.notice(event.text)
+
+
+@dataclass(frozen=True)
+class _EarlyBulk:
+    """A bulk reply the core started before the welcome burst: sent after it."""
+
+    source: PageSource
+    done: defer.Deferred
 
 
 _REGISTER_FAILS = {
