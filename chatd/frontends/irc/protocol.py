@@ -158,6 +158,9 @@ class IRCConnection(Protocol):
         self._batch_serial = 0
         # While a bulk reply's page is encoded, rendered lines are collected here.
         self._collecting: list[bytes] | None = None
+        self._invisible = False
+        # The rooms this connection has shown its client joining (folded names).
+        self._in_rooms: set[str] = set()
 
     # --- connection ---------------------------------------------------------
 
@@ -854,10 +857,15 @@ class IRCConnection(Protocol):
             return
         if fold(target) != fold(self.nick or ""):
             self.reply(n.ERR_USERSDONTMATCH, "Can't change mode for other users")
-        elif changes:
-            self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+        elif not changes:
+            self.reply(n.RPL_UMODEIS, "+i" if self._invisible else "+")
+        elif changes[0] in ("+i", "-i"):
+            # Everyone is invisible to WHO from outside their rooms here anyway;
+            # clients set +i on connect, so it is accepted and echoed.
+            self._invisible = changes[0] == "+i"
+            self.send(Message("MODE", (self.nick, changes[0]), self.source_of(self.nick)))
         else:
-            self.reply(n.RPL_UMODEIS, "+")
+            self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
 
     # --- IChatClient: rendering the core's events -----------------------------------
 
@@ -940,23 +948,36 @@ class IRCConnection(Protocol):
             self._tags(event.sender, event.timestamp),
         ))
 
+    def _is_me(self, name: str) -> bool:
+        return fold(name) == fold(self.nick or "")
+
     def _render_joined(self, event: Joined) -> None:
         self._close_history()
+        if self._is_me(event.user):
+            self._in_rooms.add(fold(event.room))
         self.send(Message("JOIN", (event.room,), self.source_of(event.user)))
 
     def _render_parted(self, event: Parted) -> None:
         self._close_history()
+        if self._is_me(event.user):
+            self._in_rooms.discard(fold(event.room))
         self.send(Message("PART", (event.room,), self.source_of(event.user)))
 
     def _render_members(self, event: Members) -> None:
         self._close_history()
         key = fold(event.room)
-        why = "names"
+        why = "shown"
         for index, (room, reason) in enumerate(self._members_for):
             if room == key:
                 why = reason
                 del self._members_for[index]
                 break
+        if why == "shown" and key not in self._in_rooms:
+            # The core shows a further session of the user a room the user is
+            # in already: no JOIN went out, but an IRC client needs its own
+            # JOIN to open the channel, so this connection gets one.
+            self._in_rooms.add(key)
+            self.send(Message("JOIN", (event.room,), self.source_of(self.nick or "")))
         if why == "who":
             for member in event.members:
                 self.reply(n.RPL_WHOREPLY, event.room, member, self.host, self.host, member,

@@ -156,6 +156,17 @@ def test_another_session_of_the_same_user_sees_what_one_says(irc):
     assert second.lines() == [":alice!alice@chatd PRIVMSG #lobby :from the first"]
 
 
+def test_a_further_session_gets_its_own_join_for_the_users_rooms(irc):
+    """alice online on the line door; her IRC connection still sees JOIN for each of her rooms."""
+    line = irc.logged_in("alice")
+    line.send("/join #dev")
+    client = irc.irc_client()
+    lines = client.login_with_sasl("alice")
+    assert ":alice!alice@chatd JOIN #lobby" in lines
+    assert ":alice!alice@chatd JOIN #dev" in lines
+    assert line.lines() == []  # the user was in both already: nobody sees a JOIN
+
+
 def test_a_dm_to_an_offline_account_is_stored_and_arrives_at_irc_login(irc):
     """A line user's DM to offline alice is stored; her IRC login gets it with its time."""
     line = irc.logged_in("bob")
@@ -310,3 +321,13 @@ def test_list_and_names_and_who(irc):
     assert parse(lines[1]).params[1:3] == ("#lobby", "2")
     assert numerics(client.send("NAMES #lobby")) == ["353", "366"]
     assert numerics(client.send("WHO #lobby")) == ["352", "352", "315"]
+
+
+def test_user_mode_i_is_accepted_and_echoed(irc):
+    """``MODE alice +i`` (sent by irssi on connect) is echoed; other flags get 501."""
+    client = irc.irc_client()
+    client.login_with_pass("alice")
+    assert client.send("MODE alice +i") == [":alice!alice@chatd MODE alice +i"]
+    assert numerics(client.send("MODE alice")) == ["221"]
+    assert numerics(client.send("MODE alice +w")) == ["501"]
+    assert numerics(client.send("MODE bob +i")) == ["502"]
