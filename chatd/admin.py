@@ -1,11 +1,13 @@
 """The ``chatd`` admin command line: accounts and the database file, directly.
 
-``chatd user ...`` manages accounts; ``chatd db backup|check|stats`` (see
+``chatd user ...`` manages accounts; ``chatd room ...`` rooms (list, op,
+deop, kick, ban, unban, topic); ``chatd db backup|check|stats`` (see
 ``chatd.dbtools``) backs up, checks and measures the database.
 
 It works while the server runs: SQLite's WAL and busy timeout let both
-write, and the server notices bans, kicks and deletions within a second (it
-polls the account events this writes) and closes the sessions concerned.
+write, and the server notices bans, kicks, deletions and room changes within
+a second (it polls the account events this writes) and shows them to the
+sessions concerned.
 Passwords come from a prompt that does not echo, or from standard input
 with ``--password-stdin``; never from the command line, where other users
 of the machine could read them.
@@ -13,13 +15,14 @@ of the machine could read them.
 
 import argparse
 import getpass
+import re
 import sys
 import time
 
 from chatd import dbtools, storage
 from chatd.config import Config, ConfigError
 from chatd.errors import ChatError
-from chatd.names import fold, require_strong_password, require_user_name
+from chatd.names import fold, require_room_name, require_strong_password, require_user_name
 from chatd.passwords import hash_password
 
 
@@ -146,6 +149,59 @@ USER_COMMANDS = {
 }
 
 
+# As the protocol refuses them in relayed text: they would forge lines or drive terminals.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def room_list(args, connection, config) -> str:
+    """List the rooms: members, private or not, operators, topic."""
+    lines = []
+    for room in storage.list_rooms(connection):
+        noun = "member" if room.members == 1 else "members"
+        parts = [f"{room.name}  {room.members} {noun}"]
+        if room.private:
+            parts.append("private")
+        if room.operators:
+            parts.append("operators: " + " ".join(room.operators))
+        if room.topic:
+            parts.append(f"topic: {room.topic}")
+        lines.append("  ".join(parts))
+    return "\n".join(lines)
+
+
+def _room_change(action: str, doc: str):
+    def command(args, connection, config) -> str:
+        try:
+            room = require_room_name(args.room)
+            user = "" if action == "topic" else require_user_name(args.user)
+        except ChatError as error:
+            raise AdminError(error.text) from None
+        detail = args.text if action == "topic" else getattr(args, "reason", "") or ""
+        if _CONTROL.search(detail):
+            raise AdminError("the text may not contain control characters (other than TAB)")
+        try:
+            with storage.transaction(connection):
+                return storage.admin_room_change(
+                    connection, action, fold(room), fold(user), detail, _now()
+                )
+        except ChatError as error:
+            raise AdminError(error.text) from None
+
+    command.__doc__ = doc
+    return command
+
+
+ROOM_COMMANDS = {
+    "list": room_list,
+    "op": _room_change("op", "Make a member an operator of a room."),
+    "deop": _room_change("deop", "Take a member's operator status."),
+    "kick": _room_change("kick", "Remove a member from a room (KICK ... by *admin)."),
+    "ban": _room_change("ban", "Ban an account from a room, kicking it if a member."),
+    "unban": _room_change("unban", "Lift an account's ban from a room."),
+    "topic": _room_change("topic", "Set a room's topic (an empty text clears it)."),
+}
+
+
 def db_backup(args, path: str) -> str:
     """Copy the database, consistently, while the server runs."""
     result = dbtools.backup(path, args.path)
@@ -195,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="also delete every room message and waiting direct message they sent",
             )
+        sub.set_defaults(run=command)
+    room = areas.add_parser("room", help="manage rooms")
+    actions = room.add_subparsers(dest="action", required=True)
+    for action, command in ROOM_COMMANDS.items():
+        sub = actions.add_parser(action, help=command.__doc__)
+        sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if action != "list":
+            sub.add_argument("room")
+        if action == "topic":
+            sub.add_argument("text", help="the new topic; an empty string clears it")
+        elif action != "list":
+            sub.add_argument("user")
+        if action == "kick":
+            sub.add_argument("--reason", default="", help="shown to the room with the KICK")
         sub.set_defaults(run=command)
     database = areas.add_parser("db", help="back up, check and measure the database")
     actions = database.add_subparsers(dest="action", required=True)

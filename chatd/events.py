@@ -63,6 +63,17 @@ class RoomMessage(Event):
 
 
 @dataclass(frozen=True, eq=False)
+class RoomAction(RoomMessage):
+    """Someone did something in a room (``/me waves``): ``ACTION <room> <sender> <text>``."""
+
+    kind = "ACTION"
+
+    def as_history(self) -> "HistoryLine":
+        """The same action as it is replayed later."""
+        return HistoryAction(self.room, self.timestamp, self.sender, self.text)
+
+
+@dataclass(frozen=True, eq=False)
 class RoomMessages(Event):
     """Messages to one room that were committed together, delivered as one write.
 
@@ -160,6 +171,19 @@ class HistoryLine(Event):
 
 
 @dataclass(frozen=True, eq=False)
+class HistoryAction(HistoryLine):
+    """A past action, replayed: ``HISTORYACTION``, HISTORY's fields under its own type."""
+
+    kind = "HISTORYACTION"
+
+
+def history_line(room: str, timestamp: int, sender: str, text: str, kind: str) -> HistoryLine:
+    """The replay of a stored room message of ``kind`` (``say`` or ``action``)."""
+    line_type = HistoryAction if kind == "action" else HistoryLine
+    return line_type(room, timestamp, sender, text)
+
+
+@dataclass(frozen=True, eq=False)
 class StoredMessage(Event):
     """A direct message that waited for its recipient to log in."""
 
@@ -181,3 +205,87 @@ class Notice(Event):
 
     def fields(self) -> tuple[str, ...]:
         return (self.text,)
+
+
+@dataclass(frozen=True, eq=False)
+class Topic(Event):
+    """A room's topic and who set it; empty text: no topic."""
+
+    kind = "TOPIC"
+    room: str
+    setter: str
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.setter, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class Operators(Event):
+    """A room's operators, sorted case-insensitively."""
+
+    kind = "OPS"
+    room: str
+    operators: tuple[str, ...]
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, " ".join(self.operators))
+
+
+@dataclass(frozen=True, eq=False)
+class Kicked(Event):
+    """``user`` was removed from a room by ``by`` (a kick, or a ban: reason ``banned``)."""
+
+    kind = "KICK"
+    room: str
+    user: str
+    by: str
+    reason: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.user, self.by, self.reason)
+
+
+@dataclass(frozen=True, eq=False)
+class Invited(Event):
+    """``by`` invites the receiving user into a room."""
+
+    kind = "INVITE"
+    room: str
+    by: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.room, self.by)
+
+
+@dataclass(frozen=True, eq=False)
+class Away(Event):
+    """``user`` is away, saying ``text`` (extension: to a DM's sender, and in /whois)."""
+
+    kind = "AWAY"
+    user: str
+    text: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.user, self.text)
+
+
+@dataclass(frozen=True, eq=False)
+class WhoisInfo(Event):
+    """One account, for ``/whois`` (extension).
+
+    ``WHOIS <user> <online|offline> <last-seen> <rooms>``: last seen is when
+    the user's last session ended (or, online, when they came online; ``-``
+    if never), rooms are the rooms the asker shares with them.
+    """
+
+    kind = "WHOIS"
+    user: str
+    online: bool
+    last_seen: int | None
+    shared_rooms: tuple[str, ...]
+
+    def fields(self) -> tuple[str, ...]:
+        seen = "-" if self.last_seen is None else format_timestamp(self.last_seen)
+        status = "online" if self.online else "offline"
+        return (self.user, status, seen, " ".join(self.shared_rooms))

@@ -40,6 +40,8 @@ _PARAM = re.compile(r"(\[)?<([a-z-]+)(\.\.\.)?>\]?")
 # drive the terminals of nc and telnet users: C0 controls but TAB, DEL and
 # C1 controls are refused in <text> arguments.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# The arguments other users see: the texts, and a kick's reason.
+_RELAYED = frozenset({"text", "reason"})
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,9 @@ class Command:
                 if not param.optional:
                     raise self.bad_arguments(f"<{param.name}> is missing")
                 value = None
-            elif param.name == "text" and _CONTROL.search(value):
+            elif param.name in _RELAYED and _CONTROL.search(value):
                 raise self.bad_arguments(
-                    "<text> may not contain control characters (other than TAB)"
+                    f"<{param.name}> may not contain control characters (other than TAB)"
                 )
             values.append(value)
         if remaining.strip(" "):
@@ -143,6 +145,17 @@ COMMANDS: dict[str, Command] = {
         Command("who", "[<room>]", "list the members of a room"),
         Command("rooms", "", "list the rooms that have members"),
         Command("history", "<room> [<count>]", "show a room's last messages (1 to 500)"),
+        Command("me", "<text...>", "act in the current room: /me waves", pipelined=True),
+        Command("topic", "<room> [<text...>]", "show a room's topic, or set it"),
+        Command("op", "<room> <user>", "make a member an operator (operators only)"),
+        Command("deop", "<room> <user>", "take a member's operator status (operators only)"),
+        Command("kick", "<room> <user> [<reason...>]", "remove a member (operators only)"),
+        Command("ban", "<room> <user>", "ban a user from a room, kicking them (operators only)"),
+        Command("unban", "<room> <user>", "lift a user's ban from a room (operators only)"),
+        Command("private", "<room> <on-or-off>", "make a room invitation-only, or open"),
+        Command("invite", "<room> <user>", "invite a user into a room"),
+        Command("away", "[<text...>]", "say you are away (with a text), or back (without)"),
+        Command("whois", "<user>", "what is known of a user: online, away, last seen, rooms"),
         Command("passwd", "<old> <new>", "change your password"),
         # An extension of the contract, whose /passwd cannot carry a space.
         TabSeparatedCommand(
@@ -572,7 +585,7 @@ class ChatProtocol(LineReceiver):
     def do_join(self, room: str) -> defer.Deferred:
         return self.session.join(room)
 
-    def do_part(self, room: str | None) -> str:
+    def do_part(self, room: str | None) -> defer.Deferred:
         return self.session.part(room)
 
     def do_msg(self, user: str, text: str) -> defer.Deferred:
@@ -581,8 +594,8 @@ class ChatProtocol(LineReceiver):
     def do_who(self, room: str | None) -> str:
         return self.session.who(room)
 
-    def do_rooms(self) -> None:
-        self.session.rooms()
+    def do_rooms(self) -> defer.Deferred:
+        return self.session.rooms().addCallback(lambda _: None)
 
     def do_history(self, room: str, count: str | None) -> defer.Deferred:
         if count is None:
@@ -592,6 +605,41 @@ class ChatProtocol(LineReceiver):
         else:
             raise COMMANDS["history"].bad_arguments("<count> is a whole number from 1")
         return self.session.history(room, wanted)
+
+    def do_me(self, text: str) -> defer.Deferred:
+        return self.session.act(text)
+
+    def do_topic(self, room: str, text: str | None):
+        return self.session.topic(room, text)
+
+    def do_op(self, room: str, user: str) -> defer.Deferred:
+        return self.session.set_operator(room, user, True)
+
+    def do_deop(self, room: str, user: str) -> defer.Deferred:
+        return self.session.set_operator(room, user, False)
+
+    def do_kick(self, room: str, user: str, reason: str | None) -> defer.Deferred:
+        return self.session.kick(room, user, reason or "")
+
+    def do_ban(self, room: str, user: str) -> defer.Deferred:
+        return self.session.ban(room, user, True)
+
+    def do_unban(self, room: str, user: str) -> defer.Deferred:
+        return self.session.ban(room, user, False)
+
+    def do_private(self, room: str, setting: str) -> defer.Deferred:
+        if setting.lower() not in ("on", "off"):
+            raise COMMANDS["private"].bad_arguments("say on or off")
+        return self.session.set_private(room, setting.lower() == "on")
+
+    def do_invite(self, room: str, user: str) -> defer.Deferred:
+        return self.session.invite(room, user)
+
+    def do_away(self, text: str | None) -> defer.Deferred:
+        return self.session.away(text)
+
+    def do_whois(self, user: str) -> defer.Deferred:
+        return self.session.whois(user)
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
         # A wrong old password is a guess like a failed login: a stolen

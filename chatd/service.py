@@ -27,18 +27,26 @@ from chatd import storage
 from chatd.bulk import PAGE_LINES, EventPages, Page, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
+    Away,
     DirectMessage,
     Event,
     HistoryLine,
+    Invited,
     Joined,
+    Kicked,
     Members,
+    Operators,
     Parted,
+    RoomAction,
     RoomMessage,
     RoomMessages,
     RoomSummary,
     StoredMessage,
+    Topic,
+    WhoisInfo,
+    history_line,
 )
-from chatd.names import LOBBY, fold, require_room_name, require_user_name
+from chatd.names import fold, require_room_name, require_user_name
 from chatd.telemetry import Telemetry
 
 HISTORY_ON_JOIN = 50
@@ -79,8 +87,8 @@ class IChatSession(Interface):
     def join(room_name: str) -> defer.Deferred:
         """Join a room (creating it) and make it current; fire with its name."""
 
-    def part(room_name: str | None = None) -> str:
-        """Leave the named or current room; return its name."""
+    def part(room_name: str | None = None) -> defer.Deferred:
+        """Leave the named or current room for good; fire with its name."""
 
     def message(recipient: str, text: str) -> defer.Deferred:
         """Send a direct message; fire with ``(recipient, 'delivered' or 'stored')``."""
@@ -88,11 +96,38 @@ class IChatSession(Interface):
     def who(room_name: str | None = None) -> str:
         """Deliver the members of the named or current room; return its name."""
 
-    def rooms() -> None:
-        """Deliver one summary per room that has members."""
+    def rooms() -> defer.Deferred:
+        """Deliver one summary per room that has members (private ones: to members only)."""
 
     def history(room_name: str, count: int) -> defer.Deferred:
         """Deliver a room's last ``count`` messages; fire with the room's name."""
+
+    def act(text: str) -> defer.Deferred:
+        """Post an action (``/me``) to the current room; fire with the room's name."""
+
+    def topic(room_name: str, text: str | None) -> defer.Deferred | str:
+        """Set a room's topic, or with ``None`` deliver it; fire with the room's name."""
+
+    def set_operator(room_name: str, user_name: str, operator: bool) -> defer.Deferred:
+        """Make a member an operator of a room or not; fire with the room's name."""
+
+    def kick(room_name: str, user_name: str, reason: str) -> defer.Deferred:
+        """Remove a member from a room; fire with the room's name."""
+
+    def ban(room_name: str, user_name: str, banned: bool) -> defer.Deferred:
+        """Ban an account from a room (kicking it) or lift the ban; fire with the room's name."""
+
+    def set_private(room_name: str, private: bool) -> defer.Deferred:
+        """Make a room private or public; fire with the room's name."""
+
+    def invite(room_name: str, user_name: str) -> defer.Deferred:
+        """Invite a user into a room; fire with the room's name."""
+
+    def away(text: str | None) -> defer.Deferred:
+        """Set the user's away text, or with ``None`` clear it; fire with the text."""
+
+    def whois(user_name: str) -> defer.Deferred:
+        """Deliver what is known of a user; fire with their display name."""
 
     def logout() -> None:
         """End this session; the user leaves every room when it was the last."""
@@ -107,11 +142,27 @@ class Room:
     sees the room's lines in order and exactly the ones sent while a member.
     """
 
-    def __init__(self, room_id: int, name: str, recent: Iterable[HistoryLine]) -> None:
+    def __init__(
+        self,
+        room_id: int,
+        name: str,
+        recent: Iterable[HistoryLine],
+        topic: str = "",
+        topic_setter: str = "",
+        private: bool = False,
+        operators: Iterable[str] = (),
+    ) -> None:
         self.id = room_id
         self.name = name
         self.key = fold(name)
+        # The members online; every member, online or not, is in the database.
         self.members: dict[str, User] = {}
+        self.topic = topic
+        self.topic_setter = topic_setter
+        self.private = private
+        # Every operator, online or not: folded name -> display name.
+        self.operators: dict[str, str] = {}
+        self.set_operators(operators)
         self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
         self._unsent: list[RoomMessage] = []
 
@@ -149,19 +200,38 @@ class Room:
                 session.deliver(event)
 
     def member_names(self) -> tuple[str, ...]:
-        """Members' display names, sorted case-insensitively."""
+        """Online members' display names, sorted case-insensitively."""
         return tuple(sorted((user.name for user in self.members.values()), key=str.lower))
+
+    def set_operators(self, names: Iterable[str]) -> None:
+        """Replace the operators by ``names`` (display names)."""
+        self.operators = {fold(name): name for name in names}
+
+    def operator_names(self) -> tuple[str, ...]:
+        """Operators' display names, sorted case-insensitively."""
+        return tuple(sorted(self.operators.values(), key=str.lower))
+
+    def extra_lines(self) -> list[Event]:
+        """What a joining session gets after ``WHO``: the topic and the operators, if any."""
+        lines: list[Event] = []
+        if self.topic:
+            lines.append(Topic(self.name, self.topic_setter, self.topic))
+        if self.operators:
+            lines.append(Operators(self.name, self.operator_names()))
+        return lines
 
 
 class User:
     """An account with at least one session: Ergo's client, Twisted's avatar owner."""
 
     # Thousands of sessions: no per-instance __dict__.
-    __slots__ = ("arriving", "key", "mailbox", "name", "rooms", "sessions")
+    __slots__ = ("arriving", "away", "key", "mailbox", "name", "rooms", "sessions")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = fold(name)
+        # The away text (/away), empty when not away; kept in the database too.
+        self.away = ""
         self.sessions: list[Session] = []
         # Ordered by when the user joined: the last is the most recent.
         self.rooms: dict[str, Room] = {}
@@ -234,14 +304,23 @@ class Session:
             return defer.succeed(room.name)
         return self._service.join(self, room_name)
 
-    def part(self, room_name: str | None = None) -> str:
+    def part(self, room_name: str | None = None) -> defer.Deferred:
         room = self._room(room_name)
-        self._service.part(self.user, room)
-        return room.name
+        leaving = self._service.database.write(storage.leave_room, room.id, self.user.key)
+        leaving.addCallback(lambda _: self._service.part(self.user, room))
+        return leaving.addCallback(lambda _: room.name)
 
     def message(self, recipient: str, text: str) -> defer.Deferred:
         require_user_name(recipient)
-        return self._service.direct_message(self.user, fold(recipient), text)
+        sending = self._service.direct_message(self.user, fold(recipient), text)
+
+        def tell_away(outcome: tuple[str, str, str]) -> tuple[str, str]:
+            name, delivery, away = outcome
+            if away and self.active:
+                self.deliver(Away(name, away))
+            return name, delivery
+
+        return sending.addCallback(tell_away)
 
     def who(self, room_name: str | None = None) -> str:
         if room_name is None:
@@ -249,14 +328,63 @@ class Session:
         else:
             require_room_name(room_name)
             room = self._service.rooms.get(fold(room_name))
-            if room is None or not room.members:
+            hidden = room is not None and room.private and room.key not in self.user.rooms
+            if room is None or not room.members or hidden:
                 raise ChatError("no-such-room", f"nobody is in {room_name}")
-        self.mind.deliver(Members(room.name, room.member_names()))
+        self.deliver(Members(room.name, room.member_names()))
+        if room.operators:
+            self.deliver(Operators(room.name, room.operator_names()))
         return room.name
 
-    def rooms(self) -> None:
-        for room in self._service.active_rooms():
-            self.mind.deliver(RoomSummary(room.name, len(room.members)))
+    def rooms(self) -> defer.Deferred:
+        reading = self._service.database.read(storage.visible_rooms, self.user.key)
+
+        def show(rows: list[tuple[str, int]]) -> None:
+            for name, count in rows:
+                self.deliver(RoomSummary(name, count))
+
+        return reading.addCallback(show)
+
+    def act(self, text: str) -> defer.Deferred:
+        return self._service.post(self.user, self._room(None), text, storage.ACTION)
+
+    def topic(self, room_name: str, text: str | None) -> defer.Deferred | str:
+        room = self._room(room_name)
+        if text is None:
+            if room.topic:
+                self.deliver(Topic(room.name, room.topic_setter, room.topic))
+            return room.name
+        return self._service.set_topic(self.user, room, text)
+
+    def set_operator(self, room_name: str, user_name: str, operator: bool) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.set_operator(self.user, room, fold(user_name), operator)
+
+    def kick(self, room_name: str, user_name: str, reason: str) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.kick(self.user, room, fold(user_name), reason)
+
+    def ban(self, room_name: str, user_name: str, banned: bool) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.ban(self.user, room, fold(user_name), banned)
+
+    def set_private(self, room_name: str, private: bool) -> defer.Deferred:
+        return self._service.set_private(self.user, self._room(room_name), private)
+
+    def invite(self, room_name: str, user_name: str) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.invite(self.user, room, fold(user_name))
+
+    def away(self, text: str | None) -> defer.Deferred:
+        return self._service.set_away(self.user, text or "")
+
+    def whois(self, user_name: str) -> defer.Deferred:
+        require_user_name(user_name)
+        return self._service.whois(self, fold(user_name))
 
     def history(self, room_name: str, count: int) -> defer.Deferred:
         room = self._room(room_name)
@@ -332,6 +460,9 @@ class ChatService(Service):
         reasons = {"ban": "banned", "kick": "kicked", "delete": "account-deleted"}
         for event in events:
             self._last_account_event = event.id
+            if event.room_key is not None:
+                self._apply_room_event(event)
+                continue
             if event.action == "erase":
                 self._forget_history_of(event.name_key)
             user = self.users.get(event.name_key)
@@ -339,6 +470,30 @@ class ChatService(Service):
                 self.telemetry.kicked(user.name, reasons[event.action], len(user.sessions))
                 for session in list(user.sessions):
                     session.mind.disconnect(reasons[event.action])
+
+    def _apply_room_event(self, event: storage.AccountEvent) -> None:
+        """Show live sessions a change ``chatd room ...`` made in the database.
+
+        A room nobody online is in needs nothing: it is loaded from the
+        database, change included, when someone comes back to it.
+        """
+        room = self.rooms.get(event.room_key)
+        if room is None:
+            return
+        action = event.action.removeprefix("room-")
+        if action == "topic":
+            room.topic, room.topic_setter = event.detail, storage.ADMIN
+            room.broadcast(Topic(room.name, storage.ADMIN, event.detail))
+        elif action in ("op", "deop"):
+            operators = dict(room.operators)
+            if action == "op":
+                operators[event.name_key] = event.user_name
+            else:
+                operators.pop(event.name_key, None)
+            self._change_operators(room, operators.values())
+        elif action in ("kick", "ban") and event.user_name:
+            reason = "banned" if action == "ban" else event.detail
+            self._remove_member(room, event.user_name, storage.ADMIN, reason)
 
     # --- sessions --------------------------------------------------------
 
@@ -358,7 +513,7 @@ class ChatService(Service):
         if first:
             user.arriving = []
             user.sessions.append(session)
-            ready = self.join(session, LOBBY)
+            ready = self._arrive(session)
             ready.addBoth(self._arrived, user)
         elif user.arriving is not None:
             # In user.sessions at once: the user stays online (and joins
@@ -382,6 +537,37 @@ class ChatService(Service):
             return failure
 
         return ready.addCallbacks(lambda _: session, failed)
+
+    def _arrive(self, session: Session) -> defer.Deferred:
+        """A user's first session: rejoin #lobby and every room of the user, in order.
+
+        Each room gets ``JOIN`` to its members, then this session its ``WHO``,
+        topic, operators and recent history; then the invitations that
+        waited for the user. The rooms load at once, side by side.
+        """
+        user = session.user
+        # Rooms loaded now need no loading in the transaction: their state here is newer.
+        arriving = self.database.write(
+            storage.arrive, user.key, self.now(), frozenset(self.rooms), HISTORY_ON_JOIN
+        )
+
+        def open_rooms(arrival: storage.Arrival) -> defer.Deferred:
+            user.away = arrival.away
+            opening = [self._room_for(name, state) for name, state in arrival.rooms]
+            gathered = defer.gatherResults(opening, consumeErrors=True)
+            gathered.addErrback(lambda failure: failure.value.subFailure)
+            return gathered.addCallback(enter_rooms, arrival)
+
+        def enter_rooms(rooms: list[Room], arrival: storage.Arrival) -> defer.Deferred:
+            # Each room's HISTORY keeps its place in the session's output:
+            # the next room's lines, and the invitations, queue behind it.
+            shown = [defer.maybeDeferred(self._enter, session, room) for room in rooms]
+            if session.active:
+                for room_name, by in arrival.invites:
+                    session.deliver(Invited(room_name, by))
+            return defer.gatherResults(shown, consumeErrors=True)
+
+        return arriving.addCallback(open_rooms)
 
     def _arrived(self, result, user: User):
         """The first session's #lobby join finished: wake the sessions that waited."""
@@ -407,6 +593,8 @@ class ChatService(Service):
         del self.users[user.key]
         for room in list(user.rooms.values()):
             self._leave(user, room)
+        noting = self.database.write(storage.set_last_seen, user.key, self.now())
+        noting.addErrback(lambda failure: log.failure("noting when a user left", failure))
 
     def _deliver_stored(self, session: Session) -> defer.Deferred | None:
         """Send the session the user's stored messages, a page at a time.
@@ -472,15 +660,40 @@ class ChatService(Service):
             self._opening[key].append(waiting)
         else:
             self._opening[key] = [waiting]
-            opening = self.database.write(storage.open_room, name, self.now(), HISTORY_ON_JOIN)
+            opening = self.database.write(storage.load_room, name, self.now(), HISTORY_ON_JOIN)
             opening.addCallback(self._loaded, key)
             opening.addBoth(self._wake_openers, key)
         return waiting
 
-    def _loaded(self, found: tuple[int, str, list[storage.HistoryRow]], key: str) -> Room:
-        room_id, display_name, rows = found
-        recent = (HistoryLine(display_name, r.sent_at, r.sender, r.text) for r in rows)
-        room = self.rooms[key] = Room(room_id, display_name, recent)
+    def _room_for(self, name: str, state: storage.RoomState | None) -> defer.Deferred:
+        """Fire with the loaded room ``name``: the one in memory, or one made of
+        ``state`` (loaded in the same transaction as a join), or one loaded now."""
+        room = self.rooms.get(fold(name))
+        if room is not None:
+            return defer.succeed(room)
+        if state is not None:
+            return defer.succeed(self._loaded(state, fold(name)))
+        return self._open_room(name)
+
+    def _loaded(self, state: storage.RoomState, key: str) -> Room:
+        """The room in memory, else a new one made of ``state``.
+
+        What is in memory is never older than what a transaction loaded: every
+        change is made in memory as its commit is reported, in commit order.
+        """
+        if key in self.rooms:
+            return self.rooms[key]
+        name = state.name
+        recent = (history_line(name, r.sent_at, r.sender, r.text, r.kind) for r in state.recent)
+        room = self.rooms[key] = Room(
+            state.id,
+            name,
+            recent,
+            state.topic,
+            state.topic_setter,
+            state.private,
+            state.operators,
+        )
         return room
 
     def _wake_openers(self, result, key: str) -> None:
@@ -491,27 +704,41 @@ class ChatService(Service):
                 waiting.callback(result)
 
     def join(self, session: Session, name: str) -> defer.Deferred:
-        """Make ``session``'s user a member of ``name``; fire with the room's name."""
+        """Make ``session``'s user a member of ``name``; fire with the room's name.
 
-        def enter(room: Room) -> str:
-            user = session.user
-            # Membership is the user's: it joins while any session of it is
-            # left, though the one that asked may have gone meanwhile.
-            shown = None
-            if user.sessions and room.key not in user.rooms:
-                room.add(user)
-                room.broadcast(Joined(room.name, user.name))
-                if session.active:
-                    shown = self._show_room(session, room)
+        The membership is committed first (refused with ``forbidden`` for a
+        ban, or a private room without an invitation); it lasts until
+        ``/part``, a kick or a ban.
+        """
+        # Loaded in the same transaction unless the room is in memory already.
+        load = None if fold(name) in self.rooms else HISTORY_ON_JOIN
+        joining = self.database.write(
+            storage.enter_room, name, session.user.key, self.now(), load
+        )
+        joining.addCallback(lambda found: self._room_for(*found))
+        return joining.addCallback(lambda room: self._enter(session, room))
+
+    def _enter(self, session: Session, room: Room) -> defer.Deferred | str:
+        """Put a member's user into a loaded room and make it the session's current room.
+
+        Fires with the room's name (at once, or once its HISTORY is written).
+        """
+        user = session.user
+        # Membership is the user's: it joins while any session of it is
+        # left, though the one that asked may have gone meanwhile.
+        shown = None
+        if user.sessions and room.key not in user.rooms:
+            room.add(user)
+            room.broadcast(Joined(room.name, user.name))
             if session.active:
-                session.current = room
-            self._forget_if_empty(room)
-            if shown is None:
-                return room.name
-            # Answered once its HISTORY is written, as the client reads it.
-            return shown.addCallback(lambda _: room.name)
-
-        return self._open_room(name).addCallback(enter)
+                shown = self._show_room(session, room)
+        if session.active:
+            session.current = room
+        self._forget_if_empty(room)
+        if shown is None:
+            return room.name
+        # Answered once its HISTORY is written, as the client reads it.
+        return shown.addCallback(lambda _: room.name)
 
     def _show_room(self, session: Session, room: Room) -> defer.Deferred:
         """Send ``WHO`` and the recent history; fire once the history is written."""
@@ -519,16 +746,165 @@ class ChatService(Service):
         # them now, or the session would get them as HISTORY and then as MSG.
         room.flush()
         session.deliver(Members(room.name, room.member_names()))
+        for line in room.extra_lines():
+            session.deliver(line)
         # A snapshot: what the room says from now on comes after it, as MSG.
         return session.mind.deliver_bulk(EventPages(tuple(room.recent)))
 
     def part(self, user: User, room: Room) -> None:
         """``user`` leaves ``room``; sessions that had it current move to their latest."""
+        if room.key not in user.rooms:
+            return  # gone already: kicked, or the last session ended, meanwhile
         room.broadcast(Parted(room.name, user.name))
         self._leave(user, room, announce=False)
         for session in user.sessions:
             if session.current is room:
                 session.current = user.latest_room()
+        if user.key in room.operators:
+            operators = dict(room.operators)
+            del operators[user.key]
+            self._change_operators(room, operators.values())
+
+    # --- moderation --------------------------------------------------------
+
+    def _require_operator(self, user: User, room: Room) -> None:
+        if user.key not in room.operators:
+            raise ChatError("forbidden", f"only an operator of {room.name} may do that")
+
+    def _change_operators(self, room: Room, names: Iterable[str]) -> None:
+        """Replace a room's operators, telling its members when they changed."""
+        before = room.operator_names()
+        room.set_operators(names)
+        if room.operator_names() != before:
+            room.broadcast(Operators(room.name, room.operator_names()))
+
+    def _remove_member(self, room: Room, name: str, by: str, reason: str) -> None:
+        """``name`` was kicked or banned from ``room`` (committed): ``KICK`` to all, then out."""
+        room.broadcast(Kicked(room.name, name, by, reason))
+        user = self.users.get(fold(name))
+        if user is not None and room.key in user.rooms:
+            room.remove(user)
+            for session in user.sessions:
+                if session.current is room:
+                    session.current = user.latest_room()
+        if fold(name) in room.operators:
+            operators = dict(room.operators)
+            del operators[fold(name)]
+            self._change_operators(room, operators.values())
+        self._forget_if_empty(room)
+
+    def set_topic(self, user: User, room: Room, text: str) -> defer.Deferred:
+        """Set a room's topic: an operator, or any member of a room without operators."""
+        if room.operators:
+            self._require_operator(user, room)
+        writing = self.database.write(storage.set_topic, room.id, text, user.name)
+
+        def show(_) -> str:
+            room.topic, room.topic_setter = text, user.name
+            room.broadcast(Topic(room.name, user.name, text))
+            return room.name
+
+        return writing.addCallback(show)
+
+    def set_operator(
+        self, user: User, room: Room, target_key: str, operator: bool
+    ) -> defer.Deferred:
+        """An operator makes a member an operator, or not: ``OPS`` to all members."""
+        self._require_operator(user, room)
+        writing = self.database.write(storage.set_operator, room.id, target_key, operator)
+
+        def show(outcome: tuple[str, tuple[str, ...]]) -> str:
+            _name, operators = outcome
+            room.set_operators(operators)
+            room.broadcast(Operators(room.name, room.operator_names()))
+            return room.name
+
+        return writing.addCallback(show)
+
+    def kick(self, user: User, room: Room, target_key: str, reason: str) -> defer.Deferred:
+        """An operator removes a member: ``KICK`` to all members, the kicked included."""
+        self._require_operator(user, room)
+        writing = self.database.write(storage.remove_member, room.id, target_key)
+
+        def show(outcome: tuple[str, bool]) -> str:
+            self._remove_member(room, outcome[0], user.name, reason)
+            return room.name
+
+        return writing.addCallback(show)
+
+    def ban(self, user: User, room: Room, target_key: str, banned: bool) -> defer.Deferred:
+        """An operator bans an account (a member is kicked: ``banned``), or lifts a ban."""
+        self._require_operator(user, room)
+        if not banned:
+            lifting = self.database.write(storage.unban_user, room.id, target_key)
+            return lifting.addCallback(lambda _: room.name)
+        writing = self.database.write(storage.ban_user, room.id, target_key, user.name, self.now())
+
+        def show(outcome: storage.Banned) -> str:
+            if outcome.was_member:
+                self._remove_member(room, outcome.name, user.name, "banned")
+            return room.name
+
+        return writing.addCallback(show)
+
+    def set_private(self, user: User, room: Room, private: bool) -> defer.Deferred:
+        """An operator makes a room private (members and the invited only) or public."""
+        self._require_operator(user, room)
+        writing = self.database.write(storage.set_private, room.id, private)
+
+        def done(_) -> str:
+            room.private = private
+            return room.name
+
+        return writing.addCallback(done)
+
+    def invite(self, user: User, room: Room, target_key: str) -> defer.Deferred:
+        """Invite a user: any member of a public room, an operator of a private one.
+
+        The invitation lets the user into a private room once; a user with
+        no session is shown it at their next login.
+        """
+        if room.private:
+            self._require_operator(user, room)
+        online = target_key in self.users
+        writing = self.database.write(
+            storage.invite_user, room.id, target_key, user.name, self.now(), online
+        )
+
+        def show(_name: str) -> str:
+            target = self.users.get(target_key)
+            if target is not None:
+                target.deliver(Invited(room.name, user.name))
+            return room.name
+
+        return writing.addCallback(show)
+
+    # --- presence ----------------------------------------------------------
+
+    def set_away(self, user: User, text: str) -> defer.Deferred:
+        """Set (or with empty text clear) a user's away text; fire with it."""
+        writing = self.database.write(storage.set_away, user.key, text)
+
+        def done(_) -> str:
+            user.away = text
+            return text
+
+        return writing.addCallback(done)
+
+    def whois(self, session: Session, target_key: str) -> defer.Deferred:
+        """Deliver ``WHOIS`` (and ``AWAY``) about an account to ``session``; fire with its name."""
+        reading = self.database.read(storage.whois, target_key, session.user.key)
+
+        def show(found: storage.Whois) -> str:
+            online = self.users.get(target_key)
+            away = found.away if online is None else online.away
+            rooms = tuple(found.shared_rooms)
+            session.deliver(WhoisInfo(found.name, online is not None, found.last_seen, rooms))
+            if away:
+                session.deliver(Away(found.name, away))
+            return found.name
+
+        return reading.addCallback(show)
 
     def _leave(self, user: User, room: Room, announce: bool = True) -> None:
         room.remove(user)
@@ -555,7 +931,7 @@ class ChatService(Service):
 
     # --- messages --------------------------------------------------------
 
-    def post(self, user: User, room: Room, text: str) -> defer.Deferred:
+    def post(self, user: User, room: Room, text: str, kind: str = storage.SAY) -> defer.Deferred:
         """Commit a room message, then show it to every member; fire with the room's name.
 
         Messages committed in one reactor turn go out together at its end
@@ -563,11 +939,14 @@ class ChatService(Service):
         fires after that, so the sender sees its message before the ``OK``.
         """
         now = self.now()
-        committing = self.database.write(storage.add_room_message, room.id, user.name, text, now)
+        committing = self.database.write(
+            storage.add_room_message, room.id, user.name, text, now, kind
+        )
+        event_type = RoomAction if kind == storage.ACTION else RoomMessage
 
         def queue(_message_id: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            room.queue(RoomMessage(room.name, user.name, text, now))
+            room.queue(event_type(room.name, user.name, text, now))
             shown: defer.Deferred = defer.Deferred()
             self._unflushed.append((room, shown))
             if self._flushing is None:
@@ -595,8 +974,8 @@ class ChatService(Service):
     def direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
         """Deliver a direct message, or store it for an offline recipient.
 
-        Fires with ``(recipient display name, 'delivered' | 'stored')``; a
-        stored message is committed before the sender is told so.
+        Fires with ``(recipient display name, 'delivered' | 'stored', away
+        text)``; a stored message is committed before the sender is told so.
         """
         recipient = self.users.get(recipient_key)
         if recipient is not None:
@@ -605,7 +984,7 @@ class ChatService(Service):
             if recipient is not sender:
                 sender.deliver(message)
             self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
-            return defer.succeed((recipient.name, "delivered"))
+            return defer.succeed((recipient.name, "delivered", recipient.away))
         storing = self.database.write(
             storage.store_direct_message,
             recipient_key,
@@ -615,10 +994,13 @@ class ChatService(Service):
             self.mailbox_limit,
         )
 
-        def stored(recipient_name: str) -> tuple[str, str]:
+        def stored(recipient_name: str) -> defer.Deferred:
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
             sender.deliver(DirectMessage(sender.name, recipient_name, text))
-            return (recipient_name, "stored")
+            reading = self.database.read(storage.away_text, recipient_key)
+            # Stored is stored: failing to read the away text must not say otherwise.
+            reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
+            return reading.addCallback(lambda away: (recipient_name, "stored", away))
 
         return storing.addCallback(stored)
 
@@ -712,4 +1094,6 @@ class RoomHistory(PageSource):
             return None
         self._next_id = rows[-1].id + 1
         name = self._room.name
-        return Page([HistoryLine(name, row.sent_at, row.sender, row.text) for row in rows])
+        return Page(
+            [history_line(name, row.sent_at, row.sender, row.text, row.kind) for row in rows]
+        )

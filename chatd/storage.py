@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,46 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX room_messages_by_time ON room_messages (sent_at);
     CREATE INDEX stored_messages_by_time ON stored_messages (sent_at);
     """,
+    # 3: rooms people live in. Membership outlives sessions (until /part, a
+    # kick or a ban); rooms keep a topic, operators, bans, invites and a
+    # private flag; a message has a kind (said, or an action: /me); users
+    # keep an away text and when they were last seen; account events also
+    # carry the room changes the admin command line makes.
+    """
+    ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN topic_setter TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE room_members (
+        room_id INTEGER NOT NULL REFERENCES rooms (id),
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        operator INTEGER NOT NULL DEFAULT 0,
+        joined_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE INDEX room_members_by_user ON room_members (user_id);
+    CREATE TABLE room_bans (
+        room_id INTEGER NOT NULL REFERENCES rooms (id),
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        banned_by TEXT NOT NULL,
+        banned_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE room_invites (
+        room_id INTEGER NOT NULL REFERENCES rooms (id),
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        invited_by TEXT NOT NULL,
+        invited_at INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX room_invites_by_user ON room_invites (user_id, delivered);
+    ALTER TABLE room_messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'say';
+    ALTER TABLE users ADD COLUMN away TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN last_seen INTEGER;
+    ALTER TABLE account_events ADD COLUMN room_key TEXT;
+    ALTER TABLE account_events ADD COLUMN user_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE account_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -107,6 +147,14 @@ class StoredRow:
     sent_at: int
 
 
+# Message kinds: what was said, and an action (``/me waves``).
+SAY = "say"
+ACTION = "action"
+# Who a change made by the admin command line is shown as coming from: not
+# a valid user name, so it can never be mistaken for one.
+ADMIN = "*admin"
+
+
 @dataclass(frozen=True)
 class HistoryRow:
     """A past message of a room."""
@@ -115,15 +163,24 @@ class HistoryRow:
     sender: str
     text: str
     sent_at: int
+    kind: str = SAY
 
 
 @dataclass(frozen=True)
 class AccountEvent:
-    """An administrative change to an account that live sessions must see."""
+    """An administrative change to an account or a room that live sessions must see.
+
+    Room events (``action`` starting ``room-``) name the room by its key, the
+    user by ``name_key`` and ``user_name``, and carry the topic or the kick's
+    reason in ``detail``.
+    """
 
     id: int
     name_key: str
     action: str
+    room_key: str | None = None
+    user_name: str = ""
+    detail: str = ""
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -262,7 +319,9 @@ def last_account_event_id(connection: sqlite3.Connection) -> int:
 def account_events_since(connection: sqlite3.Connection, after_id: int) -> list[AccountEvent]:
     """Account events newer than ``after_id``, oldest first."""
     rows = connection.execute(
-        "SELECT id, name_key, action FROM account_events WHERE id > ? ORDER BY id", (after_id,)
+        "SELECT id, name_key, action, room_key, user_name, detail FROM account_events"
+        " WHERE id > ? ORDER BY id",
+        (after_id,),
     )
     return [AccountEvent(*row) for row in rows]
 
@@ -285,12 +344,17 @@ def open_room(
 
 
 def add_room_message(
-    connection: sqlite3.Connection, room_id: int, sender: str, text: str, now: int
+    connection: sqlite3.Connection,
+    room_id: int,
+    sender: str,
+    text: str,
+    now: int,
+    kind: str = SAY,
 ) -> int:
-    """Append a message to a room's history; return its id."""
+    """Append a message (``SAY``) or an action (``ACTION``) to a room's history; return its id."""
     cursor = connection.execute(
-        "INSERT INTO room_messages (room_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
-        (room_id, sender, text, now),
+        "INSERT INTO room_messages (room_id, sender, text, sent_at, kind) VALUES (?, ?, ?, ?, ?)",
+        (room_id, sender, text, now, kind),
     )
     return cursor.lastrowid
 
@@ -300,7 +364,7 @@ def recent_room_messages(
 ) -> list[HistoryRow]:
     """The last ``limit`` messages of a room, oldest first: one index range read."""
     rows = connection.execute(
-        "SELECT id, sender, text, sent_at FROM room_messages"
+        "SELECT id, sender, text, sent_at, kind FROM room_messages"
         " WHERE room_id = ? ORDER BY id DESC LIMIT ?",
         (room_id, limit),
     ).fetchall()
@@ -324,11 +388,449 @@ def room_messages_between(
 ) -> list[HistoryRow]:
     """Up to ``limit`` messages of a room with ids from ``first_id`` to ``last_id``, in order."""
     rows = connection.execute(
-        "SELECT id, sender, text, sent_at FROM room_messages"
+        "SELECT id, sender, text, sent_at, kind FROM room_messages"
         " WHERE room_id = ? AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
         (room_id, first_id, last_id, limit),
     ).fetchall()
     return [HistoryRow(*row) for row in rows]
+
+
+# --- membership, topics, operators, bans, invites -----------------------------
+
+LOBBY_KEY = "#lobby"
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """What the server keeps of a room while it has members online."""
+
+    id: int
+    name: str
+    topic: str
+    topic_setter: str
+    private: bool
+    operators: tuple[str, ...]
+    recent: list[HistoryRow]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What a user's first session needs: its rooms, its invites, its away text.
+
+    Each room comes with its state when the server asked for it to be loaded.
+    """
+
+    rooms: list[tuple[str, "RoomState | None"]]
+    invites: list[tuple[str, str]]
+    away: str
+
+
+@dataclass(frozen=True)
+class Banned:
+    """The outcome of a ban: the user's display name, and what they lost."""
+
+    name: str
+    was_member: bool
+    was_operator: bool
+
+
+@dataclass(frozen=True)
+class Whois:
+    """What ``/whois`` tells about an account."""
+
+    name: str
+    away: str
+    last_seen: int | None
+    shared_rooms: list[str]
+
+
+@dataclass(frozen=True)
+class RoomListing:
+    """One room as ``chatd room list`` shows it."""
+
+    name: str
+    members: int
+    private: bool
+    operators: tuple[str, ...]
+    topic: str
+
+
+def _user(connection: sqlite3.Connection, name_key: str) -> tuple[int, str]:
+    """The id and display name of an account; ``no-such-user`` if there is none."""
+    row = connection.execute(
+        "SELECT id, name FROM users WHERE name_key = ?", (name_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-user", f"there is no user {name_key}")
+    return row[0], row[1]
+
+
+def _room(connection: sqlite3.Connection, room_key: str) -> tuple[int, str, bool]:
+    """The id, display name and private flag of a room; ``no-such-room`` if none."""
+    row = connection.execute(
+        "SELECT id, name, private FROM rooms WHERE name_key = ?", (room_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-room", f"there is no room {room_key}")
+    return row[0], row[1], bool(row[2])
+
+
+def _membership(connection: sqlite3.Connection, room_id: int, user_id: int) -> bool | None:
+    """None when not a member, else whether the member is an operator."""
+    row = connection.execute(
+        "SELECT operator FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def room_operators(connection: sqlite3.Connection, room_id: int) -> tuple[str, ...]:
+    """The display names of a room's operators, sorted case-insensitively."""
+    rows = connection.execute(
+        "SELECT u.name FROM room_members AS m JOIN users AS u ON u.id = m.user_id"
+        " WHERE m.room_id = ? AND m.operator ORDER BY u.name_key",
+        (room_id,),
+    )
+    return tuple(row[0] for row in rows)
+
+
+def load_room(
+    connection: sqlite3.Connection, name: str, now: int, history_limit: int
+) -> RoomState:
+    """Find (or create) a room; return all the server keeps of it."""
+    room_id, display_name, recent = open_room(connection, name, now, history_limit)
+    topic, setter, private = connection.execute(
+        "SELECT topic, topic_setter, private FROM rooms WHERE id = ?", (room_id,)
+    ).fetchone()
+    operators = room_operators(connection, room_id)
+    return RoomState(room_id, display_name, topic, setter, bool(private), operators, recent)
+
+
+def join_room(connection: sqlite3.Connection, name: str, user_key: str, now: int) -> str:
+    """Make a user a member of a room, creating it; return the room's display name.
+
+    The user who creates a room (any but #lobby) is its first operator. A
+    user banned from the room, or not invited to a private room, is refused
+    with ``forbidden``; joining uses up the invite.
+    """
+    user_id, _ = _user(connection, user_key)
+    created = connection.execute(
+        "INSERT OR IGNORE INTO rooms (name_key, name, created_at) VALUES (?, ?, ?)",
+        (name.lower(), name, now),
+    ).rowcount
+    room_id, display_name, private = _room(connection, name.lower())
+    if _membership(connection, room_id, user_id) is not None:
+        return display_name
+    banned = connection.execute(
+        "SELECT 1 FROM room_bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).fetchone()
+    if banned:
+        raise ChatError("forbidden", f"you are banned from {display_name}")
+    invited = connection.execute(
+        "DELETE FROM room_invites WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).rowcount
+    if private and not invited:
+        raise ChatError("forbidden", f"{display_name} is private: you need an invitation")
+    operator = bool(created) and name.lower() != LOBBY_KEY
+    connection.execute(
+        "INSERT INTO room_members (room_id, user_id, operator, joined_at) VALUES (?, ?, ?, ?)",
+        (room_id, user_id, int(operator), now),
+    )
+    return display_name
+
+
+def enter_room(
+    connection: sqlite3.Connection,
+    name: str,
+    user_key: str,
+    now: int,
+    history_limit: int | None,
+) -> tuple[str, RoomState | None]:
+    """``join_room``, and the room's state too unless ``history_limit`` is None.
+
+    One transaction where the server has not got the room loaded: the join
+    costs one commit either way.
+    """
+    display_name = join_room(connection, name, user_key, now)
+    if history_limit is None:
+        return display_name, None
+    return display_name, load_room(connection, display_name, now, history_limit)
+
+
+def arrive(
+    connection: sqlite3.Connection,
+    user_key: str,
+    now: int,
+    loaded: frozenset[str] = frozenset(),
+    history_limit: int = 50,
+) -> Arrival:
+    """A user's first session: rejoin #lobby, take the invites, note the time.
+
+    Returns the user's rooms (#lobby first unless banned from it, then the
+    others in the order joined: rowids grow) with the state of those whose keys are not
+    in ``loaded``, the invites not yet shown (now marked shown) and the away
+    text.
+    """
+    user_id, _ = _user(connection, user_key)
+    # Banned from #lobby by an administrator: the other rooms still count.
+    with suppress(ChatError):
+        join_room(connection, "#lobby", user_key, now)
+    names = [
+        row[0]
+        for row in connection.execute(
+            "SELECT r.name FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+            " WHERE m.user_id = ? ORDER BY r.name_key != ?, m.rowid",
+            (user_id, LOBBY_KEY),
+        )
+    ]
+    rooms = [
+        (name, None if name.lower() in loaded else load_room(connection, name, now, history_limit))
+        for name in names
+    ]
+    invites = connection.execute(
+        "SELECT r.name, i.invited_by FROM room_invites AS i JOIN rooms AS r ON r.id = i.room_id"
+        " WHERE i.user_id = ? AND NOT i.delivered ORDER BY i.invited_at, r.name_key",
+        (user_id,),
+    ).fetchall()
+    if invites:
+        connection.execute("UPDATE room_invites SET delivered = 1 WHERE user_id = ?", (user_id,))
+    (away,) = connection.execute(
+        "UPDATE users SET last_seen = ? WHERE id = ? RETURNING away", (now, user_id)
+    ).fetchone()
+    return Arrival(rooms, [(room, by) for room, by in invites], away)
+
+
+def leave_room(connection: sqlite3.Connection, room_id: int, user_key: str) -> bool:
+    """End a membership (``/part``); return whether there was one."""
+    return (
+        connection.execute(
+            "DELETE FROM room_members WHERE room_id = ?"
+            " AND user_id = (SELECT id FROM users WHERE name_key = ?)",
+            (room_id, user_key),
+        ).rowcount
+        == 1
+    )
+
+
+def set_topic(connection: sqlite3.Connection, room_id: int, text: str, setter: str) -> None:
+    """Set (or, with empty text, clear) a room's topic."""
+    connection.execute(
+        "UPDATE rooms SET topic = ?, topic_setter = ? WHERE id = ?", (text, setter, room_id)
+    )
+
+
+def set_operator(
+    connection: sqlite3.Connection, room_id: int, user_key: str, operator: bool
+) -> tuple[str, tuple[str, ...]]:
+    """Make a member an operator or not; return their name and the room's operators.
+
+    ``no-such-user`` when there is no such account or it is not a member.
+    """
+    user_id, name = _user(connection, user_key)
+    changed = connection.execute(
+        "UPDATE room_members SET operator = ? WHERE room_id = ? AND user_id = ?",
+        (int(operator), room_id, user_id),
+    ).rowcount
+    if not changed:
+        raise ChatError("no-such-user", f"{name} is not a member")
+    return name, room_operators(connection, room_id)
+
+
+def remove_member(
+    connection: sqlite3.Connection, room_id: int, user_key: str
+) -> tuple[str, bool]:
+    """Take a member out of a room (a kick); return their name and whether they were an operator.
+
+    ``no-such-user`` when there is no such account or it is not a member.
+    """
+    user_id, name = _user(connection, user_key)
+    operator = _membership(connection, room_id, user_id)
+    if operator is None:
+        raise ChatError("no-such-user", f"{name} is not a member")
+    connection.execute(
+        "DELETE FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    )
+    return name, operator
+
+
+def ban_user(
+    connection: sqlite3.Connection, room_id: int, user_key: str, by: str, now: int
+) -> Banned:
+    """Ban an account from a room, ending its membership and invitation."""
+    user_id, name = _user(connection, user_key)
+    operator = _membership(connection, room_id, user_id)
+    connection.execute(
+        "INSERT OR IGNORE INTO room_bans (room_id, user_id, banned_by, banned_at)"
+        " VALUES (?, ?, ?, ?)",
+        (room_id, user_id, by, now),
+    )
+    for table in ("room_members", "room_invites"):
+        connection.execute(
+            f"DELETE FROM {table} WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+    return Banned(name, operator is not None, bool(operator))
+
+
+def unban_user(connection: sqlite3.Connection, room_id: int, user_key: str) -> str:
+    """Lift an account's ban from a room; return its display name."""
+    user_id, name = _user(connection, user_key)
+    connection.execute(
+        "DELETE FROM room_bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    )
+    return name
+
+
+def set_private(connection: sqlite3.Connection, room_id: int, private: bool) -> None:
+    """Make a room private (members and invited users only) or public."""
+    connection.execute("UPDATE rooms SET private = ? WHERE id = ?", (int(private), room_id))
+
+
+def invite_user(
+    connection: sqlite3.Connection,
+    room_id: int,
+    user_key: str,
+    by: str,
+    now: int,
+    delivered: bool,
+) -> str:
+    """Invite an account into a room; return its display name.
+
+    ``delivered`` says whether the invited user was told at once; if not,
+    their next login shows it.
+    """
+    user_id, name = _user(connection, user_key)
+    connection.execute(
+        "INSERT OR REPLACE INTO room_invites (room_id, user_id, invited_by, invited_at, delivered)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (room_id, user_id, by, now, int(delivered)),
+    )
+    return name
+
+
+def visible_rooms(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, int]]:
+    """Rooms with members, with how many, for ``/rooms``: private ones only to their members."""
+    rows = connection.execute(
+        "SELECT r.name, count(*) FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+        " GROUP BY r.id HAVING NOT r.private OR r.id IN ("
+        "  SELECT room_id FROM room_members WHERE user_id ="
+        "  (SELECT id FROM users WHERE name_key = ?))"
+        " ORDER BY r.name_key",
+        (user_key,),
+    )
+    return [(name, count) for name, count in rows]
+
+
+def is_member(connection: sqlite3.Connection, room_key: str, user_key: str) -> bool:
+    """Tell whether a user is a member of a room."""
+    row = connection.execute(
+        "SELECT 1 FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+        " JOIN users AS u ON u.id = m.user_id WHERE r.name_key = ? AND u.name_key = ?",
+        (room_key, user_key),
+    ).fetchone()
+    return row is not None
+
+
+# --- presence: away and last seen ----------------------------------------------
+
+
+def set_away(connection: sqlite3.Connection, user_key: str, text: str) -> None:
+    """Set a user's away text; empty means back."""
+    connection.execute("UPDATE users SET away = ? WHERE name_key = ?", (text, user_key))
+
+
+def set_last_seen(connection: sqlite3.Connection, user_key: str, now: int) -> None:
+    """Note that a user's last session ended now."""
+    connection.execute("UPDATE users SET last_seen = ? WHERE name_key = ?", (now, user_key))
+
+
+def away_text(connection: sqlite3.Connection, user_key: str) -> str:
+    """A user's away text, empty when not away or no such user."""
+    row = connection.execute("SELECT away FROM users WHERE name_key = ?", (user_key,)).fetchone()
+    return "" if row is None else row[0]
+
+
+def whois(connection: sqlite3.Connection, user_key: str, asker_key: str) -> Whois:
+    """What ``/whois`` shows; the rooms are those the asker shares with the user."""
+    row = connection.execute(
+        "SELECT id, name, away, last_seen FROM users WHERE name_key = ?", (user_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-user", f"there is no user {user_key}")
+    user_id, name, away, last_seen = row
+    shared = connection.execute(
+        "SELECT r.name FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+        " WHERE m.user_id = ? AND m.room_id IN ("
+        "  SELECT room_id FROM room_members WHERE user_id ="
+        "  (SELECT id FROM users WHERE name_key = ?))"
+        " ORDER BY r.name_key",
+        (user_id, asker_key),
+    )
+    return Whois(name, away, last_seen, [room for (room,) in shared])
+
+
+# --- the admin command line's room commands ------------------------------------
+
+
+def list_rooms(connection: sqlite3.Connection) -> list[RoomListing]:
+    """Every room, with its member count, privacy, operators and topic."""
+    rows = connection.execute(
+        "SELECT r.id, r.name, r.private, r.topic,"
+        " (SELECT count(*) FROM room_members WHERE room_id = r.id)"
+        " FROM rooms AS r ORDER BY r.name_key"
+    ).fetchall()
+    return [
+        RoomListing(name, members, bool(private), room_operators(connection, room_id), topic)
+        for room_id, name, private, topic, members in rows
+    ]
+
+
+def record_room_event(
+    connection: sqlite3.Connection,
+    action: str,
+    room_key: str,
+    user_key: str,
+    user_name: str,
+    detail: str,
+    now: int,
+) -> None:
+    """Note a room change the running server must show (``room-op``, ``room-kick``, ...)."""
+    connection.execute(
+        "INSERT INTO account_events (name_key, action, at, room_key, user_name, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_key, action, now, room_key, user_name, detail),
+    )
+
+
+def admin_room_change(
+    connection: sqlite3.Connection, action: str, room_key: str, user_key: str, detail: str, now: int
+) -> str:
+    """Do one ``chatd room`` command in the database and record it for the server.
+
+    ``action`` is ``op``, ``deop``, ``kick``, ``ban``, ``unban`` or ``topic``
+    (``detail`` is the topic, or a kick's reason). Returns what was done, for
+    the operator; raises ``ChatError`` when it cannot be done.
+    """
+    room_id, room_name, _private = _room(connection, room_key)
+    user_name = ""
+    if action in ("op", "deop"):
+        user_name, _ = set_operator(connection, room_id, user_key, action == "op")
+        still = "now" if action == "op" else "no longer"
+        done = f"{user_name} is {still} an operator of {room_name}"
+    elif action == "kick":
+        user_name, _ = remove_member(connection, room_id, user_key)
+        done = f"kicked {user_name} from {room_name}"
+    elif action == "ban":
+        user_name = ban_user(connection, room_id, user_key, ADMIN, now).name
+        done = f"banned {user_name} from {room_name}"
+    elif action == "unban":
+        user_name = unban_user(connection, room_id, user_key)
+        done = f"lifted the ban of {user_name} from {room_name}"
+    elif action == "topic":
+        set_topic(connection, room_id, detail, ADMIN)
+        done = f"topic of {room_name} {'set' if detail else 'cleared'}"
+    else:
+        raise ValueError(f"unknown room action {action}")
+    record_room_event(connection, "room-" + action, room_key, user_key, user_name, detail, now)
+    return done
 
 
 # --- direct messages kept for offline users --------------------------------
@@ -499,7 +1001,16 @@ class DatabaseStats:
     tables: dict[str, TableStats]
 
 
-TABLES = ("users", "rooms", "room_messages", "stored_messages", "account_events")
+TABLES = (
+    "users",
+    "rooms",
+    "room_messages",
+    "stored_messages",
+    "account_events",
+    "room_members",
+    "room_bans",
+    "room_invites",
+)
 _TIMED_TABLES = ("room_messages", "stored_messages")
 
 

@@ -72,3 +72,80 @@ def test_prompted_password_must_be_typed_twice_alike(run, monkeypatch):
     assert code == 1 and "differ" in err
     answers = iter(["password1", "password1"])
     assert run("user", "add", "alice")[0] == 0
+
+
+# --- chatd room ... ------------------------------------------------------------------
+
+
+def room_with_members(run) -> None:
+    """alice created #a (its operator) and bob joined it; both are in #lobby."""
+    connection = storage.open_database_file(run.path)
+    with storage.transaction(connection):
+        for name in ("alice", "bob"):
+            storage.create_user(connection, name, "hash", 0)
+            storage.arrive(connection, name, 0)
+        storage.join_room(connection, "#a", "alice", 1)
+        storage.join_room(connection, "#a", "bob", 2)
+    connection.close()
+
+
+def test_room_list_op_deop_topic(run):
+    """room list shows members, operators, privacy and topic; op/deop/topic change them."""
+    room_with_members(run)
+    assert run("room", "list") == (
+        0,
+        "#a  2 members  operators: alice\n#lobby  2 members\n",
+        "",
+    )
+    assert run("room", "op", "#A", "BOB")[1] == "bob is now an operator of #a\n"
+    assert run("room", "deop", "#a", "alice")[1] == "alice is no longer an operator of #a\n"
+    assert run("room", "topic", "#a", "all about a")[1] == "topic of #a set\n"
+    assert run("room", "list")[1].splitlines()[0] == (
+        "#a  2 members  operators: bob  topic: all about a"
+    )
+    assert run("room", "topic", "#a", "")[1] == "topic of #a cleared\n"
+    connection = storage.open_database_file(run.path)
+    events = storage.account_events_since(connection, 0)
+    assert [(e.action, e.room_key, e.name_key) for e in events] == [
+        ("room-op", "#a", "bob"),
+        ("room-deop", "#a", "alice"),
+        ("room-topic", "#a", ""),
+        ("room-topic", "#a", ""),
+    ]
+    assert events[2].detail == "all about a"
+
+
+def test_room_kick_ban_unban(run):
+    """kick ends a membership; ban also keeps the user out until unban."""
+    room_with_members(run)
+    assert run("room", "kick", "#a", "bob", "--reason", "be nice")[1] == "kicked bob from #a\n"
+    code, _, err = run("room", "kick", "#a", "bob")
+    assert code == 1 and "bob is not a member" in err
+    assert run("room", "ban", "#a", "alice")[1] == "banned alice from #a\n"
+    connection = storage.open_database_file(run.path)
+    with pytest.raises(storage.ChatError, match="banned"), storage.transaction(connection):
+        storage.join_room(connection, "#a", "alice", 3)
+    assert run("room", "unban", "#a", "alice")[1] == "lifted the ban of alice from #a\n"
+    with storage.transaction(connection):
+        assert storage.join_room(connection, "#a", "alice", 4) == "#a"
+    events = storage.account_events_since(connection, 0)
+    assert [(e.action, e.user_name, e.detail) for e in events] == [
+        ("room-kick", "bob", "be nice"),
+        ("room-ban", "alice", ""),
+        ("room-unban", "alice", ""),
+    ]
+
+
+def test_room_commands_refuse_what_cannot_be(run):
+    """Unknown rooms and users, bad names and control characters exit 1 with a reason."""
+    room_with_members(run)
+    for argv, expected in (
+        (("room", "op", "#nowhere", "alice"), "no room #nowhere"),
+        (("room", "ban", "#a", "ghost"), "no user ghost"),
+        (("room", "op", "nohash", "alice"), "room names"),
+        (("room", "kick", "#a", "9x"), "user names"),
+        (("room", "topic", "#a", "bell\x07"), "control characters"),
+        (("room", "op", "#a", "ghost"), "no user ghost"),
+    ):
+        code, _, err = run(*argv)
+        assert code == 1 and expected in err, (argv, err)

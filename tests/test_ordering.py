@@ -54,6 +54,7 @@ def test_reading_stops_while_a_full_line_waits():
     assert alice.lines() == [
         "JOIN #side alice",
         "WHO #side alice",
+        "OPS #side alice",
         "OK join #side",
         "ERR line-too-long lines are limited to 4096 bytes",
         "OK ping after",

@@ -470,12 +470,17 @@ def test_join_creates_announces_and_shows_members_and_history(chat):
     alice.login("alice")
     bob.login("bob")
     alice.lines()
-    assert alice.send("/join #Rust") == ["JOIN #Rust alice", "WHO #Rust alice", "OK join #Rust"]
+    assert alice.send("/join #Rust") == [
+        "JOIN #Rust alice",
+        "WHO #Rust alice",
+        "OPS #Rust alice",
+        "OK join #Rust",
+    ]
     alice.send("fearless")
     lines = bob.send("/join #rust")
-    assert lines[:2] == ["JOIN #Rust bob", "WHO #Rust alice bob"]
-    assert lines[2].startswith("HISTORY #Rust ") and lines[2].endswith(" alice fearless")
-    assert lines[3] == "OK join #Rust"
+    assert lines[:3] == ["JOIN #Rust bob", "WHO #Rust alice bob", "OPS #Rust alice"]
+    assert lines[3].startswith("HISTORY #Rust ") and lines[3].endswith(" alice fearless")
+    assert lines[4] == "OK join #Rust"
     assert alice.lines()[-1] == "JOIN #Rust bob"
 
 
@@ -609,7 +614,7 @@ def test_a_user_with_several_sessions_is_one_member(harness):
     bob.lines()
     second = harness.client()
     lines = second.send("/login alice password1")
-    assert lines == ["WHO #lobby alice bob", "WHO #a alice", "OK login alice"]
+    assert lines == ["WHO #lobby alice bob", "WHO #a alice", "OPS #a alice", "OK login alice"]
     assert bob.lines() == []
     assert bob.send("/who") == ["WHO #lobby alice bob", "OK who #lobby"]
 

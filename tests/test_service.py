@@ -1,7 +1,7 @@
 """The chat service without any network: minds that record what they are sent."""
 
 from chatd import storage
-from chatd.events import Joined, Members, Parted, RoomMessage, RoomMessages
+from chatd.events import Joined, Members, Operators, Parted, RoomMessage, RoomMessages
 from tests.support import ChatHarness, RecordingClient, SlowDatabase
 
 
@@ -76,7 +76,8 @@ def test_join_order_and_announcements():
     bob.join("#lobby")
     assert alice_mind.events == [] and bob_mind.events == []
     bob.join("#new")
-    assert [type(e) for e in bob_mind.events] == [Joined, Members]
+    # bob created #new: he is its operator, and OPS follows WHO.
+    assert [type(e) for e in bob_mind.events] == [Joined, Members, Operators]
     assert alice_mind.events == []
 
 
@@ -155,7 +156,8 @@ def test_a_member_joining_before_the_flush_sees_the_message_once():
     bob.join("#side")
     harness.database.flush()
     harness.end_turn()
-    assert [line.split(" ")[0] for line in bob_mind.lines()[-3:]] == ["JOIN", "WHO", "HISTORY"]
+    kinds = [line.split(" ")[0] for line in bob_mind.lines()[-4:]]
+    assert kinds == ["JOIN", "WHO", "OPS", "HISTORY"]
     assert alice_mind.lines() == ["MSG #side alice early", "JOIN #side bob"]
 
 

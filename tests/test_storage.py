@@ -38,8 +38,13 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
         old.execute("PRAGMA user_version = 1")
         storage.create_user(old, "Alice", "hash-a", 1)
         storage.create_user(old, "bob", "hash-b", 2)
-        room_id, _, _ = storage.open_room(old, "#Lobby", 3, 50)
-        storage.add_room_message(old, room_id, "Alice", "before the upgrade", 4)
+        old.execute("INSERT INTO rooms (name_key, name, created_at) VALUES ('#lobby', '#Lobby', 3)")
+        (room_id,) = old.execute("SELECT id FROM rooms WHERE name_key = '#lobby'").fetchone()
+        # As version 1 wrote it: room_messages had no kind column yet.
+        old.execute(
+            "INSERT INTO room_messages (room_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
+            (room_id, "Alice", "before the upgrade", 4),
+        )
         storage.store_direct_message(old, "bob", "Alice", "kept for bob", 5)
         storage.record_account_event(old, "bob", "kick", 6)
     old.close()
