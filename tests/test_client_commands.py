@@ -100,7 +100,7 @@ def test_redacting_history_stores_the_redacted_line() -> None:
     [
         ("/jo", "/jo", ["/join "]),
         ("/", "/", [f"/{command.name} " for command in sorted(COMMANDS, key=lambda c: c.name)]),
-        ("/P", "/P", ["/part ", "/passwd ", "/ping ", "/pong "]),
+        ("/P", "/P", ["/part ", "/passwd ", "/ping ", "/pong ", "/private "]),
         ("/join #d", "#d", ["#Design", "#dev"]),
         ("/join ", "", ["#Design", "#dev", "#lobby"]),
         ("/who #l", "#l", ["#lobby"]),

@@ -47,7 +47,7 @@ def render(raw: str, me: str | None = "alice") -> str | None:
         ("OK msg bob stored", "* bob is offline; the message is stored until they log in"),
         ("OK passwd", "* password changed"),
         ("OK ping abc", "* pong abc"),
-        ("OK kick bob", "* kick bob"),
+        ("OK frobnicate bob", "* frobnicate bob"),
     ],
 )
 def test_each_line_type_reads_as_intended(raw: str, shown: str) -> None:
@@ -86,7 +86,7 @@ def test_every_contract_line_type_is_rendered_by_a_handler() -> None:
 
 def test_unknown_line_types_are_shown_as_they_came() -> None:
     """The contract may grow new line types; the client shows them rather than hiding them."""
-    assert render("TOPIC #lobby be nice") == "TOPIC #lobby be nice"
+    assert render("SPARKLE #lobby be nice") == "SPARKLE #lobby be nice"
 
 
 def test_history_is_marked_as_past_with_local_time() -> None:

@@ -40,6 +40,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("who", "[<room>]", "list who is in the named room, or the current one"),
     Command("rooms", "", "list the rooms that have members"),
     Command("history", "<room> [<n>]", "show the last n messages of a room you are in (50)"),
+    Command("me", "<text>", "act in the current room: /me waves shows * you waves"),
+    Command("topic", "<room> [<text>]", "show a room's topic, or set it"),
+    Command("op", "<room> <user>", "make a member an operator (operators only)"),
+    Command("deop", "<room> <user>", "take a member's operator status (operators only)"),
+    Command("kick", "<room> <user> [<reason>]", "remove a member from a room (operators only)"),
+    Command("ban", "<room> <user>", "ban someone from a room, kicking them (operators only)"),
+    Command("unban", "<room> <user>", "lift a ban (operators only)"),
+    Command("private", "<room> on|off", "make a room invitation-only, or open again"),
+    Command("invite", "<room> <user>", "invite someone into a room"),
+    Command("away", "[<text>]", "say you are away (with a text), or back (without)"),
+    Command("whois", "<user>", "who someone is: online or not, away, last seen, rooms"),
     Command("passwd", "<old> <new>", "change your password"),
     Command("ping", "[<token>]", "check that the server answers"),
     Command("pong", "<token>", "answer a server PING (the client does this by itself)"),
@@ -155,7 +166,12 @@ class RedactingHistory(InMemoryHistory):
         super().append_string(redact(string))
 
 
-_ROOM_ARGUMENT_COMMANDS = frozenset({"join", "part", "who", "history", "say"})
+_ROOM_ARGUMENT_COMMANDS = frozenset(
+    {"join", "part", "who", "history", "say", "topic", "op", "deop", "kick", "ban", "unban",
+     "private", "invite"}
+)
+# Commands whose second argument (after the room) is a user.
+_ROOM_THEN_USER_COMMANDS = frozenset({"op", "deop", "kick", "ban", "unban", "invite"})
 
 
 def _matching(prefix: str, candidates: Iterable[str]) -> list[str]:
@@ -184,11 +200,15 @@ def complete(text: str, rooms: Iterable[str], users: Iterable[str]) -> tuple[str
         command = earlier[0][1:].lower()
         if len(earlier) == 1 and command in _ROOM_ARGUMENT_COMMANDS:
             return word, _matching(word, rooms)
-        if len(earlier) == 1 and command == "msg":
+        if len(earlier) == 1 and command in ("msg", "whois"):
             return word, _matching(word, users)
+        if len(earlier) == 2 and command in _ROOM_THEN_USER_COMMANDS:
+            return word, _matching(word, users)
+        if len(earlier) == 2 and command == "private":
+            return word, _matching(word, ("on", "off"))
         if len(earlier) == 1 and command == "help":
             return word, _matching(word, (command.name for command in COMMANDS))
-        if command not in ("say", "msg"):
+        if command not in ("say", "msg", "me", "topic", "away", "kick"):
             return word, []
     if not word:
         return word, []

@@ -21,6 +21,16 @@ FIELD_COUNTS: dict[str, int] = {
     "PING": 1,
     "INFO": 1,
     "BYE": 1,
+    # Rooms people live in.
+    "TOPIC": 3,
+    "OPS": 2,
+    "KICK": 4,
+    "INVITE": 2,
+    # chatd's extensions (docs/protocol.md): actions, away, whois.
+    "ACTION": 3,
+    "HISTORYACTION": 4,
+    "AWAY": 2,
+    "WHOIS": 4,
 }
 
 FINAL_REPLY_KINDS = frozenset({"OK", "ERR"})

@@ -95,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor
 
     state = ChatState()
-    renderer = Renderer(colour=colour_wanted(sys.stdout), whoami=state.me)
+    renderer = Renderer(
+        colour=colour_wanted(sys.stdout), whoami=state.me, is_operator=state.is_operator
+    )
     endpoint = make_endpoint(
         reactor, options.host, options.port, tls=options.tls or ca_pem is not None, ca_pem=ca_pem
     )

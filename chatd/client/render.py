@@ -88,13 +88,43 @@ def _ok_ping(token: str, rest: str) -> str:
     return " ".join(part for part in ("pong", token, rest) if part)
 
 
-_QUIET_OKS = frozenset({"say", "join", "part", "who", "rooms", "history", "help", "pong", "quit"})
+def _ok_away(first: str, rest: str) -> str:
+    text = " ".join(part for part in (first, rest) if part)
+    return f"you are marked away: {text}" if text else "you are back"
+
+
+def _ok_ban(room: str, _rest: str) -> str:
+    return f"banned from {room}"
+
+
+def _ok_unban(room: str, _rest: str) -> str:
+    return f"ban lifted in {room}"
+
+
+def _ok_private(room: str, _rest: str) -> str:
+    return f"privacy of {room} set"
+
+
+def _ok_invite(room: str, _rest: str) -> str:
+    return f"invitation to {room} sent"
+
+
+# The commands whose events (ACTION, TOPIC, OPS, KICK, WHOIS) say it all.
+_QUIET_OKS = frozenset(
+    {"say", "join", "part", "who", "rooms", "history", "help", "pong", "quit", "me", "topic",
+     "op", "deop", "kick", "whois"}
+)
 _TALKING_OKS: dict[str, Callable[[str, str], str | None]] = {
     "login": _ok_login,
     "register": _ok_register,
     "msg": _ok_msg,
     "passwd": _ok_passwd,
     "ping": _ok_ping,
+    "away": _ok_away,
+    "ban": _ok_ban,
+    "unban": _ok_unban,
+    "private": _ok_private,
+    "invite": _ok_invite,
 }
 
 
@@ -102,8 +132,9 @@ class Renderer:
     """Renders server lines and the client's own notices, with or without colour.
 
     ``whoami`` tells the renderer who is logged in, so one's own name can stand
-    out and stored direct messages can name their recipient. ``timezone`` and
-    ``now`` exist for tests; by default times are shown in the local zone.
+    out and stored direct messages can name their recipient; ``is_operator(room,
+    name)`` lets operators' names carry an ``@``. ``timezone`` and ``now`` exist
+    for tests; by default times are shown in the local zone.
     """
 
     def __init__(
@@ -111,11 +142,13 @@ class Renderer:
         *,
         colour: bool,
         whoami: Callable[[], str | None] = lambda: None,
+        is_operator: Callable[[str, str], bool] = lambda room, name: False,
         timezone: datetime.tzinfo | None = None,
         now: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         self.colour = colour
         self._whoami = whoami
+        self._is_operator = is_operator
         self._timezone = timezone
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
 
@@ -152,11 +185,19 @@ class Renderer:
             return local.strftime("%H:%M")
         return local.strftime("%Y-%m-%d %H:%M")
 
-    def _nick(self, name: str) -> str:
+    def _is_me(self, name: str) -> bool:
         me = self._whoami()
-        if me is not None and name.lower() == me.lower():
-            return self.paint(f"<{name}>", BOLD, GREEN)
-        return self.paint(f"<{name}>", BOLD)
+        return me is not None and name.lower() == me.lower()
+
+    def _marked(self, room: str, name: str) -> str:
+        """The name with ``@`` in front when it is an operator of the room."""
+        return f"@{name}" if room and self._is_operator(room, name) else name
+
+    def _nick(self, name: str, room: str = "") -> str:
+        shown = self._marked(room, name)
+        if self._is_me(name):
+            return self.paint(f"<{shown}>", BOLD, GREEN)
+        return self.paint(f"<{shown}>", BOLD)
 
     def _room_tag(self, room: str) -> str:
         return self.paint(f"[{room}]", CYAN)
@@ -186,7 +227,48 @@ class Renderer:
         return self.problem(f"{code}: {text}" if text else code)
 
     def _render_msg(self, room: str, sender: str, text: str) -> str:
-        return f"{self._room_tag(room)} {self._nick(sender)} {text}"
+        return f"{self._room_tag(room)} {self._nick(sender, room)} {text}"
+
+    def _render_action(self, room: str, sender: str, text: str) -> str:
+        actor = self.paint(f"* {self._marked(room, sender)}", BOLD)
+        return f"{self._room_tag(room)} {actor} {text}"
+
+    def _render_historyaction(self, room: str, timestamp: str, sender: str, text: str) -> str:
+        return f"{self._past('past', timestamp)} {self._room_tag(room)} * {sender} {text}"
+
+    def _render_topic(self, room: str, setter: str, text: str) -> str:
+        if not text:
+            return self.notice(f"{setter} cleared the topic of {room}")
+        return self.notice(f"topic of {room}: {text} (set by {setter})")
+
+    def _render_ops(self, room: str, names: str) -> str:
+        listed = ", ".join(f"@{name}" for name in names.split())
+        if not listed:
+            return self.notice(f"{room} has no operators")
+        return self.notice(f"operators of {room}: {listed}")
+
+    def _render_kick(self, room: str, user: str, by: str, reason: str) -> str:
+        verb = "banned from" if reason == "banned" else "kicked from"
+        because = "" if reason in ("", "banned") else f": {reason}"
+        if self._is_me(user):
+            return self.problem(f"you were {verb} {room} by {by}{because}")
+        return self.notice(f"{user} was {verb} {room} by {by}{because}")
+
+    def _render_invite(self, room: str, by: str) -> str:
+        return self.paint(f"* {by} invites you to {room}; /join {room} to accept", BOLD, YELLOW)
+
+    def _render_away(self, user: str, text: str) -> str:
+        return self.notice(f"{user} is away: {text}")
+
+    def _render_whois(self, user: str, status: str, seen: str, rooms: str) -> str:
+        if seen in ("", "-"):
+            when = "never logged in"
+        elif status == "online":
+            when = f"online since {self.local_time(seen)}"
+        else:
+            when = f"offline, last seen {self.local_time(seen)}"
+        shared = ", ".join(rooms.split()) or "none"
+        return self.notice(f"{user}: {when}; rooms you share: {shared}")
 
     def _render_dm(self, sender: str, recipient: str, text: str) -> str:
         return f"{self._dm_tag(sender, recipient)} {text}"
@@ -199,7 +281,7 @@ class Renderer:
 
     def _render_who(self, room: str, members: str) -> str:
         names = members.split()
-        listed = ", ".join(names) if names else "nobody"
+        listed = ", ".join(self._marked(room, name) for name in names) if names else "nobody"
         return self.notice(f"in {room} ({len(names)}): {listed}")
 
     def _render_room(self, room: str, count: str) -> str:

@@ -50,6 +50,13 @@ def first_unseen(seen: Sequence[T], history: Sequence[T]) -> int:
     return 0
 
 
+def _said(kind: str, sender: str, text: str) -> tuple[str, ...]:
+    """A room message as the conversation's tail keeps it: an action is not the same words said."""
+    if kind in ("ACTION", "HISTORYACTION"):
+        return (sender, text, "action")
+    return (sender, text)
+
+
 def is_rate_limited(line: ServerLine) -> bool:
     """True for the reply that means "too fast, try that again later"."""
     return line.kind == "ERR" and line.fields[0] == "rate-limited"
@@ -92,7 +99,7 @@ class ChatSession:
         self.ready = False
         self.connections = 0
         self._offline_queue: list[str] = []
-        self._tails: dict[str, deque[tuple[str, str]]] = {}
+        self._tails: dict[str, deque[tuple[str, ...]]] = {}
         self._arriving_history: dict[str, list[ServerLine]] = {}
         self._resume_plan: tuple[list[str], str | None] = ([], None)
         self._last_connect_failure: str | None = None
@@ -301,26 +308,30 @@ class ChatSession:
         if purpose is Purpose.SCRIPTED and is_rate_limited(line):
             return False
         if purpose in (Purpose.QUIET_LOGIN, Purpose.RESUME):
-            if line.kind in ("WHO", "HISTORY", "OK"):
+            if line.kind in ("WHO", "TOPIC", "OPS", "HISTORY", "HISTORYACTION", "OK"):
                 return False
             if line.kind in ("JOIN", "PART") and self.state.is_me(line.fields[1]):
                 return False
         return True
 
     def _remember_conversation(self, line: ServerLine, command: PendingCommand | None) -> None:
-        if line.kind == "MSG":
+        if line.kind in ("MSG", "ACTION"):
             room, sender, text = line.fields
-            self._tail(room).append((sender, text))
-        elif line.kind == "HISTORY" and command is not None and _replays_history(command):
+            self._tail(room).append(_said(line.kind, sender, text))
+        elif (
+            line.kind in ("HISTORY", "HISTORYACTION")
+            and command is not None
+            and _replays_history(command)
+        ):
             self._arriving_history.setdefault(line.fields[0].lower(), []).append(line)
 
-    def _tail(self, room: str) -> deque[tuple[str, str]]:
+    def _tail(self, room: str) -> deque[tuple[str, ...]]:
         return self._tails.setdefault(room.lower(), deque(maxlen=TAIL_LENGTH))
 
     def _settle_history(self, command: PendingCommand) -> None:
         arrived, self._arriving_history = self._arriving_history, {}
         for room, lines in arrived.items():
-            messages = [(line.fields[2], line.fields[3]) for line in lines]
+            messages = [_said(line.kind, line.fields[2], line.fields[3]) for line in lines]
             if command.purpose is Purpose.RESUME and not self.raw:
                 for line in lines[first_unseen(self._tail(room), messages) :]:
                     self._show(self.renderer.render(line))

@@ -20,6 +20,9 @@ class Room:
 
     name: str
     members: dict[str, str] = field(default_factory=dict)
+    # Lower-case names of the room's operators, from its OPS lines.
+    operators: set[str] = field(default_factory=set)
+    topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,13 @@ class PromptView:
         if self.room:
             parts.append(self.room)
         return " ".join(parts) + "> "
+
+
+# Line types whose first field is a room: how the client learns rooms for completion.
+_ROOM_FIRST = frozenset(
+    {"MSG", "JOIN", "PART", "WHO", "ROOM", "HISTORY", "TOPIC", "OPS", "KICK", "INVITE", "ACTION",
+     "HISTORYACTION"}
+)
 
 
 class ChatState:
@@ -74,6 +84,18 @@ class ChatState:
         with self._lock:
             joined = self._rooms.get(room.lower())
             return sorted(joined.members.values(), key=str.lower) if joined else []
+
+    def is_operator(self, room: str, name: str) -> bool:
+        """True when ``name`` was an operator of ``room`` in its last OPS line."""
+        with self._lock:
+            joined = self._rooms.get(room.lower())
+            return joined is not None and name.lower() in joined.operators
+
+    def topic(self, room: str) -> str:
+        """The topic of one of this session's rooms, as last seen ('' for none)."""
+        with self._lock:
+            joined = self._rooms.get(room.lower())
+            return joined.topic if joined is not None else ""
 
     def prompt_view(self) -> PromptView:
         """A consistent copy of what the prompt shows."""
@@ -133,7 +155,7 @@ class ChatState:
         words = command.split(" ", 2)
         logging_in = command_name(command) == "login" and len(words) > 1
         self._logging_in_as = words[1] if logging_in else None
-        if kind in ("MSG", "JOIN", "PART", "WHO", "ROOM", "HISTORY") and fields[0]:
+        if kind in _ROOM_FIRST and fields[0]:
             self._known_rooms[fields[0].lower()] = fields[0]
         if kind == "JOIN":
             self._joined(*fields)
@@ -141,10 +163,22 @@ class ChatState:
             self._parted(*fields)
         elif kind == "WHO":
             self._who(fields[0], fields[1], logging_in=self._logging_in_as is not None)
-        elif kind == "MSG":
+        elif kind in ("MSG", "ACTION"):
             joined = self._rooms.get(fields[0].lower())
             if joined is not None:
                 joined.members[fields[1].lower()] = fields[1]
+        elif kind == "KICK":
+            self._parted(fields[0], fields[1])
+        elif kind == "OPS":
+            joined = self._rooms.get(fields[0].lower())
+            if joined is not None:
+                joined.operators = {name.lower() for name in fields[1].split()}
+        elif kind == "TOPIC":
+            joined = self._rooms.get(fields[0].lower())
+            if joined is not None:
+                joined.topic = fields[2]
+        elif kind in ("AWAY", "WHOIS"):
+            self._correspondents[fields[0].lower()] = fields[0]
         elif kind == "DM":
             other = fields[1] if self.is_me(fields[0]) else fields[0]
             self._correspondents[other.lower()] = other
