@@ -41,11 +41,13 @@ from chatd.errors import ChatError
 from chatd.events import (
     DirectMessage,
     Event,
+    HistoryAction,
     HistoryLine,
     Joined,
     Members,
     Notice,
     Parted,
+    RoomAction,
     RoomMessage,
     RoomMessages,
     RoomSummary,
@@ -842,8 +844,10 @@ class IRCConnection(Protocol):
     def irc_LIST(self, *_: str) -> None:
         """LIST: 321, a 322 per room with members, 323."""
         self.reply(n.RPL_LISTSTART, "Channel", "Users  Name")
-        self.session.rooms()
-        self.reply(n.RPL_LISTEND, "End of /LIST")
+        # The rooms are read from the database: 323 once their 322s are out.
+        listing = self.session.rooms()
+        listing.addCallback(lambda _: self.reply(n.RPL_LISTEND, "End of /LIST"))
+        listing.addErrback(lambda failure: log.failure("LIST", failure))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
         """MODE: your own modes are none; a room's modes are shown, not yet changed."""
@@ -922,7 +926,7 @@ class IRCConnection(Protocol):
             if "echo-message" not in self.caps:
                 return
         self.send(Message(
-            "PRIVMSG", (event.room, event.text), self.source_of(event.sender),
+            "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
             self._tags(event.sender, event.timestamp),
         ))
 
@@ -1008,7 +1012,8 @@ class IRCConnection(Protocol):
                     "BATCH", (f"+{self._history_id}", HISTORY_BATCH, event.room), self.host
                 ))
             tags["batch"] = self._history_id
-        self.send(Message("PRIVMSG", (event.room, event.text), self.source_of(event.sender), tags))
+        text = _ctcp_action(event)
+        self.send(Message("PRIVMSG", (event.room, text), self.source_of(event.sender), tags))
 
     def _close_history(self) -> None:
         if self._history_open:
@@ -1039,8 +1044,17 @@ _REGISTER_FAILS = {
     "already-logged-in": "ALREADY_AUTHENTICATED",
 }
 
+def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
+    """A room message's text, or an action's as IRC's CTCP ACTION (``/me``)."""
+    if isinstance(event, RoomAction | HistoryAction):
+        return f"\x01ACTION {event.text}\x01"
+    return event.text
+
+
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     RoomMessage: IRCConnection._render_room_message,
+    RoomAction: IRCConnection._render_room_message,
+    HistoryAction: IRCConnection._render_history,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
     StoredMessage: IRCConnection._render_stored,

@@ -331,3 +331,18 @@ def test_user_mode_i_is_accepted_and_echoed(irc):
     assert numerics(client.send("MODE alice")) == ["221"]
     assert numerics(client.send("MODE alice +w")) == ["501"]
     assert numerics(client.send("MODE bob +i")) == ["502"]
+
+
+def test_a_line_users_action_reaches_irc_as_a_ctcp_action(irc):
+    """/me on the line door is PRIVMSG \\x01ACTION ...\\x01 on IRC, live and in history."""
+    line = irc.logged_in("bob")
+    client = irc.irc_client()
+    client.login_with_pass("alice", caps=["server-time", "batch"])
+    line.send("/me waves")
+    irc.end_turn()
+    (received,) = client.lines()
+    assert parse(received).params == ("#lobby", "\x01ACTION waves\x01")
+    line.send("/join #dev", "/me hums")
+    lines = [parse(text) for text in client.send("JOIN #dev")]
+    history = [m for m in lines if m.verb == "PRIVMSG"]
+    assert [m.params[1] for m in history] == ["\x01ACTION hums\x01"]
