@@ -100,6 +100,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (room_id, user_id)
     );
     CREATE INDEX room_members_by_user ON room_members (user_id);
+    CREATE INDEX room_operators ON room_members (room_id) WHERE operator;
     CREATE TABLE room_bans (
         room_id INTEGER NOT NULL REFERENCES rooms (id),
         user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -708,10 +709,12 @@ def invite_user(
 
 def visible_rooms(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, int]]:
     """Rooms with members, with how many, for ``/rooms``: private ones only to their members."""
+    # Counted off the primary key's index, room by room; the asker's own rooms once.
     rows = connection.execute(
-        "SELECT r.name, count(*) FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
-        " GROUP BY r.id HAVING NOT r.private OR r.id IN ("
-        "  SELECT room_id FROM room_members WHERE user_id ="
+        "SELECT r.name, c.members FROM"
+        " (SELECT room_id, count(*) AS members FROM room_members GROUP BY room_id) AS c"
+        " JOIN rooms AS r ON r.id = c.room_id"
+        " WHERE NOT r.private OR r.id IN (SELECT room_id FROM room_members WHERE user_id ="
         "  (SELECT id FROM users WHERE name_key = ?))"
         " ORDER BY r.name_key",
         (user_key,),
