@@ -135,8 +135,9 @@ def test_two_people_chat_in_the_lobby_and_by_dm_with_the_typed_line_intact(chatd
         alice.expect("[DM bob -> alice] psst")
         # prompt_toolkit redraws only what changed, so each completion is
         # awaited by the characters it adds; the DM arriving proves the line.
-        alice.type("/m\t")
-        alice.expect("sg")
+        # "/m" is also "/me": "/ms" is the shortest that names /msg alone.
+        alice.type("/ms\t")
+        alice.expect("g")
         alice.type("b\t")
         alice.expect("ob")
         alice.enter(" got it")
