@@ -89,12 +89,16 @@ def user_del(args, connection, config) -> str:
     ``--erase-messages`` removes that too (an abuser's spam, a request to be
     forgotten), in short transactions so a running server is never held up,
     and tells the server to drop those lines from the history it keeps in
-    memory as well.
+    memory as well. That is every message the account had acknowledged: a
+    running server commits a message only in a transaction that finds its
+    sender's account (``storage.require_sender``), so none commits after the
+    deletion, and every earlier one has an id up to the highest one read in
+    the deleting transaction.
     """
     name = _name(args)
     key = fold(name)
     with storage.transaction(connection):
-        # Taken first: messages a new account of the same name sends later stay.
+        # Read with the deletion: messages a new account of the same name sends later stay.
         _, last_id = storage.message_id_range(connection)
         if not storage.delete_user(connection, key, _now()):
             raise AdminError(f"there is no user {name}")

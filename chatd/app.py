@@ -1,5 +1,6 @@
 """Building a chatd server from its configuration, for twistd and for tests."""
 
+import faulthandler
 import sys
 from collections.abc import Mapping
 
@@ -12,6 +13,7 @@ from twisted.python.failure import Failure
 from chatd.accounts import Accounts
 from chatd.auth import make_portal
 from chatd.config import Config, ConfigError
+from chatd.dblock import DatabaseInUse, DatabaseLock, lock_database
 from chatd.frontends.irc.protocol import IRCFactory
 from chatd.logs import log_observer
 from chatd.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
@@ -177,9 +179,14 @@ class ChatdServer(InOrderService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        # Set by build_server: the lock that keeps other servers off the database.
+        self.database_lock: DatabaseLock | None = None
         self.metrics = ChatdMetrics()
         self.telemetry = Telemetry(self.metrics, log_messages=config.log_messages)
-        self.database = Database(config.db_path, reactor, on_commit=self.metrics.observe_commit)
+        self.database = Database(
+            config.db_path, reactor,
+            on_commit=self.metrics.observe_commit, on_checkpoint=self.metrics.observe_checkpoint,
+        )
         self.hasher = PasswordHasher(
             reactor, config.bcrypt_rounds, config.bcrypt_workers,
             on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
@@ -274,8 +281,33 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         raise SystemExit(2) from None
 
 
+def claim_database(config: Config) -> DatabaseLock:
+    """Take the database's lock for this process's lifetime; raise ``DatabaseInUse`` if held.
+
+    Called before anything starts, by both ways of starting a server (the tac
+    file and the twistd plugin), so a second server on the same file never
+    listens. It also makes a fatal signal (SIGBUS from a database file made
+    unwritable underneath SQLite's memory map, SIGSEGV) leave a traceback on
+    standard error, the journal under systemd, rather than nothing at all.
+    """
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    return lock_database(config.db_path)
+
+
+def build_server(config: Config) -> "ChatdServer":
+    """A server for ``config`` holding its database's lock; exit 1 naming the holder if held."""
+    try:
+        lock = claim_database(config)
+    except DatabaseInUse as error:
+        print(f"chatd: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    server = ChatdServer(config)
+    server.database_lock = lock
+    return server
+
+
 def make_application(environ: Mapping[str, str] | None = None) -> Application:
     """The twistd application for the settings in ``environ`` (default: the process's)."""
     application = Application("chatd")
-    ChatdServer(load_config(environ)).setServiceParent(application)
+    build_server(load_config(environ)).setServiceParent(application)
     return application

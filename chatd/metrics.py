@@ -15,8 +15,10 @@ The listener (``CHATD_METRICS_LISTEN``, off when unset) serves two pages:
   would: the gauges read the chat service's state, which belongs to the
   reactor thread, and a scrape takes well under a millisecond.
 - ``/healthz``: ``200 ok`` only when the reactor answers (it serves the
-  request) and the database answers both a read on the reader thread and a
-  write on the writer thread within ``HEALTH_TIMEOUT_SECONDS``; else ``503``.
+  request), the database's files are still the ones the server opened, and
+  the database answers both a read on the reader thread and a write on the
+  writer thread within ``HEALTH_TIMEOUT_SECONDS``; else ``503`` with the
+  reasons (``database unavailable: chatd.sqlite3 was removed``).
 """
 
 from prometheus_client import (
@@ -167,6 +169,22 @@ class ChatdMetrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.db_available = Gauge(
+            "chatd_db_available",
+            "1 while the database files are the ones opened; 0 once writes are refused",
+            registry=registry,
+        )
+        self.db_wal_bytes = Gauge(
+            "chatd_db_wal_bytes", "Size of the write-ahead log file at the last checkpoint",
+            registry=registry,
+        )
+        self.db_checkpoint_seconds = Histogram(
+            "chatd_db_checkpoint_seconds",
+            "Time one WAL checkpoint took, by mode (PASSIVE, or TRUNCATE past the WAL limit)",
+            ["mode"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
         self.reactor_lag_seconds = Histogram(
             "chatd_reactor_lag_seconds",
             f"How late a timer due every {LAG_PROBE_SECONDS:g}s fired: time the reactor was busy",
@@ -192,6 +210,10 @@ class ChatdMetrics:
         self.db_commit_seconds.observe(seconds)
         self.db_batch_writes.observe(writes)
 
+    def observe_checkpoint(self, mode: str, seconds: float, wal_bytes: int) -> None:
+        """Record one WAL checkpoint (``Database``'s ``on_checkpoint``; any thread)."""
+        self.db_checkpoint_seconds.labels(mode).observe(seconds)
+
     def observe_bcrypt(self, operation: str, waited: float, took: float) -> None:
         """Record one bcrypt job (``PasswordHasher``'s ``on_timing``; any thread)."""
         self.bcrypt_wait_seconds.observe(waited)
@@ -208,6 +230,8 @@ class ChatdMetrics:
         self.rooms_active.set_function(lambda: len(chat.active_rooms()))
         self.bcrypt_queue.set_function(lambda: server.hasher.queued)
         self.db_write_queue.set_function(lambda: server.database.queued_writes)
+        self.db_available.set_function(lambda: int(server.database.unavailable is None))
+        self.db_wal_bytes.set_function(lambda: server.database.wal_bytes)
 
     def value(self, name: str, **labels: str) -> float | None:
         """The current value of one sample, e.g. ``value("chatd_logins_total", outcome="ok")``."""
@@ -288,10 +312,18 @@ class HealthPage(Resource):
                 ),
             )
 
-        probes = [
-            probe("read", self._database.read(storage.schema_version)),
-            probe("write", self._database.write(storage.schema_version)),
-        ]
+        unavailable = getattr(self._database, "unavailable", None)
+        if unavailable is not None:
+            # Writes are refused for good: say why, and try only a read.
+            probes = [
+                defer.succeed(f"database unavailable: {unavailable}"),
+                probe("read", self._database.read(storage.schema_version)),
+            ]
+        else:
+            probes = [
+                probe("read", self._database.read(storage.schema_version)),
+                probe("write", self._database.write(storage.schema_version)),
+            ]
         gathered = defer.gatherResults(probes)
         return gathered.addCallback(lambda problems: [p for p in problems if p])
 

@@ -940,7 +940,7 @@ class ChatService(Service):
         """
         now = self.now()
         committing = self.database.write(
-            storage.add_room_message, room.id, user.name, text, now, kind
+            storage.post_room_message, room.id, user.name, text, now, kind
         )
         event_type = RoomAction if kind == storage.ACTION else RoomMessage
 
@@ -986,7 +986,7 @@ class ChatService(Service):
             self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
             return defer.succeed((recipient.name, "delivered", recipient.away))
         storing = self.database.write(
-            storage.store_direct_message,
+            storage.post_direct_message,
             recipient_key,
             sender.name,
             text,

@@ -14,6 +14,7 @@ that write has been committed, which is what lets the server answer ``OK``
 only for data that survives ``kill -9``.
 """
 
+import os
 import queue
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,8 +35,14 @@ log = Logger()
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_BATCH = 512
-# How often the checkpointer copies the write-ahead log back into the database.
+# How often the checkpointer copies the write-ahead log back into the database,
+# and checks that the database's files are still the ones the server opened.
 CHECKPOINT_SECONDS = 1.0
+# The write-ahead log in use past which the checkpointer stops the writer
+# briefly to empty it (a TRUNCATE checkpoint), and the size SQLite shrinks
+# the file back to whenever it starts the log over. Under saturating writes
+# a PASSIVE checkpoint never reaches the end of the log, which then only grows.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 # Each entry moves the schema from its index to the next version; the
 # version a database has reached is kept in PRAGMA user_version.
@@ -197,6 +204,7 @@ def connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     return connection
 
 
@@ -342,6 +350,26 @@ def open_room(
         "SELECT id, name FROM rooms WHERE name_key = ?", (name.lower(),)
     ).fetchone()
     return room_id, display_name, recent_room_messages(connection, room_id, history_limit)
+
+
+def require_sender(connection: sqlite3.Connection, sender: str) -> None:
+    """Raise ``forbidden`` unless the account of ``sender`` (a display name) still exists.
+
+    Checked inside the transaction that stores the message: a deletion
+    committed before it is seen, so no message of a deleted account is ever
+    committed (or answered ``OK``) after the deletion, and erasing its
+    messages once the deletion has committed finds every one of them.
+    """
+    if not user_exists(connection, sender.lower()):
+        raise ChatError("forbidden", "your account has been deleted")
+
+
+def post_room_message(
+    connection: sqlite3.Connection, room_id: int, sender: str, *rest: Any
+) -> int:
+    """What a session's room message commits: ``add_room_message`` if its sender still exists."""
+    require_sender(connection, sender)
+    return add_room_message(connection, room_id, sender, *rest)
 
 
 def add_room_message(
@@ -877,6 +905,14 @@ def store_direct_message(
     return name
 
 
+def post_direct_message(
+    connection: sqlite3.Connection, recipient_key: str, sender: str, *rest: Any
+) -> str:
+    """What a session's stored DM commits: ``store_direct_message`` if its sender still exists."""
+    require_sender(connection, sender)
+    return store_direct_message(connection, recipient_key, sender, *rest)
+
+
 def stored_messages_page(
     connection: sqlite3.Connection, recipient_key: str, after_id: int, limit: int
 ) -> list[StoredRow]:
@@ -967,6 +1003,9 @@ def erase_messages_from(
     Both room history and undelivered direct messages; senders are kept by
     display name, so this compares folded names. Working through a bounded
     id window keeps each transaction short on a table with no sender index.
+    Once the account's deletion has committed, no message of it can commit
+    any more (``require_sender``), so the highest id of either table read in
+    the deleting transaction bounds every message the account ever sent.
     """
     deleted = 0
     for table in ("room_messages", "stored_messages"):
@@ -1060,6 +1099,56 @@ def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
 _STOP = object()
 
 
+class FileGuard:
+    """Notices the database's files being removed, replaced or made unwritable.
+
+    SQLite keeps writing to the files it opened: after ``rm chatd.sqlite3*``
+    every commit lands in deleted files and is gone at the next start, and a
+    ``-shm`` that can no longer be written (``chattr +i``) kills the process
+    with SIGBUS at the next write or checkpoint. So before every batch and
+    every checkpoint the guard compares each path's device and inode with
+    those of the file the server opened, and checks the path is writable:
+    a few ``stat`` calls, microseconds against a commit's milliseconds.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.files = (path, path + "-wal", path + "-shm")
+        self._identities: dict[str, tuple[int, int]] = {}
+
+    def remember(self) -> None:
+        """Take the files there now as the ones the server opened."""
+        for name in self.files:
+            try:
+                found = os.stat(name)
+            except FileNotFoundError:
+                continue
+            self._identities[name] = (found.st_dev, found.st_ino)
+
+    def problem(self) -> str | None:
+        """What is wrong with the database's files, or None when they are as opened."""
+        for name in self.files:
+            try:
+                found = os.stat(name)
+            except FileNotFoundError:
+                if name in self._identities:
+                    return f"{name} was removed"
+                continue  # the -wal and -shm appear with the first transaction
+            except OSError as error:
+                return f"{name} cannot be checked: {error.strerror}"
+            identity = (found.st_dev, found.st_ino)
+            if self._identities.setdefault(name, identity) != identity:
+                return f"{name} was replaced by another file"
+            if not os.access(name, os.W_OK):
+                return f"{name} is not writable (read-only or immutable)"
+        return None
+
+
+def unavailable_error() -> ChatError:
+    """What a client is told for a write the server cannot keep."""
+    return ChatError("unavailable", "the server cannot store anything now; try again later")
+
+
 class Database:
     """The server's handle on the database: a writer, a reader and a checkpointer thread.
 
@@ -1072,7 +1161,17 @@ class Database:
     The writer never checkpoints the WAL itself: a checkpoint syncs the disk,
     and every room message would wait behind that sync for its commit. The
     checkpointer thread copies the WAL back every ``CHECKPOINT_SECONDS``
-    instead, beside the writer, without holding it up.
+    instead, beside the writer, without holding it up (PASSIVE). Only when
+    the log in use has passed ``wal_limit_bytes`` anyway (saturating writes
+    outrun a passive checkpoint) does it hold the writer up for a TRUNCATE
+    checkpoint, which empties the file; ``journal_size_limit`` shrinks it
+    whenever SQLite starts the log over on its own.
+
+    Before every batch, and with every checkpoint, a ``FileGuard`` checks the
+    database's files are still the ones opened. Once they are not, the
+    database is ``unavailable`` for good (until a restart): every write
+    fails with ``ChatError("unavailable")`` and nothing is checkpointed,
+    while reads still answer from what was opened.
     """
 
     def __init__(
@@ -1080,14 +1179,28 @@ class Database:
         path: str,
         reactor: IReactorFromThreads,
         on_commit: Callable[[float, int], None] | None = None,
+        on_checkpoint: Callable[[str, float, int], None] | None = None,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
-        """``on_commit(seconds, writes)``, if given, hears of each committed batch.
+        """``on_commit(seconds, writes)``, if given, hears of each committed batch;
+        ``on_checkpoint(mode, seconds, wal_bytes)`` of each checkpoint, with the
+        size of the log file after it.
 
-        It is called on the writer thread, so it must be thread-safe (metrics are).
+        Both are called on database threads, so they must be thread-safe (metrics are).
         """
         self.path = path
         self._reactor = reactor
         self._on_commit = on_commit
+        self._on_checkpoint = on_checkpoint
+        self.wal_limit_bytes = wal_limit_bytes
+        self._checkpoint_seconds = checkpoint_seconds
+        in_memory = path == ":memory:" or path.startswith("file:")
+        self._guard = None if in_memory else FileGuard(os.path.abspath(path))
+        # Why writes are refused, once the files are not the ones opened; set once.
+        self.unavailable: str | None = None
+        # The size of the write-ahead log at the last checkpoint.
+        self.wal_bytes = 0
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -1115,7 +1228,13 @@ class Database:
         return found_version
 
     def write(self, body: Callable[..., Any], *args: Any) -> Deferred:
-        """Run ``body(connection, *args)`` in the next batch; fire after its commit."""
+        """Run ``body(connection, *args)`` in the next batch; fire after its commit.
+
+        Fails with ``ChatError("unavailable")`` once the database's files are
+        not the ones opened: nothing written then would be kept.
+        """
+        if self.unavailable is not None:
+            return fail(unavailable_error())
         done: Deferred = Deferred()
         self._writes.put((body, args, done))
         return done
@@ -1155,11 +1274,33 @@ class Database:
             else:
                 done.callback(outcome)
 
+    def _check_files(self) -> bool:
+        """True while the files are the ones opened; else make the database unavailable."""
+        if self.unavailable is not None:
+            return False
+        problem = None if self._guard is None else self._guard.problem()
+        if problem is None:
+            return True
+        self.unavailable = problem
+        self._reactor.callFromThread(self._report_unavailable, problem)
+        return False
+
+    def _report_unavailable(self, problem: str) -> None:
+        log.critical(
+            "database {path} is unavailable: {problem}; every write is refused"
+            " until chatd is restarted with its database in place",
+            path=self.path,
+            problem=problem,
+        )
+
     def _run_writer(self, opened: Deferred) -> None:
         try:
             connection = connect(self.path)
             found = migrate(connection)
             connection.execute("PRAGMA wal_autocheckpoint = 0")
+            connection.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes}")
+            if self._guard is not None:
+                self._guard.remember()
         except Exception:
             self._reactor.callFromThread(opened.errback, Failure())
             return
@@ -1183,6 +1324,10 @@ class Database:
     def _commit(self, connection: sqlite3.Connection, batch: list) -> list:
         outcomes: list[tuple[Deferred, Any]] = []
         started = time.perf_counter()
+        if not self._check_files():
+            # Checked before BEGIN: with an unwritable -shm the write itself would SIGBUS.
+            refused = Failure(unavailable_error())
+            return [(done, refused) for _, _, done in batch]
         try:
             connection.execute("BEGIN IMMEDIATE")
             for body, args, done in batch:
@@ -1194,6 +1339,9 @@ class Database:
                     result = Failure()
                 connection.execute("RELEASE write")
                 outcomes.append((done, result))
+            if not self._check_files():
+                # Removed while the batch ran: committing would only write to deleted files.
+                raise unavailable_error()
             connection.execute("COMMIT")
         except Exception:
             failure = Failure()
@@ -1207,14 +1355,48 @@ class Database:
 
     def _run_checkpointer(self) -> None:
         connection = connect(self.path)
-        while not self._stopping.wait(CHECKPOINT_SECONDS):
+        connection.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes}")
+        while not self._stopping.wait(self._checkpoint_seconds):
+            # A checkpoint writes the -shm too: with it immutable, that is a SIGBUS.
+            if not self._check_files():
+                continue
             try:
-                # PASSIVE: copy what it can without waiting for readers or the writer.
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoint(connection)
             except sqlite3.Error as error:
                 log.warn("WAL checkpoint failed: {error}", error=error)
         connection.close()
         self._reactor.callFromThread(self._stopped, None)
+
+    def checkpoint(self, connection: sqlite3.Connection) -> str:
+        """Copy the log back into the database; empty it if it has passed the limit.
+
+        A PASSIVE checkpoint first, beside the writer. If the log it found
+        was still over ``wal_limit_bytes``, a TRUNCATE checkpoint follows: it
+        waits (up to the busy timeout) for the writer's current batch, holds
+        the next one up while it copies what the passive one left, and
+        truncates the file to nothing. Returns the mode run last.
+        """
+        mode = "PASSIVE"
+        started = time.perf_counter()
+        _, log_frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        # Each frame is a page and its 24-byte header.
+        if log_frames * (page_size + 24) > self.wal_limit_bytes:
+            self._observe_checkpoint(mode, started)
+            mode = "TRUNCATE"
+            started = time.perf_counter()
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self._observe_checkpoint(mode, started)
+        return mode
+
+    def _observe_checkpoint(self, mode: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        try:
+            self.wal_bytes = os.stat(self.path + "-wal").st_size
+        except OSError:
+            self.wal_bytes = 0
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(mode, seconds, self.wal_bytes)
 
     def _run_reader(self) -> None:
         connection = connect(self.path)

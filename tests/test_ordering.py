@@ -3,7 +3,7 @@
 import pytest
 
 from chatd.config import Config
-from chatd.storage import add_room_message
+from chatd.storage import post_room_message
 from tests.support import ChatHarness, SlowDatabase
 
 
@@ -32,7 +32,7 @@ def test_nobody_sees_a_message_before_it_is_committed():
     database.holding = True
     alice.send("durable")
     assert bob.lines() == []
-    assert database.pending[0][0] is add_room_message
+    assert database.pending[0][0] is post_room_message
     harness.commit_held()
     assert bob.lines() == ["MSG #lobby alice durable"]
     rows = database.connection.execute("SELECT text FROM room_messages").fetchall()
@@ -97,7 +97,7 @@ def test_room_messages_pipeline_and_are_answered_in_line_order():
     alice = harness.logged_in("alice")
     database.holding = True
     assert alice.send("one", "two", b"\xff", "/say #nowhere x", "three", "/ping p") == []
-    assert [body for body, _args, _done in database.pending] == [add_room_message] * 3
+    assert [body for body, _args, _done in database.pending] == [post_room_message] * 3
     harness.commit_held()
     assert alice.lines() == [
         "MSG #lobby alice one",

@@ -48,13 +48,13 @@ class ChatdServiceMaker:
         """
         import os
 
-        from chatd.app import ChatdServer, load_config
+        from chatd.app import build_server, load_config
 
         environ = dict(os.environ)
         for option, variable in OPTION_VARIABLES.items():
             if options[option] is not None:
                 environ[variable] = options[option]
-        return ChatdServer(load_config(environ))
+        return build_server(load_config(environ))
 
 
 serviceMaker = ChatdServiceMaker()
