@@ -43,6 +43,8 @@ CHECKPOINT_SECONDS = 1.0
 # the file back to whenever it starts the log over. Under saturating writes
 # a PASSIVE checkpoint never reaches the end of the log, which then only grows.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# How long emptying the log may wait for a reader of an older snapshot (a backup).
+TRUNCATE_WAIT_MS = 200
 
 # Each entry moves the schema from its index to the next version; the
 # version a database has reached is kept in PRAGMA user_version.
@@ -1162,10 +1164,12 @@ class Database:
     and every room message would wait behind that sync for its commit. The
     checkpointer thread copies the WAL back every ``CHECKPOINT_SECONDS``
     instead, beside the writer, without holding it up (PASSIVE). Only when
-    the log in use has passed ``wal_limit_bytes`` anyway (saturating writes
-    outrun a passive checkpoint) does it hold the writer up for a TRUNCATE
-    checkpoint, which empties the file; ``journal_size_limit`` shrinks it
-    whenever SQLite starts the log over on its own.
+    the log has passed ``wal_limit_bytes`` anyway (saturating writes outrun
+    a passive checkpoint) does the writer, between two batches, run a
+    TRUNCATE checkpoint that empties the file; it does so on its own once
+    the file passes twice the limit, so the log stays under twice the limit
+    and one batch. ``journal_size_limit`` shrinks the file whenever SQLite
+    starts the log over on its own.
 
     Before every batch, and with every checkpoint, a ``FileGuard`` checks the
     database's files are still the ones opened. Once they are not, the
@@ -1205,6 +1209,10 @@ class Database:
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._truncate_wanted = threading.Event()
+        # Held by whichever thread checkpoints: SQLite lets only one at a time.
+        self._checkpointing = threading.Lock()
+        self._truncate_not_before = 0.0
         self._closed: Deferred | None = None
         self.batches_committed = 0
 
@@ -1267,6 +1275,16 @@ class Database:
             self._stopping.set()
         return self._closed
 
+    def _close(self, connection: sqlite3.Connection) -> None:
+        """Close a connection, unless the files are not the ones opened.
+
+        The last connection to close checkpoints the log and removes it,
+        which writes the ``-shm``: with that file immutable, a SIGBUS at
+        shutdown. Left open, the connection goes with the process.
+        """
+        if self.unavailable is None:
+            connection.close()
+
     def _report(self, outcomes: list[tuple[Deferred, Any]]) -> None:
         for done, outcome in outcomes:
             if isinstance(outcome, Failure):
@@ -1307,7 +1325,13 @@ class Database:
         self._reactor.callFromThread(opened.callback, found)
         stopping = False
         while not stopping:
-            batch = [self._writes.get()]
+            try:
+                # Woken now and then while idle, to empty the log after a burst.
+                batch = [self._writes.get(timeout=self._checkpoint_seconds)]
+            except queue.Empty:
+                if self._truncate_wanted.is_set():
+                    self._truncate(connection, wait=True)
+                continue
             while len(batch) < MAX_BATCH and batch[-1] is not _STOP:
                 try:
                     batch.append(self._writes.get_nowait())
@@ -1318,7 +1342,8 @@ class Database:
                 batch.pop()
             if batch:
                 self._reactor.callFromThread(self._report, self._commit(connection, batch))
-        connection.close()
+                self._bound_wal(connection)
+        self._close(connection)
         self._reactor.callFromThread(self._stopped, None)
 
     def _commit(self, connection: sqlite3.Connection, batch: list) -> list:
@@ -1361,40 +1386,92 @@ class Database:
             if not self._check_files():
                 continue
             try:
-                self.checkpoint(connection)
+                with self._checkpointing:
+                    self.checkpoint(connection)
             except sqlite3.Error as error:
                 log.warn("WAL checkpoint failed: {error}", error=error)
-        connection.close()
+        self._close(connection)
         self._reactor.callFromThread(self._stopped, None)
 
-    def checkpoint(self, connection: sqlite3.Connection) -> str:
-        """Copy the log back into the database; empty it if it has passed the limit.
+    def checkpoint(self, connection: sqlite3.Connection) -> bool:
+        """Copy the log back into the database beside the writer; True if it is over the limit.
 
-        A PASSIVE checkpoint first, beside the writer. If the log it found
-        was still over ``wal_limit_bytes``, a TRUNCATE checkpoint follows: it
-        waits (up to the busy timeout) for the writer's current batch, holds
-        the next one up while it copies what the passive one left, and
-        truncates the file to nothing. Returns the mode run last.
+        A PASSIVE checkpoint, which waits for nobody. When the log it found
+        is still over ``wal_limit_bytes`` (the writer outran it), it asks the
+        writer to empty the log between two batches (``_bound_wal``).
         """
-        mode = "PASSIVE"
         started = time.perf_counter()
-        _, log_frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        # Each frame is a page and its 24-byte header.
-        if log_frames * (page_size + 24) > self.wal_limit_bytes:
-            self._observe_checkpoint(mode, started)
-            mode = "TRUNCATE"
+        ((_, log_frames, _),) = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        ((page_size,),) = connection.execute("PRAGMA page_size").fetchall()
+        self._observe_checkpoint("PASSIVE", started)
+        # Each frame is a page and its 24-byte header; the file itself may be
+        # larger than the frames in use, having grown before SQLite started over.
+        over = max(log_frames * (page_size + 24), self.wal_bytes) > self.wal_limit_bytes
+        if over:
+            self._truncate_wanted.set()
+        return over
+
+    def _bound_wal(self, connection: sqlite3.Connection) -> None:
+        """After a batch, on the writer thread: empty the log if it has grown too far.
+
+        Asked for by the checkpointer once the log passes the limit, the
+        writer tries when no checkpoint is running. Past twice the limit (the
+        checkpointer was late: a busy machine, a slow disk sync) it waits for
+        the running checkpoint to end, holding further batches up, so the file
+        never grows past twice the limit and a batch. A TRUNCATE that could
+        not finish (a reader on an old snapshot) is not retried before the
+        next checkpoint, so a long backup slows no write.
+        """
+        if time.monotonic() < self._truncate_not_before:
+            return
+        if self._wal_file_bytes() > 2 * self.wal_limit_bytes:
+            self._truncate(connection, wait=True)
+        elif self._truncate_wanted.is_set():
+            self._truncate(connection, wait=False)
+
+    def _truncate(self, connection: sqlite3.Connection, wait: bool) -> None:
+        """Copy the rest of the log back into the database and empty it (on the writer thread).
+
+        Run by the writer itself, between two batches, so no batch slips in
+        meanwhile (a checkpointer competing for the write lock through the
+        busy handler lost to a saturating writer for a second and more, while
+        the log grew by tens of megabytes). The PASSIVE checkpoint before it
+        copied most of the log already. A reader on an older snapshot (a
+        backup in progress) can hold it up: it gives up after
+        ``TRUNCATE_WAIT_MS`` rather than stall every write.
+        """
+        if not self._checkpointing.acquire(blocking=wait):
+            return  # a checkpoint is running: after the next batch
+        try:
+            self._truncate_wanted.clear()
+            if not self._check_files():
+                return
             started = time.perf_counter()
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        self._observe_checkpoint(mode, started)
-        return mode
+            connection.execute(f"PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}")
+            try:
+                ((busy, _, _),) = connection.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                ).fetchall()
+            except sqlite3.Error as error:
+                log.warn("WAL checkpoint failed: {error}", error=error)
+                busy = True
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if busy:
+                self._truncate_not_before = time.monotonic() + self._checkpoint_seconds
+            self._observe_checkpoint("TRUNCATE", started)
+        finally:
+            self._checkpointing.release()
+
+    def _wal_file_bytes(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
 
     def _observe_checkpoint(self, mode: str, started: float) -> None:
         seconds = time.perf_counter() - started
-        try:
-            self.wal_bytes = os.stat(self.path + "-wal").st_size
-        except OSError:
-            self.wal_bytes = 0
+        self.wal_bytes = self._wal_file_bytes()
         if self._on_checkpoint is not None:
             self._on_checkpoint(mode, seconds, self.wal_bytes)
 
@@ -1412,5 +1489,5 @@ class Database:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             self._reactor.callFromThread(self._report, [(done, result)])
-        connection.close()
+        self._close(connection)
         self._reactor.callFromThread(self._stopped, None)
