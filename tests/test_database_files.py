@@ -8,7 +8,6 @@ bound. Each is reproduced here, mostly against the real twistd.
 
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ from twisted.internet import defer
 
 from chatd import storage
 from chatd.dblock import DatabaseInUse, lock_database, lock_path
+from tests.programs import require_program
 from tests.serverproc import ROOT, ServerProcess, server_environment, twistd_command
 from tests.test_metrics import METRICS_LISTENING, samples, scrape
 
@@ -104,20 +104,20 @@ def test_a_replaced_database_file_refuses_writes(tmp_path):
         yield database.close()
 
 
-@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a file immutable")
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a file immutable")
 def test_an_immutable_shm_refuses_writes_instead_of_dying(tmp_path):
     """``chattr +i chatd.sqlite3-shm``: ERR unavailable and a live server, not a SIGBUS.
 
     Before, the next write killed the process with SIGBUS and no log line.
     """
+    chattr = require_program("chattr", "e2fsprogs")
     server = ServerProcess(tmp_path).start()
     shm = str(server.db_path) + "-shm"
     try:
         alice = server.connect()
         alice.login("alice")
         assert alice.command("before")[-1] == "OK say #lobby"
-        subprocess.run(["chattr", "+i", shm], check=True)
+        subprocess.run([chattr, "+i", shm], check=True)
         try:
             assert alice.command("after")[-1].startswith(UNAVAILABLE)
             assert alice.command("/ping alive") == ["OK ping alive"]
@@ -126,7 +126,7 @@ def test_an_immutable_shm_refuses_writes_instead_of_dying(tmp_path):
             assert server.terminate() in (0, -signal.SIGTERM)  # not -SIGBUS
             assert any("chatd stopped" in line for line in server.wait_for_end_of_output())
         finally:
-            subprocess.run(["chattr", "-i", shm], check=True)
+            subprocess.run([chattr, "-i", shm], check=True)
     finally:
         server.stop()
 
