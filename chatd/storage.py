@@ -45,6 +45,8 @@ CHECKPOINT_SECONDS = 1.0
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # How long emptying the log may wait for a reader of an older snapshot (a backup).
 TRUNCATE_WAIT_MS = 200
+# A log larger than this is emptied once the writer has been idle a checkpoint interval.
+IDLE_WAL_BYTES = 4 * 1024 * 1024
 
 # Each entry moves the schema from its index to the next version; the
 # version a database has reached is kept in PRAGMA user_version.
@@ -1329,8 +1331,7 @@ class Database:
                 # Woken now and then while idle, to empty the log after a burst.
                 batch = [self._writes.get(timeout=self._checkpoint_seconds)]
             except queue.Empty:
-                if self._truncate_wanted.is_set():
-                    self._truncate(connection, wait=True)
+                self._bound_wal(connection, idle=True)
                 continue
             while len(batch) < MAX_BATCH and batch[-1] is not _STOP:
                 try:
@@ -1411,23 +1412,26 @@ class Database:
             self._truncate_wanted.set()
         return over
 
-    def _bound_wal(self, connection: sqlite3.Connection) -> None:
-        """After a batch, on the writer thread: empty the log if it has grown too far.
+    def _bound_wal(self, connection: sqlite3.Connection, idle: bool = False) -> None:
+        """After a batch, or idle, on the writer thread: empty the log if it has grown too far.
 
         Asked for by the checkpointer once the log passes the limit, the
         writer tries when no checkpoint is running. Past twice the limit (the
         checkpointer was late: a busy machine, a slow disk sync) it waits for
         the running checkpoint to end, holding further batches up, so the file
-        never grows past twice the limit and a batch. A TRUNCATE that could
-        not finish (a reader on an old snapshot) is not retried before the
-        next checkpoint, so a long backup slows no write.
+        never grows past twice the limit and a batch. With nothing to write
+        for a checkpoint interval it empties any log of more than
+        ``IDLE_WAL_BYTES``: that holds up nobody. A TRUNCATE that could not
+        finish (a reader on an old snapshot) is not retried before the next
+        checkpoint interval, so a long backup holds writes up only briefly.
         """
         if time.monotonic() < self._truncate_not_before:
             return
-        if self._wal_file_bytes() > 2 * self.wal_limit_bytes:
+        size = self._wal_file_bytes()
+        if size > 2 * self.wal_limit_bytes or (idle and size > IDLE_WAL_BYTES):
             self._truncate(connection, wait=True)
         elif self._truncate_wanted.is_set():
-            self._truncate(connection, wait=False)
+            self._truncate(connection, wait=idle)
 
     def _truncate(self, connection: sqlite3.Connection, wait: bool) -> None:
         """Copy the rest of the log back into the database and empty it (on the writer thread).
