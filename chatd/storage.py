@@ -1187,7 +1187,7 @@ class Database:
         on_commit: Callable[[float, int], None] | None = None,
         on_checkpoint: Callable[[str, float, int], None] | None = None,
         wal_limit_bytes: int = WAL_LIMIT_BYTES,
-        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        checkpoint_seconds: float | None = None,
     ) -> None:
         """``on_commit(seconds, writes)``, if given, hears of each committed batch;
         ``on_checkpoint(mode, seconds, wal_bytes)`` of each checkpoint, with the
@@ -1200,6 +1200,7 @@ class Database:
         self._on_commit = on_commit
         self._on_checkpoint = on_checkpoint
         self.wal_limit_bytes = wal_limit_bytes
+        # None: CHECKPOINT_SECONDS as it is when the database opens.
         self._checkpoint_seconds = checkpoint_seconds
         in_memory = path == ":memory:" or path.startswith("file:")
         self._guard = None if in_memory else FileGuard(os.path.abspath(path))
@@ -1220,6 +1221,8 @@ class Database:
 
     def open(self) -> Deferred:
         """Start the threads; fire with the schema version found once migrated."""
+        if self._checkpoint_seconds is None:
+            self._checkpoint_seconds = CHECKPOINT_SECONDS
         opened: Deferred = Deferred()
         writer = threading.Thread(
             target=self._run_writer, args=(opened,), name="chatd-db-writer", daemon=True
