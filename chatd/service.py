@@ -102,8 +102,8 @@ class IChatSession(Interface):
     def history(room_name: str, count: int) -> defer.Deferred:
         """Deliver a room's last ``count`` messages; fire with the room's name."""
 
-    def act(text: str) -> defer.Deferred:
-        """Post an action (``/me``) to the current room; fire with the room's name."""
+    def act(text: str, room_name: str | None = None) -> defer.Deferred:
+        """Post an action (``/me``) to the named or current room; fire with the room's name."""
 
     def topic(room_name: str, text: str | None) -> defer.Deferred | str:
         """Set a room's topic, or with ``None`` deliver it; fire with the room's name."""
@@ -345,8 +345,8 @@ class Session:
 
         return reading.addCallback(show)
 
-    def act(self, text: str) -> defer.Deferred:
-        return self._service.post(self.user, self._room(None), text, storage.ACTION)
+    def act(self, text: str, room_name: str | None = None) -> defer.Deferred:
+        return self._service.post(self.user, self._room(room_name), text, storage.ACTION)
 
     def topic(self, room_name: str, text: str | None) -> defer.Deferred | str:
         room = self._room(room_name)

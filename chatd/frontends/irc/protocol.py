@@ -711,10 +711,15 @@ class IRCConnection(Protocol):
                 self._direct(target, text, quiet)
 
     def _say(self, room: str, text: str, quiet: bool) -> None:
+        action = text.startswith(CTCP_ACTION) and text.endswith("\x01") and len(text) > 9
+        if action:
+            # CTCP ACTION (/me in IRC clients) is chatd's action: ACTION on the line door.
+            text = text[len(CTCP_ACTION) : -1]
         key = (fold(room), text)
         self._own_echoes.append(key)
         try:
-            posting = self.session.say(text, room)
+            post = self.session.act if action else self.session.say
+            posting = post(text, room)
         except ChatError as error:
             self._own_echoes.remove(key)
             if not quiet:
@@ -1044,10 +1049,13 @@ _REGISTER_FAILS = {
     "already-logged-in": "ALREADY_AUTHENTICATED",
 }
 
+CTCP_ACTION = "\x01ACTION "
+
+
 def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
     """A room message's text, or an action's as IRC's CTCP ACTION (``/me``)."""
     if isinstance(event, RoomAction | HistoryAction):
-        return f"\x01ACTION {event.text}\x01"
+        return f"{CTCP_ACTION}{event.text}\x01"
     return event.text
 
 

@@ -346,3 +346,17 @@ def test_a_line_users_action_reaches_irc_as_a_ctcp_action(irc):
     lines = [parse(text) for text in client.send("JOIN #dev")]
     history = [m for m in lines if m.verb == "PRIVMSG"]
     assert [m.params[1] for m in history] == ["\x01ACTION hums\x01"]
+
+
+def test_a_ctcp_action_from_irc_is_an_action_for_the_line_door(irc):
+    """PRIVMSG #room :\\x01ACTION waves\\x01 is ACTION on the line door, kept as one."""
+    line = irc.logged_in("bob")
+    client = irc.irc_client()
+    client.login_with_pass("alice", caps=["echo-message"])
+    line.lines()
+    echoed = client.send("PRIVMSG #lobby :\x01ACTION waves\x01")
+    irc.end_turn()
+    assert line.lines() == ["ACTION #lobby alice waves"]
+    echoed += client.lines()
+    assert [parse(text).params for text in echoed] == [("#lobby", "\x01ACTION waves\x01")]
+    assert line.send("/history #lobby 1")[0].startswith("HISTORYACTION #lobby ")
