@@ -2,7 +2,10 @@
 
 ``chatd user ...`` manages accounts; ``chatd room ...`` rooms (list, op,
 deop, kick, ban, unban, topic); ``chatd db backup|check|stats`` (see
-``chatd.dbtools``) backs up, checks and measures the database.
+``chatd.dbtools``) backs up, checks and measures the database, and
+``chatd db init`` creates it. No other command creates a database: a
+mistyped ``--db`` is an error, not a new empty file that ``user add`` would
+then fill. Every failure is one line on stderr and a non-zero status.
 
 It works while the server runs: SQLite's WAL and busy timeout let both
 write, and the server notices bans, kicks, deletions and room changes within
@@ -16,10 +19,13 @@ of the machine could read them.
 import argparse
 import getpass
 import re
+import sqlite3
 import sys
 import time
+import warnings
+from pathlib import Path
 
-from chatd import dbtools, storage
+from chatd import __version__, dbtools, storage
 from chatd.config import Config, ConfigError
 from chatd.errors import ChatError
 from chatd.names import fold, require_room_name, require_strong_password, require_user_name
@@ -38,13 +44,31 @@ def _read_password(args: argparse.Namespace) -> bytes:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
+        password = _ask("password: ")
+        if _ask("again: ") != password:
             raise AdminError("the passwords differ")
     try:
         return require_strong_password(password)
     except ChatError as error:
         raise AdminError(error.text) from None
+
+
+def _ask(prompt: str) -> str:
+    """Ask on the terminal without echo; with no terminal, refuse rather than read stdin.
+
+    getpass falls back to reading standard input, with echo, when there is
+    no terminal; a script (cron, a pipe) would then hang or fail with
+    EOFError. It must say ``--password-stdin`` instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except (getpass.GetPassWarning, EOFError):
+            raise AdminError(
+                "no terminal to ask for the password on: give it on standard input"
+                " with --password-stdin"
+            ) from None
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -229,12 +253,82 @@ def db_stats(args, path: str) -> str:
     return dbtools.stats_report(path)
 
 
-DB_COMMANDS = {"backup": db_backup, "check": db_check, "stats": db_stats}
+def db_init(args, path: str) -> str:
+    """Create the database (or bring an existing one to this chatd's schema)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise AdminError(f"directory {target.parent} does not exist")
+    existed = target.exists()
+    connection = _connect(path)
+    try:
+        found = _schema_version(connection, path)
+        storage.migrate(connection)
+    finally:
+        connection.close()
+    if not existed:
+        return f"created {path} at schema version {storage.SCHEMA_VERSION}"
+    if found == storage.SCHEMA_VERSION:
+        return f"{path} is already at schema version {found}"
+    return f"upgraded {path} from schema version {found} to {storage.SCHEMA_VERSION}"
+
+
+DB_COMMANDS = {"init": db_init, "backup": db_backup, "check": db_check, "stats": db_stats}
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if Path(path).is_dir():
+        raise AdminError(f"{path} is a directory, not a database file")
+    try:
+        return storage.connect(path)
+    except sqlite3.DatabaseError as error:
+        raise AdminError(f"{path}: {_sqlite_problem(error)}") from None
+
+
+def _sqlite_problem(error: sqlite3.Error) -> str:
+    if "file is not a database" in str(error):
+        return "not an SQLite database (file is not a database)"
+    return str(error)
+
+
+def _schema_version(connection: sqlite3.Connection, path: str) -> int:
+    """The file's schema version; refuse one written by a newer chatd."""
+    try:
+        found = storage.schema_version(connection)
+    except sqlite3.DatabaseError as error:
+        raise AdminError(f"{path}: {_sqlite_problem(error)}") from None
+    if found > storage.SCHEMA_VERSION:
+        raise AdminError(
+            f"{path}: schema version {found} is newer than this chatd's"
+            f" ({storage.SCHEMA_VERSION}); use the chatd that wrote it"
+        )
+    return found
+
+
+def open_chatd_database(path: str) -> sqlite3.Connection:
+    """Open the chatd database at ``path`` for the user commands; never create one.
+
+    An older schema is migrated (as the server would on start); a missing
+    file, a file that is not a chatd database and a newer schema are errors.
+    """
+    if not Path(path).exists():
+        raise AdminError(f"there is no database at {path} (`chatd db init` creates one)")
+    connection = _connect(path)
+    try:
+        if _schema_version(connection, path) == 0:
+            raise AdminError(
+                f"{path} is not a chatd database (empty; `chatd db init` makes it one)"
+            )
+        storage.migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chatd``."""
     parser = argparse.ArgumentParser(prog="chatd", description="chatd administration")
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--db", help="the database file (default: $CHATD_DB or chatd.sqlite3)")
     areas = parser.add_subparsers(dest="area", required=True)
     user = areas.add_parser("user", help="manage accounts")
@@ -282,20 +376,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one admin command; 0 on success, 1 when it cannot be done, 2 on bad usage."""
+    """Run one admin command; 0 on success, 1 when it cannot be done, 2 on bad usage.
+
+    Every failure is one line on stderr, never a traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         config = Config.from_environ()
     except ConfigError as error:
         print(f"chatd: {error}", file=sys.stderr)
         return 2
+    for warning in Config.unknown_variables():
+        print(f"chatd: warning: {warning}", file=sys.stderr)
     path = args.db or config.db_path
     try:
         if args.area == "db":
             # Taken as it is: a backup or a check must not migrate what it reads.
             output = args.run(args, path)
         else:
-            connection = storage.open_database_file(path)
+            connection = open_chatd_database(path)
             try:
                 output = args.run(args, connection, config)
             finally:
@@ -303,6 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     except (AdminError, dbtools.DatabaseToolError) as error:
         print(f"chatd: {error}", file=sys.stderr)
         return 1
+    except sqlite3.Error as error:
+        print(f"chatd: {path}: {_sqlite_problem(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        where = error.filename2 or error.filename
+        print(f"chatd: {where}: {error.strerror}" if where else f"chatd: {error}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("chatd: interrupted", file=sys.stderr)
+        return 130
     if output:
         print(output)
     return 0

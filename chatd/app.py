@@ -1,11 +1,16 @@
 """Building a chatd server from its configuration, for twistd and for tests."""
 
+import atexit
+import contextlib
 import faulthandler
+import os
+import sqlite3
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -28,6 +33,56 @@ from chatd.tls import HangupReloader, server_endpoint
 log = Logger()
 
 
+class StartError(Exception):
+    """The server cannot start: the setting to blame, its value, and why.
+
+    Its text is the one line an operator sees, such as
+    ``CHATD_DB=/x/y.sqlite3: directory /x does not exist``.
+    """
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.reason = " ".join(reason.split())  # one line, whatever the error said
+        super().__init__(f"{variable}={value}: {self.reason}")
+
+
+def database_problem(path: str, error: BaseException) -> str:
+    """Why the database at ``path`` could not be opened, in the operator's words."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if os.path.isdir(path):
+        return "that is a directory, not a database file"
+    if isinstance(error, sqlite3.Error):
+        text = str(error)
+        if "file is not a database" in text:
+            return "the file is not an SQLite database (file is not a database)"
+        if "unable to open" in text and not os.access(directory, os.W_OK):
+            return f"cannot open it: directory {directory} is not writable"
+        return f"cannot open it: {text}"
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
+
+
+def listen_problem(error: BaseException) -> str:
+    """Why an endpoint could not listen, in the operator's words."""
+    if isinstance(error, CannotListenError):
+        where = error.port if error.interface is None else f"{error.interface or '*'}:{error.port}"
+        cause = error.socketError
+        reason = getattr(cause, "strerror", None) or str(cause)
+        return f"cannot listen on {where}: {reason}"
+    if isinstance(error, OSError) and error.strerror:
+        # For a unix socket's lock file (a symlink) the path is the second name.
+        path = error.filename2 or error.filename
+        return f"{error.strerror}: {path}" if path else error.strerror
+    if type(error).__module__.startswith("OpenSSL"):
+        return f"the TLS certificate or key cannot be used: {error}"
+    return str(error) or type(error).__name__
+
+
 class InOrderService(MultiService):
     """Starts its children in order and stops them one at a time, in reverse.
 
@@ -41,6 +96,8 @@ class InOrderService(MultiService):
         """Stop each child after the one added after it has stopped."""
         Service.stopService(self)
         for child in reversed(list(self)):
+            if not child.running:
+                continue  # stopped while starting: the rest never started
             try:
                 yield child.stopService()
             except Exception:
@@ -48,23 +105,43 @@ class InOrderService(MultiService):
 
 
 class StorageService(Service):
-    """Owns the database threads and the bcrypt worker pool."""
+    """Owns the database threads and the bcrypt worker pool.
+
+    ``ready`` fires once the database is open and migrated and the bcrypt
+    workers run, or fails with a ``StartError`` naming the setting to blame.
+    """
 
     name = "storage"
 
-    def __init__(self, database: Database, hasher: PasswordHasher, reactor) -> None:
+    def __init__(
+        self, database: Database, hasher: PasswordHasher, reactor, workers_setting: str = ""
+    ) -> None:
         self.database = database
         self.hasher = hasher
         self._reactor = reactor
+        self._workers_setting = workers_setting
+        self._database_open = False
+        self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
         """Open (and migrate) the database and start the bcrypt pool."""
         super().startService()
-        opening = self.database.open()
-        opening.addCallbacks(self._opened, self._failed)
-        self.hasher.start().addErrback(self._failed)
+        try:
+            opening = self.database.open()
+        except Exception as error:
+            opening = defer.fail(error)
+        opening.addCallbacks(self._opened, self._cannot_open)
+        try:
+            pool = self.hasher.start()
+        except Exception as error:
+            pool = defer.fail(error)
+        pool.addErrback(self._cannot_start_pool)
+        both = defer.gatherResults([opening, pool], consumeErrors=True)
+        both.addErrback(lambda failure: failure.value.subFailure)
+        both.chainDeferred(self.ready)
 
     def _opened(self, found_version: int) -> None:
+        self._database_open = True
         log.info(
             "database {path} open at schema version {version} (found {found})",
             path=self.database.path,
@@ -72,16 +149,30 @@ class StorageService(Service):
             found=found_version,
         )
 
-    def _failed(self, failure) -> None:
-        log.failure("chatd cannot start", failure)
-        self._reactor.stop()
+    def _cannot_open(self, failure: Failure) -> None:
+        path = self.database.path
+        raise StartError("CHATD_DB", path, database_problem(path, failure.value))
+
+    def _cannot_start_pool(self, failure: Failure) -> None:
+        reason = failure.getErrorMessage() or failure.type.__name__
+        raise StartError(
+            "CHATD_BCRYPT_WORKERS", self._workers_setting,
+            f"the bcrypt workers did not start: {reason}",
+        )
 
     @defer.inlineCallbacks
     def stopService(self):
-        """Finish queued writes, close the database, and stop the bcrypt pool."""
+        """Finish queued writes, close the database, and stop the bcrypt pool.
+
+        Stopped while the database was still opening (SIGTERM at start),
+        there is nothing to finish: the opening thread is left to end with
+        the process, whose exit is not held up by it.
+        """
         super().stopService()
-        yield defer.gatherResults([self.hasher.stop(), self.database.close()])
-        log.info("database closed")
+        closing = self.database.close() if self._database_open else None
+        yield defer.gatherResults([self.hasher.stop(), *([closing] if closing else [])])
+        if closing is not None:
+            log.info("database closed")
 
 
 class ConnectionsService(Service):
@@ -120,10 +211,17 @@ class ListenerService(Service):
     """Listens on one endpoint description and logs the address it got."""
 
     def __init__(
-        self, description: str, factory, reactor, number: int = 0, label: str = "chatd"
+        self,
+        description: str,
+        factory,
+        reactor,
+        number: int = 0,
+        label: str = "chatd",
+        variable: str = "CHATD_LISTEN",
     ) -> None:
         self.description = description
         self.label = label
+        self.variable = variable
         # Numbered: the same description may be given twice (port 0, tests).
         prefix = "" if label == "chatd" else f"{label} "
         self.name = f"{prefix}listener {number}: {description}"
@@ -135,14 +233,14 @@ class ListenerService(Service):
         self.listening: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
-        """Start listening; a listener that cannot listen stops the server."""
+        """Start listening; ``listening`` fails with a ``StartError`` if it cannot."""
         super().startService()
         try:
             endpoint, self.tls = server_endpoint(self._reactor, self.description)
+            listening = endpoint.listen(self._factory)
         except Exception:
-            self._failed(Failure())
-            return
-        endpoint.listen(self._factory).addCallbacks(self._listening, self._failed)
+            listening = defer.fail()
+        listening.addCallbacks(self._listening, self._failed)
 
     def _listening(self, port) -> None:
         self._port = port
@@ -151,11 +249,9 @@ class ListenerService(Service):
         self.listening.callback(port)
 
     def _failed(self, failure) -> None:
-        log.failure("cannot listen on {description}", failure, description=self.description)
-        self.listening.errback(failure)
-        # Listening fails at once for a port in use or a missing certificate,
-        # which under twistd is before the reactor runs: stop it once it does.
-        self._reactor.callWhenRunning(self._reactor.stop)
+        self.listening.errback(
+            StartError(self.variable, self.description, listen_problem(failure.value))
+        )
 
     def stopService(self):
         """Stop accepting connections."""
@@ -172,12 +268,33 @@ def _address_text(address) -> str:
 
 
 class ChatdServer(InOrderService):
-    """A whole chatd server: storage, chat service, connections and listeners."""
+    """A whole chatd server: storage, chat service, connections and listeners.
 
-    def __init__(self, config: Config, reactor=None) -> None:
+    It starts in two steps: first the database (opened and migrated) and the
+    bcrypt workers, then, only once both are ready, everything else, the
+    listeners last, so nobody can connect to a server that cannot serve.
+    ``started`` fires when every listener listens, or fails with a
+    ``StartError`` naming the setting to blame; with ``exit_if_start_fails``
+    (twistd) that failure is logged as one line and the process exits with
+    status 1.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor=None,
+        *,
+        warnings: Sequence[str] = (),
+        exit_if_start_fails: bool = False,
+    ) -> None:
+        """``warnings`` are logged when the server starts (unknown variables)."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
+        self._reactor = reactor
+        self.warnings = tuple(warnings)
+        self.exit_if_start_fails = exit_if_start_fails
+        self.started: defer.Deferred = defer.Deferred()
         self.config = config
         # Set by build_server: the lock that keeps other servers off the database.
         self.database_lock: DatabaseLock | None = None
@@ -201,7 +318,10 @@ class ChatdServer(InOrderService):
             config, self.accounts, self.portal, reactor, telemetry=self.telemetry
         )
         self.metrics.watch_server(self)
-        StorageService(self.database, self.hasher, reactor).setServiceParent(self)
+        self.storage = StorageService(
+            self.database, self.hasher, reactor, str(config.bcrypt_workers)
+        )
+        self.storage.setServiceParent(self)
         self.chat.setServiceParent(self)
         RetentionService(
             self.database, reactor, self.chat, self.telemetry,
@@ -215,6 +335,7 @@ class ChatdServer(InOrderService):
                 metrics_site(self.metrics, self.database, reactor),
                 reactor,
                 label="chatd metrics",
+                variable="CHATD_METRICS_LISTEN",
             )
             self.metrics_listener.setServiceParent(self)
         self.irc = IRCFactory(
@@ -229,7 +350,10 @@ class ChatdServer(InOrderService):
             for number, description in enumerate(config.listen)
         ]
         self.irc_listeners = [
-            ListenerService(description, self.irc, reactor, number, label="chatd irc")
+            ListenerService(
+                description, self.irc, reactor, number, label="chatd irc",
+                variable="CHATD_IRC_LISTEN",
+            )
             for number, description in enumerate(config.irc_listen)
         ]
         for listener in [*self.listeners, *self.irc_listeners]:
@@ -256,14 +380,50 @@ class ChatdServer(InOrderService):
         super().setServiceParent(parent)
 
     def startService(self) -> None:
-        """Start everything, logging the settings that matter."""
+        """Start the storage, then the rest once it is ready; log the settings that matter."""
         self.telemetry.server_starting(
             database=self.config.db_path,
             registration="open" if self.config.registration_open else "closed",
             bcrypt_cost=self.config.bcrypt_rounds,
             metrics=self.config.metrics_listen or "off",
         )
-        super().startService()
+        for warning in self.warnings:
+            log.warn("{warning}", warning=warning)
+        Service.startService(self)
+        if self.exit_if_start_fails:
+            self.started.addErrback(self._exit_for, self._reactor)
+        self.storage.startService()
+        self.storage.ready.addCallback(self._start_the_rest).chainDeferred(self.started)
+
+    def _start_the_rest(self, _) -> defer.Deferred:
+        if not self.running:
+            raise defer.CancelledError("stopped while starting")
+        for child in self:
+            if not child.running:
+                child.startService()
+        listeners = [
+            *self.listeners,
+            *self.irc_listeners,
+            *([self.metrics_listener] if self.metrics_listener else []),
+        ]
+        listening = defer.gatherResults(
+            [listener.listening for listener in listeners], consumeErrors=True
+        )
+        return listening.addErrback(lambda failure: failure.value.subFailure)
+
+    @staticmethod
+    def _exit_for(failure: Failure, reactor) -> None:
+        """Log why the server cannot start as one line, stop, and exit with status 1."""
+        if failure.check(defer.CancelledError):
+            return  # stopped (SIGTERM) before it was up: an ordinary stop
+        if failure.check(StartError):
+            line = f"chatd: cannot start: {failure.value}"
+        else:
+            log.failure("chatd cannot start", failure)
+            line = f"chatd: cannot start: {failure.getErrorMessage()}"
+        log.critical("{line}", line=line)
+        _exit_with_status(1)
+        reactor.callWhenRunning(_stop, reactor)
 
     def stopService(self) -> defer.Deferred:
         """Stop everything in reverse order, logging the start and the end of it."""
@@ -272,12 +432,36 @@ class ChatdServer(InOrderService):
         return stopping.addCallback(lambda _: self.telemetry.server_stopped())
 
 
+def _stop(reactor) -> None:
+    with contextlib.suppress(ReactorNotRunning):  # already stopping: SIGTERM came first
+        reactor.stop()
+
+
+def _exit_with_status(status: int) -> None:
+    """End the process with ``status`` once twistd is done with it.
+
+    twistd exits 0 whenever its reactor stopped, and offers no way to say
+    otherwise; a server that could not start must not look like one that
+    was stopped (systemd's ``Restart=on-failure`` tells them apart by the
+    status). The handler runs at interpreter exit, after twistd has
+    stopped the services, removed its pid file and closed its log.
+    """
+
+    def exit_now() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
+
+    atexit.register(exit_now)
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """The settings in ``environ`` (default: the process's); a bad one exits with status 2."""
     try:
         return Config.from_environ(environ)
     except ConfigError as error:
-        print(f"chatd: {error}", file=sys.stderr)
+        print(f"chatd: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -294,20 +478,40 @@ def claim_database(config: Config) -> DatabaseLock:
     return lock_database(config.db_path)
 
 
-def build_server(config: Config) -> "ChatdServer":
-    """A server for ``config`` holding its database's lock; exit 1 naming the holder if held."""
+def build_server(config: Config, warnings: Sequence[str] = ()) -> "ChatdServer":
+    """A server for ``config`` holding its database's lock, exiting 1 when it cannot start.
+
+    A lock that cannot be taken (another server holds it, naming itself; or
+    its directory is missing) is reported in the one-line form of every
+    failure to start, before twistd starts anything.
+    """
     try:
         lock = claim_database(config)
-    except DatabaseInUse as error:
-        print(f"chatd: {error}", file=sys.stderr)
+    except (DatabaseInUse, OSError) as error:
+        reason = database_problem(config.db_path, error)
+        # DatabaseInUse names the setting itself ("CHATD_DB <path> is in use by ...").
+        named = f"CHATD_DB {config.db_path}"
+        if reason.startswith(named):
+            reason = reason[len(named):].lstrip(": ").removeprefix("is ")
+        problem = StartError("CHATD_DB", config.db_path, reason)
+        print(f"chatd: cannot start: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
-    server = ChatdServer(config)
+    server = ChatdServer(config, warnings=warnings, exit_if_start_fails=True)
     server.database_lock = lock
     return server
+
+
+def make_server(environ: Mapping[str, str] | None = None) -> ChatdServer:
+    """The server twistd runs: settings from ``environ``, unknown names warned about.
+
+    It exits with status 1 when it cannot start, and status 2 (before twistd
+    starts anything) when a setting does not parse.
+    """
+    return build_server(load_config(environ), Config.unknown_variables(environ))
 
 
 def make_application(environ: Mapping[str, str] | None = None) -> Application:
     """The twistd application for the settings in ``environ`` (default: the process's)."""
     application = Application("chatd")
-    build_server(load_config(environ)).setServiceParent(application)
+    make_server(environ).setServiceParent(application)
     return application

@@ -1,5 +1,6 @@
 """chatd's settings: one frozen value, read from the environment once at start."""
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -144,16 +145,103 @@ class Config:
         """Map each environment variable to the field it sets."""
         return {setting.metadata["env"]: setting.name for setting in fields(cls)}
 
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """A warning for each ``CHATD_*`` name in ``environ`` that no setting reads.
+
+        A misspelled variable would otherwise be ignored in silence, and the
+        server would run with the default the operator meant to change. Each
+        warning names the variable and, when one is close, the setting meant.
+        Unknown names warn rather than stop the server: a variable of a newer
+        chatd, left in a shared environment file, must not keep an older one
+        from starting.
+        """
+        environ = os.environ if environ is None else environ
+        known = [*cls.variables(), *OTHER_VARIABLES]
+        warnings = []
+        for name in sorted(environ):
+            if not name.startswith("CHATD_") or name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"unknown variable {name} ignored{hint}")
+        return warnings
+
+
+# CHATD_* names that are not server settings, so never reported as unknown.
+OTHER_VARIABLES = (
+    "CHATD_PASSWORD",  # chatd-client's password (docs/client.md)
+)
+
 
 def _listen(raw: str) -> tuple[str, ...]:
     descriptions = tuple(part.strip() for part in raw.split(","))
     if not all(descriptions):
         raise ValueError("an endpoint description is empty")
+    for description in descriptions:
+        try:
+            check_endpoint(description)
+        except ValueError as error:
+            if len(descriptions) > 1:
+                raise ValueError(f"{description}: {error}") from None
+            raise
     return descriptions
 
 
 def _listen_or_off(raw: str) -> tuple[str, ...]:
     return () if raw.lower() == "off" else _listen(raw)
+
+
+def check_endpoint(description: str) -> None:
+    """Raise ``ValueError`` saying what is wrong with an endpoint description's syntax.
+
+    Only what can be known without listening: the type, the arguments, and
+    that ports are numbers from 0 to 65535. A port in use or a missing TLS
+    file shows when the server listens (and stops it, naming the variable).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from chatd.tls import _SSL_POSITIONAL as _SSL_ARGUMENTS
+    from chatd.tls import parse_description
+
+    kind, args, kwargs = parse_description(description)
+    if kind.lower() == "systemd":
+        # Its sockets are inherited: what it can be given is only known at start.
+        return
+    if kind.lower() == "ssl":
+        # chatd's own ssl: (chatd/tls.py): Twisted's arguments, files read at listen time.
+        unknown = [name for name in kwargs if name not in _SSL_ARGUMENTS]
+        if unknown or len(args) > len(_SSL_ARGUMENTS):
+            raise ValueError(f"unknown argument {(unknown or args)[-1]!r}")
+        settings = {**dict(zip(_SSL_ARGUMENTS, args, strict=False)), **kwargs}
+        if "port" not in settings:
+            raise ValueError("no port")
+        _port_number(settings["port"])
+        if "backlog" in settings:
+            _port_number(settings["backlog"], "backlog")
+        return
+    try:
+        # Nothing listens yet: the endpoint only holds its parsed arguments.
+        endpoint = serverFromString(None, description)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        message = str(error).replace("_parse", "").strip()
+        number = re.fullmatch(r"invalid literal for int\(\) with base 10: (.*)", message)
+        if number:
+            message = f"{number.group(1)} is not a number"
+        raise ValueError(message or type(error).__name__) from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError("the port must be from 0 to 65535")
+
+
+def _port_number(raw: str, what: str = "port") -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"the {what} must be a number") from None
+    if what == "port" and not 0 <= value <= 65535:
+        raise ValueError("the port must be from 0 to 65535")
+    return value
 
 
 def _registration(raw: str) -> bool:
@@ -254,7 +342,10 @@ def _on_off(raw: str) -> bool:
 
 
 def _endpoint_or_off(raw: str) -> str | None:
-    return None if raw.lower() == "off" else raw
+    if raw.lower() == "off":
+        return None
+    check_endpoint(raw)
+    return raw
 
 
 def _days_or_off(raw: str) -> float | None:

@@ -76,6 +76,8 @@ def backup(source_path: str | os.PathLike, target_path: str | os.PathLike) -> Ba
     target = Path(target_path)
     if target.is_dir():
         raise DatabaseToolError(f"{target} is a directory; give the backup file's name")
+    if not target.parent.is_dir():
+        raise DatabaseToolError(f"directory {target.parent} does not exist")
     partial = target.with_name(target.name + ".partial")
     source = open_existing(source_path)
     try:

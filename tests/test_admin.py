@@ -6,6 +6,12 @@ from chatd import storage
 from chatd.passwords import check_password
 
 
+@pytest.fixture(autouse=True)
+def database(run):
+    """Each test starts with an empty chatd database made by ``chatd db init``."""
+    assert run("db", "init")[0] == 0
+
+
 def test_add_list_and_delete(run):
     """Accounts added from stdin show in the list and can be deleted."""
     assert run("user", "add", "Alice", "--password-stdin", stdin="password1\n")[0] == 0

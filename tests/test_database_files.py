@@ -157,7 +157,7 @@ def test_a_second_server_on_the_same_database_refuses_to_start(tmp_path):
         assert second.returncode != 0
         message = second.stderr.strip().splitlines()[-1]
         assert re.fullmatch(
-            rf"chatd: CHATD_DB \S+chatd.sqlite3 is in use by another chatd"
+            rf"chatd: cannot start: CHATD_DB=\S+chatd.sqlite3: in use by another chatd"
             rf" \(pid {first.pid} on \S+, since \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ\);.*",
             message,
         ), second.stderr

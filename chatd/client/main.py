@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from chatd import __version__
 from chatd.client.connection import make_endpoint
 from chatd.client.render import Renderer, colour_wanted
 from chatd.client.runners import (
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--user", metavar="NAME", help="log in as NAME on connecting")
     parser.add_argument("--raw", action="store_true", help="show protocol lines as they are")
+    parser.add_argument("--version", action="version", version=f"chatd-client {__version__}")
     return parser
 
 

@@ -48,13 +48,13 @@ class ChatdServiceMaker:
         """
         import os
 
-        from chatd.app import build_server, load_config
+        from chatd.app import make_server
 
         environ = dict(os.environ)
         for option, variable in OPTION_VARIABLES.items():
             if options[option] is not None:
                 environ[variable] = options[option]
-        return build_server(load_config(environ))
+        return make_server(environ)
 
 
 serviceMaker = ChatdServiceMaker()
