@@ -126,6 +126,11 @@ class StorageService(Service):
     def startService(self) -> None:
         """Open (and migrate) the database and start the bcrypt pool."""
         super().startService()
+        # Logged once the reactor runs (and twistd has its signal handlers):
+        # from here on SIGTERM stops a start that is still waiting.
+        self._reactor.callWhenRunning(
+            log.info, "opening database {path}", path=self.database.path
+        )
         try:
             opening = self.database.open()
         except Exception as error:

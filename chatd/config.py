@@ -228,6 +228,12 @@ def check_endpoint(description: str) -> None:
         number = re.fullmatch(r"invalid literal for int\(\) with base 10: (.*)", message)
         if number:
             message = f"{number.group(1)} is not a number"
+        unexpected = re.search(r"unexpected keyword argument (.*)", message)
+        if unexpected:
+            message = f"unknown argument {unexpected.group(1)}"
+        missing = re.search(r"missing \d+ required positional arguments?: (.*)", message)
+        if missing:
+            message = f"missing {missing.group(1)}"
         raise ValueError(message or type(error).__name__) from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:

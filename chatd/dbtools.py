@@ -39,6 +39,8 @@ class BackupResult:
 
 def open_existing(path: str | os.PathLike) -> sqlite3.Connection:
     """Open the database at ``path`` as it is: no migration, no journal-mode change."""
+    if Path(path).is_dir():
+        raise DatabaseToolError(f"{path} is a directory, not a database file")
     if not Path(path).is_file():
         raise DatabaseToolError(f"there is no database at {path}")
     connection = sqlite3.connect(path, isolation_level=None)

@@ -1,9 +1,14 @@
 """The admin command line, run in-process on a real database file."""
 
+import sqlite3
+import subprocess
+import sys
+
 import pytest
 
 from chatd import storage
 from chatd.passwords import check_password
+from tests.serverproc import ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +160,103 @@ def test_room_commands_refuse_what_cannot_be(run):
     ):
         code, _, err = run(*argv)
         assert code == 1 and expected in err, (argv, err)
+
+
+def test_user_commands_never_create_a_database(run, tmp_path):
+    """Issue 9 item 19: a mistyped --db is an error; no file appears, nothing is added."""
+    typo = tmp_path / "typo.sqlite3"
+    commands = (["user", "list"], ["user", "add", "bob", "--password-stdin"], ["user", "kick", "b"])
+    for argv in commands:
+        code, out, err = run("--db", str(typo), *argv, stdin="password1\n")
+        assert (code, out) == (1, "")
+        assert err == f"chatd: there is no database at {typo} (`chatd db init` creates one)\n"
+        assert not typo.exists()
+
+
+def test_db_init_creates_upgrades_and_refuses(run, tmp_path):
+    """``chatd db init`` is the one command that creates a database; it never harms one."""
+    fresh = tmp_path / "fresh.sqlite3"
+    assert run("--db", str(fresh), "db", "init") == (
+        0, f"created {fresh} at schema version {storage.SCHEMA_VERSION}\n", ""
+    )
+    assert run("--db", str(fresh), "db", "init") == (
+        0, f"{fresh} is already at schema version {storage.SCHEMA_VERSION}\n", ""
+    )
+    old = tmp_path / "old.sqlite3"
+    connection = sqlite3.connect(old)
+    connection.executescript(storage.MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    connection.close()
+    assert run("--db", str(old), "db", "init")[1] == (
+        f"upgraded {old} from schema version 1 to {storage.SCHEMA_VERSION}\n"
+    )
+    missing = tmp_path / "missing" / "chatd.sqlite3"
+    assert run("--db", str(missing), "db", "init") == (
+        1, "", f"chatd: directory {missing.parent} does not exist\n"
+    )
+    assert not missing.parent.exists()
+
+
+def newer_database(path) -> None:
+    """A chatd database written by a later chatd (schema version past ours)."""
+    connection = storage.open_database_file(str(path))
+    connection.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    connection.close()
+
+
+@pytest.mark.parametrize("command", [["user", "list"], ["db", "init"], ["db", "stats"],
+                                     ["db", "backup", "copy.sqlite3"]])
+def test_files_that_are_not_our_database_get_one_line(run, tmp_path, command, monkeypatch):
+    """A text file, a newer schema, a directory: one line on stderr, status 1, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    newer = tmp_path / "newer.sqlite3"
+    newer_database(newer)
+    cases = {
+        text: "not an SQLite database (file is not a database)",
+        tmp_path: "is a directory",
+    }
+    if command[0] == "user" or command[1] == "init":
+        cases[newer] = f"schema version {storage.SCHEMA_VERSION + 1} is newer than this chatd's"
+    for path, reason in cases.items():
+        code, out, err = run("--db", str(path), *command)
+        assert (code, out) == (1, ""), err
+        assert err.count("\n") == 1 and err.startswith("chatd: ") and reason in err, err
+    assert text.read_text() == "not a database\n" * 100
+
+
+def test_backup_to_a_missing_directory_is_one_line(run, tmp_path):
+    """``chatd db backup`` into a directory that does not exist: a message, not a traceback."""
+    target = tmp_path / "no-such-dir" / "backup.sqlite3"
+    assert run("db", "backup", str(target)) == (
+        1, "", f"chatd: directory {target.parent} does not exist\n"
+    )
+
+
+def test_user_add_without_a_terminal_says_how_to_give_the_password(tmp_path):
+    """No terminal and no --password-stdin: one line naming the option, status 1."""
+    path = tmp_path / "chatd.sqlite3"
+    environment = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "CHATD_BCRYPT_ROUNDS": "4"}
+    chatd = [sys.executable, "-m", "chatd", "--db", str(path)]
+    subprocess.run([*chatd, "db", "init"], check=True, env=environment, timeout=60)
+    # A new session has no controlling terminal: getpass cannot open /dev/tty.
+    added = subprocess.run(
+        [*chatd, "user", "add", "bob"], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, env=environment, timeout=60, start_new_session=True,
+    )
+    assert (added.returncode, added.stdout) == (1, "")
+    assert added.stderr == (
+        "chatd: no terminal to ask for the password on: give it on standard input"
+        " with --password-stdin\n"
+    )
+
+
+def test_unknown_variables_are_named_by_the_admin_command_line(run, monkeypatch):
+    """Issue 9 item 20: the admin command line reads CHATD_* too, and says what it ignores."""
+    monkeypatch.setenv("CHATD_BCRYPT_ROUDS", "4")
+    code, out, err = run("user", "list")
+    assert (code, out) == (0, "")
+    assert err == (
+        "chatd: warning: unknown variable CHATD_BCRYPT_ROUDS ignored"
+        " (did you mean CHATD_BCRYPT_ROUNDS?)\n"
+    )

@@ -129,3 +129,53 @@ def test_the_server_name_is_in_hello():
     )
     client = ChatHarness(config).client()
     assert client.transport.value().startswith(b"HELLO chat.example.org 1 ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "reason"),
+    [
+        ("CHATD_LISTEN", "nonsense:8004", "Unknown endpoint type: 'nonsense'"),
+        ("CHATD_LISTEN", "tcp:eighty", "'eighty' is not a number"),
+        ("CHATD_LISTEN", "tcp:65536", "the port must be from 0 to 65535"),
+        ("CHATD_LISTEN", "tcp:8004:colour=blue", "unknown argument 'colour'"),
+        ("CHATD_LISTEN", "tcp", "missing 'port'"),
+        ("CHATD_LISTEN", "tcp:1,tcp:x", "tcp:x: 'x' is not a number"),
+        ("CHATD_LISTEN", "ssl:0:privateKey=k.pem:colour=blue", "unknown argument 'colour'"),
+        ("CHATD_LISTEN", "ssl:privateKey=k.pem", "no port"),
+        ("CHATD_LISTEN", "ssl:65536:privateKey=k.pem", "the port must be from 0 to 65535"),
+        ("CHATD_METRICS_LISTEN", "tcp:x", "'x' is not a number"),
+    ],
+)
+def test_endpoint_syntax_is_checked_when_the_settings_are_read(variable, raw, reason):
+    """Issue 9 item 17: a description that cannot work is refused before anything starts."""
+    with pytest.raises(ConfigError) as refused:
+        Config.from_environ({variable: raw})
+    assert str(refused.value) == f"{variable}={raw!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["tcp:0", "tcp:65535:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1", "unix:/run/c.sock",
+     "ssl:8443:privateKey=/no/such/key.pem", "systemd:domain=INET:index=0"],
+)
+def test_good_endpoints_pass_without_touching_files_or_sockets(raw):
+    """Files (TLS keys, sockets) and inherited sockets are only looked at when listening."""
+    assert Config.from_environ({"CHATD_LISTEN": raw}).listen == (raw,)
+
+
+def test_unknown_chatd_variables_are_reported_with_a_suggestion():
+    """Issue 9 item 20: misspelled CHATD_* names are named; the client's own is not."""
+    environ = {
+        "CHATD_LISTN": "tcp:8004",
+        "CHATD_BCRYPT_ROUND": "4",
+        "CHATD_WHATEVER": "1",
+        "CHATD_PASSWORD": "secret",
+        "CHATD_DB": "chat.sqlite3",
+        "PATH": "/bin",
+    }
+    assert Config.unknown_variables(environ) == [
+        "unknown variable CHATD_BCRYPT_ROUND ignored (did you mean CHATD_BCRYPT_ROUNDS?)",
+        "unknown variable CHATD_LISTN ignored (did you mean CHATD_LISTEN?)",
+        "unknown variable CHATD_WHATEVER ignored",
+    ]
+    assert Config.unknown_variables({"CHATD_DB": "x", "CHATD_PASSWORD": "y"}) == []

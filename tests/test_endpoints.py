@@ -156,11 +156,16 @@ def test_sighup_without_tls_is_harmless(chatd_server):
 
 
 def test_a_missing_certificate_stops_the_server_at_start(tmp_path):
-    """An ssl: listener whose files are missing: the server logs why and exits."""
-    server = ServerProcess(
-        tmp_path, env={"CHATD_LISTEN": f"ssl:0:privateKey={tmp_path / 'missing.pem'}"}
-    )
-    with pytest.raises(AssertionError, match="server exited"):
+    """An ssl: listener whose files are missing: one line naming CHATD_LISTEN, exit 1."""
+    missing = tmp_path / "missing.pem"
+    server = ServerProcess(tmp_path, env={"CHATD_LISTEN": f"ssl:0:privateKey={missing}"})
+    with pytest.raises(AssertionError, match=r"server exited \(1\)"):
         server.start(timeout=30)
-    assert server.process.wait(30) is not None
-    assert any("cannot listen on ssl:0" in line for line in server.output)
+    assert server.process.wait(30) == 1
+    output = server.wait_for_end_of_output()
+    failures = [line for line in output if "cannot start" in line]
+    assert len(failures) == 1 and not [line for line in output if "Traceback" in line], output
+    assert failures[0].endswith(
+        f"chatd: cannot start: CHATD_LISTEN=ssl:0:privateKey={missing}:"
+        f" No such file or directory: {missing}"
+    )
