@@ -171,6 +171,7 @@ class Config:
 # CHATD_* names that are not server settings, so never reported as unknown.
 OTHER_VARIABLES = (
     "CHATD_PASSWORD",  # chatd-client's password (docs/client.md)
+    "CHATD_TEST_REQUIRE_ALL",  # the test suite's (README, Development)
 )
 
 
