@@ -146,6 +146,10 @@ class StorageService(Service):
         both.chainDeferred(self.ready)
 
     def _opened(self, found_version: int) -> None:
+        if not self.running:
+            # Stopped while it opened: stopService did not wait, so close it here.
+            self.database.close()
+            return
         self._database_open = True
         log.info(
             "database {path} open at schema version {version} (found {found})",

@@ -83,6 +83,18 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         """Start twistd and return once it listens (on the same port after a restart)."""
+        env = self.launch()
+        match = self.wait_for(LISTENING, timeout)
+        self.port = int(match.group(1))
+        if env.get("CHATD_IRC_LISTEN", "tcp:6667").lower() != "off":
+            self.irc_port = int(self.wait_for(IRC_LISTENING, timeout).group(1))
+        return self
+
+    def launch(self) -> dict[str, str]:
+        """Start twistd without waiting for anything; the environment it was given.
+
+        ``wait_for`` what you expect to see.
+        """
         env = dict(self.env) if self.exact_env else server_environment(self.directory, self.env)
         if self.port is not None and "CHATD_LISTEN" not in self.env and not self.exact_env:
             env["CHATD_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
@@ -100,11 +112,7 @@ class ServerProcess:
             text=True,
         )
         threading.Thread(target=self._read_output, args=(self.process,), daemon=True).start()
-        match = self.wait_for(LISTENING, timeout)
-        self.port = int(match.group(1))
-        if env.get("CHATD_IRC_LISTEN", "tcp:6667").lower() != "off":
-            self.irc_port = int(self.wait_for(IRC_LISTENING, timeout).group(1))
-        return self
+        return env
 
     def _read_output(self, process: subprocess.Popen) -> None:
         for line in process.stdout:

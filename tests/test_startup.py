@@ -135,31 +135,20 @@ def test_sigterm_while_the_database_opens_stops_the_server(tmp_path, short_dir):
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     sock = short_dir / "chatd.sock"
-    env = server_environment(tmp_path, {"CHATD_LISTEN": f"unix:{sock}"})
-    process = subprocess.Popen(
-        twistd_command(), cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    server = ServerProcess(tmp_path, env={"CHATD_LISTEN": f"unix:{sock}"})
     try:
-        first = []
-        for line in process.stdout:  # ends, failing below, if the process does
-            first.append(line)
-            if "opening database" in line:  # logged once the reactor runs
-                break
-        assert "opening database" in first[-1], "".join(first)
-        process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=EXIT_TIMEOUT)
-        output = "".join(first) + rest
-        assert process.returncode in (0, -signal.SIGTERM), output
+        server.launch()
+        server.wait_for("opening database", EXIT_TIMEOUT)  # logged once the reactor runs
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(EXIT_TIMEOUT) in (0, -signal.SIGTERM)
+        output = "\n".join(server.wait_for_end_of_output(EXIT_TIMEOUT))
         assert "Traceback" not in output and "ReactorNotRunning" not in output, output
         assert "cannot start" not in output, output
         assert "listening on" not in output
         assert not sock.exists()
     finally:
         holder.close()
-        if process.poll() is None:
-            process.kill()
-        process.wait(EXIT_TIMEOUT)
+        server.stop()
 
 
 def test_a_port_in_use_stops_the_server(tmp_path):
