@@ -53,6 +53,11 @@ class Config:
     rate_limit: RateLimit | None = field(
         default=RateLimit(10.0, 40), metadata={"env": "CHATD_RATE_LIMIT"}
     )
+    # Bytes of client lines per second and burst, on top of the line rate
+    # (off with CHATD_RATE_LIMIT=off too); the burst holds a whole line.
+    byte_rate: RateLimit | None = field(
+        default=RateLimit(16384.0, 262144), metadata={"env": "CHATD_BYTE_RATE"}
+    )
     server_name: str = field(default="chatd", metadata={"env": "CHATD_SERVER_NAME"})
     line_limit: int = field(default=4096, metadata={"env": "CHATD_LINE_LIMIT"})
     bcrypt_workers: int = field(default=2, metadata={"env": "CHATD_BCRYPT_WORKERS"})
@@ -114,6 +119,11 @@ class Config:
             raise ConfigError(
                 "CHATD_SEND_QUEUE_SOFT must not exceed CHATD_SEND_QUEUE_LIMIT"
                 f" ({self.send_queue_soft} > {self.send_queue_limit})"
+            )
+        if self.byte_rate is not None and self.byte_rate.burst < self.line_limit + 2:
+            raise ConfigError(
+                "CHATD_BYTE_RATE's burst must hold a whole line, CHATD_LINE_LIMIT + 2 bytes"
+                f" ({self.byte_rate.burst} < {self.line_limit + 2})"
             )
         if self.login_lockout_seconds > self.login_lockout_max_seconds:
             raise ConfigError(
@@ -290,6 +300,22 @@ def _rate_limit(raw: str) -> RateLimit | None:
     return RateLimit(per_second, burst)
 
 
+_BYTE_RATE = re.compile(r"(\d+)\s*(k|kib|m|mib)?/(\d+)\s*(k|kib|m|mib)?", re.IGNORECASE)
+
+
+def _byte_rate(raw: str) -> RateLimit | None:
+    if raw.lower() == "off":
+        return None
+    match = _BYTE_RATE.fullmatch(raw)
+    if match is None:
+        raise ValueError("must be '<bytes-per-second>/<burst>' (such as 16K/256K) or 'off'")
+    per_second = int(match.group(1)) * _UNITS[(match.group(2) or "").lower() or None]
+    burst = int(match.group(3)) * _UNITS[(match.group(4) or "").lower() or None]
+    if per_second < 1 or burst < 1:
+        raise ValueError("the rate and the burst must be at least 1 byte")
+    return RateLimit(float(per_second), burst)
+
+
 _ALLOWANCE = re.compile(r"(\d+)/(\d+(?:\.\d+)?)")
 
 
@@ -374,6 +400,7 @@ _PARSERS = {
     "registration_open": _registration,
     "bcrypt_rounds": _int_between(4, 31),
     "rate_limit": _rate_limit,
+    "byte_rate": _byte_rate,
     "server_name": _server_name,
     "line_limit": _int_between(64, 1 << 20),
     "bcrypt_workers": _int_between(1, 64),

@@ -89,16 +89,16 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    def available(self) -> bool:
-        """Tell whether a token is there now, without taking it."""
+    def available(self, cost: float = 1) -> bool:
+        """Tell whether ``cost`` tokens are there now, without taking them."""
         self._refill()
-        return self.tokens + _TOKEN_SLACK >= 1
+        return self.tokens + _TOKEN_SLACK >= cost
 
-    def take(self) -> bool:
-        """Take one token if there is one; tell whether there was."""
-        if not self.available():
+    def take(self, cost: float = 1) -> bool:
+        """Take ``cost`` tokens if they are there; tell whether they were."""
+        if not self.available(cost):
             return False
-        self.tokens = max(0.0, self.tokens - 1)
+        self.tokens = max(0.0, self.tokens - cost)
         return True
 
 
@@ -613,6 +613,7 @@ class ConnectionGuard:
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
         "_admitted",
+        "_bytes_bucket",
         "_clock",
         "_closer",
         "_disconnect",
@@ -626,6 +627,7 @@ class ConnectionGuard:
         "_timer",
         "address",
         "first_refusal",
+        "over_bytes",
     )
 
     def __init__(
@@ -645,12 +647,20 @@ class ConnectionGuard:
         self._lines_bucket = (
             None if rate is None else TokenBucket(rate.per_second, rate.burst, self._clock)
         )
+        byte_rate = config.byte_rate
+        self._bytes_bucket = (
+            None
+            if rate is None or byte_rate is None
+            else TokenBucket(byte_rate.per_second, byte_rate.burst, self._clock)
+        )
         # One rate-limited line is forgiven a second: a paste that overruns
         # the burst costs a few ERR lines, a sustained flood ends the session.
         self._strikes = TokenBucket(1.0, config.flood_limit, self._clock)
         self._admitted = False
         self._refusing = False
         self.first_refusal = False
+        # Whether the last refused line was refused for its bytes, not its count.
+        self.over_bytes = False
         self._lines = 0
         self._heard_at = self._clock.seconds()
         self._timer = None
@@ -697,19 +707,27 @@ class ConnectionGuard:
 
     # --- lines ----------------------------------------------------------------
 
-    def line(self) -> str | None:
-        """A non-empty line arrived: None to run it, else ``rate-limited`` or ``flood``."""
+    def line(self, size: int = 1) -> str | None:
+        """A line of ``size`` bytes arrived: None to run it, else ``rate-limited`` or ``flood``.
+
+        Every line costs a line token, an empty one too, and its bytes (its
+        line end included) from the byte budget; it runs only if both are there.
+        """
         self.heard()
-        if self._lines_bucket is None or self._lines_bucket.take():
+        lines, data = self._lines_bucket, self._bytes_bucket
+        if lines is None or (
+            lines.available() and (data is None or data.take(size)) and lines.take()
+        ):
             self._refusing = False
             return None
+        self.over_bytes = lines.available()
         # True for the first dropped line after one that got through.
         self.first_refusal = not self._refusing
         self._refusing = True
         return "rate-limited" if self._strikes.take() else "flood"
 
     def heard(self) -> None:
-        """Any line, empty ones included, shows the client is there."""
+        """Any line shows the client is there."""
         self._lines += 1
         self._heard_at = self._clock.seconds()
 

@@ -172,6 +172,11 @@ PLAIN_TEXT = Command(
 )
 
 
+# The place of a BYE flood among the replies in flight: it is said when every
+# line before it has been answered.
+_FLOOD = object()
+
+
 @dataclass(eq=False)
 class _Reply:
     """The final reply of one command in flight, written once those before it are."""
@@ -203,7 +208,11 @@ class ChatProtocol(LineReceiver):
         self._closing = False
         self._lost = False
         self._discarding = False
-        self._overflowed = False
+        # Framing: the bytes read, where the next line starts, and whether a
+        # line is being run (a nested read only adds to the buffer).
+        self._buffer = b""
+        self._start = 0
+        self._framing = False
         self._reading_paused = False
         # Reading stops while a command runs with a full line waiting behind
         # it, or while the client is not reading what we send (a slow reader).
@@ -339,56 +348,82 @@ class ChatProtocol(LineReceiver):
     # --- framing ---------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Frame lines, discarding the rest of a line that grew past the limit."""
+        """Frame lines, discarding the rest of a line that grew past the limit.
+
+        Lines are found by searching forward from an offset and the buffer is
+        cut once per read: a read of 64 KiB of bare LFs is 65,536 lines in
+        linear time, where splitting the buffer line by line copies its rest
+        each time (quadratic, enough to stall the reactor for everyone).
+        """
         if self.output is not None:
             # The client reads what it was sent: a good moment to see what arrived.
             self.output.check_handed_over()
         if self._closing:
             return
-        if self._discarding:
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self._discarding = False
-            data = data[end + 1 :]
-        super().dataReceived(data)
-        while self._overflowed and not self.paused and not self._closing:
-            self._overflowed = False
-            super().dataReceived(b"")
+        self._buffer += data
+        if self._framing:
+            # A line being run caused this (a released hold): the loop below goes on.
+            return
+        self._framing = True
+        try:
+            self._frame_lines()
+        finally:
+            self._framing = False
+            if self._start:
+                self._buffer = self._buffer[self._start :]
+                self._start = 0
         if self.paused and not self._held_reading and len(self._buffer) > self.MAX_LENGTH:
             # A command is still running and a full line already waits:
             # stop reading until it is answered, so the buffer stays bounded.
             self._held_reading = True
             self._update_reading()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Answer an over-long line and skip it, rather than drop the connection.
+    def _frame_lines(self) -> None:
+        while not self.paused and not self._closing:
+            buffer, start = self._buffer, self._start
+            if self._discarding:
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    self._start = len(buffer)
+                    return
+                self._discarding = False
+                self._start = end + 1
+                continue
+            end = buffer.find(b"\n", start, start + self.MAX_LENGTH + 1)
+            if end < 0:
+                if len(buffer) - start > self.MAX_LENGTH:
+                    # No line end within the limit: answer now, skip to its end.
+                    self._discarding = True
+                    self._start = start + self.MAX_LENGTH + 1
+                    self.lineLengthExceeded(b"")
+                    continue
+                return
+            self._start = end + 1
+            self.lineReceived(buffer[start:end])
 
-        ``line`` is everything buffered from the start of the over-long line;
-        what follows its end, if it has one, is framed as usual.
-        """
-        verdict = self.guard.line()
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Answer an over-long line; the framing skips the rest of it."""
+        verdict = self.guard.line(self.MAX_LENGTH)
         if verdict is not None:
             self._refuse_line(verdict)
         else:
             self._refuse("line-too-long", f"lines are limited to {self.line_limit} bytes")
-        end = line.find(b"\n")
-        if end < 0:
-            self._discarding = True
-        else:
-            self._buffer = line[end + 1 :]
-            self._overflowed = True
 
     def lineReceived(self, line: bytes) -> None:
-        """Decode one line and run it."""
+        """Decode one line and run it.
+
+        Every line costs rate budget, an empty one too (it gets no reply, as
+        the protocol says, but a flood of them ends in ``BYE flood``).
+        """
         if self._closing:
             return
         if line.endswith(b"\r"):
             line = line[:-1]
+        verdict = self.guard.line(len(line) + 1)
         if not line:
-            self.guard.heard()
+            if verdict == "flood":
+                self._refuse_line(verdict)
             return
-        verdict = self.guard.line()
         if verdict is not None:
             self._refuse_line(verdict)
             return
@@ -400,12 +435,28 @@ class ChatProtocol(LineReceiver):
         except UnicodeDecodeError:
             self._refuse("bad-encoding", "lines must be UTF-8")
             return
-        self.run_line(text)
+        # A UTF-8 byte order mark some editors and terminals put first is not
+        # part of the line: stripped, so "\ufeff/ping" is the command /ping.
+        text = text.removeprefix("\ufeff")
+        if text:
+            self.run_line(text)
 
     def _refuse_line(self, verdict: str) -> None:
-        """Drop a line past the rate limit: ``ERR rate-limited``, or ``BYE flood``."""
+        """Drop a line past the rate limit: ``ERR rate-limited``, or ``BYE flood``.
+
+        ``BYE flood`` comes after the replies of the lines before it (some may
+        be waiting on a commit), so every line up to it is answered in order
+        and the sender knows exactly which were accepted.
+        """
         if verdict == "flood":
-            self.disconnect("flood")
+            if self._in_flight:
+                self._in_flight.append(_Reply(None, settled=True, outcome=_FLOOD))
+                # Nothing after the flood line is read or run.
+                self._hold()
+                self._held_reading = True
+                self._update_reading()
+            else:
+                self.disconnect("flood")
         else:
             rate = self.server.config.rate_limit
             if self.guard.first_refusal:
@@ -413,10 +464,12 @@ class ChatProtocol(LineReceiver):
                 self.server.telemetry.limit_hit(
                     "rate", self.peer, self._user_name(), lines_per_second=rate.per_second
                 )
-            self._refuse(
-                "rate-limited",
-                f"over {rate.per_second:g} lines a second (bursts of {rate.burst}); line dropped",
-            )
+            if self.guard.over_bytes:
+                rate = self.server.config.byte_rate
+                over = f"over {rate.per_second:g} bytes a second (bursts of {rate.burst})"
+            else:
+                over = f"over {rate.per_second:g} lines a second (bursts of {rate.burst})"
+            self._refuse("rate-limited", over + "; line dropped")
 
     # --- commands ----------------------------------------------------------
 
@@ -466,6 +519,10 @@ class ChatProtocol(LineReceiver):
         in_flight = self._in_flight
         while in_flight and in_flight[0].settled:
             done = in_flight.pop(0)
+            if done.outcome is _FLOOD:
+                in_flight.clear()
+                self.disconnect("flood")
+                break
             self._answer(done.command, done.outcome)
         if not in_flight and self.paused:
             self._release()

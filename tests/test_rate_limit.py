@@ -113,14 +113,6 @@ def test_the_rate_limit_can_be_off():
     assert replies == [f"OK ping {n}" for n in range(1000)]
 
 
-def test_empty_lines_cost_nothing_and_get_no_reply():
-    """Blank lines are ignored, so they neither use the bucket nor get ERR."""
-    client = limited_harness().client()
-    client.feed(b"\n\r\n" * 500)
-    assert client.lines() == []
-    assert pings(client, 40) == [f"OK ping {n}" for n in range(40)]
-
-
 def test_every_kind_of_line_counts_before_login_too():
     """Over-long, badly encoded and logged-out lines all use the same bucket."""
     client = limited_harness(rate_limit=RateLimit(1.0, 3)).client()
