@@ -8,7 +8,7 @@ from twisted.internet import defer
 
 from chatd import storage
 from chatd.errors import ChatError
-from chatd.names import fold, require_strong_password, require_user_name
+from chatd.names import fold, password_candidates, require_strong_password, require_user_name
 from chatd.passwords import PasswordHasher
 
 BAD_CREDENTIALS = "unknown user or wrong password"
@@ -60,7 +60,10 @@ class Accounts:
     def change_password(self, name: str, old: str, new: str):
         """Replace the password of ``name`` after checking the old one."""
         encoded = require_strong_password(new)
-        account = yield self.authenticate(name, old.encode("utf-8"))
+        for candidate in password_candidates(old):
+            account = yield self.authenticate(name, candidate)
+            if account is not None:
+                break
         if account is None:
             raise ChatError("bad-credentials", "the old password is wrong")
         password_hash = yield self._hasher.hash(encoded)

@@ -28,8 +28,8 @@ from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
 from chatd.limits import Limits, SendQueue, address_key
-from chatd.names import PASSWORD_MAX_BYTES, fold, require_user_name
-from chatd.service import IChatClient, IChatSession
+from chatd.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
+from chatd.service import HISTORY_MAX, IChatClient, IChatSession
 from chatd.telemetry import Telemetry
 
 PROTOCOL_VERSION = "1"
@@ -42,6 +42,13 @@ _PARAM = re.compile(r"(\[)?<([a-z-]+)(\.\.\.)?>\]?")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # The arguments other users see: the texts, and a kick's reason.
 _RELAYED = frozenset({"text", "reason"})
+# Bidirectional embedding, override and isolate controls reorder what
+# follows them on the reader's screen (a message can be made to read as
+# something else); the line and paragraph separators start a new line in
+# some renderers. All are refused in <text>. Zero-width characters are
+# relayed: joiners and marks are part of emoji and of several scripts, and
+# names, being ASCII, cannot hide them.
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,11 @@ class Command:
             elif param.name in _RELAYED and _CONTROL.search(value):
                 raise self.bad_arguments(
                     f"<{param.name}> may not contain control characters (other than TAB)"
+                )
+            elif param.name in _RELAYED and _REORDERING.search(value):
+                raise self.bad_arguments(
+                    "<text> may not contain bidirectional override or isolate controls"
+                    " (U+202A to U+202E, U+2066 to U+2069) or line separators"
                 )
             values.append(value)
         if remaining.strip(" "):
@@ -601,16 +613,29 @@ class ChatProtocol(LineReceiver):
         except ChatError as error:
             self.server.telemetry.login_failed(name, self.peer, error.code)
             raise
-        encoded = password.encode("utf-8")
-        if len(encoded) > PASSWORD_MAX_BYTES:
+        candidates = password_candidates(password)
+        if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
             throttle.failed(self.address, fold(name))
             self.server.telemetry.login_failed(name, self.peer, "bad-credentials")
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
         self._logging_in = True
-        logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)
+        logging_in = self._check_password(name, candidates)
         return logging_in.addCallbacks(
             self._logged_in, self._login_failed, callbackArgs=(name,), errbackArgs=(name,)
         )
+
+    def _check_password(self, name: str, candidates: tuple[bytes, ...]) -> defer.Deferred:
+        """Log in with the first form of the password; a wrong one tries the next form."""
+        first, rest = candidates[0], candidates[1:]
+        checking = self.server.portal.login(UsernamePassword(name, first), self, IChatSession)
+        if rest:
+
+            def try_next(failure):
+                failure.trap(UnauthorizedLogin)
+                return self._check_password(name, rest)
+
+            checking.addErrback(try_next)
+        return checking
 
     def _logged_in(self, login, name: str) -> str:
         self._logging_in = False
@@ -657,8 +682,11 @@ class ChatProtocol(LineReceiver):
     def do_history(self, room: str, count: str | None) -> defer.Deferred:
         if count is None:
             wanted = 50
-        elif count.isascii() and count.isdigit() and int(count) >= 1:
-            wanted = int(count)
+        elif count.isascii() and count.isdigit() and count.strip("0"):
+            # Any whole number from 1 will do, however many digits: more than
+            # 500 counts as 500, so a huge one is not even converted.
+            digits = count.lstrip("0")
+            wanted = HISTORY_MAX if len(digits) > len(str(HISTORY_MAX)) else int(digits)
         else:
             raise COMMANDS["history"].bad_arguments("<count> is a whole number from 1")
         return self.session.history(room, wanted)

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.errors import ChatError
+from chatd.names import skeleton
 
 log = Logger()
 
@@ -135,6 +136,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE account_events ADD COLUMN user_name TEXT NOT NULL DEFAULT '';
     ALTER TABLE account_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
     """,
+    # 4: look-alike user names (names.skeleton) are found by their skeleton.
+    """
+    CREATE INDEX users_by_skeleton ON users (
+        replace(replace(replace(replace(replace(name_key,
+            '1', 'l'), 'i', 'l'), '0', 'o'), 'rn', 'm'), 'vv', 'w')
+    );
+    """,
+)
+
+# names.skeleton in SQL, the expression of the users_by_skeleton index.
+SKELETON_SQL = (
+    "replace(replace(replace(replace(replace(name_key,"
+    " '1', 'l'), 'i', 'l'), '0', 'o'), 'rn', 'm'), 'vv', 'w')"
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -256,7 +270,17 @@ def open_database_file(path: str) -> sqlite3.Connection:
 def create_user(
     connection: sqlite3.Connection, name: str, password_hash: str, now: int
 ) -> None:
-    """Add an account; raise ``user-exists`` if the name is taken in any case."""
+    """Add an account; raise ``user-exists`` if the name is taken in any case.
+
+    A name that looks like an existing one (``aIice`` beside ``alice``: the
+    same ``names.skeleton``) counts as taken too.
+    """
+    look_alike = connection.execute(
+        f"SELECT name FROM users WHERE {SKELETON_SQL} = ? AND name_key != ?",
+        (skeleton(name), name.lower()),
+    ).fetchone()
+    if look_alike is not None:
+        raise ChatError("user-exists", f"{name} is taken: it looks like {look_alike[0]}")
     try:
         connection.execute(
             "INSERT INTO users (name_key, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
