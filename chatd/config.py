@@ -34,6 +34,18 @@ class Allowance:
 
 
 @dataclass(frozen=True)
+class KeepAlive:
+    """TCP keep-alive: probe after ``idle`` s of silence, every ``interval`` s, ``count`` times."""
+
+    idle: int
+    interval: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.idle}/{self.interval}/{self.count}"
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting of a chatd server.
 
@@ -108,6 +120,10 @@ class Config:
         default=120.0, metadata={"env": "CHATD_PING_INTERVAL"}
     )
     pong_timeout_seconds: float = field(default=60.0, metadata={"env": "CHATD_PONG_TIMEOUT"})
+    # Dead peers found by the kernel (chatd/keepalive.py), for every TCP connection.
+    tcp_keepalive: KeepAlive | None = field(
+        default=KeepAlive(60, 10, 6), metadata={"env": "CHATD_TCP_KEEPALIVE"}
+    )
     close_timeout_seconds: float = field(default=10.0, metadata={"env": "CHATD_CLOSE_TIMEOUT"})
     # Direct messages kept for one offline user at once.
     mailbox_limit: int = field(default=1000, metadata={"env": "CHATD_MAILBOX_LIMIT"})
@@ -337,6 +353,21 @@ def _seconds_or_off(raw: str) -> float | None:
     return _positive_seconds(raw)
 
 
+_KEEPALIVE = re.compile(r"(\d+)/(\d+)/(\d+)")
+
+
+def _keepalive(raw: str) -> KeepAlive | None:
+    if raw.lower() == "off":
+        return None
+    match = _KEEPALIVE.fullmatch(raw)
+    if match is None:
+        raise ValueError("must be '<idle-seconds>/<interval-seconds>/<probes>' (60/10/6) or 'off'")
+    idle, interval, count = (int(group) for group in match.groups())
+    if not (1 <= idle <= 32767 and 1 <= interval <= 32767 and 1 <= count <= 127):
+        raise ValueError("idle and interval must be 1 to 32767 seconds, probes 1 to 127")
+    return KeepAlive(idle, interval, count)
+
+
 _SIZE = re.compile(r"(\d+)\s*(k|kib|m|mib)?", re.IGNORECASE)
 _UNITS = {None: 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20}
 
@@ -432,4 +463,5 @@ _PARSERS = {
     "pong_timeout_seconds": _positive_seconds,
     "close_timeout_seconds": _positive_seconds,
     "mailbox_limit": _int_between(1, 1_000_000),
+    "tcp_keepalive": _keepalive,
 }

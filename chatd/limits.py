@@ -613,6 +613,7 @@ class ConnectionGuard:
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
         "_admitted",
+        "_answers_pings",
         "_bytes_bucket",
         "_clock",
         "_closer",
@@ -621,6 +622,7 @@ class ConnectionGuard:
         "_limits",
         "_lines",
         "_lines_bucket",
+        "_logged_in",
         "_refusing",
         "_send_ping",
         "_strikes",
@@ -657,6 +659,8 @@ class ConnectionGuard:
         # the burst costs a few ERR lines, a sustained flood ends the session.
         self._strikes = TokenBucket(1.0, config.flood_limit, self._clock)
         self._admitted = False
+        self._answers_pings = False
+        self._logged_in = False
         self._refusing = False
         self.first_refusal = False
         # Whether the last refused line was refused for its bytes, not its count.
@@ -678,14 +682,35 @@ class ConnectionGuard:
         return True
 
     def logged_in(self) -> None:
-        """Stop the login timer; start watching for silence."""
+        """Stop the login timer; start watching for silence if the client answers PINGs."""
         self._cancel_timer()
+        self._logged_in = True
         self._heard_at = self._clock.seconds()
-        if self._limits.config.ping_interval_seconds is not None:
+        self._start_watching()
+
+    def answers_pings(self) -> None:
+        """The client sent ``/pong``: it answers PINGs, so silence may be checked with one.
+
+        Only such a client is ever sent ``PING`` (and closed for not
+        answering): a person on nc cannot be asked to answer, and TCP
+        keep-alive finds their dead connections instead.
+        """
+        if not self._answers_pings:
+            self._answers_pings = True
+            self._start_watching()
+
+    def _start_watching(self) -> None:
+        if (
+            self._logged_in
+            and self._answers_pings
+            and self._timer is None
+            and self._limits.config.ping_interval_seconds is not None
+        ):
             self._watch_silence()
 
     def closing(self, transport) -> None:
         """The connection is being closed: abort it if it lingers (a client not reading)."""
+        self._logged_in = False
         self._cancel_timer()
         if self._closer is None:
             timeout = self._limits.config.close_timeout_seconds
@@ -693,6 +718,7 @@ class ConnectionGuard:
 
     def lost(self) -> None:
         """The connection is gone: stop every timer and free its place."""
+        self._logged_in = False
         self._cancel_timer()
         if self._closer is not None and self._closer.active():
             self._closer.cancel()

@@ -27,6 +27,7 @@ from chatd.accounts import BAD_CREDENTIALS
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
+from chatd.keepalive import enable_tcp_keepalive
 from chatd.limits import Limits, SendQueue, address_key
 from chatd.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
 from chatd.service import HISTORY_MAX, IChatClient, IChatSession
@@ -250,6 +251,12 @@ class ChatProtocol(LineReceiver):
             # Chat lines are small and each should leave at once; Nagle's
             # algorithm would hold them back for up to tens of milliseconds.
             self.transport.setTcpNoDelay(True)
+        if config.tcp_keepalive is not None:
+            # The kernel finds dead peers; PING is only for clients that answer it.
+            keepalive = config.tcp_keepalive
+            enable_tcp_keepalive(
+                self.transport, keepalive.idle, keepalive.interval, keepalive.count
+            )
         self.output = SendQueue(
             self.transport,
             config.send_queue_soft,
@@ -753,6 +760,7 @@ class ChatProtocol(LineReceiver):
         return token or ""
 
     def do_pong(self, token: str) -> str:
+        self.guard.answers_pings()
         return token
 
     def do_help(self) -> None:

@@ -1,4 +1,5 @@
-"""Keep-alive: PING after a silence (CHATD_PING_INTERVAL), BYE idle-timeout (CHATD_PONG_TIMEOUT)."""
+"""Keep-alive: PING after a silence (CHATD_PING_INTERVAL), BYE idle-timeout (CHATD_PONG_TIMEOUT),
+only for clients that answer PINGs (they have sent /pong); TCP keep-alive for everyone."""
 
 import re
 
@@ -13,6 +14,12 @@ def harness_with(**settings) -> ChatHarness:
     return ChatHarness(Config(bcrypt_rounds=4, rate_limit=None, **settings))
 
 
+def answering(client):
+    """Make ``client`` a client that answers PINGs (it sends /pong once); return it."""
+    assert client.send("/pong hello") == ["OK pong hello"]
+    return client
+
+
 def token_of(lines: list[str]) -> str:
     """The token of the one PING in ``lines``."""
     assert len(lines) == 1, lines
@@ -24,7 +31,7 @@ def token_of(lines: list[str]) -> str:
 def test_a_silent_session_is_pinged_after_the_interval():
     """At 119.9 s of silence nothing; at 120 s a PING with a token."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(119.9)
     assert client.lines() == []
     harness.clock.advance(0.1)
@@ -34,7 +41,7 @@ def test_a_silent_session_is_pinged_after_the_interval():
 def test_an_answered_ping_keeps_the_session():
     """/pong <token> gets OK pong; no BYE; the next PING after another full silence."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(120)
     token = token_of(client.lines())
     harness.clock.advance(30)
@@ -48,7 +55,7 @@ def test_an_answered_ping_keeps_the_session():
 def test_no_answer_within_the_timeout_is_bye_idle_timeout():
     """59.9 s after the PING still open; at 60 s BYE idle-timeout and the connection closes."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(120)
     token_of(client.lines())
     harness.clock.advance(59.9)
@@ -59,18 +66,22 @@ def test_no_answer_within_the_timeout_is_bye_idle_timeout():
 
 
 def test_the_others_see_the_idle_session_part():
-    """An idle-timeout ends the session like any other close: the room sees PART."""
-    harness = harness_with(ping_interval_seconds=None)
+    """A real idle-timeout (PING unanswered) ends the session like any close: PART for the room."""
+    harness = harness_with()
     bob = harness.logged_in("bob")
-    alice = harness.logged_in("alice")
-    alice.protocol.disconnect("idle-timeout")
-    assert bob.lines()[-1] == "PART #lobby alice"
+    alice = answering(harness.logged_in("alice"))
+    harness.clock.advance(120)
+    token_of(alice.lines())
+    assert bob.lines()[-1] == "JOIN #lobby alice"
+    harness.clock.advance(60)
+    assert alice.lines() == ["BYE idle-timeout"]
+    assert bob.lines() == ["PART #lobby alice"]
 
 
 def test_any_line_is_an_answer_and_resets_the_silence():
     """A client that talks is not idle: a line at 100 s moves the PING to 220 s."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(100)
     client.send("/ping hello")
     harness.clock.advance(119.9)
@@ -86,7 +97,7 @@ def test_any_line_is_an_answer_and_resets_the_silence():
 def test_an_empty_line_counts_as_activity():
     """Pressing enter in telnet keeps the session, though it gets no reply."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(120)
     token_of(client.lines())
     assert client.send("") == []
@@ -97,7 +108,7 @@ def test_an_empty_line_counts_as_activity():
 def test_the_intervals_are_settings():
     """CHATD_PING_INTERVAL=5 and CHATD_PONG_TIMEOUT=2."""
     harness = harness_with(ping_interval_seconds=5.0, pong_timeout_seconds=2.0)
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(5)
     token_of(client.lines())
     harness.clock.advance(2)
@@ -123,7 +134,53 @@ def test_no_ping_before_login():
 def test_a_closed_session_leaves_no_timer():
     """Closing cancels the keep-alive timer."""
     harness = harness_with()
-    client = harness.logged_in("alice")
+    client = answering(harness.logged_in("alice"))
     harness.clock.advance(120)
     client.send("/quit")
     assert harness.clock.getDelayedCalls() == []
+
+
+def test_a_reader_who_never_types_is_never_pinged():
+    """An nc user who only reads: no PING and no BYE after a day of silence, messages still come."""
+    harness = harness_with()
+    reader = harness.logged_in("reader")
+    talker = harness.logged_in("talker")
+    reader.lines()
+    for hour in range(24):
+        harness.clock.advance(3600)
+        talker.send(f"hour {hour}")
+    assert reader.lines() == [f"MSG #lobby talker hour {h}" for h in range(24)]
+    assert not reader.transport.closed
+
+
+def test_a_ping_does_not_make_a_client_answer_pings():
+    """A person who types /ping once is not pinged later: only /pong shows a client answers."""
+    harness = harness_with()
+    client = harness.logged_in("alice")
+    client.send("/ping are-you-there")
+    harness.clock.advance(86400)
+    assert client.lines() == [] and not client.transport.closed
+
+
+def test_a_pong_before_login_counts_from_the_login():
+    """A client that sends /pong right after HELLO is watched once it has logged in."""
+    harness = harness_with()
+    client = answering(harness.client())
+    client.login("alice")
+    harness.clock.advance(120)
+    token_of(client.lines())
+
+
+def test_a_first_pong_after_login_starts_the_watch():
+    """Silent for an hour, then /pong: from then on a silence of 120 s gets a PING."""
+    harness = harness_with()
+    client = harness.logged_in("alice")
+    harness.clock.advance(3600)
+    answering(client)
+    harness.clock.advance(119.9)
+    assert client.lines() == []
+    harness.clock.advance(0.1)
+    token_of(client.lines())
+    answering(client)
+    harness.clock.advance(119.9)
+    assert client.lines() == []

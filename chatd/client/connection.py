@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.client.lines import ServerLine, parse_server_line
+from chatd.keepalive import enable_tcp_keepalive
 
 
 class Purpose(enum.Enum):
@@ -110,7 +111,12 @@ class ChatProtocol(LineReceiver):
         return self._open and not self._said_bye
 
     def connectionMade(self) -> None:
-        """Tell the listener; the server speaks first, with HELLO."""
+        """Tell the listener; the server speaks first, with HELLO.
+
+        TCP keep-alive finds a server that is gone without a word (its host
+        down, the network cut) even while nobody types.
+        """
+        enable_tcp_keepalive(self.transport)
         self._open = True
         self.listener.connected(self)
 
