@@ -112,6 +112,16 @@ class Config:
         default=Allowance(256, 3600.0), metadata={"env": "CHATD_REGISTRATION_LIMIT"}
     )
     bcrypt_queue: int = field(default=256, metadata={"env": "CHATD_BCRYPT_QUEUE"})
+    # Rooms one user may be in at once (#lobby included), rooms nobody was in
+    # that one address may open, and DMs stored for offline users per address
+    # and per account (chatd/limits.py, KeyedAllowance).
+    max_rooms_per_user: int = field(default=100, metadata={"env": "CHATD_MAX_ROOMS_PER_USER"})
+    room_creation_limit: Allowance | None = field(
+        default=Allowance(100, 3600.0), metadata={"env": "CHATD_ROOM_CREATION_LIMIT"}
+    )
+    stored_message_limit: Allowance | None = field(
+        default=Allowance(100, 600.0), metadata={"env": "CHATD_STORED_MESSAGE_LIMIT"}
+    )
     # Room messages of one session that may wait on commits at once.
     pipeline_depth: int = field(default=32, metadata={"env": "CHATD_PIPELINE_DEPTH"})
     send_queue_soft: int = field(default=64 * 1024, metadata={"env": "CHATD_SEND_QUEUE_SOFT"})
@@ -456,6 +466,9 @@ _PARSERS = {
     "login_table_size": _int_between(1000, 10_000_000),
     "registration_limit": _allowance,
     "bcrypt_queue": _int_between(0, 1_000_000),
+    "max_rooms_per_user": _int_between(1, 1_000_000),
+    "room_creation_limit": _allowance,
+    "stored_message_limit": _allowance,
     "pipeline_depth": _int_between(1, 1024),
     "send_queue_soft": _bytes_between(1024, 1 << 30),
     "send_queue_limit": _bytes_between(1024, 1 << 30),

@@ -307,6 +307,92 @@ class RegistrationLimit:
         self._buckets.put(address, bucket)
 
 
+@dataclass
+class _Allowed:
+    """One key's bucket, and its attempts admitted but not yet finished."""
+
+    bucket: TokenBucket
+    in_flight: int = 0
+
+
+class Admission:
+    """An attempt admitted by a ``KeyedAllowance``: end it with ``spent`` or ``unused``."""
+
+    __slots__ = ("_allowance", "_records", "done")
+
+    def __init__(self, allowance: "KeyedAllowance", records: list[tuple[str, _Allowed]]):
+        self._allowance = allowance
+        self._records = records
+        self.done = False
+
+    def spent(self) -> None:
+        """The attempt did what the allowance counts: it takes a token from every key."""
+        self._end(spent=True)
+
+    def unused(self) -> None:
+        """The attempt failed or turned out not to count: its keys get their room back."""
+        self._end(spent=False)
+
+    def _end(self, spent: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        for key, record in self._records:
+            record.in_flight -= 1
+            if spent:
+                record.bucket.take()
+            self._allowance.keep(key, record)
+
+
+class KeyedAllowance:
+    """Events per key (an address, an account): ``count`` per ``seconds`` as token buckets.
+
+    ``admit`` counts an attempt against every key it names while it is in
+    flight, so parallel attempts cannot all pass on the same token: a key
+    with ``n`` attempts in flight admits another only with ``n + 1`` tokens.
+    With no allowance (``off``) everything is admitted.
+    """
+
+    def __init__(self, clock, allowance: Allowance | None, capacity: int = TABLE_CAPACITY):
+        self._clock = clock
+        self.allowance = allowance
+        ttl = allowance.seconds if allowance is not None else 1.0
+        # A bucket untouched for the whole period is full again: as good as forgotten.
+        self._records = ExpiringTable(clock, ttl, capacity)
+
+    def admit(self, *keys: str) -> Admission | None:
+        """An ``Admission`` for one attempt by ``keys``, or None if any of them is over."""
+        if self.allowance is None:
+            return Admission(self, [])
+        records = []
+        for key in keys:
+            record = self._records.get(key)
+            if record is None:
+                rate = self.allowance.count / self.allowance.seconds
+                record = _Allowed(TokenBucket(rate, self.allowance.count, self._clock))
+            if not record.bucket.available(record.in_flight + 1):
+                return None
+            records.append((key, record))
+        for key, record in records:
+            record.in_flight += 1
+            self.keep(key, record)
+        return Admission(self, records)
+
+    def keep(self, key: str, record: _Allowed) -> None:
+        """Store ``record`` under ``key`` again (its time to live starts over)."""
+        self._records.put(key, record)
+
+    def wait_text(self, *keys: str) -> str:
+        """How long until every one of ``keys`` has a token free, for people."""
+        seconds = 0.0
+        for key in keys:
+            record = self._records.get(key)
+            if record is not None:
+                missing = record.in_flight + 1 - record.bucket.tokens
+                seconds = max(seconds, missing / record.bucket.rate)
+        return f"try again in {max(1, math.ceil(seconds))} s"
+
+
 class ConnectionCounter:
     """Open connections, in total and per source address."""
 
@@ -803,6 +889,27 @@ class Limits:
         self.registrations = RegistrationLimit(
             clock, config.registration_limit, capacity=config.login_table_size
         )
+        self.room_creations = KeyedAllowance(
+            clock, config.room_creation_limit, capacity=config.login_table_size
+        )
+        self.stored_messages = KeyedAllowance(
+            clock, config.stored_message_limit, capacity=config.login_table_size
+        )
+        # Joins in flight per user (folded name): they count against the
+        # rooms-per-user cap until they have finished.
+        self.joins_in_flight: dict[str, int] = {}
+
+    def join_started(self, user_key: str) -> None:
+        """Count a join of ``user_key`` that is on its way."""
+        self.joins_in_flight[user_key] = self.joins_in_flight.get(user_key, 0) + 1
+
+    def join_ended(self, user_key: str) -> None:
+        """A join of ``user_key`` finished, either way."""
+        left = self.joins_in_flight[user_key] - 1
+        if left:
+            self.joins_in_flight[user_key] = left
+        else:
+            del self.joins_in_flight[user_key]
 
     def guard(self, address: str, send_ping, disconnect) -> ConnectionGuard:
         """The guard of one new connection from ``address``."""

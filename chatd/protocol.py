@@ -672,13 +672,60 @@ class ChatProtocol(LineReceiver):
         return self.session.say(text, room)
 
     def do_join(self, room: str) -> defer.Deferred:
-        return self.session.join(room)
+        # Caps on rooms per user and on rooms opened per address, counting
+        # the joins still in flight, so parallel joins cannot pass them.
+        state = self.session.joining(room)
+        if state == "member":
+            return self.session.join(room)
+        limits, user = self.server.limits, fold(self.session.name)
+        most = self.server.config.max_rooms_per_user
+        if self.session.room_count() + limits.joins_in_flight.get(user, 0) >= most:
+            raise ChatError("too-many-rooms", f"you are in {most} rooms already; /part one first")
+        opening = None
+        if state == "closed":
+            opening = limits.room_creations.admit(self.address)
+            if opening is None:
+                raise ChatError(
+                    "too-many-rooms",
+                    "too many new rooms from your address; "
+                    + limits.room_creations.wait_text(self.address),
+                )
+        limits.join_started(user)
+
+        def joined(result):
+            limits.join_ended(user)
+            if opening is not None:
+                opening.unused() if isinstance(result, Failure) else opening.spent()
+            return result
+
+        return self.session.join(room).addBoth(joined)
 
     def do_part(self, room: str | None) -> defer.Deferred:
         return self.session.part(room)
 
     def do_msg(self, user: str, text: str) -> defer.Deferred:
-        return self.session.message(user, text).addCallback(" ".join)
+        # Storing for someone offline writes to the database: limited per
+        # address and per account, counting the ones still being stored.
+        storing = None
+        if not self.session.is_online(require_user_name(user)):
+            keys = (self.address, "user:" + fold(self.session.name))
+            storing = self.server.limits.stored_messages.admit(*keys)
+            if storing is None:
+                raise ChatError(
+                    "rate-limited",
+                    "too many messages stored for people who are away; "
+                    + self.server.limits.stored_messages.wait_text(*keys),
+                )
+        sending = self.session.message(user, text)
+        if storing is not None:
+
+            def sent(result):
+                stored = not isinstance(result, Failure) and result[1] == "stored"
+                storing.spent() if stored else storing.unused()
+                return result
+
+            sending.addBoth(sent)
+        return sending.addCallback(" ".join)
 
     def do_who(self, room: str | None) -> str:
         return self.session.who(room)

@@ -129,6 +129,15 @@ class IChatSession(Interface):
     def whois(user_name: str) -> defer.Deferred:
         """Deliver what is known of a user; fire with their display name."""
 
+    def room_count() -> int:
+        """How many rooms the user is in."""
+
+    def joining(room_name: str) -> str:
+        """What a join would do: ``member`` (one already), ``open`` (others are in), ``closed``."""
+
+    def is_online(user_name: str) -> bool:
+        """Whether ``user_name`` has a session (a direct message would be delivered)."""
+
     def logout() -> None:
         """End this session; the user leaves every room when it was the last."""
 
@@ -393,6 +402,19 @@ class Session:
         # holds one page in memory, and its next line waits unread.
         return self.mind.deliver_bulk(pages).addCallback(lambda _: room.name)
 
+    def room_count(self) -> int:
+        return len(self.user.rooms)
+
+    def joining(self, room_name: str) -> str:
+        require_room_name(room_name)
+        key = fold(room_name)
+        if key in self.user.rooms:
+            return "member"
+        return "open" if self._service.is_open(key) else "closed"
+
+    def is_online(self, user_name: str) -> bool:
+        return fold(user_name) in self._service.users
+
     def logout(self) -> None:
         if self.active:
             self.active = False
@@ -641,6 +663,10 @@ class ChatService(Service):
             session.logout()
 
     # --- rooms -----------------------------------------------------------
+
+    def is_open(self, key: str) -> bool:
+        """Whether the room of folded name ``key`` is in memory (or being loaded)."""
+        return key in self.rooms or key in self._opening
 
     def active_rooms(self) -> list[Room]:
         """Rooms with members, by name."""
