@@ -569,6 +569,8 @@ class IRCConnection(Protocol):
             if self._lost:
                 logout()
                 raise ChatError("server-error", "the connection is gone")
+            # Every IRC client answers PING: it is checked on silence from the start.
+            self.guard.answers_pings()
             self.guard.logged_in()
             self.session, self._logout = session, logout
             return session.name
