@@ -191,7 +191,11 @@ class ChatHarness:
         database: InlineDatabase | None = None,
         hasher: PasswordHasher | None = None,
     ):
-        self.config = config or Config(bcrypt_rounds=4, rate_limit=None)
+        # By default no limit on lines, stored messages or new rooms: tests of
+        # those limits ask for them.
+        self.config = config or Config(
+            bcrypt_rounds=4, rate_limit=None, stored_message_limit=None, room_creation_limit=None
+        )
         self.clock = task.Clock()
         self.clock.advance(1_764_064_800)
         self.database = database or InlineDatabase()
