@@ -456,9 +456,8 @@ class ChatProtocol(LineReceiver):
             return
         # A UTF-8 byte order mark some editors and terminals put first is not
         # part of the line: stripped, so "\ufeff/ping" is the command /ping.
-        text = text.removeprefix("\ufeff")
-        if text:
-            self.run_line(text)
+        # A line of a BOM alone was not empty: it is answered like empty text.
+        self.run_line(text.removeprefix("\ufeff"))
 
     def _refuse_line(self, verdict: str) -> None:
         """Drop a line past the rate limit: ``ERR rate-limited``, or ``BYE flood``.

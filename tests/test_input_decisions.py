@@ -82,10 +82,11 @@ def test_a_bom_before_a_command_is_dropped(chat):
     assert alice.send("\ufeff/join #den")[-1] == "OK join #den"
 
 
-def test_a_bom_alone_is_an_empty_line_and_a_bom_inside_text_is_kept(chat):
-    """Only a leading BOM goes: alone it leaves an empty line (no reply); inside text it stays."""
+def test_a_bom_alone_is_answered_and_a_bom_inside_text_is_kept(chat):
+    """Only a leading BOM goes: a line of a BOM alone is not empty, so it is answered
+    (as empty text: bad-arguments); inside text a BOM stays."""
     alice = chat.logged_in("alice")
-    assert alice.send("\ufeff") == []
+    assert alice.send("\ufeff")[0].startswith("ERR bad-arguments")
     assert alice.send("a\ufeffb") == ["MSG #lobby alice a\ufeffb", "OK say #lobby"]
     assert alice.send("\ufeff\ufeffx") == ["MSG #lobby alice \ufeffx", "OK say #lobby"]
 
