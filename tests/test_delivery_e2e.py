@@ -12,15 +12,20 @@ limits (64 KiB soft, 1 MiB hard) are in force throughout.
   only what was in flight, as identical lines.
 - 3: ``/history #room 500`` with 3 KB lines, and a further session of a
   user in 26 rooms of 1 KB lines, both complete.
+- The mailbox limit against senders in parallel (in-process server, real
+  sockets and database threads).
 """
 
 import socket
 import struct
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer
 
 from chatd import storage
 from chatd.passwords import hash_password
+from tests.netclient import connect, start_server
 from tests.serverproc import LineClient, ServerProcess
 
 PASSWORD = "password1"
@@ -205,3 +210,35 @@ def test_a_further_session_in_26_rooms_of_long_lines_gets_every_room(server):
     assert second.until(lambda line: line.startswith("MSG "))[-1] == "MSG #room25 dave said after"
     first.close()
     second.close()
+
+
+@pytest.fixture
+def small_mailbox_server(tmp_path):
+    """The whole server in-process on a real socket and SQLite file, CHATD_MAILBOX_LIMIT=5."""
+    server, port = pytest_twisted.blockon(start_server(tmp_path, mailbox_limit=5))
+    server.port = port
+    yield server
+    pytest_twisted.blockon(server.stopService())
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_mailbox_limit_holds_for_parallel_senders(small_mailbox_server):
+    """20 senders on 20 connections DM offline bob at once, limit 5: 5 stored, 15 refused."""
+    port = small_mailbox_server.port
+    bob = yield connect(port)
+    yield bob.command("/register bob password1")
+    senders = yield defer.gatherResults([connect(port) for _ in range(20)])
+    yield defer.gatherResults([s.login(f"sender{n}") for n, s in enumerate(senders)])
+    sending = [sender.command(f"/msg bob from {n}") for n, sender in enumerate(senders)]
+    answers = yield defer.gatherResults(sending)
+    finals = [lines[-1] for lines in answers]
+    assert finals.count("OK msg bob stored") == 5
+    refused = [final for final in finals if final.startswith("ERR mailbox-full ")]
+    assert len(refused) == 15
+    # Exactly the five that were answered stored wait for bob.
+    lines = yield bob.command("/login bob password1")
+    stored = sorted(line.rsplit(" ", 1)[1] for line in lines if line.startswith("STORED "))
+    accepted = sorted(
+        str(n) for n, lines in enumerate(answers) if lines[-1] == "OK msg bob stored"
+    )
+    assert stored == accepted
