@@ -905,7 +905,9 @@ def store_direct_message(
 ) -> str:
     """Keep a direct message for an offline user; return the recipient's display name.
 
-    Raises ``no-such-user`` when there is no such account, and
+    Its time is ``now``, or a millisecond after the user's latest kept
+    message if that is not earlier. Raises ``no-such-user`` when there is
+    no such account, and
     ``mailbox-full`` when ``limit`` messages already wait for the user:
     counted inside the committing transaction, so senders in parallel
     cannot together pass the limit.
@@ -926,9 +928,16 @@ def store_direct_message(
                 "mailbox-full",
                 f"{limit} messages already wait for {name}; try again once they have logged in",
             )
+    # Each message kept for a user gets a timestamp of its own, later than the
+    # one before it: a STORED line sent again is known by its timestamp alone.
+    last = connection.execute(
+        "SELECT sent_at FROM stored_messages WHERE recipient_id = ? ORDER BY id DESC LIMIT 1",
+        (recipient_id,),
+    ).fetchone()
+    sent_at = now if last is None or now > last[0] else last[0] + 1
     connection.execute(
         "INSERT INTO stored_messages (recipient_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
-        (recipient_id, sender, text, now),
+        (recipient_id, sender, text, sent_at),
     )
     return name
 

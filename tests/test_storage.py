@@ -117,6 +117,21 @@ def test_stored_messages_are_read_in_pages_and_deleted_only_when_asked(connectio
     assert storage.count_stored_messages(connection, "bob") == 1
 
 
+def test_each_stored_message_of_a_user_has_a_timestamp_of_its_own(connection):
+    """Three in the same millisecond, one from an earlier clock: strictly ascending times."""
+    with storage.transaction(connection):
+        storage.create_user(connection, "bob", "hash", 0)
+        storage.create_user(connection, "carol", "hash", 0)
+        for text in ("one", "one", "one"):
+            storage.store_direct_message(connection, "bob", "alice", text, 5000)
+        storage.store_direct_message(connection, "bob", "alice", "clock went back", 4000)
+        storage.store_direct_message(connection, "bob", "alice", "later", 9000)
+        storage.store_direct_message(connection, "carol", "alice", "other user", 5000)
+    times = [m.sent_at for m in storage.stored_messages_page(connection, "bob", 0, 50)]
+    assert times == [5000, 5001, 5002, 5003, 9000]
+    assert [m.sent_at for m in storage.stored_messages_page(connection, "carol", 0, 50)] == [5000]
+
+
 def test_the_mailbox_limit_is_counted_in_the_storing_transaction(connection):
     """With a limit of 3: the third message is kept, the fourth is mailbox-full."""
     with storage.transaction(connection):
