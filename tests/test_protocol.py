@@ -376,12 +376,17 @@ def test_login_replays_history_and_stored_messages_in_order(harness):
     alice.send("/msg bob are you there?", "/msg bob hello?")
     bob = harness.client()
     lines = bob.send("/login bob password1")
-    stamp = format_timestamp(int(harness.clock.seconds() * 1000))
+    now = int(harness.clock.seconds() * 1000)
+    # Sent in the same millisecond: the second is kept a millisecond later.
+    stamp, next_stamp = format_timestamp(now), format_timestamp(now + 1)
     assert lines[0] == "JOIN #lobby bob"
     assert lines[1] == "WHO #lobby alice bob"
     assert [line.split(" ", 3)[3] for line in lines[2:4]] == ["alice first", "alice second"]
     assert lines[2].startswith("HISTORY #lobby ")
-    assert lines[4:6] == [f"STORED {stamp} alice are you there?", f"STORED {stamp} alice hello?"]
+    assert lines[4:6] == [
+        f"STORED {stamp} alice are you there?",
+        f"STORED {next_stamp} alice hello?",
+    ]
     assert lines[6] == "OK login bob"
     again = harness.client()
     assert not [line for line in again.send("/login bob password1") if line.startswith("STORED")]
