@@ -110,7 +110,7 @@ class ReloadableTLS:
             found = _CERTIFICATE.findall(FilePath(self.extra_chain).getContent())
             if not found:
                 raise ValueError(f"no PEM certificate in {self.extra_chain}")
-            chain = [ssl.Certificate.loadPEM(pem).original for pem in found]
+            chain = [ssl.Certificate.loadPEM(pem).original.to_cryptography() for pem in found]
         options = {}
         if self.method is not None:
             options["method"] = getattr(SSL, self.method)
@@ -118,9 +118,10 @@ class ReloadableTLS:
             options["dhParameters"] = ssl.DiffieHellmanParameters.fromFile(
                 FilePath(self.dh_parameters)
             )
+        # cryptography objects: pyOpenSSL deprecates being handed its own X509 and PKey.
         made = ssl.CertificateOptions(
-            privateKey=private.privateKey.original,
-            certificate=private.original,
+            privateKey=private.privateKey.original.to_cryptography_key(),
+            certificate=private.original.to_cryptography(),
             extraCertChain=chain,
             **options,
         )

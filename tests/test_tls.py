@@ -14,6 +14,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from chatd.tls import HangupReloader, ReloadableTLS, parse_description, server_endpoint
 from tests.certs import install, make_certificate
 
+# chatd/tls.py hands Twisted cryptography objects: pyOpenSSL's deprecation
+# warnings (for its own X509 and PKey) would be errors here.
+pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
+
 
 @pytest.fixture
 def pair(tmp_path):
