@@ -1,13 +1,17 @@
 """End to end: the real ``twistd -ny chatd.tac`` process over real sockets."""
 
+import json
 import os
 import select
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 
-from tests.serverproc import ROOT, LineClient, ServerProcess
+import pytest
+
+from chatd.config import Config
+from tests.serverproc import ROOT, LineClient, ServerProcess, twistd_command
 
 
 def test_chat_through_a_real_twistd(chatd_server):
@@ -61,6 +65,38 @@ def bcrypt_workers_of(pid: int) -> list[int]:
         if parent == pid and b"spawn_main" in command:
             workers.append(int(entry))
     return workers
+
+
+def children_of(pid: int) -> list[bytes]:
+    """The command lines of every process whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            children.append(command)
+    return children
+
+
+def test_deploy_md_counts_the_processes_of_a_running_server(chatd_server):
+    """docs/deploy.md's process count is the real one: the server, its bcrypt
+    workers (CHATD_BCRYPT_WORKERS, default 2) and multiprocessing's resource tracker."""
+    chatd_server.connect().login("alice")  # bcrypt has run: the workers are up.
+    children = children_of(chatd_server.pid)
+    workers = Config().bcrypt_workers
+    assert sum(b"spawn_main" in command for command in children) == workers
+    assert sum(b"resource_tracker" in command for command in children) == 1
+    assert len(children) == workers + 1
+    words = {3: "three", 4: "four", 5: "five"}
+    text = " ".join((ROOT / "docs" / "deploy.md").read_text().split())
+    assert f"`systemctl status chatd` shows {words[len(children) + 1]} processes" in text
 
 
 def test_bcrypt_workers_end_with_a_killed_server(chatd_server):
@@ -146,30 +182,68 @@ def test_the_twistd_plugin_serves_too(tmp_path):
         server.stop()
 
 
-def test_zero_configuration(tmp_path):
-    """Defaults only: port 8004, registration open, bcrypt 12, chatd.sqlite3 in the cwd.
+# Run in the server's private network namespace: register and log in over
+# loopback, then connect to an address that is not on loopback.
+_ZERO_CONFIGURATION_CLIENT = """
+import json, sys
+from tests.serverproc import LineClient
+client = LineClient(8004)
+lines = [client.hello]
+lines += client.command("/register alice password1")
+lines += client.command("/login alice password1")
+other = LineClient(8004, host=sys.argv[1])
+lines.append(other.hello)
+print(json.dumps(lines))
+"""
+# An address on no loopback network: answered only by a server on every interface.
+_OTHER_ADDRESS = "10.254.0.1"
 
-    One variable is set: the default listener ``tcp:8004`` narrowed to
-    loopback, because test servers listen on 127.0.0.1 only (the default
-    description itself is checked in test_config).
+
+def _private_network_namespaces() -> str | None:
+    """Why a private network namespace cannot be made here, or None if it can."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return "unshare/nsenter not installed"
+    tried = subprocess.run(
+        ["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30
+    )
+    if tried.returncode != 0:
+        return "cannot make a network namespace (unshare --net needs root)"
+    return None
+
+
+def test_zero_configuration(tmp_path):
+    """Defaults only: port 8004 on every interface, registration open, bcrypt 12, chatd.sqlite3.
+
+    No CHATD_* variable is set at all. The server runs in a private network
+    namespace (``unshare --net``), so nothing else on the machine can hold
+    its port, and it listens on that namespace's interfaces only. The client
+    joins the namespace (``nsenter``) and reaches it at 127.0.0.1 and at an
+    address outside loopback's network, which proves every interface.
     """
-    with socket.socket() as probe:
-        # As the server binds (SO_REUSEADDR, so old connections in TIME-WAIT do not
-        # count): fails loudly if something else listens there.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("127.0.0.1", 8004))
+    reason = _private_network_namespaces()
+    if reason is not None:
+        pytest.skip(reason)
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
-    env["CHATD_LISTEN"] = "tcp:8004:interface=127.0.0.1"
-    env["CHATD_IRC_LISTEN"] = "tcp:6667:interface=127.0.0.1"
     env["PYTHONPATH"] = str(ROOT)
-    server = ServerProcess(tmp_path, env=env, exact_env=True)
+    network = f"ip link set lo up && ip addr add {_OTHER_ADDRESS}/32 dev lo"
+    command = ["unshare", "--net", "sh", "-c", f'{network} && exec "$@"', "sh", *twistd_command()]
+    server = ServerProcess(tmp_path, env=env, command=command, exact_env=True)
     try:
         server.start(timeout=60)
         assert server.port == 8004
-        client = LineClient(8004)
-        assert client.hello.startswith("HELLO chatd 1 ")
-        assert client.command("/register alice password1") == ["OK register alice"]
-        assert client.command("/login alice password1")[-1] == "OK login alice"
+        server.wait_for("bcrypt cost 12")
+        client = subprocess.run(
+            ["nsenter", f"--net=/proc/{server.pid}/ns/net", sys.executable, "-c",
+             _ZERO_CONFIGURATION_CLIENT, _OTHER_ADDRESS],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        assert client.returncode == 0, client.stderr
+        lines = json.loads(client.stdout)
+        assert lines[0].startswith("HELLO chatd 1 ")
+        assert lines[1] == "OK register alice"
+        assert lines[-2] == "OK login alice"
+        assert lines[-1].startswith("HELLO chatd 1 ")
         assert (tmp_path / "chatd.sqlite3").is_file()
         assert server.terminate() in (0, -signal.SIGTERM)
         server.wait_for("database closed")
