@@ -3,7 +3,6 @@
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pytest
 
 from chatd.config import Config
+from tests.programs import REQUIRE_ALL, require_program
 from tests.serverproc import ROOT, LineClient, ServerProcess, twistd_command
 
 
@@ -186,6 +186,7 @@ def test_the_twistd_plugin_serves_too(tmp_path):
 # loopback, then connect to an address that is not on loopback.
 _ZERO_CONFIGURATION_CLIENT = """
 import json, sys
+from tests.programs import REQUIRE_ALL, require_program
 from tests.serverproc import LineClient
 client = LineClient(8004)
 lines = [client.hello]
@@ -199,16 +200,19 @@ print(json.dumps(lines))
 _OTHER_ADDRESS = "10.254.0.1"
 
 
-def _private_network_namespaces() -> str | None:
-    """Why a private network namespace cannot be made here, or None if it can."""
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        return "unshare/nsenter not installed"
+def _require_private_network_namespaces() -> None:
+    """Skip (or fail under CHATD_TEST_REQUIRE_ALL=1) where no network namespace can be made."""
+    require_program("unshare", "util-linux")
+    require_program("nsenter", "util-linux")
+    require_program("ip", "iproute2")
     tried = subprocess.run(
         ["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30
     )
     if tried.returncode != 0:
-        return "cannot make a network namespace (unshare --net needs root)"
-    return None
+        reason = "unshare --net is not allowed here (it needs root or user namespaces)"
+        if REQUIRE_ALL:
+            pytest.fail(f"{reason} (CHATD_TEST_REQUIRE_ALL=1)")
+        pytest.skip(reason)
 
 
 def test_zero_configuration(tmp_path):
@@ -220,9 +224,7 @@ def test_zero_configuration(tmp_path):
     joins the namespace (``nsenter``) and reaches it at 127.0.0.1 and at an
     address outside loopback's network, which proves every interface.
     """
-    reason = _private_network_namespaces()
-    if reason is not None:
-        pytest.skip(reason)
+    _require_private_network_namespaces()
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
     env["PYTHONPATH"] = str(ROOT)
     network = f"ip link set lo up && ip addr add {_OTHER_ADDRESS}/32 dev lo"
