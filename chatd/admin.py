@@ -18,6 +18,7 @@ of the machine could read them.
 
 import argparse
 import getpass
+import inspect
 import re
 import sqlite3
 import sys
@@ -325,6 +326,28 @@ def open_chatd_database(path: str) -> sqlite3.Connection:
     return connection
 
 
+class _ParagraphsFormatter(argparse.HelpFormatter):
+    """Wraps a description paragraph by paragraph, keeping the blank lines between them."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(_ParagraphsFormatter, self)._fill_text(paragraph, width, indent)
+            for paragraph in text.split("\n\n")
+        )
+
+
+def _help_of(command) -> tuple[str, str]:
+    """A command's one-line summary (for the list of commands) and its description.
+
+    The description is the whole docstring without its source indentation
+    and reStructuredText quoting; argparse rewraps each paragraph to the
+    terminal's width.
+    """
+    text = inspect.cleandoc(command.__doc__ or "").replace("``", "`")
+    summary = text.split("\n\n", 1)[0].replace("\n", " ")
+    return summary, text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chatd``."""
     parser = argparse.ArgumentParser(prog="chatd", description="chatd administration")
@@ -334,11 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     user = areas.add_parser("user", help="manage accounts")
     actions = user.add_subparsers(dest="action", required=True)
     for action, command in USER_COMMANDS.items():
-        sub = actions.add_parser(action, help=command.__doc__)
+        summary, description = _help_of(command)
+        sub = actions.add_parser(
+            action, help=summary, description=description, formatter_class=_ParagraphsFormatter
+        )
         # Accepted after the action too; SUPPRESS keeps it from hiding the global --db.
         sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if action != "list":
-            sub.add_argument("name")
+            sub.add_argument("name", help="the user name")
         if action in ("add", "passwd"):
             sub.add_argument(
                 "--password-stdin", action="store_true", help="read the password from stdin"
@@ -353,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     room = areas.add_parser("room", help="manage rooms")
     actions = room.add_subparsers(dest="action", required=True)
     for action, command in ROOM_COMMANDS.items():
-        sub = actions.add_parser(action, help=command.__doc__)
+        summary, description = _help_of(command)
+        sub = actions.add_parser(
+            action, help=summary, description=description, formatter_class=_ParagraphsFormatter
+        )
         sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if action != "list":
             sub.add_argument("room")
@@ -367,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     database = areas.add_parser("db", help="back up, check and measure the database")
     actions = database.add_subparsers(dest="action", required=True)
     for action, command in DB_COMMANDS.items():
-        sub = actions.add_parser(action, help=command.__doc__)
+        summary, description = _help_of(command)
+        sub = actions.add_parser(
+            action, help=summary, description=description, formatter_class=_ParagraphsFormatter
+        )
         sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if action == "backup":
             sub.add_argument("path", help="the backup file to write (replaced if it exists)")
