@@ -9,6 +9,7 @@ from prompt_toolkit.document import Document
 from chatd.client.commands import (
     COMMANDS,
     AskPassword,
+    AskPasswordChange,
     ChatCompleter,
     Quit,
     RedactingHistory,
@@ -17,6 +18,7 @@ from chatd.client.commands import (
     complete,
     help_lines,
     parse_input,
+    password_change_line,
     redact,
 )
 
@@ -101,18 +103,18 @@ def test_redacting_history_stores_the_redacted_line() -> None:
         ("/jo", "/jo", ["/join "]),
         ("/", "/", [f"/{command.name} " for command in sorted(COMMANDS, key=lambda c: c.name)]),
         ("/P", "/P", ["/part ", "/passwd ", "/ping ", "/pong ", "/private "]),
-        ("/join #d", "#d", ["#Design", "#dev"]),
-        ("/join ", "", ["#Design", "#dev", "#lobby"]),
-        ("/who #l", "#l", ["#lobby"]),
-        ("/msg b", "b", ["Bella", "bob"]),
-        ("/msg B", "B", ["Bella", "bob"]),
-        ("/msg bob hi c", "c", ["carol"]),
-        ("/say #lobby hi #d", "#d", ["#Design", "#dev"]),
-        ("/help jo", "jo", ["join"]),
+        ("/join #d", "#d", ["#Design ", "#dev "]),
+        ("/join ", "", ["#Design ", "#dev ", "#lobby "]),
+        ("/who #l", "#l", ["#lobby "]),
+        ("/msg b", "b", ["Bella ", "bob "]),
+        ("/msg B", "B", ["Bella ", "bob "]),
+        ("/msg bob hi c", "c", ["carol "]),
+        ("/say #lobby hi #d", "#d", ["#Design ", "#dev "]),
+        ("/help jo", "jo", ["join "]),
         ("/passwd ol", "ol", []),
-        ("hi ca", "ca", ["carol"]),
-        ("hi @b", "@b", ["@Bella", "@bob"]),
-        ("see #de", "#de", ["#Design", "#dev"]),
+        ("hi ca", "ca", ["carol "]),
+        ("hi @b", "@b", ["@Bella ", "@bob "]),
+        ("see #de", "#de", ["#Design ", "#dev "]),
         ("hi ", "", []),
         ("//me w", "w", []),
     ],
@@ -131,4 +133,55 @@ def test_the_completer_replaces_the_word_before_the_cursor() -> None:
     completions = list(
         completer.get_completions(document, CompleteEvent(completion_requested=True))
     )
-    assert [(c.text, c.start_position) for c in completions] == [("carol", -2)]
+    assert [(c.text, c.start_position) for c in completions] == [("carol ", -2)]
+
+
+def test_completing_a_name_mid_line_adds_no_second_space() -> None:
+    """Tab on ``b`` in ``/msg b hi`` (cursor after the b): ``bob``, the space is there."""
+    completer = ChatCompleter(lambda: (ROOMS, USERS))
+    document = Document("/msg bo hi", cursor_position=len("/msg bo"))
+    completions = list(
+        completer.get_completions(document, CompleteEvent(completion_requested=True))
+    )
+    assert [(c.text, c.start_position) for c in completions] == [("bob", -2)]
+
+
+def test_completion_menus_show_names_without_the_space() -> None:
+    """The menu lists ``#dev``, though ``#dev `` is inserted."""
+    completer = ChatCompleter(lambda: (ROOMS, USERS))
+    document = Document("/join #de")
+    completions = list(
+        completer.get_completions(document, CompleteEvent(completion_requested=True))
+    )
+    assert [c.display_text for c in completions] == ["#Design", "#dev"]
+    assert [c.text for c in completions] == ["#Design ", "#dev "]
+
+
+def test_a_bare_passwd_asks_and_one_with_arguments_is_sent() -> None:
+    """``/passwd`` alone asks for the passwords; ``/passwd old new`` goes as typed."""
+    assert parse_input("/passwd") == AskPasswordChange()
+    assert parse_input("/PASSWD  ") == AskPasswordChange()
+    assert parse_input("/passwd old-pass new-pass") == SendLine("/passwd old-pass new-pass")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        ("old pass word", "new pass word", "/password old pass word\tnew pass word"),
+        ("old-pass", "new\tpass word", "/password old-pass\tnew\tpass word"),
+        ("old\tpass", "new-pass", "/passwd old\tpass new-pass"),
+        ("old\tpass", "new pass", None),
+        ("old\tpass word", "new-pass", None),
+        ("", "new-pass", None),
+        ("old-pass", "", None),
+    ],
+)
+def test_the_password_change_line_picks_a_form_that_carries_both(old, new, line) -> None:
+    """The TAB form when the old password has no TAB, the space form when neither has a space."""
+    assert password_change_line(old, new) == line
+
+
+def test_history_keeps_no_password_of_either_passwd_form() -> None:
+    """Both password-changing lines are remembered without their passwords."""
+    assert redact("/password my old pass\tmy new pass") == "/password"
+    assert redact("/passwd old-pass new-pass") == "/passwd"

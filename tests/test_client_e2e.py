@@ -134,13 +134,15 @@ def test_two_people_chat_in_the_lobby_and_by_dm_with_the_typed_line_intact(chatd
         bob.enter("/msg alice psst")
         alice.expect("[DM bob -> alice] psst")
         # prompt_toolkit redraws only what changed, so each completion is
-        # awaited by the characters it adds; the DM arriving proves the line.
+        # awaited by the characters it adds; the DM arriving proves the line:
+        # each completion ends with a space, so "/ms" Tab "b" Tab "got it" is
+        # "/msg bob got it" (without the space it was "/msg bobgot it").
         # "/m" is also "/me": "/ms" is the shortest that names /msg alone.
         alice.type("/ms\t")
         alice.expect("g")
         alice.type("b\t")
         alice.expect("ob")
-        alice.enter(" got it")
+        alice.enter("got it")
         bob.expect("[DM alice -> bob] got it")
 
         alice.enter("/join #dev")

@@ -498,3 +498,93 @@ def test_being_kicked_ends_the_client_instead_of_reconnecting() -> None:
     assert terminal.stopped
     assert clock.getDelayedCalls() == []
     assert client.exit_code == 3
+
+
+def logged_in_interactive(clock: task.Clock, screen: Screen):
+    """An InteractiveClient logged in as alice over an in-memory connection."""
+    endpoint = ScriptedEndpoint()
+    client, _, _, stops = make_interactive(endpoint, clock, screen)
+    client.start()
+    server = endpoint.servers[-1]
+    server.send("HELLO chatd 1 hi", "JOIN #lobby alice", "WHO #lobby alice", "OK login alice")
+    server.received()
+    screen.take()
+    return client, server, stops
+
+
+def test_typed_lines_go_one_at_a_time_in_order() -> None:
+    """A paste is sent line by line, each after the previous line's final reply."""
+    clock = task.Clock()
+    screen = Screen()
+    client, server, _ = logged_in_interactive(clock, screen)
+    for number in range(3):
+        client.deliver(SendLine(f"line {number}"))
+    assert server.received() == ["line 0"]
+    assert client.waiting_lines == 3
+    server.send("MSG #lobby alice line 0", "OK say #lobby")
+    assert server.received() == ["line 1"]
+    server.send("MSG #lobby alice line 1", "OK say #lobby")
+    assert server.received() == ["line 2"]
+    server.send("MSG #lobby alice line 2", "OK say #lobby")
+    assert server.received() == []
+    assert client.waiting_lines == 0
+
+
+def test_a_rate_limited_typed_line_is_sent_again_before_any_later_line() -> None:
+    """ERR rate-limited: the line goes again after 0.25 s, then 0.5 s; nothing is lost,
+    nothing overtakes it, and the user sees one notice instead of the errors."""
+    clock = task.Clock()
+    screen = Screen()
+    client, server, _ = logged_in_interactive(clock, screen)
+    client.deliver(SendLine("first"))
+    client.deliver(SendLine("second"))
+    assert server.received() == ["first"]
+    server.send("ERR rate-limited over 1 lines a second (bursts of 2); line dropped")
+    shown = screen.take()
+    assert len(shown) == 1 and "limits how fast" in shown[0]
+    assert server.received() == []
+    clock.advance(0.25)
+    assert server.received() == ["first"]
+    server.send("ERR rate-limited over 1 lines a second (bursts of 2); line dropped")
+    clock.advance(0.25)
+    assert server.received() == []
+    clock.advance(0.25)
+    assert server.received() == ["first"]
+    server.send("MSG #lobby alice first", "OK say #lobby")
+    assert server.received() == ["second"]
+    server.send("MSG #lobby alice second", "OK say #lobby")
+    assert screen.take() == ["[#lobby] <alice> first", "[#lobby] <alice> second"]
+
+
+def test_a_line_refused_eight_times_is_reported_and_the_next_one_goes() -> None:
+    """The retries are bounded: after the eighth refusal the error is shown."""
+    clock = task.Clock()
+    screen = Screen()
+    client, server, _ = logged_in_interactive(clock, screen)
+    client.deliver(SendLine("stubborn"))
+    client.deliver(SendLine("after"))
+    refusal = "ERR rate-limited over 1 lines a second (bursts of 2); line dropped"
+    for attempt in range(1, 9):
+        assert server.received() == ["stubborn"], attempt
+        server.send(refusal)
+        clock.advance(4.0)
+    assert server.received() == ["after"]
+    assert any("rate-limited" in line or "too fast" in line for line in screen.take()[1:])
+
+
+def test_quit_waits_for_the_lines_typed_before_it() -> None:
+    """Ctrl-D right after a paste: every pasted line is sent before /quit."""
+    clock = task.Clock()
+    screen = Screen()
+    client, server, stops = logged_in_interactive(clock, screen)
+    client.deliver(SendLine("pasted"))
+    client.deliver(Quit("/quit"))
+    assert server.received() == ["pasted"]
+    server.send("ERR rate-limited over 1 lines a second (bursts of 2); line dropped")
+    clock.advance(0.25)
+    assert server.received() == ["pasted"]
+    server.send("MSG #lobby alice pasted", "OK say #lobby")
+    assert server.received() == ["/quit"]
+    server.send("OK quit", "BYE quit")
+    server.drop()
+    assert stops == [True]

@@ -51,7 +51,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("invite", "<room> <user>", "invite someone into a room"),
     Command("away", "[<text>]", "say you are away (with a text), or back (without)"),
     Command("whois", "<user>", "who someone is: online or not, away, last seen, rooms"),
-    Command("passwd", "<old> <new>", "change your password"),
+    Command(
+        "passwd",
+        "[<old> <new>]",
+        "change your password (asks for both, unseen, if left out; then spaces are fine)",
+    ),
     Command("ping", "[<token>]", "check that the server answers"),
     Command("pong", "<token>", "answer a server PING (the client does this by itself)"),
     Command("help", "[<command>]", "this help, or the help for one command"),
@@ -114,7 +118,28 @@ class AskPassword:
     confirm: bool
 
 
-Action = SendLine | ShowHelp | Quit | AskPassword
+@dataclass(frozen=True)
+class AskPasswordChange:
+    """A bare ``/passwd``: ask for the old password and the new one (twice), unseen."""
+
+
+Action = SendLine | ShowHelp | Quit | AskPassword | AskPasswordChange
+
+
+def password_change_line(old: str, new: str) -> str | None:
+    """The line that changes ``old`` to ``new``, or None if no form can carry them.
+
+    ``/password <old>TAB<new>`` carries spaces in both; its old password
+    ends at the first TAB, so an old password with a TAB goes in the
+    contract's ``/passwd <old> <new>``, which needs both free of spaces.
+    """
+    if not old or not new:
+        return None
+    if "\t" not in old:
+        return f"/password {old}\t{new}"
+    if " " not in old and " " not in new:
+        return f"/passwd {old} {new}"
+    return None
 
 
 def command_name(line: str) -> str:
@@ -139,12 +164,14 @@ def parse_input(text: str) -> Action | None:
         return Quit(text)
     if name in ("login", "register") and len(words) == 2:
         return AskPassword(f"{words[0]} {words[1]}", confirm=name == "register")
+    if name == "passwd" and len(words) == 1:
+        return AskPasswordChange()
     return SendLine(text)
 
 
 # Commands that carry a password: history keeps them without it, so the
 # password is neither shown again with Up nor kept in memory longer than needed.
-_SECRET_ARGUMENT_INDEX = {"login": 2, "register": 2, "passwd": 1}
+_SECRET_ARGUMENT_INDEX = {"login": 2, "register": 2, "passwd": 1, "password": 1}
 
 
 def redact(line: str) -> str:
@@ -162,8 +189,8 @@ class RedactingHistory(InMemoryHistory):
     """In-memory history of typed lines that never stores a password."""
 
     def append_string(self, string: str) -> None:
-        """Remember a typed line, with any password taken out."""
-        super().append_string(redact(string))
+        """Remember a typed line (or a pasted text of several), with any password taken out."""
+        super().append_string("\n".join(redact(line) for line in string.split("\n")))
 
 
 _ROOM_ARGUMENT_COMMANDS = frozenset(
@@ -189,14 +216,21 @@ def complete(text: str, rooms: Iterable[str], users: Iterable[str]) -> tuple[str
     Returns the word being completed and its candidates, best order first. The
     first word of a command line completes to command names, a command's room
     or user argument to rooms or users, and any other word to a room when it
-    starts with ``#`` and to a person's name otherwise.
+    starts with ``#`` and to a person's name otherwise. A completed command,
+    room or name ends with a space, so typing goes straight on with the next
+    word (``/msg b`` Tab ``hi`` is ``/msg bob hi``).
     """
+    word, candidates = _candidates(text, rooms, users)
+    return word, [candidate + " " for candidate in candidates]
+
+
+def _candidates(text: str, rooms: Iterable[str], users: Iterable[str]) -> tuple[str, list[str]]:
     word = text.rsplit(" ", 1)[-1]
     earlier = text[: len(text) - len(word)].split()
     if text.startswith("/") and not text.startswith("//"):
         if not earlier:
             names = _matching(word.lstrip("/"), (command.name for command in COMMANDS))
-            return word, [f"/{name} " for name in names]
+            return word, [f"/{name}" for name in names]
         command = earlier[0][1:].lower()
         if len(earlier) == 1 and command in _ROOM_ARGUMENT_COMMANDS:
             return word, _matching(word, rooms)
@@ -235,5 +269,9 @@ class ChatCompleter(Completer):
         """prompt_toolkit's hook: yield a Completion for each candidate."""
         rooms, users = self._snapshot()
         word, candidates = complete(document.text_before_cursor, rooms, users)
+        # Completing inside a line whose next word already follows a space:
+        # no second space.
+        followed = document.text_after_cursor.startswith(" ")
         for candidate in candidates:
-            yield Completion(candidate, start_position=-len(word))
+            text = candidate[:-1] if followed else candidate
+            yield Completion(text, start_position=-len(word), display=candidate.rstrip())

@@ -34,8 +34,9 @@ class Purpose(enum.Enum):
     QUIET_LOGIN = "quiet-login"
     """The ``--user`` login in pipe mode: only stored messages and errors are shown."""
     SCRIPTED = "scripted"
-    """A line from a pipe: shown like a typed one, except ``ERR rate-limited``,
-    which the pipe runner answers by sending the line again a little later."""
+    """A line from a pipe or typed at the terminal: shown like a typed one, except
+    ``ERR rate-limited``, which the runner answers by sending the line again a
+    little later."""
     RESUME = "resume"
     """Logging in and rejoining after a reconnect: only what was missed is shown."""
     PONG = "pong"

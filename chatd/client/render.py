@@ -119,6 +119,7 @@ _TALKING_OKS: dict[str, Callable[[str, str], str | None]] = {
     "register": _ok_register,
     "msg": _ok_msg,
     "passwd": _ok_passwd,
+    "password": _ok_passwd,
     "ping": _ok_ping,
     "away": _ok_away,
     "ban": _ok_ban,

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from chatd.client.commands import (
     Action,
     AskPassword,
+    AskPasswordChange,
     Quit,
     SendLine,
     ShowHelp,
@@ -43,6 +44,11 @@ QUIT_TIMEOUT = 5.0
 RATE_LIMIT_FIRST_WAIT = 0.25
 RATE_LIMIT_LONGEST_WAIT = 4.0
 RATE_LIMIT_ATTEMPTS = 8
+
+
+def rate_limit_wait(attempt: int) -> float:
+    """Seconds to wait before sending again a line refused at ``attempt`` (1, 2, ...)."""
+    return min(RATE_LIMIT_FIRST_WAIT * 2 ** (attempt - 1), RATE_LIMIT_LONGEST_WAIT)
 
 
 def default_retry_policy() -> Callable[[int], float]:
@@ -74,6 +80,12 @@ class InteractiveClient:
 
     ``terminal`` is the input thread's controller (TerminalInput or a test
     double with ``redraw``, ``request_stop``); ``stop_reactor`` ends the run.
+
+    Typed lines go out one at a time, each after the previous one's final
+    reply, like a pipe's: a paste of many lines then meets the server's rate
+    limit one line at a time, and a line refused as ``rate-limited`` (which
+    the server did not carry out) is sent again after a growing wait before
+    any later line goes, so no line is lost and none overtakes another.
     """
 
     def __init__(
@@ -101,6 +113,11 @@ class InteractiveClient:
         )
         session.on_dismissed = self._dismissed
         self._finishing = False
+        # Lines (and a Quit) waiting to be sent; one is in flight at most.
+        self._outbox: deque[str | Quit] = deque()
+        self._sending = False
+        self._retry = None
+        self._slowed = False
 
     def attach_terminal(self, terminal) -> None:
         """Redraw this terminal's prompt whenever the session changes."""
@@ -117,11 +134,61 @@ class InteractiveClient:
             for line in help_lines(action.topic):
                 self._show(line)
         elif isinstance(action, Quit):
-            self.finish(action.line)
+            # After every line typed before it: leaving must not drop a paste.
+            self._outbox.append(action)
         elif isinstance(action, AskPassword):
-            self.session.send_typed(action.prefix).addErrback(lambda _: None)
+            self._outbox.append(action.prefix)
         elif isinstance(action, SendLine):
-            self.session.send_typed(action.line).addErrback(lambda _: None)
+            self._outbox.append(action.line)
+        self._send_next()
+
+    @property
+    def waiting_lines(self) -> int:
+        """How many typed lines have not been answered yet (the one in flight included)."""
+        return len(self._outbox) + self._sending
+
+    def _send_next(self) -> None:
+        while not self._sending and self._outbox and not self._finishing:
+            item = self._outbox.popleft()
+            if isinstance(item, Quit):
+                self._outbox.clear()
+                self.finish(item.line)
+                return
+            self._sending = True
+            self._send(item, attempt=1)
+
+    def _send(self, line: str, attempt: int) -> None:
+        self._retry = None
+        if self._finishing:
+            return
+        replied = self.session.send_typed(line, Purpose.SCRIPTED)
+        replied.addCallbacks(self._answered, self._unanswered, callbackArgs=(line, attempt))
+
+    def _answered(self, reply, line: str, attempt: int) -> None:
+        if reply is not None and is_rate_limited(reply):
+            if attempt < RATE_LIMIT_ATTEMPTS and not self._finishing:
+                if not self._slowed:
+                    self._slowed = True
+                    self._show(
+                        self.session.renderer.notice(
+                            "the server limits how fast lines may come;"
+                            " the waiting lines follow as it allows"
+                        )
+                    )
+                self._retry = self._reactor.callLater(
+                    rate_limit_wait(attempt), self._send, line, attempt + 1
+                )
+                return
+            self._show(self.session.renderer.render(reply))
+        elif attempt == 1:
+            self._slowed = False
+        self._sending = False
+        self._send_next()
+
+    def _unanswered(self, _failure: Failure) -> None:
+        # The session has told the user which line went unanswered.
+        self._sending = False
+        self._send_next()
 
     def finish(self, line: str = "/quit", exit_code: int = EXIT_OK) -> defer.Deferred:
         """Leave: say /quit if connected, stop reconnecting, stop the reactor."""
@@ -129,6 +196,8 @@ class InteractiveClient:
             return defer.succeed(None)
         self._finishing = True
         self.exit_code = exit_code
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         said = self.session.leave(line)
         said.addTimeout(QUIT_TIMEOUT, self._reactor).addErrback(lambda _: None)
         said.addCallback(lambda _: self.service.stopService())
@@ -249,8 +318,7 @@ class PipeClient:
     def _answered(self, reply, line: str, attempt: int) -> None:
         if reply is not None and is_rate_limited(reply):
             if attempt < RATE_LIMIT_ATTEMPTS:
-                wait = min(RATE_LIMIT_FIRST_WAIT * 2 ** (attempt - 1), RATE_LIMIT_LONGEST_WAIT)
-                self._reactor.callLater(wait, self._send, line, attempt + 1)
+                self._reactor.callLater(rate_limit_wait(attempt), self._send, line, attempt + 1)
                 return
             self._show_problem(self.session.renderer.render(reply))
         if reply is None or reply.kind != "OK":
@@ -295,8 +363,9 @@ class PipeClient:
 
 
 def parse_action(text: str) -> Action | None:
-    """Like parse_input, but a pipe cannot be asked for a password: send the line as it is."""
+    """Like parse_input, but a pipe cannot be asked for a password: send the line as it is
+    (a bare ``/passwd`` then gets the server's ``ERR bad-arguments``)."""
     action = parse_input(text)
-    if isinstance(action, AskPassword):
+    if isinstance(action, AskPassword | AskPasswordChange):
         return SendLine(text.rstrip("\r\n"))
     return action

@@ -287,6 +287,9 @@ class ChatSession:
             self.credentials = (registered, words[2])
         elif command == "passwd" and self.credentials is not None and len(line.split()) == 3:
             self.credentials = (self.credentials[0], line.split()[2])
+        elif command == "password" and self.credentials is not None and "\t" in line:
+            # /password <old>TAB<new>: the new password is everything after the first TAB.
+            self.credentials = (self.credentials[0], line.split("\t", 1)[1])
         return reply
 
     def _typed_lost(self, failure: Failure, line: str) -> Failure:

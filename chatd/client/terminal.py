@@ -20,11 +20,13 @@ from prompt_toolkit.output import Output
 from chatd.client.commands import (
     Action,
     AskPassword,
+    AskPasswordChange,
     ChatCompleter,
     Quit,
     RedactingHistory,
     SendLine,
     parse_input,
+    password_change_line,
 )
 from chatd.client.state import ChatState
 
@@ -119,14 +121,38 @@ class TerminalInput:
                 text = "/quit"
             if self._stopping.is_set():
                 return
-            action = parse_input(text)
-            if isinstance(action, AskPassword):
-                action = self._complete_with_password(action)
-            if action is None:
-                continue
-            self._reactor.callFromThread(self._deliver, action)
-            if isinstance(action, Quit):
-                return
+            # A paste of several lines (a terminal's bracketed paste) arrives as
+            # one text: each of its lines is a line of its own.
+            for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+                action = parse_input(line)
+                if isinstance(action, AskPassword):
+                    action = self._complete_with_password(action)
+                elif isinstance(action, AskPasswordChange):
+                    action = self._ask_password_change()
+                if action is None:
+                    continue
+                self._reactor.callFromThread(self._deliver, action)
+                if isinstance(action, Quit):
+                    return
+
+    def _ask_password_change(self) -> SendLine | None:
+        """Ask for the old password and the new one twice, unseen; build the line."""
+        try:
+            old = self._password_prompt.prompt("old password: ")
+            new = self._password_prompt.prompt("new password: ")
+            if self._password_prompt.prompt("again: ") != new:
+                print("! the two new passwords differ; nothing was sent")
+                return None
+        except (EOFError, KeyboardInterrupt):
+            return None
+        line = password_change_line(old, new)
+        if line is None:
+            print(
+                "! nothing was sent: a password is empty, or the old one holds both"
+                " a space and a TAB (the operator's chatd user passwd can reset it)"
+            )
+            return None
+        return SendLine(line)
 
     def _complete_with_password(self, request: AskPassword) -> SendLine | None:
         try:
