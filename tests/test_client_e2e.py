@@ -331,3 +331,37 @@ def test_pipe_mode_keeps_within_the_servers_rate_limit(tmp_path):
         assert result.stderr == ""
     finally:
         server.stop()
+
+
+def test_a_paste_past_the_rate_limit_arrives_whole_and_in_order(tmp_path):
+    """45 lines pasted at once (a bracketed paste) into a server allowing bursts of 10:
+    every line reaches the room, in order, none twice, and the session lives on."""
+    from tests.serverproc import ServerProcess
+
+    server = ServerProcess(tmp_path, env={"CHATD_RATE_LIMIT": "5/10"}).start()
+    register(server, "alice")
+    bob = server.connect(timeout=TIMEOUT)
+    bob.login("bob")
+    alice = Terminal(server.port, "--user", "alice", password="pw-alice-123")
+    try:
+        alice.expect("alice #lobby> ")
+        bob.until(lambda line: line == "JOIN #lobby alice")
+        pasted = [f"pasted line {number:02d}" for number in range(45)]
+        alice.type("\x1b[200~" + "\n".join(pasted) + "\x1b[201~")
+        alice.enter()
+        received = []
+        while len(received) < len(pasted):
+            line = bob.read_line()
+            assert line, f"bob's connection ended after {received}"
+            if line.startswith("MSG #lobby alice "):
+                received.append(line.removeprefix("MSG #lobby alice "))
+        assert received == pasted
+        alice.expect("the server limits how fast lines may come")
+        alice.enter("after the paste")
+        assert bob.until(lambda line: line.startswith("MSG "))[-1] == (
+            "MSG #lobby alice after the paste"
+        )
+        assert alice.quit() == 0
+    finally:
+        alice.close()
+        server.stop()

@@ -532,7 +532,8 @@ def test_typed_lines_go_one_at_a_time_in_order() -> None:
 
 def test_a_rate_limited_typed_line_is_sent_again_before_any_later_line() -> None:
     """ERR rate-limited: the line goes again after 0.25 s, then 0.5 s; nothing is lost,
-    nothing overtakes it, and the user sees one notice instead of the errors."""
+    nothing overtakes it, and the user sees one notice instead of the errors. The
+    lines still waiting follow 0.5 s apart; once none waits, a typed line goes at once."""
     clock = task.Clock()
     screen = Screen()
     client, server, _ = logged_in_interactive(clock, screen)
@@ -551,9 +552,14 @@ def test_a_rate_limited_typed_line_is_sent_again_before_any_later_line() -> None
     clock.advance(0.25)
     assert server.received() == ["first"]
     server.send("MSG #lobby alice first", "OK say #lobby")
+    assert server.received() == []
+    clock.advance(0.5)
     assert server.received() == ["second"]
     server.send("MSG #lobby alice second", "OK say #lobby")
     assert screen.take() == ["[#lobby] <alice> first", "[#lobby] <alice> second"]
+    client.deliver(SendLine("typed later"))
+    assert server.received() == ["typed later"]
+    assert clock.getDelayedCalls() == []
 
 
 def test_a_line_refused_eight_times_is_reported_and_the_next_one_goes() -> None:
@@ -584,6 +590,7 @@ def test_quit_waits_for_the_lines_typed_before_it() -> None:
     clock.advance(0.25)
     assert server.received() == ["pasted"]
     server.send("MSG #lobby alice pasted", "OK say #lobby")
+    clock.advance(0.25)
     assert server.received() == ["/quit"]
     server.send("OK quit", "BYE quit")
     server.drop()

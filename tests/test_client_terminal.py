@@ -115,3 +115,45 @@ def test_pipe_input_hands_over_each_line_then_the_end() -> None:
         function(*args)
     assert lines == ["first\n", "second caf\ufffd\n"]
     assert ended == [True]
+
+
+def test_a_bare_passwd_asks_old_and_new_twice_and_sends_the_tab_form() -> None:
+    """/passwd alone: old, new, again (all unseen); spaces fine; a mismatch sends nothing."""
+    reactor = ThreadRecordingReactor()
+    with create_pipe_input() as keyboard:
+        terminal = TerminalInput(
+            reactor,
+            ChatState(),
+            never_called_directly,
+            prompt_input=keyboard,
+            prompt_output=DummyOutput(),
+        )
+        terminal.start()
+        keyboard.send_text("/passwd\rmy old pass\rnew pass one\rnew pass two\r")
+        keyboard.send_text("/passwd\rmy old pass\rmy new pass\rmy new pass\r")
+        assert reactor.calls.get(timeout=WAIT)[2] == (
+            SendLine("/password my old pass\tmy new pass"),
+        )
+        keyboard.send_text("/quit\r")
+        assert reactor.calls.get(timeout=WAIT)[2] == (Quit("/quit"),)
+        terminal.join()
+
+
+def test_a_pasted_block_of_lines_is_handed_over_line_by_line() -> None:
+    """A bracketed paste arrives as one text with newlines: each line goes on its own."""
+    reactor = ThreadRecordingReactor()
+    with create_pipe_input() as keyboard:
+        terminal = TerminalInput(
+            reactor,
+            ChatState(),
+            never_called_directly,
+            prompt_input=keyboard,
+            prompt_output=DummyOutput(),
+        )
+        terminal.start()
+        keyboard.send_text("\x1b[200~first\r\n\r\nsecond\r/join #dev\x1b[201~\r")
+        lines = [reactor.calls.get(timeout=WAIT)[2] for _ in range(3)]
+        assert lines == [(SendLine("first"),), (SendLine("second"),), (SendLine("/join #dev"),)]
+        keyboard.send_text("/quit\r")
+        assert reactor.calls.get(timeout=WAIT)[2] == (Quit("/quit"),)
+        terminal.join()

@@ -85,7 +85,8 @@ class InteractiveClient:
     reply, like a pipe's: a paste of many lines then meets the server's rate
     limit one line at a time, and a line refused as ``rate-limited`` (which
     the server did not carry out) is sent again after a growing wait before
-    any later line goes, so no line is lost and none overtakes another.
+    any later line goes, so no line is lost and none overtakes another. The
+    lines still waiting then follow that far apart, until none is left.
     """
 
     def __init__(
@@ -118,6 +119,8 @@ class InteractiveClient:
         self._sending = False
         self._retry = None
         self._slowed = False
+        # Seconds between lines while the server's rate limit is being met.
+        self._interval = 0.0
 
     def attach_terminal(self, terminal) -> None:
         """Redraw this terminal's prompt whenever the session changes."""
@@ -148,7 +151,11 @@ class InteractiveClient:
         return len(self._outbox) + self._sending
 
     def _send_next(self) -> None:
-        while not self._sending and self._outbox and not self._finishing:
+        while not self._sending and not self._finishing and self._retry is None:
+            if not self._outbox:
+                # Nothing waits: the next line, typed later, goes at once.
+                self._interval, self._slowed = 0.0, False
+                return
             item = self._outbox.popleft()
             if isinstance(item, Quit):
                 self._outbox.clear()
@@ -175,19 +182,30 @@ class InteractiveClient:
                             " the waiting lines follow as it allows"
                         )
                     )
-                self._retry = self._reactor.callLater(
-                    rate_limit_wait(attempt), self._send, line, attempt + 1
+                # The lines after it go as far apart as this one had to wait:
+                # a long paste then costs a few refusals, not one per line
+                # (each refusal counts towards the server's BYE flood).
+                self._interval = min(
+                    max(self._interval * 2, RATE_LIMIT_FIRST_WAIT), RATE_LIMIT_LONGEST_WAIT
                 )
+                self._retry = self._reactor.callLater(self._interval, self._send, line, attempt + 1)
                 return
             self._show(self.session.renderer.render(reply))
-        elif attempt == 1:
-            self._slowed = False
-        self._sending = False
-        self._send_next()
+        self._sent()
 
     def _unanswered(self, _failure: Failure) -> None:
         # The session has told the user which line went unanswered.
+        self._sent()
+
+    def _sent(self) -> None:
         self._sending = False
+        if self._interval and self._outbox and not self._finishing:
+            self._retry = self._reactor.callLater(self._interval, self._paced)
+            return
+        self._send_next()
+
+    def _paced(self) -> None:
+        self._retry = None
         self._send_next()
 
     def finish(self, line: str = "/quit", exit_code: int = EXIT_OK) -> defer.Deferred:
