@@ -365,3 +365,28 @@ def test_a_paste_past_the_rate_limit_arrives_whole_and_in_order(tmp_path):
     finally:
         alice.close()
         server.stop()
+
+
+def test_a_bare_passwd_asks_unseen_and_changes_a_password_with_spaces(chatd_server):
+    """``/passwd`` alone: old, new and again, none echoed; then the new password,
+    spaces and all, logs in and the old one does not."""
+    line_client = chatd_server.connect()
+    assert line_client.command("/register alice my old pass")[-1] == "OK register alice"
+    alice = Terminal(chatd_server.port, "--user", "alice", password="my old pass")
+    try:
+        alice.expect("alice #lobby> ")
+        alice.enter("/passwd")
+        alice.expect("old password: ")
+        alice.enter("my old pass")
+        alice.expect("new password: ")
+        alice.enter("a new pass phrase")
+        alice.expect("again: ")
+        alice.enter("a new pass phrase")
+        alice.expect("password changed")
+        assert "a new pass phrase" not in alice.child.before
+        assert "my old pass" not in alice.child.before
+        assert alice.quit() == 0
+    finally:
+        alice.close()
+    assert line_client.command("/login alice my old pass")[-1].startswith("ERR bad-credentials")
+    assert line_client.command("/login alice a new pass phrase")[-1] == "OK login alice"

@@ -134,6 +134,17 @@ def test_sigterm_says_bye_shutdown_and_exits_cleanly(chatd_server):
     chatd_server.wait_for("Server Shut Down")
 
 
+def test_password_with_a_tab_changes_a_password_with_spaces(chatd_server):
+    """``/password <old>TAB<new>`` over a real socket: both may hold spaces."""
+    alice = chatd_server.connect()
+    assert alice.command("/register alice old pass word") == ["OK register alice"]
+    assert alice.command("/login alice old pass word")[-1] == "OK login alice"
+    assert alice.command("/password old pass word\tnew pass word") == ["OK password"]
+    again = chatd_server.connect()
+    assert again.command("/login alice old pass word")[-1].startswith("ERR bad-credentials")
+    assert again.command("/login alice new pass word")[-1] == "OK login alice"
+
+
 def test_admin_command_line_adds_a_user_who_can_log_in(chatd_server):
     """``chatd user add`` on the live database; the new user logs in at once."""
     added = subprocess.run(
