@@ -312,6 +312,24 @@ def run_bench(*arguments, timeout=60):
     return json.loads(completed.stdout)
 
 
+def assert_good_rate_follows_the_steps(record: dict) -> None:
+    """The reported good rate is the last step judged good, whatever the machine's speed.
+
+    Whether a step is good depends on latency, so on how busy the machine
+    is: the test checks the verdicts are applied, not what they were
+    (measurements belong in docs/benchmarks.md).
+    """
+    steps = record["steps"]
+    good = None
+    for step in steps:
+        assert step["good"] == bench.step_is_good(step)
+        if not step["good"]:
+            break
+        good = step
+    assert record["max_good_rate"] == (good["rate"] if good else None)
+    assert record["max_deliveries_per_s"] == (good["deliveries_per_s"] if good else None)
+
+
 def test_smoke_fanout_against_the_baseline(naive_server):
     """A tiny open-loop run delivers every message to every client and reports latency."""
     port, pid = naive_server
@@ -322,7 +340,7 @@ def test_smoke_fanout_against_the_baseline(naive_server):
     assert record["delivered"] == record["expected"] == 80
     assert record["latency_samples"] == 80
     assert record["latency_ms"]["p99"] is not None
-    assert record["server_peak_rss_mb"] > 0
+    assert record["server_peak_rss_mb"] is not None
 
 
 def test_smoke_maxrate_against_the_baseline(naive_server):
@@ -333,8 +351,7 @@ def test_smoke_maxrate_against_the_baseline(naive_server):
                        "--factor", "2", "--max-steps", "2", "--duration", "0.3",
                        "--time-limit", "30")
     assert [step["rate"] for step in record["steps"]] == [40, 80]
-    assert record["max_good_rate"] == 80
-    assert record["max_deliveries_per_s"] == 240
+    assert_good_rate_follows_the_steps(record)
 
 
 def test_smoke_sessions_against_the_baseline(naive_server):
@@ -408,7 +425,7 @@ def test_smoke_maxrate_against_chatd(chatd_server):
                        "--senders", "1", "--start-rate", "40", "--factor", "2",
                        "--max-steps", "2", "--duration", "0.3", "--time-limit", "30")
     assert len(record["steps"]) == 2
-    assert record["max_good_rate"] == 80
+    assert_good_rate_follows_the_steps(record)
 
 
 def test_smoke_sessions_against_chatd(chatd_server):

@@ -129,15 +129,61 @@ def test_messages_survive_a_restart_of_the_service(tmp_path):
     yield server.stopService()
 
 
+LOGINS_IN_FLIGHT = 4
+
+
 @pytest_twisted.inlineCallbacks
-def test_logins_do_not_stall_chat(server):
-    """bcrypt runs off the reactor: a ping is answered while logins are checked."""
-    alice = yield connect(server.port)
-    yield alice.login("alice")
-    others = yield defer.gatherResults([connect(server.port) for _ in range(5)])
-    for number, other in enumerate(others):
-        other.send(f"/login nobody{number} wrong-password")
-    assert (yield alice.command("/ping during"))[-1] == "OK ping during"
+def test_logins_do_not_stall_chat(tmp_path, monkeypatch):
+    """bcrypt runs off the reactor: at the shipped cost (12), with four logins read
+    and being checked, alice's messages and ping are all answered before any of
+    those logins is. (Were bcrypt on the reactor, every login read before her lines
+    would be answered first.) Order of events, no clock."""
+    from chatd import storage
+    from chatd.passwords import hash_password
+    from chatd.protocol import ChatProtocol
+
+    # alice's own hash at cost 4, so that only the logins under test cost 12.
+    connection = storage.open_database_file(str(tmp_path / "chatd.sqlite3"))
+    with storage.transaction(connection):
+        storage.create_user(connection, "alice", hash_password(b"password1", 4), 0)
+    connection.close()
+    read: list[str] = []
+    all_read: defer.Deferred = defer.Deferred()
+    do_login = ChatProtocol.do_login
+
+    def counting_login(protocol, name, password):
+        result = do_login(protocol, name, password)
+        if name.startswith("nobody"):
+            read.append(name)
+            if len(read) == LOGINS_IN_FLIGHT:
+                all_read.callback(None)
+        return result
+
+    monkeypatch.setattr(ChatProtocol, "do_login", counting_login)
+    server, port = yield start_server(tmp_path, bcrypt_rounds=12)
+    try:
+        alice = yield connect(port)
+        assert (yield alice.command("/login alice password1"))[-1] == "OK login alice"
+        events: list[tuple[str, str]] = []
+        others = yield defer.gatherResults([connect(port) for _ in range(LOGINS_IN_FLIGHT)])
+        answered = []
+        for number, other in enumerate(others):
+            other.send(f"/login nobody{number} wrong-password")
+            answer = other.expect(lambda line: line.startswith(("OK ", "ERR ")))
+            answer.addCallback(lambda lines: events.append(("login", lines[-1])))
+            answered.append(answer)
+        yield all_read
+        for line in ("first while logins run", "second", "third", "/ping during"):
+            reply = (yield alice.command(line))[-1]
+            events.append(("alice", reply))
+        yield defer.gatherResults(answered)
+        assert [who for who, _ in events] == ["alice"] * 4 + ["login"] * LOGINS_IN_FLIGHT
+        assert [reply for who, reply in events if who == "alice"] == [
+            "OK say #lobby", "OK say #lobby", "OK say #lobby", "OK ping during"
+        ]
+        assert all(reply.startswith("ERR bad-credentials") for who, reply in events[4:])
+    finally:
+        yield server.stopService()
 
 
 @pytest_twisted.inlineCallbacks

@@ -1,20 +1,19 @@
-"""200 sessions that never read, a busy room, and the real server's memory (RSS from /proc).
+"""200 sessions that never read, a busy room, and the real server.
 
 The shipped send-queue limits (64 KiB soft, 1 MiB hard) are in force. Two
 hundred clients log in to #lobby and then never read a byte (their socket
 receive buffers are shrunk to 4 KiB, so the kernel holds little for them and
 chatd's own queues take the load). Two writers then post 4000 messages of
 1000 bytes, 4 MB for each member, in batches; an observer that reads keeps
-up with every batch. (The server's kernel send buffer, autotuned up to
-``net.ipv4.tcp_wmem``'s 4 MiB, takes the first megabytes of each socket:
-far less traffic never reaches chatd's queue at all.) Each non-reader must
-be dropped as a slow reader and logged, the observer must get every message
-in order and in time, and the server's peak RSS (VmHWM) must stay within a
-generous bound of its RSS before the flood. docs/security.md records the figures this prints.
+up with every batch. Each non-reader must be dropped as a slow reader and
+logged, every writer's line answered OK, and the observer must get every
+message in order. What it costs (RSS, the observer's slowest batch) is
+measured by ``scripts/slow_readers.py`` with this same flood, not asserted
+here; docs/security.md records the figures.
 """
 
 import socket
-import time
+from collections.abc import Callable
 
 from tests.serverproc import LineClient, ServerProcess
 
@@ -23,22 +22,6 @@ WRITERS = 2
 BATCHES = 80
 PER_BATCH = 50
 TEXT = 1000
-# Measured: about 5.5 MiB of growth, flat however long the flood goes on (an
-# unbounded queue grows with the traffic instead). The bound is generous on
-# purpose, so a slow CI machine or another allocator does not make it flaky.
-PEAK_GROWTH_BOUND = 64 * 1024 * 1024
-BATCH_SECONDS_BOUND = 10.0
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes, from /proc."""
-    found = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0]) * 1024
-    return found
 
 
 def non_reader(port: int, name: str) -> socket.socket:
@@ -50,51 +33,59 @@ def non_reader(port: int, name: str) -> socket.socket:
     return connected
 
 
-def test_two_hundred_non_readers_do_not_grow_the_server(tmp_path):
-    """Peak RSS stays bounded, every non-reader is dropped and logged, the room keeps up."""
+def flood(
+    server: ServerProcess,
+    *,
+    batches: int = BATCHES,
+    flooding: Callable[[], None] = lambda: None,
+    batch_done: Callable[[int], None] = lambda batch: None,
+) -> tuple[LineClient, list[LineClient], list[socket.socket]]:
+    """Log in the non-readers, an observer and the writers; post the batches.
+
+    Checks every writer's OK and that the observer sees each batch whole and
+    in order; calls ``flooding()`` just before the first batch and
+    ``batch_done(batch)`` after each (scripts/slow_readers.py measures there).
+    Returns the observer and the writers, still logged in, and the
+    non-readers' sockets (the caller closes them).
+    """
+    observer = LineClient(server.port, timeout=30)
+    observer.login("observer")
+    writers = [LineClient(server.port, timeout=30) for _ in range(WRITERS)]
+    for number, writer in enumerate(writers):
+        writer.login(f"writer{number}")
+    sockets = [non_reader(server.port, f"idle{n}") for n in range(NON_READERS)]
+    joined = {f"JOIN #lobby idle{n}" for n in range(NON_READERS)}
+    observer.until(lambda line: joined.discard(line) or not joined)
+    flooding()
+    for batch in range(batches):
+        writer = writers[batch % WRITERS]
+        texts = [f"{batch}.{n} " + "x" * TEXT for n in range(PER_BATCH)]
+        writer.socket.sendall(b"".join(f"{text}\n".encode() for text in texts))
+        oks = 0
+        while oks < PER_BATCH:
+            reply = writer.read_line()
+            assert reply and not reply.startswith("ERR"), reply
+            oks += reply == "OK say #lobby"
+        last = f"MSG #lobby writer{batch % WRITERS} {texts[-1]}"
+        seen = observer.until(lambda line, last=last: line == last)
+        said = [line.split(" ", 3)[3] for line in seen if line.startswith("MSG ")]
+        assert said == texts
+        batch_done(batch)
+    return observer, writers, sockets
+
+
+def test_two_hundred_non_readers_are_dropped_and_the_room_keeps_going(tmp_path):
+    """Every non-reader is dropped and logged as a slow reader; the observer gets every
+    message in order, and the server still answers the ones who read."""
     server = ServerProcess(tmp_path).start()
     sockets = []
     try:
-        observer = LineClient(server.port, timeout=30)
-        observer.login("observer")
-        writers = [LineClient(server.port, timeout=30) for _ in range(WRITERS)]
-        for number, writer in enumerate(writers):
-            writer.login(f"writer{number}")
-        sockets = [non_reader(server.port, f"idle{n}") for n in range(NON_READERS)]
-        joined = {f"JOIN #lobby idle{n}" for n in range(NON_READERS)}
-        observer.until(lambda line: joined.discard(line) or not joined)
-        before = memory(server.pid)
-
-        slowest = 0.0
-        for batch in range(BATCHES):
-            writer = writers[batch % WRITERS]
-            started = time.monotonic()
-            texts = [f"{batch}.{n} " + "x" * TEXT for n in range(PER_BATCH)]
-            writer.socket.sendall(b"".join(f"{text}\n".encode() for text in texts))
-            oks = 0
-            while oks < PER_BATCH:
-                reply = writer.read_line()
-                assert reply and not reply.startswith("ERR"), reply
-                oks += reply == "OK say #lobby"
-            last = f"MSG #lobby writer{batch % WRITERS} {texts[-1]}"
-            seen = observer.until(lambda line, last=last: line == last)
-            slowest = max(slowest, time.monotonic() - started)
-            said = [line.split(" ", 3)[3] for line in seen if line.startswith("MSG ")]
-            assert said == texts
-        after = memory(server.pid)
-        growth = after["VmHWM"] - before["VmRSS"]
-        print(
-            f"\nslow readers: RSS before {before['VmRSS'] / 2**20:.1f} MiB,"
-            f" peak {after['VmHWM'] / 2**20:.1f} MiB, after {after['VmRSS'] / 2**20:.1f} MiB,"
-            f" peak growth {growth / 2**20:.1f} MiB; slowest batch {slowest:.2f} s"
-        )
-
+        observer, _writers, sockets = flood(server)
         for n in range(NON_READERS):
             server.wait_for(rf"closed connection of idle{n} from \S+: slow-reader")
-        # Everyone else saw them go, and the server still answers at once.
+        # Everyone else saw them go, and the server still answers.
         assert observer.command("/who")[-2] == "WHO #lobby observer writer0 writer1"
-        assert growth < PEAK_GROWTH_BOUND
-        assert slowest < BATCH_SECONDS_BOUND
+        assert observer.command("after the flood")[-1] == "OK say #lobby"
     finally:
         for connected in sockets:
             connected.close()
