@@ -224,3 +224,60 @@ def test_nagle_is_off_for_clients(server):
     handle = protocol.transport.getHandle()
     assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     client.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_room_messages_pipeline_on_the_real_database(server):
+    """With the real threaded Database: three messages sent at once are all handed to
+    the writer before the first commits, are committed together in one batch, and
+    are answered in line order, the /ping behind them last."""
+    import threading
+
+    from chatd.storage import add_room_message
+
+    alice = yield connect(server.port)
+    yield alice.login("alice")
+    database = server.database
+    gate = threading.Event()
+    submitted: list[object] = []
+    all_three: defer.Deferred = defer.Deferred()
+    write = database.write
+
+    def counting_write(body, *args):
+        done = write(body, *args)
+        if body is add_room_message:
+            submitted.append(args)
+            if len(submitted) == 3:
+                all_three.callback(None)
+        return done
+
+    database.write = counting_write
+    try:
+        # Once an empty write is through, the writer is idle; then it takes the gate
+        # alone and waits on it: nothing queued after commits until it opens.
+        yield write(lambda connection: None)
+        batches = database.batches_committed
+        held = write(lambda connection: gate.wait(30))
+        answered = alice.expect("OK ping p")
+        alice.transport.write(b"one\ntwo\nthree\n/ping p\n")
+        yield all_three
+        assert database.batches_committed == batches
+        assert [line for line in alice.lines if line.startswith(("MSG ", "OK say"))] == []
+        gate.set()
+        yield held
+        lines = yield answered
+    finally:
+        gate.set()
+        del database.write
+    assert lines == [
+        "MSG #lobby alice one",
+        "MSG #lobby alice two",
+        "MSG #lobby alice three",
+        "OK say #lobby",
+        "OK say #lobby",
+        "OK say #lobby",
+        "OK ping p",
+    ]
+    # The three messages were committed in one batch (with the gate's, or right
+    # after it, as the writer thread woke): none waited for another's commit.
+    assert database.batches_committed - batches in (1, 2)

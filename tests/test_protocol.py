@@ -603,9 +603,18 @@ def test_direct_message_to_nobody(harness):
 
 
 def test_direct_message_to_oneself_arrives_once_per_session(harness):
-    """Messaging yourself is delivered once to each of your sessions."""
+    """Messaging yourself with three sessions open: each session gets the DM once
+    (not once as sender and again as recipient)."""
     alice = harness.logged_in("alice")
+    second, third = harness.client(), harness.client()
+    second.send("/login alice password1")
+    third.send("/login alice password1")
+    bob = harness.logged_in("bob")
+    alice.lines(), second.lines(), third.lines()
     assert alice.send("/msg alice note") == ["DM alice alice note", "OK msg alice delivered"]
+    assert second.lines() == ["DM alice alice note"]
+    assert third.lines() == ["DM alice alice note"]
+    assert bob.lines() == []
 
 
 # --- several sessions --------------------------------------------------------------
