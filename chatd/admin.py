@@ -96,7 +96,7 @@ def user_passwd(args, connection, config) -> str:
     name = _name(args)
     password_hash = hash_password(_read_password(args), config.bcrypt_rounds)
     with storage.transaction(connection):
-        if not storage.set_password_hash(connection, fold(name), password_hash):
+        if not storage.set_password_hash(connection, fold(name), password_hash, _now()):
             raise AdminError(f"there is no user {name}")
     return f"password of {name} changed"
 

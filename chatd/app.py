@@ -316,6 +316,7 @@ class ChatdServer(InOrderService):
         self.hasher = PasswordHasher(
             reactor, config.bcrypt_rounds, config.bcrypt_workers,
             on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
+            per_address=config.bcrypt_per_address,
         )
         self.chat = ChatService(
             self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry,

@@ -23,6 +23,39 @@ class BadCredentials(error.UnauthorizedLogin):
     """Unknown user or wrong password: deliberately the same to the client."""
 
 
+class AddressedCredentials(credentials.UsernamePassword):
+    """A user name and password, and the source address the login came from.
+
+    The address names the login's turn in the bcrypt workers' fair queue.
+    """
+
+    def __init__(self, username, password, address: str | None) -> None:
+        super().__init__(username, password)
+        self.address = address
+
+
+class LoginIdentity(str):
+    """The avatar id of a checked login: the account's display name, plus what the
+    session must be checked against again when it starts.
+
+    ``account_id`` is the account's identity, users.id and users.incarnation
+    (a session is bound to it, not to the name); ``seen_event`` the newest account event before the
+    password check began: a ban, deletion, kick or password change recorded
+    after it was made while the check ran, and stops the login.
+    """
+
+    account_id: tuple[int, int]
+    seen_event: int
+
+    def __new__(
+        cls, name: str, account_id: tuple[int, int], seen_event: int
+    ) -> "LoginIdentity":
+        identity = super().__new__(cls, name)
+        identity.account_id = account_id
+        identity.seen_event = seen_event
+        return identity
+
+
 @implementer(ICredentialsChecker)
 class AccountChecker:
     """Checks user name and password against the accounts in SQLite.
@@ -42,12 +75,13 @@ class AccountChecker:
         name = credentials.username
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
-        account = yield self._accounts.authenticate(name, credentials.password)
+        address = getattr(credentials, "address", None)
+        account, seen = yield self._accounts.login_check(name, credentials.password, address)
         if account is None:
             raise BadCredentials(BAD_CREDENTIALS)
         if account.banned:
             raise ChatError("banned", "this account is banned")
-        return account.name
+        return LoginIdentity(account.name, account.identity, seen)
 
 
 @implementer(IRealm)
@@ -67,4 +101,5 @@ class ChatRealm:
 
 def make_portal(service: ChatService, accounts: Accounts) -> ObservedPortal:
     """The portal every login of this server goes through, reporting to its telemetry."""
+    accounts.on_created = service.account_created
     return ObservedPortal(Portal(ChatRealm(service), [AccountChecker(accounts)]), service.telemetry)

@@ -122,6 +122,12 @@ class Config:
     stored_message_limit: Allowance | None = field(
         default=Allowance(100, 600.0), metadata={"env": "CHATD_STORED_MESSAGE_LIMIT"}
     )
+    # bcrypt jobs one address may have waiting or running at once.
+    bcrypt_per_address: int = field(default=8, metadata={"env": "CHATD_BCRYPT_PER_ADDRESS"})
+    # /passwd attempts per account, right or wrong old password alike.
+    passwd_limit: Allowance | None = field(
+        default=Allowance(5, 3600.0), metadata={"env": "CHATD_PASSWD_LIMIT"}
+    )
     # Room messages of one session that may wait on commits at once.
     pipeline_depth: int = field(default=32, metadata={"env": "CHATD_PIPELINE_DEPTH"})
     send_queue_soft: int = field(default=64 * 1024, metadata={"env": "CHATD_SEND_QUEUE_SOFT"})
@@ -469,6 +475,8 @@ _PARSERS = {
     "max_rooms_per_user": _int_between(1, 1_000_000),
     "room_creation_limit": _allowance,
     "stored_message_limit": _allowance,
+    "bcrypt_per_address": _int_between(1, 1_000_000),
+    "passwd_limit": _allowance,
     "pipeline_depth": _int_between(1, 1024),
     "send_queue_soft": _bytes_between(1024, 1 << 30),
     "send_queue_limit": _bytes_between(1024, 1 << 30),

@@ -172,32 +172,103 @@ def _too_many(text: str) -> ChatError:
     return ChatError("too-many-attempts", text)
 
 
+# The addresses a successful login to an account came from, kept per account
+# (at most this many, the least recent forgotten) for this long: the owner's
+# known-good addresses, which the account-wide lock does not apply to.
+KNOWN_ADDRESSES_PER_ACCOUNT = 16
+KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600.0
+
+# An address's failures are kept by the account they were made on, for at most
+# this many accounts; the failures on further accounts are pooled under None,
+# which no success ever clears.
+ACCOUNTS_PER_ADDRESS_MEMORY = 64
+
+
 @dataclass
 class _Failures:
-    """Failed logins in a row, for one address or one account."""
+    """Failed logins in a row and attempts in flight, for one address or one account."""
 
     count: int = 0
     locked_until: float = 0.0
+    # Attempts admitted whose password check has not ended yet.
+    pending: int = 0
     # For an account: the addresses that failed on it, oldest first.
     addresses: dict[str, None] = field(default_factory=dict)
+    # For an address: its failures by the account they were made on (the
+    # (address, account) pairs), so a success clears only its own account's.
+    by_account: dict[str | None, int] = field(default_factory=dict)
+
+    def admits(self, now: float, limit: int) -> bool:
+        """Whether one more attempt may start: not locked, and the failures so far
+        plus the attempts in flight (each of which may yet fail) stay under the
+        limit; past the limit, once a lockout is over, one attempt at a time."""
+        return now >= self.locked_until and self.pending < max(1, limit - self.count)
+
+
+class LoginAttempt:
+    """One admitted login (or ``/passwd`` check) while its password is checked.
+
+    It holds a place in its address's and account's count of attempts in
+    flight until it ends, exactly once, by ``failed``, ``succeeded`` or
+    ``abandoned`` (refused for a busy server, or failed on the server's side:
+    not a guess either way).
+    """
+
+    __slots__ = ("_throttle", "account", "address", "ended")
+
+    def __init__(self, throttle: "LoginThrottle", address: str, account: str) -> None:
+        self._throttle = throttle
+        self.address = address
+        self.account = account
+        self.ended = False
+
+    def _end(self) -> bool:
+        if self.ended:
+            return False
+        self.ended = True
+        self._throttle._release(self.address, self.account)
+        return True
+
+    def failed(self) -> None:
+        """A wrong password (or unknown user): counts for the address and the account."""
+        if self._end():
+            self._throttle.failed(self.address, self.account)
+
+    def succeeded(self) -> None:
+        """The right password: clears this account's failures only."""
+        if self._end():
+            self._throttle.succeeded(self.address, self.account)
+
+    def abandoned(self) -> None:
+        """Not a guess: free the place without counting anything."""
+        self._end()
 
 
 class LoginThrottle:
     """Failed logins by source address and by account, with growing lockouts.
+
+    Every limit counts the attempts still in flight: an attempt is admitted
+    (``admit``) only if the failures so far plus the attempts whose password
+    is still being checked stay under the limit, so 250 wrong logins sent at
+    once from one address get at most ``per_address`` bcrypt checks.
 
     After ``per_address`` failed logins in a row an address is locked out
     for ``lockout`` seconds, doubled for every further failure up to
     ``lockout_max``. While locked, its logins are refused with
     ``too-many-attempts`` without checking the password, and each refusal
     counts as one more failure, so hammering only makes the lockout longer.
-    A successful login ends the row.
+    An address's failures are kept by the account they were made on: a
+    successful login clears that account's failures only, so a guesser who
+    owns an account cannot wipe his guesses on another by logging into his own.
 
     After ``per_account`` failed logins in a row to one account, from all
     addresses together, the account is locked the same way, but only for the
-    addresses that already failed on it: each other address still gets its attempt. So
-    guessing spread over many addresses gets one guess per address per
-    lockout, while the real user, from an address that has not been
-    guessing, still logs in. A successful login to the account ends its row.
+    addresses that already failed on it and are not among the account's
+    known-good addresses (those a login to it succeeded from, remembered for
+    ``KNOWN_ADDRESS_SECONDS``): each other address still gets its attempt.
+    So guessing spread over many addresses gets one guess per address per
+    lockout, while the owner - from home, even after a typo there - still
+    logs in. A successful login to the account ends its row.
     """
 
     def __init__(
@@ -218,6 +289,7 @@ class LoginThrottle:
         ttl = lockout_max + 3600
         self._addresses = ExpiringTable(clock, ttl, capacity)
         self._accounts = ExpiringTable(clock, ttl, capacity)
+        self._known = ExpiringTable(clock, KNOWN_ADDRESS_SECONDS, capacity)
 
     def delay(self, excess: int) -> float:
         """The lockout for the ``excess``-th failure since the limit was reached (from 1)."""
@@ -225,28 +297,61 @@ class LoginThrottle:
         return min(self.lockout * 2.0**exponent, self.lockout_max)
 
     def _wait_text(self, until: float) -> str:
-        return f"try again in {math.ceil(until - self._clock.seconds())} s"
+        return f"try again in {max(1, math.ceil(until - self._clock.seconds()))} s"
+
+    def known_good(self, address: str, account: str) -> bool:
+        """Whether a login to ``account`` succeeded from ``address`` lately."""
+        known = self._known.get(account)
+        return known is not None and address in known
+
+    def admit(self, address: str, account: str) -> LoginAttempt:
+        """Admit one attempt, counted in flight until it ends; or raise ``too-many-attempts``.
+
+        A refusal while locked out counts as one more failure of the address
+        (on ``account``); one for the attempts in flight does not.
+        """
+        self.check(address, account)
+        for table, key in ((self._addresses, address), (self._accounts, account)):
+            held = table.get(key) or _Failures()
+            held.pending += 1
+            table.put(key, held)
+        return LoginAttempt(self, address, account)
 
     def check(self, address: str, account: str) -> None:
-        """Raise ``too-many-attempts`` if this login must not even be tried now."""
+        """Raise ``too-many-attempts`` if a login must not even be tried now; admit
+        nothing."""
         now = self._clock.seconds()
         record = self._addresses.get(address)
         if record is not None and now < record.locked_until:
-            self._address_failed(address)
+            self._address_failed(address, account)
             raise _too_many(
                 "too many failed logins from your address; "
                 + self._wait_text(self._addresses.get(address).locked_until)
             )
+        if record is not None and not record.admits(now, self.per_address):
+            # Refused for the attempts in flight, which may all yet fail: costs
+            # no bcrypt, and is not counted (those attempts will be).
+            raise _too_many("too many logins from your address at once; try again")
         guarded = self._accounts.get(account)
-        if guarded is not None and now < guarded.locked_until and address in guarded.addresses:
-            self._address_failed(address)
-            raise _too_many(
-                f"too many failed logins to {account}; " + self._wait_text(guarded.locked_until)
-            )
+        if (
+            guarded is not None
+            and address in guarded.addresses
+            and not self.known_good(address, account)
+            and not guarded.admits(now, self.per_account)
+        ):
+            self._address_failed(address, account)
+            until = max(guarded.locked_until, now + self.lockout)
+            raise _too_many(f"too many failed logins to {account}; " + self._wait_text(until))
+
+    def _release(self, address: str, account: str) -> None:
+        for table, key in ((self._addresses, address), (self._accounts, account)):
+            held = table.get(key)
+            if held is not None and held.pending > 0:
+                held.pending -= 1
 
     def failed(self, address: str, account: str) -> None:
         """Count a wrong password (or unknown user) for the address and the account."""
-        self._address_failed(address)
+        self._address_failed(address, account)
         record = self._accounts.get(account) or _Failures()
         record.count += 1
         record.addresses.pop(address, None)
@@ -257,13 +362,32 @@ class LoginThrottle:
         self._accounts.put(account, record)
 
     def succeeded(self, address: str, account: str) -> None:
-        """A right password: the address and the account start afresh."""
-        self._addresses.pop(address)
-        self._accounts.pop(account)
+        """A right password: the account starts afresh, the address only as far as its
+        failures were on this account; the address becomes one of the account's known-good."""
+        record = self._addresses.get(address)
+        if record is not None:
+            record.count -= record.by_account.pop(account, 0)
+            if record.count < self.per_address:
+                record.locked_until = 0.0
+        guarded = self._accounts.get(account)
+        if guarded is not None:
+            # Attempts still in flight keep their places; only the row ends.
+            self._accounts.put(account, _Failures(pending=guarded.pending))
+        known = self._known.get(account) or {}
+        known.pop(address, None)
+        known[address] = None
+        while len(known) > KNOWN_ADDRESSES_PER_ACCOUNT:
+            del known[next(iter(known))]
+        self._known.put(account, known)
 
-    def _address_failed(self, address: str) -> None:
+    def _address_failed(self, address: str, account: str) -> None:
         record = self._addresses.get(address) or _Failures()
         record.count += 1
+        key: str | None = account
+        full = len(record.by_account) >= ACCOUNTS_PER_ADDRESS_MEMORY
+        if account not in record.by_account and full:
+            key = None
+        record.by_account[key] = record.by_account.get(key, 0) + 1
         self._lock(record, self.per_address)
         self._addresses.put(address, record)
 
@@ -278,9 +402,50 @@ class LoginThrottle:
         record = self._addresses.get(address)
         return record is not None and self._clock.seconds() < record.locked_until
 
+    def in_flight(self, address: str) -> int:
+        """How many attempts from ``address`` are being checked now."""
+        record = self._addresses.get(address)
+        return 0 if record is None else record.pending
 
-class RegistrationLimit:
-    """Accounts created per source address: ``count`` per ``seconds``, as a token bucket."""
+
+class Reservation:
+    """A place held in an ``AllowanceLimit`` until the attempt ends, exactly once."""
+
+    __slots__ = ("_bucket", "_limit", "ended")
+
+    def __init__(self, limit: "AllowanceLimit", bucket: "_HeldBucket | None") -> None:
+        self._limit = limit
+        self._bucket = bucket
+        self.ended = False
+
+    def used(self) -> None:
+        """The attempt happened: it takes its token."""
+        if not self.ended:
+            self.ended = True
+            if self._bucket is not None:
+                self._bucket.pending -= 1
+                self._bucket.bucket.take()
+
+    def abandoned(self) -> None:
+        """The attempt did not happen (refused, failed early): its token stays."""
+        if not self.ended:
+            self.ended = True
+            if self._bucket is not None:
+                self._bucket.pending -= 1
+
+
+@dataclass
+class _HeldBucket:
+    bucket: TokenBucket
+    pending: int = 0
+
+
+class AllowanceLimit:
+    """``count`` attempts per ``seconds`` per key, as a token bucket, counting the
+    attempts in flight: one is admitted only while the tokens left cover it and
+    every attempt admitted before it that has not ended yet."""
+
+    refusal = "too many attempts; try again later"
 
     def __init__(self, clock, allowance: Allowance | None, capacity: int = TABLE_CAPACITY):
         self._clock = clock
@@ -289,22 +454,52 @@ class RegistrationLimit:
         # A bucket untouched for the whole period is full again: as good as forgotten.
         self._buckets = ExpiringTable(clock, ttl, capacity)
 
-    def check(self, address: str) -> None:
-        """Raise ``too-many-attempts`` if ``address`` may not create an account now."""
-        bucket = self._buckets.get(address)
-        if bucket is not None and not bucket.available():
-            raise _too_many("too many new accounts from your address; try again later")
+    def admit(self, key: str) -> Reservation:
+        """Hold a place for one attempt by ``key``, or raise ``too-many-attempts``."""
+        if self.allowance is None:
+            return Reservation(self, None)
+        self.check(key)
+        held = self._buckets.get(key)
+        if held is None:
+            rate = self.allowance.count / self.allowance.seconds
+            held = _HeldBucket(TokenBucket(rate, self.allowance.count, self._clock))
+        held.pending += 1
+        self._buckets.put(key, held)
+        return Reservation(self, held)
+
+    def check(self, key: str) -> None:
+        """Raise ``too-many-attempts`` if ``key`` may not make an attempt now: the
+        tokens left do not cover it and the attempts in flight. Admits nothing."""
+        held = None if self.allowance is None else self._buckets.get(key)
+        if held is None:
+            return
+        held.bucket.available()
+        if held.bucket.tokens + _TOKEN_SLACK < held.pending + 1:
+            raise _too_many(self.refusal)
+
+
+class RegistrationLimit(AllowanceLimit):
+    """Accounts created per source address: ``count`` per ``seconds``, counting the
+    registrations still in flight (a name check and a bcrypt hash each)."""
+
+    refusal = "too many new accounts from your address; try again later"
 
     def created(self, address: str) -> None:
-        """Count an account created from ``address``."""
+        """Count an account created from ``address`` outside ``admit`` (tests, tools)."""
         if self.allowance is None:
             return
-        bucket = self._buckets.get(address)
-        if bucket is None:
+        held = self._buckets.get(address)
+        if held is None:
             rate = self.allowance.count / self.allowance.seconds
-            bucket = TokenBucket(rate, self.allowance.count, self._clock)
-        bucket.take()
-        self._buckets.put(address, bucket)
+            held = _HeldBucket(TokenBucket(rate, self.allowance.count, self._clock))
+        held.bucket.take()
+        self._buckets.put(address, held)
+
+
+class PasswordChangeLimit(AllowanceLimit):
+    """``/passwd`` attempts per account, right or wrong old password alike."""
+
+    refusal = "too many password changes for this account; try again later"
 
 
 @dataclass
@@ -888,6 +1083,9 @@ class Limits:
         )
         self.registrations = RegistrationLimit(
             clock, config.registration_limit, capacity=config.login_table_size
+        )
+        self.password_changes = PasswordChangeLimit(
+            clock, config.passwd_limit, capacity=config.login_table_size
         )
         self.room_creations = KeyedAllowance(
             clock, config.room_creation_limit, capacity=config.login_table_size

@@ -14,7 +14,6 @@ waits on a Deferred (a commit, a bcrypt check) later lines stay buffered.
 import re
 from dataclasses import dataclass, field
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
@@ -24,11 +23,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.accounts import BAD_CREDENTIALS
+from chatd.auth import AddressedCredentials
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import Event, Notice, encode_line
 from chatd.keepalive import enable_tcp_keepalive
-from chatd.limits import Limits, SendQueue, address_key
+from chatd.limits import Limits, LoginAttempt, SendQueue, address_key
 from chatd.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
 from chatd.service import HISTORY_MAX, IChatClient, IChatSession
 from chatd.telemetry import Telemetry
@@ -597,43 +597,51 @@ class ChatProtocol(LineReceiver):
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
         try:
-            self.server.limits.registrations.check(self.address)
+            # Holds a place until the registration ends: registrations in
+            # flight count against the limit as much as finished ones.
+            reservation = self.server.limits.registrations.admit(self.address)
         except ChatError:
             self.server.telemetry.limit_hit("registration", self.peer, None)
             raise
-        registering = self.server.accounts.register(name, password)
-        registering.addCallback(self._registered)
-        return self.server.telemetry.watch_registration(registering, name, self.peer)
+        registering = self.server.accounts.register(name, password, self.address)
 
-    def _registered(self, name: str) -> str:
-        self.server.limits.registrations.created(self.address)
-        return name
+        def created(name: str) -> str:
+            reservation.used()
+            return name
+
+        def not_created(failure):
+            reservation.abandoned()
+            return failure
+
+        registering.addCallbacks(created, not_created)
+        return self.server.telemetry.watch_registration(registering, name, self.peer)
 
     def do_login(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
         require_user_name(name)
-        throttle = self.server.limits.logins
         try:
-            throttle.check(self.address, fold(name))
+            # Counted in flight until its password check ends.
+            attempt = self.server.limits.logins.admit(self.address, fold(name))
         except ChatError as error:
             self.server.telemetry.login_failed(name, self.peer, error.code)
             raise
         candidates = password_candidates(password)
         if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
-            throttle.failed(self.address, fold(name))
+            attempt.failed()
             self.server.telemetry.login_failed(name, self.peer, "bad-credentials")
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
         self._logging_in = True
         logging_in = self._check_password(name, candidates)
         return logging_in.addCallbacks(
-            self._logged_in, self._login_failed, callbackArgs=(name,), errbackArgs=(name,)
+            self._logged_in, self._login_failed, callbackArgs=(attempt,), errbackArgs=(attempt,)
         )
 
     def _check_password(self, name: str, candidates: tuple[bytes, ...]) -> defer.Deferred:
         """Log in with the first form of the password; a wrong one tries the next form."""
         first, rest = candidates[0], candidates[1:]
-        checking = self.server.portal.login(UsernamePassword(name, first), self, IChatSession)
+        credentials = AddressedCredentials(name, first, self.address)
+        checking = self.server.portal.login(credentials, self, IChatSession)
         if rest:
 
             def try_next(failure):
@@ -643,9 +651,9 @@ class ChatProtocol(LineReceiver):
             checking.addErrback(try_next)
         return checking
 
-    def _logged_in(self, login, name: str) -> str:
+    def _logged_in(self, login, attempt: LoginAttempt) -> str:
         self._logging_in = False
-        self.server.limits.logins.succeeded(self.address, fold(name))
+        attempt.succeeded()
         _interface, session, logout = login
         if self._lost:
             logout()
@@ -654,14 +662,18 @@ class ChatProtocol(LineReceiver):
         self.session, self._logout = session, logout
         return session.name
 
-    def _login_failed(self, failure, name: str):
+    def _login_failed(self, failure, attempt: LoginAttempt):
         self._logging_in = False
         if failure.check(UnauthorizedLogin):
-            self.server.limits.logins.failed(self.address, fold(name))
+            attempt.failed()
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
-        if failure.check(ChatError) and failure.value.code == "banned":
+        if failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
             # The password was right: this address is not guessing.
-            self.server.limits.logins.succeeded(self.address, fold(name))
+            attempt.succeeded()
+        else:
+            # A busy server, or an account changed while its password was
+            # checked: not a guess either way.
+            attempt.abandoned()
         return failure
 
     def do_say(self, room: str | None, text: str | None = None):
@@ -781,26 +793,44 @@ class ChatProtocol(LineReceiver):
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
         # A wrong old password is a guess like a failed login: a stolen
-        # session must not be a way round the login throttle.
-        key = fold(self.session.name)
-        throttle = self.server.limits.logins
-        throttle.check(self.address, key)
-        changing = self.server.accounts.change_password(self.session.name, old, new)
-        changing.addCallbacks(
-            lambda result: throttle.succeeded(self.address, key) or result,
-            self._old_password_refused,
-            errbackArgs=(key,),
+        # session must not be a way round the login throttle. Right or wrong,
+        # each change costs two bcrypt jobs, so each also counts against the
+        # account's own allowance (CHATD_PASSWD_LIMIT).
+        session = self.session
+        key = fold(session.name)
+        limits = self.server.limits
+        attempt = limits.logins.admit(self.address, key)
+        try:
+            reservation = limits.password_changes.admit(key)
+        except ChatError:
+            attempt.abandoned()
+            raise
+        changing = self.server.accounts.change_password(
+            session.name, old, new, self.address, still_wanted=lambda: session.active
         )
-        return self.server.telemetry.watch_password_change(changing, self.session.name, self.peer)
+
+        def changed(event_id: int) -> None:
+            reservation.used()
+            attempt.succeeded()
+            # The account's other sessions end: whoever had the old password
+            # (and a session with it) is out.
+            session.password_changed(event_id)
+
+        def refused(failure):
+            if failure.check(ChatError) and failure.value.code == "bad-credentials":
+                reservation.used()
+                attempt.failed()
+            else:
+                reservation.abandoned()
+                attempt.abandoned()
+            return failure
+
+        changing.addCallbacks(changed, refused)
+        return self.server.telemetry.watch_password_change(changing, session.name, self.peer)
 
     def do_password(self, old: str, new: str) -> defer.Deferred:
         # The same change as /passwd, with both passwords free to hold spaces.
         return self.do_passwd(old, new)
-
-    def _old_password_refused(self, failure, key: str):
-        if failure.check(ChatError) and failure.value.code == "bad-credentials":
-            self.server.limits.logins.failed(self.address, key)
-        return failure
 
     def do_ping(self, token: str | None) -> str:
         return token or ""

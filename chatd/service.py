@@ -141,6 +141,10 @@ class IChatSession(Interface):
     def logout() -> None:
         """End this session; the user leaves every room when it was the last."""
 
+    def password_changed(event_id: int) -> None:
+        """This session changed the account's password (account event ``event_id``):
+        the account's other sessions end with ``BYE password-changed``."""
+
 
 class Room:
     """A room with at least one member (or about to get one).
@@ -234,10 +238,16 @@ class User:
     """An account with at least one session: Ergo's client, Twisted's avatar owner."""
 
     # Thousands of sessions: no per-instance __dict__.
-    __slots__ = ("arriving", "away", "key", "mailbox", "name", "rooms", "sessions")
+    __slots__ = (
+        "account_id", "arriving", "away", "key", "mailbox", "name", "rooms", "sessions"
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, account_id: tuple[int, int] | None = None) -> None:
         self.name = name
+        # The identity (users.id, incarnation) of the account the sessions
+        # logged into (None: not known,
+        # for sessions started without a checked login, as in tests).
+        self.account_id = account_id
         self.key = fold(name)
         # The away text (/away), empty when not away; kept in the database too.
         self.away = ""
@@ -269,15 +279,22 @@ class Session:
     """
 
     # Thousands of sessions: no per-instance __dict__.
-    __slots__ = ("_service", "active", "current", "dropping", "mind", "user")
+    __slots__ = (
+        "_service", "active", "current", "dropping", "mind", "trusted_from", "user"
+    )
 
-    def __init__(self, service: "ChatService", user: User, mind: IChatClient) -> None:
+    def __init__(
+        self, service: "ChatService", user: User, mind: IChatClient, trusted_from: int = 0
+    ) -> None:
         self._service = service
         self.user = user
         self.mind = mind
         self.current: Room | None = None
         self.active = True
         self.dropping = False
+        # The newest account event this session's login already took into
+        # account: only later bans, kicks and password changes end it.
+        self.trusted_from = trusted_from
 
     @property
     def name(self) -> str:
@@ -420,6 +437,10 @@ class Session:
             self.active = False
             self._service.end_session(self)
 
+    def password_changed(self, event_id: int) -> None:
+        self.trusted_from = max(self.trusted_from, event_id)
+        self._service.end_sessions(self.user, "password-changed", event_id, keep=self)
+
 
 class ChatService(Service):
     """Rooms, online users and the routing of everything said between them."""
@@ -478,8 +499,17 @@ class ChatService(Service):
         reading.addErrback(lambda failure: log.failure("reading account events", failure))
         return reading
 
+    # What each account event ends sessions with; a ``create`` event means the
+    # name was free, so a session still open under it is a deleted account's.
+    ENDING_EVENTS = {
+        "ban": "banned",
+        "kick": "kicked",
+        "delete": "account-deleted",
+        "create": "account-deleted",
+        "passwd": "password-changed",
+    }
+
     def _apply_account_events(self, events: list[storage.AccountEvent]) -> None:
-        reasons = {"ban": "banned", "kick": "kicked", "delete": "account-deleted"}
         for event in events:
             self._last_account_event = event.id
             if event.room_key is not None:
@@ -488,10 +518,38 @@ class ChatService(Service):
             if event.action == "erase":
                 self._forget_history_of(event.name_key)
             user = self.users.get(event.name_key)
-            if user is not None and event.action in reasons:
-                self.telemetry.kicked(user.name, reasons[event.action], len(user.sessions))
-                for session in list(user.sessions):
-                    session.mind.disconnect(reasons[event.action])
+            if user is None or event.action not in self.ENDING_EVENTS:
+                continue
+            if event.action == "create" and user.account_id is None:
+                # Sessions not bound to an account id (started without a
+                # checked login, in tests) cannot be told from the new owner's.
+                continue
+            self.end_sessions(user, self.ENDING_EVENTS[event.action], event.id)
+
+    def end_sessions(
+        self, user: User, reason: str, event_id: int | None = None, keep: Session | None = None
+    ) -> None:
+        """End ``user``'s sessions that started before account event ``event_id`` (all
+        if None), but ``keep``: each is told ``BYE reason`` and forgotten at once,
+        so nothing meant for the account reaches it any more."""
+        ending = [
+            session
+            for session in user.sessions
+            if session is not keep and (event_id is None or session.trusted_from < event_id)
+        ]
+        if not ending:
+            return
+        self.telemetry.kicked(user.name, reason, len(ending))
+        for session in ending:
+            session.mind.disconnect(reason)
+            session.logout()
+
+    def account_created(self, name_key: str) -> None:
+        """An account was just created under ``name_key`` on this server: a session
+        still open under the name is a deleted account's, and ends now."""
+        user = self.users.get(name_key)
+        if user is not None:
+            self.end_sessions(user, "account-deleted")
 
     def _apply_room_event(self, event: storage.AccountEvent) -> None:
         """Show live sessions a change ``chatd room ...`` made in the database.
@@ -522,16 +580,55 @@ class ChatService(Service):
     def start_session(self, name: str, mind: IChatClient) -> defer.Deferred:
         """Log ``name`` in through ``mind``; fire with the new ``Session``.
 
+        A ``name`` from a checked login (``chatd.auth.LoginIdentity``) is first
+        checked again against the database: the account must still be the one
+        whose password was checked (not deleted, nor deleted and registered
+        again), not banned, and not kicked nor have its password changed since
+        the check began; else the login fails (``bad-credentials``, ``banned``,
+        ``kicked``). The session is bound to the account's identity.
+        """
+        account_id = getattr(name, "account_id", None)
+        if account_id is None:
+            return self._start_session(str(name), mind, None, 0)
+        checking = self.database.read(
+            storage.account_changes_since, fold(name), name.seen_event
+        )
+        return checking.addCallback(self._checked_again, account_id, mind)
+
+    def _checked_again(
+        self, found, account_id: tuple[int, int], mind: IChatClient
+    ) -> defer.Deferred:
+        account, actions, newest = found
+        if account is None or account.identity != account_id or "passwd" in actions:
+            raise ChatError("bad-credentials", "unknown user or wrong password")
+        if account.banned:
+            raise ChatError("banned", "this account is banned")
+        if "kick" in actions:
+            raise ChatError(
+                "kicked", "an operator ended this account's sessions while you logged in"
+            )
+        return self._start_session(account.name, mind, account.identity, newest)
+
+    def _start_session(
+        self, name: str, mind: IChatClient, account_id: tuple[int, int] | None, trusted_from: int
+    ) -> defer.Deferred:
+        """Start the session of a login checked (again) just now.
+
         The first session of a user joins #lobby; a further one is shown the
         rooms the user is in, once the first has finished arriving if it is
         still opening #lobby. Either way the session then gets the direct
         messages stored for the user while they had no session.
         """
         user = self.users.get(fold(name))
+        stale = user is not None and None not in (user.account_id, account_id)
+        if stale and user.account_id != account_id:
+            # A deleted account's sessions, not yet ended: they end now.
+            self.end_sessions(user, "account-deleted")
+            user = self.users.get(fold(name))
         first = user is None
         if first:
-            user = self.users[fold(name)] = User(name)
-        session = Session(self, user, mind)
+            user = self.users[fold(name)] = User(name, account_id)
+        session = Session(self, user, mind, trusted_from)
         if first:
             user.arriving = []
             user.sessions.append(session)

@@ -16,12 +16,13 @@ only for data that survives ``kill -9``.
 
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -143,6 +144,12 @@ MIGRATIONS: tuple[str, ...] = (
             '1', 'l'), 'i', 'l'), '0', 'o'), 'rn', 'm'), 'vv', 'w')
     );
     """,
+    # 5: users.id is reused once the newest account is deleted; a random
+    # incarnation tells a name registered again from the account it replaced,
+    # so a session is bound to (id, incarnation). Old accounts keep 0.
+    """
+    ALTER TABLE users ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
@@ -161,6 +168,15 @@ class Account:
     name: str
     password_hash: str
     banned: bool
+    # users.id and users.incarnation: what a session is bound to, so a name
+    # deleted and registered again is a different account.
+    id: int = field(default=0, compare=False)
+    incarnation: int = field(default=0, compare=False)
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """What tells this account from any other ever stored under its name."""
+        return (self.id, self.incarnation)
 
 
 @dataclass(frozen=True)
@@ -269,11 +285,13 @@ def open_database_file(path: str) -> sqlite3.Connection:
 
 def create_user(
     connection: sqlite3.Connection, name: str, password_hash: str, now: int
-) -> None:
-    """Add an account; raise ``user-exists`` if the name is taken in any case.
+) -> int:
+    """Add an account; return its id; raise ``user-exists`` if the name is taken in any case.
 
     A name that looks like an existing one (``aIice`` beside ``alice``: the
-    same ``names.skeleton``) counts as taken too.
+    same ``names.skeleton``) counts as taken too. A ``create`` event tells
+    running servers that any session still open under this name belongs to
+    an account gone before it.
     """
     look_alike = connection.execute(
         f"SELECT name FROM users WHERE {SKELETON_SQL} = ? AND name_key != ?",
@@ -282,20 +300,78 @@ def create_user(
     if look_alike is not None:
         raise ChatError("user-exists", f"{name} is taken: it looks like {look_alike[0]}")
     try:
-        connection.execute(
-            "INSERT INTO users (name_key, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
-            (name.lower(), name, password_hash, now),
+        cursor = connection.execute(
+            "INSERT INTO users (name_key, name, password_hash, created_at, incarnation)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name.lower(), name, password_hash, now, secrets.randbits(62) + 1),
         )
     except sqlite3.IntegrityError:
         raise ChatError("user-exists", f"{name} is taken") from None
+    record_account_event(connection, name.lower(), "create", now)
+    return cursor.lastrowid
 
 
 def find_account(connection: sqlite3.Connection, name_key: str) -> Account | None:
     """Return the account stored under ``name_key``, or None."""
     row = connection.execute(
-        "SELECT name, password_hash, banned FROM users WHERE name_key = ?", (name_key,)
+        "SELECT name, password_hash, banned, id, incarnation FROM users WHERE name_key = ?",
+        (name_key,),
     ).fetchone()
-    return None if row is None else Account(row[0], row[1], bool(row[2]))
+    return None if row is None else Account(row[0], row[1], bool(row[2]), row[3], row[4])
+
+
+def find_account_for_login(
+    connection: sqlite3.Connection, name_key: str
+) -> tuple[Account | None, int]:
+    """The account under ``name_key`` and the newest account event id, read together.
+
+    A login notes the event id before its password check, so the check made
+    again when its session starts sees every change made meanwhile.
+    """
+    return find_account(connection, name_key), last_account_event_id(connection)
+
+
+def account_changes_since(
+    connection: sqlite3.Connection, name_key: str, after_id: int
+) -> tuple[Account | None, list[str], int]:
+    """The account under ``name_key`` now, the actions on that name since event
+    ``after_id`` (oldest first), and the newest event id."""
+    account = find_account(connection, name_key)
+    rows = connection.execute(
+        "SELECT action FROM account_events WHERE name_key = ? AND id > ? ORDER BY id",
+        (name_key, after_id),
+    )
+    return account, [action for (action,) in rows], last_account_event_id(connection)
+
+
+def change_password_hash(
+    connection: sqlite3.Connection, identity: tuple[int, int], password_hash: str, now: int
+) -> int | None:
+    """Set the password of the account ``identity`` (a password change); return the id
+    of the ``passwd`` event that ends the account's other sessions, None if it is gone."""
+    account_id, incarnation = identity
+    row = connection.execute(
+        "SELECT name_key FROM users WHERE id = ? AND incarnation = ?", (account_id, incarnation)
+    ).fetchone()
+    if row is None:
+        return None
+    connection.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, account_id)
+    )
+    record_account_event(connection, row[0], "passwd", now)
+    return last_account_event_id(connection)
+
+
+def upgrade_password_hash(
+    connection: sqlite3.Connection, account_id: int, old_hash: str, new_hash: str
+) -> bool:
+    """Replace an account's hash by the same password at the current cost, unless the
+    password changed meanwhile; not a password change, so no event."""
+    cursor = connection.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        (new_hash, account_id, old_hash),
+    )
+    return cursor.rowcount == 1
 
 
 def user_exists(connection: sqlite3.Connection, name_key: str) -> bool:
@@ -304,11 +380,19 @@ def user_exists(connection: sqlite3.Connection, name_key: str) -> bool:
     return row is not None
 
 
-def set_password_hash(connection: sqlite3.Connection, name_key: str, password_hash: str) -> bool:
-    """Replace an account's password hash; return False if there is no such account."""
+def set_password_hash(
+    connection: sqlite3.Connection, name_key: str, password_hash: str, now: int | None = None
+) -> bool:
+    """Replace an account's password hash; return False if there is no such account.
+
+    Given ``now``, it is a password change: a ``passwd`` event ends the
+    account's sessions and the logins in progress.
+    """
     cursor = connection.execute(
         "UPDATE users SET password_hash = ? WHERE name_key = ?", (password_hash, name_key)
     )
+    if cursor.rowcount == 1 and now is not None:
+        record_account_event(connection, name_key, "passwd", now)
     return cursor.rowcount == 1
 
 

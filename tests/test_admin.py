@@ -38,7 +38,8 @@ def test_add_refuses_taken_names_and_weak_passwords(run):
 
 
 def test_passwd_ban_unban(run):
-    """passwd replaces the hash; ban and unban flip the flag and record events."""
+    """passwd replaces the hash; ban and unban flip the flag; each records an event
+    (the password change too: it ends the account's sessions and logins in progress)."""
     run("user", "add", "alice", "--password-stdin", stdin="password1\n")
     assert run("user", "passwd", "alice", "--password-stdin", stdin="another-pass\n")[0] == 0
     assert run("user", "ban", "alice")[1] == "banned alice\n"
@@ -49,7 +50,7 @@ def test_passwd_ban_unban(run):
     assert check_password(b"another-pass", account.password_hash)
     assert not account.banned
     actions = [event.action for event in storage.account_events_since(connection, 0)]
-    assert actions == ["ban", "unban"]
+    assert actions == ["create", "passwd", "ban", "unban"]
 
 
 def test_kick_records_an_event(run):
@@ -57,7 +58,7 @@ def test_kick_records_an_event(run):
     run("user", "add", "alice", "--password-stdin", stdin="password1\n")
     assert run("user", "kick", "alice") == (0, "kicked alice\n", "")
     connection = storage.open_database_file(run.path)
-    assert [e.action for e in storage.account_events_since(connection, 0)] == ["kick"]
+    assert [e.action for e in storage.account_events_since(connection, 0)] == ["create", "kick"]
 
 
 def test_unknown_user(run):

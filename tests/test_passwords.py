@@ -63,7 +63,7 @@ def ask_every_worker(hasher):
 @pytest_twisted.inlineCallbacks
 def test_workers_are_processes_at_the_lowest_priority(hasher):
     """Each worker is a process of its own whose nice value is raised by BCRYPT_NICENESS."""
-    workers = set(hasher.pool._processes)
+    workers = set(hasher.worker_pids())
     assert len(workers) == 2 and os.getpid() not in workers
     seen = yield ask_every_worker(hasher)
     assert set(seen) == workers
@@ -84,22 +84,77 @@ def test_a_full_queue_refuses_at_once(hasher):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_killed_worker_costs_at_most_the_jobs_it_had(hasher):
-    """Workers killed from outside (out of memory, a stray signal): a new pool takes over."""
+def test_killed_workers_are_replaced(hasher):
+    """Workers killed from outside (out of memory, a stray signal): new ones take over."""
     stored = yield hasher.hash(b"correct horse")
-    for pid in list(hasher.pool._processes):
+    for pid in hasher.worker_pids():
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(BrokenProcessPool):
-        # Sent before or after the pool noticed: it fails, or runs in the new pool.
+        # Sent before or after the pool noticed: it fails, or runs in the new worker.
         assert (yield hasher.check(b"correct horse", stored)) is True
     assert (yield hasher.check(b"correct horse", stored)) is True
     assert (yield hasher.check(b"wrong horse", stored)) is False
 
 
 @pytest_twisted.inlineCallbacks
+def test_killing_one_worker_fails_only_the_job_it_had():
+    """Issue 9, item 15: twenty checks in flight on two workers, one worker killed: at
+    most the one check it ran fails; every other check, queued or running, answers."""
+    from twisted.internet import reactor
+
+    pool = PasswordHasher(reactor, 4, 2)
+    yield pool.start()
+    try:
+        stored = passwords.hash_password(b"correct horse", 8)
+        checks = [pool.check(b"correct horse", stored) for _ in range(20)]
+        assert pool.running == 2 and pool.queued == 18
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        outcomes = yield defer.DeferredList(checks, consumeErrors=True)
+        failed = [outcome for ok, outcome in outcomes if not ok]
+        assert len(failed) <= 1
+        assert all(failure.check(BrokenProcessPool) for failure in failed)
+        assert [outcome for ok, outcome in outcomes if ok] == [True] * (20 - len(failed))
+        assert len(pool.worker_pids()) == 2
+    finally:
+        yield pool.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_jobs_take_turns_by_address():
+    """One address with many jobs queued does not go before another's single job:
+    the queue goes round the addresses, and each address's share is capped."""
+    from twisted.internet import reactor
+
+    pool = PasswordHasher(reactor, 4, 1, per_address=5)
+    yield pool.start()
+    try:
+        order = []
+        stored = passwords.hash_password(b"x", 4)
+
+        def note(result, who):
+            order.append(who)
+            return result
+
+        flood = [
+            pool.check(b"guess", stored, "198.51.100.1", "alice").addCallback(note, "flood")
+            for _ in range(5)
+        ]
+        refusals = []
+        pool.check(b"guess", stored, "198.51.100.1", "alice").addErrback(refusals.append)
+        assert [failure.value.code for failure in refusals] == ["too-many-attempts"]
+        owner = pool.check(b"x", stored, "203.0.113.5", "alice").addCallback(note, "owner")
+        yield defer.gatherResults([*flood, owner])
+        # One flood job was running and one queued before the owner's: the owner's
+        # comes after those, not after all five (first in, first out would make it sixth).
+        assert order.index("owner") <= 2
+    finally:
+        yield pool.stop()
+
+
+@pytest_twisted.inlineCallbacks
 def test_stopping_ends_every_worker(hasher):
     """stop() fires once every worker process has exited."""
-    processes = list(hasher.pool._processes.values())
+    processes = [process for pool in hasher.pools for process in pool._processes.values()]
     yield hasher.stop()
     assert all(process.exitcode is not None for process in processes)
 
@@ -108,7 +163,7 @@ def test_stopping_ends_every_worker(hasher):
 def test_a_hang_up_leaves_the_workers_to_the_server(hasher):
     """SIGHUP (a closed terminal, a reload sent to the group) does not kill a worker."""
     yield ask_every_worker(hasher)
-    workers = dict(hasher.pool._processes)
+    workers = {pid: process for pool in hasher.pools for pid, process in pool._processes.items()}
     for pid in workers:
         os.kill(pid, signal.SIGHUP)
     answers = yield defer.gatherResults([hasher._run(pid_and_niceness) for _ in range(4)])

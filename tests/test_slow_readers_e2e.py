@@ -24,10 +24,15 @@ PER_BATCH = 50
 TEXT = 1000
 
 
-def non_reader(port: int, name: str) -> socket.socket:
-    """Connect with a tiny receive buffer, register and log in, and never read."""
+def non_reader(port: int, name: str, index: int) -> socket.socket:
+    """Connect with a tiny receive buffer, register and log in, and never read.
+
+    Eight per loopback source address: chatd checks at most that many passwords
+    per address at once (CHATD_BCRYPT_PER_ADDRESS) and refuses the rest.
+    """
     connected = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     connected.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connected.bind((f"127.3.0.{index // 8 + 1}", 0))
     connected.connect(("127.0.0.1", port))
     connected.sendall(f"/register {name} password1\n/login {name} password1\n".encode())
     return connected
@@ -53,7 +58,7 @@ def flood(
     writers = [LineClient(server.port, timeout=30) for _ in range(WRITERS)]
     for number, writer in enumerate(writers):
         writer.login(f"writer{number}")
-    sockets = [non_reader(server.port, f"idle{n}") for n in range(NON_READERS)]
+    sockets = [non_reader(server.port, f"idle{n}", n) for n in range(NON_READERS)]
     joined = {f"JOIN #lobby idle{n}" for n in range(NON_READERS)}
     observer.until(lambda line: joined.discard(line) or not joined)
     flooding()

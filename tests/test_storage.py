@@ -36,8 +36,14 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
             if statement.strip():
                 old.execute(statement)
         old.execute("PRAGMA user_version = 1")
-        storage.create_user(old, "Alice", "hash-a", 1)
-        storage.create_user(old, "bob", "hash-b", 2)
+        for key, name, password_hash, created_at in (
+            ("alice", "Alice", "hash-a", 1), ("bob", "bob", "hash-b", 2)
+        ):
+            # As version 1 wrote it (no incarnation, no create event).
+            old.execute(
+                "INSERT INTO users (name_key, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (key, name, password_hash, created_at),
+            )
         old.execute("INSERT INTO rooms (name_key, name, created_at) VALUES ('#lobby', '#Lobby', 3)")
         (room_id,) = old.execute("SELECT id FROM rooms WHERE name_key = '#lobby'").fetchone()
         # As version 1 wrote it: room_messages had no kind column yet.
@@ -51,6 +57,7 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
 
     upgraded = storage.connect(path)
     assert storage.migrate(upgraded) == 1
+    assert storage.find_account(upgraded, "alice").incarnation == 0
     assert upgraded.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
     assert storage.list_users(upgraded) == [("Alice", False), ("bob", False)]
     assert storage.find_account(upgraded, "alice") == storage.Account("Alice", "hash-a", False)
@@ -183,7 +190,7 @@ def test_deleting_a_user_deletes_what_waits_for_them(connection):
         assert not storage.delete_user(connection, "bob", 5)
     assert connection.execute("SELECT count(*) FROM stored_messages").fetchone()[0] == 0
     events = storage.account_events_since(connection, 0)
-    assert [(e.name_key, e.action) for e in events] == [("bob", "delete")]
+    assert [(e.name_key, e.action) for e in events] == [("bob", "create"), ("bob", "delete")]
 
 
 def test_room_history_is_a_range_read(connection):

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -36,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.auth import AddressedCredentials
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
@@ -548,23 +548,25 @@ class IRCConnection(Protocol):
         throttle = self.server.limits.logins
         key = fold(name)
         try:
-            throttle.check(self.address, key)
+            # Counted in flight until its password check ends (issue 9, item 8).
+            attempt = throttle.admit(self.address, key)
         except ChatError as error:
             self.server.telemetry.login_failed(name, self.peer, error.code)
             return defer.fail(error)
         encoded = password.encode("utf-8")
         if len(encoded) > PASSWORD_MAX_BYTES:
-            throttle.failed(self.address, key)
+            attempt.failed()
             return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
         self._logging_in = True
         # The session's first events wait until the door has said what comes
         # before them: the welcome burst, or NickServ's nick change.
         self._early = []
-        logging_in = self.server.portal.login(UsernamePassword(name, encoded), self, IChatSession)
+        credentials = AddressedCredentials(name, encoded, self.address)
+        logging_in = self.server.portal.login(credentials, self, IChatSession)
 
         def succeeded(login) -> str:
             self._logging_in = False
-            throttle.succeeded(self.address, key)
+            attempt.succeeded()
             _interface, session, logout = login
             if self._lost:
                 logout()
@@ -579,9 +581,11 @@ class IRCConnection(Protocol):
             self._logging_in = False
             self._early = None
             if failure.check(UnauthorizedLogin):
-                throttle.failed(self.address, key)
-            elif failure.check(ChatError) and failure.value.code == "banned":
-                throttle.succeeded(self.address, key)
+                attempt.failed()
+            elif failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
+                attempt.succeeded()
+            else:
+                attempt.abandoned()
             if self.registered or not self._negotiating:
                 self._maybe_register_after_failure()
             return failure
@@ -635,17 +639,22 @@ class IRCConnection(Protocol):
         if self.session is not None:
             return defer.fail(ChatError("already-logged-in", "you are logged in already"))
         try:
-            self.server.limits.registrations.check(self.address)
+            # Registrations in flight count against the limit (issue 9, item 8).
+            reservation = self.server.limits.registrations.admit(self.address)
         except ChatError as error:
             self.server.telemetry.limit_hit("registration", self.peer, None)
             return defer.fail(error)
-        registering = self.server.accounts.register(name, password)
+        registering = self.server.accounts.register(name, password, self.address)
 
         def created(created_name: str) -> str:
-            self.server.limits.registrations.created(self.address)
+            reservation.used()
             return created_name
 
-        registering.addCallback(created)
+        def not_created(failure: Failure):
+            reservation.abandoned()
+            return failure
+
+        registering.addCallbacks(created, not_created)
         return self.server.telemetry.watch_registration(registering, name, self.peer)
 
     def _nickserv(self, text: str) -> None:
