@@ -146,8 +146,9 @@ def test_names_that_only_share_letters_register(chat):
 
 def test_the_admin_command_line_refuses_look_alikes(run):
     """chatd user add goes through the same check."""
-    assert run("user", "add", "alice", stdin="password1\npassword1\n")[0] == 0
-    code, _out, err = run("user", "add", "aIice", stdin="password1\npassword1\n")
+    assert run("db", "init")[0] == 0
+    assert run("user", "add", "alice", "--password-stdin", stdin="password1\n")[0] == 0
+    code, _out, err = run("user", "add", "aIice", "--password-stdin", stdin="password1\n")
     assert code != 0 and "looks like alice" in err
 
 

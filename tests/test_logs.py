@@ -205,7 +205,8 @@ def test_the_tac_file_and_the_plugin_log_alike(tmp_path, monkeypatch, log_format
     monkeypatch.setenv("CHATD_LOG_FORMAT", log_format)
     monkeypatch.setenv("CHATD_DB", str(tmp_path / "chatd.sqlite3"))
     tac = twistd_application(["-y", str(TAC)])
-    plugin = twistd_application(["chatd", "--db", str(tmp_path / "chatd.sqlite3")])
+    # A database of its own: the tac's server holds the first one's lock in this process.
+    plugin = twistd_application(["chatd", "--db", str(tmp_path / "plugin.sqlite3")])
     for application in (tac, plugin):
         observer = application.getComponent(ILogObserver, None)
         assert isinstance(observer, JsonLinesObserver) is json_lines
