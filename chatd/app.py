@@ -368,9 +368,13 @@ class ChatdServer(InOrderService):
         ]
         for listener in [*self.listeners, *self.irc_listeners]:
             listener.setServiceParent(self)
+        self.web_listeners = web_listeners(config, self.factory, reactor)
+        for listener in self.web_listeners:
+            listener.setServiceParent(self)
         listening = [
             *self.listeners,
             *self.irc_listeners,
+            *self.web_listeners,
             *([self.metrics_listener] if self.metrics_listener else []),
         ]
         HangupReloader(reactor, listening).setServiceParent(self)
@@ -414,6 +418,7 @@ class ChatdServer(InOrderService):
         listeners = [
             *self.listeners,
             *self.irc_listeners,
+            *self.web_listeners,
             *([self.metrics_listener] if self.metrics_listener else []),
         ]
         listening = defer.gatherResults(
@@ -464,6 +469,22 @@ def _exit_with_status(status: int) -> None:
         os._exit(status)
 
     atexit.register(exit_now)
+
+
+def web_listeners(config: Config, factory: ChatServerFactory, reactor) -> list[ListenerService]:
+    """The web door's listeners (none when ``CHATD_WEB_LISTEN=off``), onto the line door's
+    factory, so both doors share connections, limits and the shutdown."""
+    if not config.web_listen:
+        return []
+    from chatd.frontends.web import make_site
+
+    site = make_site(factory)
+    return [
+        ListenerService(
+            description, site, reactor, number, label="chatd web", variable="CHATD_WEB_LISTEN"
+        )
+        for number, description in enumerate(config.web_listen)
+    ]
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:

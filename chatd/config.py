@@ -5,6 +5,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
+
+IPNetwork = IPv4Network | IPv6Network
 
 
 class ConfigError(ValueError):
@@ -143,6 +146,16 @@ class Config:
     close_timeout_seconds: float = field(default=10.0, metadata={"env": "CHATD_CLOSE_TIMEOUT"})
     # Direct messages kept for one offline user at once.
     mailbox_limit: int = field(default=1000, metadata={"env": "CHATD_MAILBOX_LIMIT"})
+    # The web door (chatd/frontends/web/; docs/web.md). No listeners when off.
+    web_listen: tuple[str, ...] = field(default=("tcp:8080",), metadata={"env": "CHATD_WEB_LISTEN"})
+    # None: only the page's own origin (the request's Host) may open the WebSocket.
+    web_origins: tuple[str, ...] | None = field(
+        default=None, metadata={"env": "CHATD_WEB_ORIGINS"}
+    )
+    # Reverse proxies whose X-Forwarded-For names the real client address.
+    web_trusted_proxies: tuple[IPNetwork, ...] = field(
+        default=(), metadata={"env": "CHATD_WEB_TRUSTED_PROXIES"}
+    )
 
     def __post_init__(self) -> None:
         # Limits that only make sense together are checked together, so a bad
@@ -440,6 +453,37 @@ def _days_or_off(raw: str) -> float | None:
     return days
 
 
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?", re.IGNORECASE)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = []
+    for part in raw.split(","):
+        origin = part.strip().rstrip("/").lower()
+        match = _ORIGIN.fullmatch(origin)
+        if match is None or (match.group(3) and not 0 < int(match.group(3)[1:]) < 65536):
+            raise ValueError(
+                f"{part.strip()!r} is not an origin such as https://chat.example.com"
+                " (a scheme, http or https, and a host with an optional port; no path)"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    if raw.lower() == "off":
+        return ()
+    networks = []
+    for part in raw.split(","):
+        try:
+            networks.append(ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{part.strip()!r} is not an IP address or network (such as 10.0.0.0/8)"
+            ) from None
+    return tuple(networks)
+
+
 _PARSERS = {
     "listen": _listen,
     "irc_listen": _listen_or_off,
@@ -485,4 +529,7 @@ _PARSERS = {
     "close_timeout_seconds": _positive_seconds,
     "mailbox_limit": _int_between(1, 1_000_000),
     "tcp_keepalive": _keepalive,
+    "web_listen": _listen_or_off,
+    "web_origins": _origins,
+    "web_trusted_proxies": _networks,
 }

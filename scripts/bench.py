@@ -1428,6 +1428,7 @@ class ManagedServer:
             "CHATD_RATE_LIMIT": "off",
             # The default total of 4096 is for a small VPS; the sessions scenario opens 10,000.
             "CHATD_MAX_CONNECTIONS": "20000",
+            "CHATD_WEB_LISTEN": "off",
             "PYTHONPATH": str(self.chatd_root),
         })
         twistd = Path(sys.executable).with_name("twistd")

@@ -86,7 +86,10 @@ class LineCollector(LineReceiver):
 def start_server(tmp_path, **settings):
     """Start a ChatdServer on 127.0.0.1, port 0; fire with (server, port)."""
     values = {
-        "bcrypt_rounds": 4, "rate_limit": None, "irc_listen": ("tcp:0:interface=127.0.0.1",)
+        "bcrypt_rounds": 4,
+        "rate_limit": None,
+        "irc_listen": ("tcp:0:interface=127.0.0.1",),
+        "web_listen": (),
     }
     values.update(settings)
     config = Config(

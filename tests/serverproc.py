@@ -42,6 +42,8 @@ def server_environment(directory: Path, extra: dict[str, str] | None = None) -> 
         CHATD_IRC_LISTEN="tcp:0:interface=127.0.0.1",
         CHATD_BCRYPT_ROUNDS="4",
         CHATD_RATE_LIMIT="off",
+        # The web door's default port 8080 is one for all: tests that want it say so.
+        CHATD_WEB_LISTEN="off",
     )
     env.update(extra or {})
     return env

@@ -205,6 +205,9 @@ lines += client.command("/register alice password1")
 lines += client.command("/login alice password1")
 other = LineClient(8004, host=sys.argv[1])
 lines.append(other.hello)
+import urllib.request
+with urllib.request.urlopen("http://127.0.0.1:8080/", timeout=60) as page:
+    lines.append("the page" if b"<title>chatd</title>" in page.read() else "no page")
 print(json.dumps(lines))
 """
 # An address on no loopback network: answered only by a server on every interface.
@@ -227,7 +230,8 @@ def _require_private_network_namespaces() -> None:
 
 
 def test_zero_configuration(tmp_path):
-    """Defaults only: port 8004 on every interface, registration open, bcrypt 12, chatd.sqlite3.
+    """Defaults only: port 8004 (and the page on 8080) on every interface, registration
+    open, bcrypt 12, chatd.sqlite3.
 
     No CHATD_* variable is set at all. The server runs in a private network
     namespace (``unshare --net``), so nothing else on the machine can hold
@@ -255,8 +259,10 @@ def test_zero_configuration(tmp_path):
         lines = json.loads(client.stdout)
         assert lines[0].startswith("HELLO chatd 1 ")
         assert lines[1] == "OK register alice"
-        assert lines[-2] == "OK login alice"
-        assert lines[-1].startswith("HELLO chatd 1 ")
+        assert lines[-3] == "OK login alice"
+        assert lines[-2].startswith("HELLO chatd 1 ")
+        # The web door's default, tcp:8080, serves the chat page too.
+        assert lines[-1] == "the page"
         assert (tmp_path / "chatd.sqlite3").is_file()
         assert server.terminate() in (0, -signal.SIGTERM)
         server.wait_for("database closed")

@@ -199,6 +199,7 @@ def test_several_listeners_serve_one_chat(tmp_path):
             "CHATD_LISTEN": "tcp:0:interface=127.0.0.1, tcp:0:interface=127.0.0.1",
             "CHATD_DB": str(tmp_path / "chatd.sqlite3"),
             "CHATD_BCRYPT_ROUNDS": "4",
+            "CHATD_WEB_LISTEN": "off",
         }
     )
     server = ChatdServer(config, reactor)

@@ -1,0 +1,259 @@
+"""The WebSocket at ``/ws``: the line protocol, one text message per line.
+
+The web door adds no protocol of its own. ``ChatWebSocket`` (Autobahn's
+server protocol) does the handshake, the Origin check and the framing;
+once open it hands each text message to a ``WebChatProtocol``, which is the
+line door's ``ChatProtocol`` with messages instead of a byte stream, over a
+``LineSocket`` transport that turns each server line into one text message.
+So every rule of the line door holds here unchanged: one final reply per
+line and in order, the line limit, the rate limit and flood cut-off, send
+queues, login throttling and connection counts by the client's address,
+PING keep-alive and idle timeouts, and ``BYE`` before every close.
+
+Flow control is the line door's too: the session's ``SendQueue`` is the
+producer of the TCP (or TLS) connection under the WebSocket, and pausing
+the session's reading pauses that connection.
+"""
+
+from collections import deque
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+
+from chatd.frontends.web.proxy import client_address
+from chatd.protocol import ChatProtocol, ChatServerFactory
+
+SUBPROTOCOL = "chatd.v1"
+# Messages past the line limit get ERR line-too-long as on the line door, up to
+# this many times the limit; a longer one closes the WebSocket (1009), since
+# Autobahn holds a whole message in memory before handing it over.
+OVERSIZE_FACTOR = 4
+# Every close the server starts is "normal": the BYE line before it says why.
+CLOSE_NORMAL = 1000
+log = Logger()
+
+
+class LineSocket:
+    """The transport a ``WebChatProtocol`` writes to: server lines out as text messages.
+
+    ``write`` gets whole CRLF-terminated lines (one event, or a batch of
+    room messages) and sends each line, without its CRLF, as one message.
+    Producer registration, pausing and closing go to the connection under
+    the WebSocket; ``getPeer`` is the client's real address.
+    """
+
+    def __init__(self, websocket: "ChatWebSocket", peer) -> None:
+        self._websocket = websocket
+        self._peer = peer
+        self.disconnecting = False
+
+    @property
+    def _connection(self):
+        return self._websocket.transport
+
+    def write(self, data: bytes) -> None:
+        """Send each CRLF-terminated line of ``data`` as one text message."""
+        if self.disconnecting or self._websocket.state != WebSocketProtocol.STATE_OPEN:
+            # The client has started closing: what is left has nowhere to go.
+            return
+        for line in data.split(b"\r\n")[:-1]:
+            self._websocket.sendMessage(line, isBinary=False)
+
+    def writeSequence(self, data) -> None:
+        """Write each chunk in turn."""
+        for chunk in data:
+            self.write(chunk)
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        """Make ``producer`` (the session's send queue) the connection's producer."""
+        self._connection.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Forget the producer."""
+        self._connection.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        """Read nothing more from the client for now."""
+        self._connection.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Read from the client again."""
+        self._connection.resumeProducing()
+
+    def loseConnection(self) -> None:
+        """Close the WebSocket (close frame, then the connection) after what is written."""
+        if not self.disconnecting:
+            self.disconnecting = True
+            self._websocket.sendClose(CLOSE_NORMAL)
+
+    def abortConnection(self) -> None:
+        """Drop the connection now (a client that does not read)."""
+        self.disconnecting = True
+        self._connection.abortConnection()
+
+    def getPeer(self):
+        """The client's address (as a trusted proxy names it, or the connection's peer)."""
+        return self._peer
+
+    def getHost(self):
+        """The server's own address on this connection."""
+        return self._connection.getHost()
+
+
+class WebChatProtocol(ChatProtocol):
+    """The line door's protocol fed whole messages: each one is exactly one line.
+
+    A message ending in a line end has it removed (LF or CR LF); a message
+    with a CR or LF anywhere else is refused with ``ERR bad-encoding`` rather
+    than split, so a pasted text cannot smuggle a second command in. Messages
+    that arrive while a command is running wait in order, as buffered lines
+    do on the line door, and reading stops until they are run.
+    """
+
+    def __init__(self, server: ChatServerFactory) -> None:
+        super().__init__(server)
+        self._messages: deque[bytes] = deque()
+
+    def message_received(self, payload: bytes) -> None:
+        """Queue one text message's payload and run what can run."""
+        if not self._closing:
+            self._messages.append(payload)
+            self.dataReceived(b"")
+
+    def dataReceived(self, data: bytes) -> None:
+        """Run waiting messages until a command holds the rest back.
+
+        ``ChatProtocol`` calls ``dataReceived(b"")`` once the commands in
+        flight are answered: this is where waiting messages resume.
+        """
+        while self._messages and not self.paused and not self._closing:
+            self._run_message(self._messages.popleft())
+        if self.paused and self._messages and not self._held_reading:
+            self._held_reading = True
+            self._update_reading()
+
+    def _run_message(self, payload: bytes) -> None:
+        if payload.endswith(b"\n"):
+            payload = payload[:-2] if payload.endswith(b"\r\n") else payload[:-1]
+        if b"\n" in payload or b"\r" in payload:
+            verdict = self.guard.line()
+            if verdict is not None:
+                self._refuse_line(verdict)
+            else:
+                self._refuse("bad-encoding", "a message is one line: no CR or LF inside it")
+            return
+        self.lineReceived(payload)
+
+
+class ChatWebSocket(WebSocketServerProtocol):
+    """One WebSocket: handshake checks, then messages to and from a ``WebChatProtocol``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chat: WebChatProtocol | None = None
+        self._peer = None
+
+    def onConnect(self, request):
+        """Refuse foreign origins (403) and clients not speaking ``chatd.v1`` (400)."""
+        factory: ChatWebSocketFactory = self.factory
+        host = request.headers.get("host")
+        origin = request.headers.get("origin")
+        if not factory.origins.allows(origin, host):
+            log.info("web: refused origin {origin} for host {host}", origin=origin, host=host)
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this origin may not open the chat")
+        if SUBPROTOCOL not in request.protocols:
+            raise ConnectionDeny(
+                ConnectionDeny.BAD_REQUEST, f"the subprotocol {SUBPROTOCOL} is required"
+            )
+        self._peer = client_address(
+            self.transport.getPeer(),
+            request.headers.get("x-forwarded-for"),
+            factory.chat.config.web_trusted_proxies,
+        )
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        """The handshake is done: the session starts, with ``HELLO``."""
+        connection = self.transport
+        # Twisted Web's channel is still the connection's producer: the session's send
+        # queue takes its place, as on the line door.
+        if getattr(connection, "producer", None) is not None or getattr(
+            connection, "_producer", None
+        ) is not None:
+            connection.unregisterProducer()
+        self.chat = WebChatProtocol(self.factory.chat)
+        self.chat.makeConnection(LineSocket(self, self._peer))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """A text message is a line; a binary one ends the session (``BYE binary-message``)."""
+        if self.chat is None:
+            return
+        if isBinary:
+            self.chat.disconnect("binary-message")
+            return
+        self.chat.message_received(payload)
+
+    def connectionLost(self, reason) -> None:
+        """End the session, once, whatever closed the connection."""
+        super().connectionLost(reason)
+        chat, self.chat = self.chat, None
+        if chat is not None:
+            chat.transport.disconnecting = True
+            chat.connectionLost(reason)
+
+
+class ChatWebSocketFactory(WebSocketServerFactory):
+    """Builds ``ChatWebSocket``s onto the line door's ``ChatServerFactory`` (shared limits)."""
+
+    protocol = ChatWebSocket
+    noisy = False
+
+    def __init__(self, chat: ChatServerFactory, origins: "OriginPolicy") -> None:
+        super().__init__(protocols=[SUBPROTOCOL], server="chatd")
+        self.chat = chat
+        self.origins = origins
+        limit = chat.config.line_limit * OVERSIZE_FACTOR
+        self.setProtocolOptions(
+            # A request for /ws without Upgrade gets an error, not Autobahn's status page.
+            webStatus=False,
+            # A protocol error (an oversize message) gets a close frame with its code.
+            failByDrop=False,
+            maxFramePayloadSize=limit,
+            maxMessagePayloadSize=limit,
+            # Invalid UTF-8 is answered ERR bad-encoding by the line rules, not a close.
+            utf8validateIncoming=False,
+            # No permessage-deflate: its windows would cost memory per connection.
+            perMessageCompressionAccept=lambda offers: None,
+            # chatd's own PING keeps sessions alive, as on the line door.
+            autoPingInterval=0,
+        )
+
+
+class OriginPolicy:
+    """Which pages may open the WebSocket: ``CHATD_WEB_ORIGINS``, or the page's own origin.
+
+    Browsers always send ``Origin`` on a WebSocket handshake, so a page on
+    another site cannot use a visitor's browser to chat as them. A client
+    that sends no ``Origin`` is not a browser (and could send any): it is let
+    through. ``null`` (sandboxed frames, files) is refused.
+    """
+
+    def __init__(self, allowed: tuple[str, ...] | None) -> None:
+        self.allowed = None if allowed is None else frozenset(allowed)
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        """Whether a handshake with ``Origin: origin`` and ``Host: host`` may open."""
+        if origin is None:
+            return True
+        origin = origin.strip().lower()
+        if self.allowed is not None:
+            return origin in self.allowed
+        scheme, separator, authority = origin.partition("://")
+        return (
+            bool(separator)
+            and scheme in ("http", "https")
+            and host is not None
+            and authority == host.strip().lower()
+        )
