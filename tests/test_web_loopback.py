@@ -161,6 +161,25 @@ def test_web_off_listens_on_no_web_port(tmp_path):
     yield server.stopService()
 
 
+@pytest_twisted.inlineCallbacks
+def test_wss_on_an_ssl_listener_and_sighup_reloads_it(tmp_path):
+    """``CHATD_WEB_LISTEN=ssl:...``: the page's socket over TLS, its certificate reloadable."""
+    from chatd.tls import HangupReloader
+    from tests.certs import make_certificate
+
+    key, certificate = make_certificate(tmp_path, "web")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+    server, _, port = yield start_web_server(tmp_path, web_listen=(listen,))
+    try:
+        alice = yield connect_web(port, trust_pem=certificate.read_bytes())
+        yield alice.login("alice")
+        (reloader,) = [child for child in server if isinstance(child, HangupReloader)]
+        assert reloader.reload() == 1
+        yield alice.command("still here after the reload")
+    finally:
+        yield server.stopService()
+
+
 def test_every_static_file_is_in_the_package_data():
     """pyproject's package-data covers each file of the page, so an install serves it."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address
 from chatd.config import Config, _networks
 from chatd.events import RoomMessage, RoomMessages
 from chatd.frontends.web.proxy import client_address
-from chatd.frontends.web.socket import OriginPolicy
+from chatd.frontends.web.socket import OriginPolicy, text_frames
 from tests.support import SlowDatabase
 from tests.websupport import BINARY, CLOSE, PING, PONG, WebHarness, client_frame
 
@@ -390,3 +390,28 @@ def test_the_own_origin_policy_needs_a_host():
     """Without a Host header there is no page origin to match."""
     assert not OriginPolicy(None).allows("http://chat.test", None)
     assert OriginPolicy(None).allows(None, None)
+
+
+# --- framing ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
+def test_text_frames_at_each_length_encoding_edge(length):
+    """7-bit, 16-bit and 64-bit payload lengths, each at its edge, parse back."""
+    from tests.websupport import TEXT, parse_frames
+
+    line = b"x" * length
+    frames, rest = parse_frames(text_frames(line + b"\r\n" + b"second\r\n"))
+    assert frames == [(TEXT, line), (TEXT, b"second")] and rest == b""
+
+
+def test_one_event_is_framed_once_for_every_recipient():
+    """The frame bytes are shared: many web sessions in a room cost one framing per event."""
+    harness = web()
+    clients = [harness.opened() for _ in range(3)]
+    for number, client in enumerate(clients):
+        client.login(f"user{number}")
+    text_frames.cache_clear()
+    clients[0].send("hello all")
+    info = text_frames.cache_info()
+    assert info.misses == 2 and info.hits == 2, info  # the MSG for three, and one OK

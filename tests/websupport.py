@@ -15,9 +15,9 @@ import struct
 from collections.abc import Callable
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, ssl
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -280,16 +280,26 @@ class WebCollector(WebSocketClientProtocol):
 
 
 @defer.inlineCallbacks
-def connect_web(port: int, origin: str | None = "same", protocols=("chatd.v1",)):
-    """Open ``ws://127.0.0.1:port/ws`` (Origin: the page's own by default); fire with the
+def connect_web(
+    port: int, origin: str | None = "same", protocols=("chatd.v1",), trust_pem: bytes | None = None
+):
+    """Open ``ws://127.0.0.1:port/ws`` (Origin: the page's own by default), or with
+    ``trust_pem`` (the server's certificate) ``wss://localhost:port/ws``; fire with the
     ``WebCollector`` once HELLO has arrived."""
-    url = f"ws://127.0.0.1:{port}/ws"
+    host, scheme = ("127.0.0.1", "ws") if trust_pem is None else ("localhost", "wss")
+    url = f"{scheme}://{host}:{port}/ws"
     if origin == "same":
-        origin = f"http://127.0.0.1:{port}"
+        origin = f"{'http' if trust_pem is None else 'https'}://{host}:{port}"
     factory = WebSocketClientFactory(url, origin=origin, protocols=list(protocols))
     factory.protocol = WebCollector
     factory.setProtocolOptions(openHandshakeTimeout=TIMEOUT)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if trust_pem is None:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    else:
+        trust = ssl.Certificate.loadPEM(trust_pem)
+        endpoint = SSL4ClientEndpoint(
+            reactor, "127.0.0.1", port, ssl.optionsForClientTLS("localhost", trust)
+        )
     client = yield endpoint.connect(factory)
     yield client.opened
     yield client.expect(lambda line: line.startswith("HELLO "))

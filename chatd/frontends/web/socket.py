@@ -16,6 +16,7 @@ the session's reading pauses that connection.
 """
 
 from collections import deque
+from functools import lru_cache
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -33,6 +34,29 @@ OVERSIZE_FACTOR = 4
 # Every close the server starts is "normal": the BYE line before it says why.
 CLOSE_NORMAL = 1000
 log = Logger()
+
+
+@lru_cache(maxsize=64)
+def text_frames(data: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (RFC 6455 5.2) per CRLF-ended line of ``data``.
+
+    A server's frames are not masked, so a frame is the same bytes for every
+    recipient: an event going to a thousand web sessions is framed once (the
+    cache is keyed by the event's shared wire bytes), as the line door
+    encodes it once. Autobahn still does the handshake, reads the client's
+    frames and closes; only the writing of text messages is this.
+    """
+    frames = []
+    for line in data.split(b"\r\n")[:-1]:
+        length = len(line)
+        if length < 126:
+            frames.append(bytes((0x81, length)))
+        elif length < 1 << 16:
+            frames.append(b"\x81\x7e" + length.to_bytes(2, "big"))
+        else:
+            frames.append(b"\x81\x7f" + length.to_bytes(8, "big"))
+        frames.append(line)
+    return b"".join(frames)
 
 
 class LineSocket:
@@ -58,8 +82,7 @@ class LineSocket:
         if self.disconnecting or self._websocket.state != WebSocketProtocol.STATE_OPEN:
             # The client has started closing: what is left has nowhere to go.
             return
-        for line in data.split(b"\r\n")[:-1]:
-            self._websocket.sendMessage(line, isBinary=False)
+        self._connection.write(text_frames(data))
 
     def writeSequence(self, data) -> None:
         """Write each chunk in turn."""
