@@ -18,7 +18,9 @@ Scenarios (each a subcommand; ``--help`` on each lists its knobs):
   ratios. It stops every process it started, and stops by itself.
 
 Two dialects: ``chatd`` (HELLO, /register, /login, /join, ``MSG <room> <sender> <text>``) and
-``naive`` (no login, every line echoed to every client). It only ever talks to loopback.
+``naive`` (no login, every line echoed to every client). ``--websocket`` speaks the chatd
+dialect through chatd's web door (one line per WebSocket text message; the compare target
+``web``). It only ever talks to loopback.
 """
 
 from __future__ import annotations
@@ -477,6 +479,85 @@ class BenchClient(asyncio.Protocol):
             self.transport.close()
 
 
+class WebSocketBenchClient(BenchClient):
+    """A :class:`BenchClient` through chatd's web door: the same lines, in WebSocket messages.
+
+    It sends the opening handshake for ``/ws`` with the subprotocol ``chatd.v1`` (and no
+    ``Origin``: it is not a browser), then turns the server's text frames back into lines
+    for :class:`BenchClient`'s counting, and its own lines into masked text frames. The
+    mask key is zero, which a server must accept like any other (browsers pick random
+    keys); it keeps the load generator's cost per message close to the line door's.
+    """
+
+    MASK = b"\x00\x00\x00\x00"
+
+    def __init__(self, dialect: str):
+        super().__init__(dialect)
+        self.handshaking = True
+        self.frames_tail = b""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        key = "Y2hhdGQtYmVuY2gtLWtleQ=="
+        transport.write(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\n"
+                         "Sec-WebSocket-Protocol: chatd.v1\r\n\r\n").encode())
+
+    def data_received(self, data: bytes) -> None:
+        data = self.frames_tail + data
+        if self.handshaking:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.frames_tail = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self.frames_tail = b""
+                self.close()
+                return
+            self.handshaking = False
+            data = data[end + 4:]
+        lines, position, size = [], 0, len(data)
+        while position + 2 <= size:
+            opcode, length = data[position] & 0x0F, data[position + 1] & 0x7F
+            start = position + 2
+            if length == 126:
+                length, start = int.from_bytes(data[start:start + 2], "big"), start + 2
+            elif length == 127:
+                length, start = int.from_bytes(data[start:start + 8], "big"), start + 8
+            if start + length > size:
+                break
+            if opcode == 0x1:
+                lines.append(data[start:start + length])
+            elif opcode == 0x8:
+                self.close()
+            elif opcode == 0x9:
+                self.transport.write(self._frame(0xA, data[start:start + length]))
+            position = start + length
+        self.frames_tail = data[position:]
+        if lines:
+            lines.append(b"")
+            super().data_received(b"\r\n".join(lines))
+
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        length = len(payload)
+        if length < 126:
+            head = bytes((0x80 | opcode, 0x80 | length))
+        elif length < 1 << 16:
+            head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+        return head + self.MASK + payload
+
+    def send(self, line: str) -> None:
+        """Write one line as one masked text message."""
+        self.transport.write(self._frame(0x1, line.encode()))
+
+    def frame_line(self, data: bytes) -> bytes:
+        """One CRLF-terminated line (as the schedule writes it) as one text message."""
+        return self._frame(0x1, data.removesuffix(b"\r\n"))
+
+
 def source_address(index: int) -> str:
     """The loopback source address of the ``index``-th session of a scenario.
 
@@ -489,12 +570,16 @@ def source_address(index: int) -> str:
 
 
 async def connect(host: str, port: int, dialect: str, timeout: float = 30.0,
-                  source: str | None = None) -> BenchClient:
-    """Open a connection (from ``source``, a loopback address); for chatd wait for HELLO."""
+                  source: str | None = None, websocket: bool = False) -> BenchClient:
+    """Open a connection (from ``source``, a loopback address); for chatd wait for HELLO.
+
+    With ``websocket`` the port is chatd's web door and the lines go in WebSocket messages.
+    """
     loop = asyncio.get_running_loop()
     local = (source, 0) if source is not None and host == LOOPBACK else None
+    kind = WebSocketBenchClient if websocket else BenchClient
     _, client = await asyncio.wait_for(
-        loop.create_connection(lambda: BenchClient(dialect), host, port, local_addr=local),
+        loop.create_connection(lambda: kind(dialect), host, port, local_addr=local),
         timeout)
     if dialect == "chatd":
         hello = await asyncio.wait_for(client.first_line, timeout)
@@ -529,7 +614,8 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
     async def open_one(index: int) -> None:
         async with gate:
             client = await connect(args.host, args.port, args.dialect,
-                                   source=source_address(index))
+                                   source=source_address(index),
+                                   websocket=getattr(args, "websocket", False))
             clients[index] = client
             if args.dialect == "chatd":
                 await ensure_logged_in(client, f"{prefix}{index}")
@@ -636,7 +722,10 @@ class OpenLoopSchedule:
         self.stopping = threading.Event()
 
     def _send(self, index: int, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        transport = self.senders[index].transport
+        sender = self.senders[index]
+        transport = sender.transport
+        if isinstance(sender, WebSocketBenchClient):
+            data = sender.frame_line(data)
         if not self.handed_to_loop[index]:
             try:
                 sent = self.sockets[index].send(data)
@@ -976,7 +1065,8 @@ async def scenario_storm(args) -> dict:
     clients: list[BenchClient] = []
     try:
         clients = await asyncio.gather(*(
-            connect(args.host, args.port, args.dialect, source=source_address(index))
+            connect(args.host, args.port, args.dialect, source=source_address(index),
+                    websocket=getattr(args, "websocket", False))
             for index in range(args.logins)))
         if args.dialect == "chatd":
             # Accounts first, one at a time: registration hashes too, and is not the storm.
@@ -998,7 +1088,9 @@ async def scenario_storm(args) -> dict:
                 max(deadline - time.monotonic(), 0.1))
         else:
             extra = await asyncio.gather(*(
-                connect(args.host, args.port, args.dialect) for _ in range(args.logins)))
+                connect(args.host, args.port, args.dialect,
+                        websocket=getattr(args, "websocket", False))
+                for _ in range(args.logins)))
             clients += extra
             for client in extra:
                 client.send("hello")
@@ -1107,6 +1199,8 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loopback only: the bench never targets another host")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dialect", choices=["chatd", "naive"], default="chatd")
+    parser.add_argument("--websocket", action="store_true",
+                        help="chatd through its web door: --port is CHATD_WEB_LISTEN's port")
     parser.add_argument("--server-pid", type=int, help="read server CPU and RSS from /proc")
     parser.add_argument("--user-prefix", default="bench", help="names of the bench's users")
     parser.add_argument("--time-limit", type=float, default=300.0,
@@ -1212,7 +1306,8 @@ def run_scenario(args) -> dict:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the compare driver."""
     parser.add_argument("--targets", default="baseline,chatd",
-                        help="comma-separated: baseline, chatd")
+                        help="comma-separated: baseline, chatd, web (chatd through its "
+                             "web door, over WebSocket)")
     parser.add_argument("--scenarios", default="fanout,maxrate,sessions,storm,history",
                         help="comma-separated scenario presets, see PRESETS")
     parser.add_argument("--runs", type=int, default=3)
@@ -1234,7 +1329,7 @@ class Preset:
     label: str
     scenario: str
     params: dict
-    targets: tuple[str, ...] = ("baseline", "chatd")
+    targets: tuple[str, ...] = ("baseline", "chatd", "web")
     bcrypt_rounds: int = 4
     history_messages: int = 0
     time_limit: float = 300.0
@@ -1317,31 +1412,37 @@ def metric(record: dict, path: tuple[str, ...]) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+# The ratios the summary shows, (numerator, denominator), when both targets ran.
+RATIOS = (("chatd", "baseline"), ("web", "chatd"))
+
+
 def summarize(records: list[dict]) -> str:
-    """A markdown table per preset: median [range] per target, and chatd/baseline ratios."""
+    """A markdown table per preset: median [range] per target, chatd/baseline and web/chatd."""
     lines = []
     labels = list(dict.fromkeys(record["label"] for record in records))
     for label in labels:
         runs = [record for record in records if record["label"] == label]
         scenario = runs[0]["scenario"]
-        targets = [t for t in ("baseline", "chatd") if any(r["target"] == t for r in runs)]
+        targets = [t for t in ("baseline", "chatd", "web")
+                   if any(r["target"] == t for r in runs)]
         by_target = {t: [r for r in runs if r["target"] == t] for t in targets}
+        ratios = [(top, bottom) for top, bottom in RATIOS if top in targets and bottom in targets]
         lines.append(f"### {label}")
         lines.append("")
         heading = "| metric | " + " | ".join(targets)
-        heading += " | chatd/baseline |" if len(targets) == 2 else " |"
+        heading += "".join(f" | {top}/{bottom}" for top, bottom in ratios) + " |"
         lines.append(heading)
-        lines.append("|" + "---|" * (len(targets) + 1 + (len(targets) == 2)))
+        lines.append("|" + "---|" * (len(targets) + 1 + len(ratios)))
         for name, path in SUMMARY_METRICS[scenario]:
             cells = [format_median_range([metric(r, path) for r in by_target[t]])
                      for t in targets]
             row = f"| {name} | " + " | ".join(cells)
-            if len(targets) == 2:
-                medians = [median_and_range([metric(r, path) for r in by_target[t]])
-                           for t in targets]
+            for top, bottom in ratios:
+                high = median_and_range([metric(r, path) for r in by_target[top]])
+                low = median_and_range([metric(r, path) for r in by_target[bottom]])
                 ratio = "n/a"
-                if medians[0] and medians[1] and medians[0][0]:
-                    ratio = f"{medians[1][0] / medians[0][0]:.2f}x"
+                if high and low and low[0]:
+                    ratio = f"{high[0] / low[0]:.2f}x"
                 row += f" | {ratio}"
             lines.append(row + " |")
         for target in targets:
@@ -1400,6 +1501,7 @@ class ManagedServer:
         self.db_path = db_path
         self.bcrypt_rounds = bcrypt_rounds
         self.port = 0
+        self.line_port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = run_dir / f"{target}.log"
 
@@ -1420,15 +1522,18 @@ class ManagedServer:
         if self.target == "baseline":
             script = Path(__file__).resolve().parent / "naive_server.py"
             return [*pin, sys.executable, str(script), str(self.port)], env
+        # Target "web" is chatd reached through its web door: the bench's port is the web one.
+        line_port = self.line_port if self.target == "web" else self.port
         env.update({
-            "CHATD_LISTEN": f"tcp:{self.port}:interface={LOOPBACK}",
+            "CHATD_LISTEN": f"tcp:{line_port}:interface={LOOPBACK}",
             "CHATD_IRC_LISTEN": "off",
             "CHATD_DB": str(self.db_path),
             "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
             "CHATD_RATE_LIMIT": "off",
             # The default total of 4096 is for a small VPS; the sessions scenario opens 10,000.
             "CHATD_MAX_CONNECTIONS": "20000",
-            "CHATD_WEB_LISTEN": "off",
+            "CHATD_WEB_LISTEN": (f"tcp:{self.port}:interface={LOOPBACK}"
+                                 if self.target == "web" else "off"),
             "PYTHONPATH": str(self.chatd_root),
         })
         twistd = Path(sys.executable).with_name("twistd")
@@ -1440,6 +1545,7 @@ class ManagedServer:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and return once it accepts connections (or raise)."""
         self.port = free_port()
+        self.line_port = free_port()
         command, env = self.command()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -1471,6 +1577,7 @@ def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
     for key, value in preset.params.items():
         setattr(args, key, value)
     args.dialect = server.dialect
+    args.websocket = server.target == "web"
     args.server_pid = server.pid
     args.time_limit = time_limit
     args.user_prefix = f"bench{run}" if preset.scenario == "storm" else "bench"

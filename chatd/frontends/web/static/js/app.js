@@ -168,6 +168,9 @@ function loginFailed(command, event) {
 
 // --- what the server's lines ask of the page ------------------------------------------
 
+// BYE reasons after which the page does not reconnect by itself.
+const FINAL_BYES = new Set(["kicked", "banned", "account-deleted"]);
+
 function handle(effect) {
   if (effect.type === "send") {
     connection.send(effect.line);
@@ -175,7 +178,12 @@ function handle(effect) {
   } else if (effect.type === "notify") {
     notifier.show(effect.title, effect.body);
   } else if (effect.type === "bye") {
-    if (effect.reason !== "quit") setStatus(`The server closed the connection (${effect.reason}).`);
+    if (FINAL_BYES.has(effect.reason)) {
+      // The operator removed this session: coming straight back would undo that.
+      logout(`The server ended your session (${effect.reason}).`);
+    } else if (effect.reason !== "quit") {
+      setStatus(`The server closed the connection (${effect.reason}).`);
+    }
   } else if (effect.type === "reply") {
     reply(effect.command, effect.event);
   }
@@ -204,11 +212,14 @@ function reply(command, event) {
 
 let renderScheduled = false;
 let renderNext = {};
+// A busy room sends many messages a second, each its own event: the page is
+// drawn at most once per RENDER_MS, with everything that arrived meanwhile.
+const RENDER_MS = 30;
 
 function scheduleRender() {
   if (renderScheduled) return;
   renderScheduled = true;
-  queueMicrotask(render);
+  setTimeout(render, RENDER_MS);
 }
 
 function render() {
