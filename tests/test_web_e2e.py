@@ -36,6 +36,8 @@ DESKTOP = {"width": 1280, "height": 760}
 PHONE = {"width": 390, "height": 760}
 # Milliseconds Playwright waits for something to appear before the test fails.
 WAIT_MS = 30_000
+# The backoff's delays add up to a minute by the sixth attempt: room for a slow restart.
+RECONNECT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +209,8 @@ def test_the_page_reconnects_logs_in_again_and_rejoins_after_a_restart(browser, 
 
     web_server.process.restart()
     page.locator("#status", has_text="Reconnecting").wait_for()
-    page.wait_for_selector("#status", state="hidden")
+    # The page's own backoff brings it back (1, 2, 4 ... s while the server starts).
+    page.wait_for_selector("#status", state="hidden", timeout=RECONNECT_MS)
     page.wait_for_selector("#connection.online")
     assert page.input_value("#input") == "half-typed thought"
 
