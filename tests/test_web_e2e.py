@@ -154,6 +154,16 @@ def test_two_people_chat_in_lobby_and_a_new_room_and_by_dm(browser, web_server):
     assert shown.locator("script, b").count() == 0
     assert bob.evaluate("window.owned") is None
 
+    # The room's creator is its operator: marked, and the Topic button works.
+    bob.locator("#member-list li.operator", has_text="@alice").wait_for()
+    alice.click("#topic-button")
+    alice.fill("#ask-input", "release on friday")
+    alice.press("#ask-input", "Enter")
+    bob.wait_for_selector("#view-topic:text-is('release on friday')")
+    bob.locator("#messages li.event", has_text="alice set the topic").wait_for()
+    say(alice, "/me waves")
+    bob.locator("#messages li.action", has_text="alice waves").wait_for()
+
     # A direct message, and its unread badge.
     choose_room(bob, "#lobby")
     bob.locator("#member-list li", has_text="alice").hover()

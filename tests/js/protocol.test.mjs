@@ -106,3 +106,17 @@ test("command names and first arguments of sent lines", () => {
   assert.equal(firstArgument("/history #a 100"), "#a");
   assert.equal(firstArgument("/rooms"), "");
 });
+
+test("the actions, away and whois extensions parse", () => {
+  assert.deepEqual(parseLine("ACTION #dev bob waves hello"), {
+    kind: "ACTION", room: "#dev", sender: "bob", text: "waves hello",
+  });
+  const past = parseLine("HISTORYACTION #dev 2026-11-25T10:00:00.000Z bob waved");
+  assert.equal(past.time, Date.UTC(2026, 10, 25, 10));
+  assert.deepEqual(parseLine("AWAY bob gone fishing"), { kind: "AWAY", user: "bob", text: "gone fishing" });
+  const whois = parseLine("WHOIS bob online 2026-11-25T10:00:00.000Z #a #b");
+  assert.deepEqual(whois.rooms, ["#a", "#b"]);
+  assert.equal(whois.seen, Date.UTC(2026, 10, 25, 10));
+  assert.equal(parseLine("WHOIS carol offline -").seen, null);
+  assert.deepEqual(parseLine("WHOIS carol offline -").rooms, []);
+});

@@ -205,3 +205,38 @@ test("an unknown line changes nothing and breaks nothing", () => {
   const state = loggedIn();
   assert.deepEqual(state.receive("SOMETHING new here"), []);
 });
+
+test("actions (/me) live and from history are their own kind, like messages", () => {
+  const state = loggedIn("alice", ["HISTORYACTION #lobby 2026-11-25T10:00:00.000Z bob waved"]);
+  const room = state.room("#lobby");
+  assert.equal(room.items[0].kind, "action");
+  assert.equal(room.items[0].past, true);
+  state.receive("JOIN #dev alice");
+  state.receive("ACTION #dev bob waves at alice");
+  const dev = state.room("#dev");
+  assert.equal(dev.items.at(-1).kind, "action");
+  assert.equal(dev.unread, 1);
+  assert.equal(dev.mentioned, true);
+});
+
+test("older history keeps actions in their place", () => {
+  const state = loggedIn();
+  state.sent("/history #lobby 100");
+  state.receive("HISTORY #lobby 2026-11-25T09:00:00.000Z carol one");
+  state.receive("HISTORYACTION #lobby 2026-11-25T09:01:00.000Z carol nods");
+  state.receive("OK history #lobby");
+  assert.deepEqual(state.room("#lobby").items.map((entry) => entry.kind), ["message", "action"]);
+});
+
+test("AWAY and WHOIS answers are shown as notices", () => {
+  const state = loggedIn();
+  state.sent("/whois bob");
+  state.receive("WHOIS bob offline 2026-11-25T10:00:00.000Z #dev #lobby");
+  state.receive("AWAY bob gone fishing");
+  state.receive("OK whois bob");
+  const [whois, away] = state.room("#lobby").items.slice(-2);
+  assert.match(whois.text, /^bob: offline, last seen .*; rooms you share: #dev #lobby$/);
+  assert.equal(away.text, "bob is away: gone fishing");
+  state.receive("WHOIS carol offline -");
+  assert.equal(state.room("#lobby").items.at(-1).text, "carol: never logged in");
+});

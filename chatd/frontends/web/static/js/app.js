@@ -146,6 +146,8 @@ function loggedInAs(command) {
     for (const room of [...state.rooms.values()]) {
       if (room.stale) send(`/join ${room.name}`);
     }
+    // Last, so the room shown is the server's current room again.
+    if (state.view && state.view.type === "room") send(`/join ${state.view.name}`);
   }
   if (!state.view || !state.shown()) state.show("room", "#lobby");
   if (state.orphanNotices) {
@@ -245,6 +247,8 @@ function render() {
 }
 
 function choose(type, name) {
+  // The server's current room (where /me and plain text go) follows the room shown.
+  if (type === "room" && !state.isShown("room", name)) send(`/join ${name}`);
   state.show(type, name);
   renderNext.toBottom = true;
   closePanels();

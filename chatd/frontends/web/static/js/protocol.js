@@ -23,10 +23,15 @@ export const LINE_KINDS = {
   OPS: ["room", "names"],
   KICK: ["room", "user", "by", "reason"],
   INVITE: ["room", "by"],
+  // Extensions (actions, away, whois).
+  ACTION: ["room", "sender", "text"],
+  HISTORYACTION: ["room", "time", "sender", "text"],
+  AWAY: ["user", "text"],
+  WHOIS: ["user", "status", "seen", "rooms"],
 };
 
 // Fields that hold a list of names separated by single spaces.
-const NAME_LISTS = new Set(["members", "names"]);
+const NAME_LISTS = new Set(["members", "names", "rooms"]);
 
 /**
  * Parse one server line into {kind, ...fields}; an unknown kind gives
@@ -51,6 +56,7 @@ export function parseLine(line) {
     event[name] = NAME_LISTS.has(name) ? splitNames(value) : value;
   });
   if (event.time !== undefined) event.time = parseTime(event.time);
+  if (event.seen !== undefined) event.seen = event.seen === "-" ? null : parseTime(event.seen);
   return event;
 }
 

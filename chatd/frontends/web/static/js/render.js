@@ -71,6 +71,19 @@ const GROUP_RENDERERS = {
       ),
     );
   },
+  action(group) {
+    return group.items.map((entry) =>
+      el(
+        "li",
+        { class: `action${entry.past ? " past" : ""}` },
+        timeElement(entry.time),
+        " * ",
+        el("span", { class: "sender" }, entry.sender),
+        " ",
+        richText(entry.text),
+      ),
+    );
+  },
   event(group) {
     return group.items.map((entry) =>
       el("li", { class: `event ${entry.what}` }, timeElement(entry.time), " ", richText(EVENT_TEXT[entry.what](entry))),

@@ -248,26 +248,26 @@ const HANDLERS = {
     }
   },
   MSG(event, effects) {
-    const room = this.room(event.room);
-    const message = item("message", { sender: event.sender, text: event.text, time: this.now() });
-    this.add(room, message);
-    if (this.isMe(event.sender)) return;
-    if (this.unseen(room)) room.unread += 1;
-    if (mentions(event.text, this.me)) {
-      if (this.unseen(room)) room.mentioned = true;
-      effects.push({ type: "notify", title: `${event.sender} in ${room.name}`, body: event.text });
-    }
+    roomMessage.call(this, "message", event, effects);
+  },
+  ACTION(event, effects) {
+    roomMessage.call(this, "action", event, effects);
   },
   HISTORY(event) {
-    const running = this.running();
-    const fields = { sender: event.sender, text: event.text, time: event.time, past: true };
-    if (running && running.command === "history" && fold(running.argument) === fold(event.room)) {
-      running.collected.push(item("message", fields));
-      return;
-    }
-    const room = this.room(event.room);
-    room.pastCount += 1;
-    this.add(room, item("message", fields));
+    pastMessage.call(this, "message", event);
+  },
+  HISTORYACTION(event) {
+    pastMessage.call(this, "action", event);
+  },
+  AWAY(event) {
+    this.notice(`${event.user} is away: ${event.text}`);
+  },
+  WHOIS(event) {
+    const online = event.status === "online";
+    const when = event.seen === null ? "never logged in" : new Date(event.seen).toLocaleString();
+    const status = online ? `online since ${when}` : `offline, last seen ${when}`;
+    const rooms = event.rooms.length ? `; rooms you share: ${event.rooms.join(" ")}` : "";
+    this.notice(`${event.user}: ${event.seen === null ? "never logged in" : status}${rooms}`);
   },
   DM(event, effects) {
     const own = this.isMe(event.sender);
@@ -320,6 +320,31 @@ const HANDLERS = {
   },
 };
 
+// A message or an action said in a room now.
+function roomMessage(kind, event, effects) {
+  const room = this.room(event.room);
+  this.add(room, item(kind, { sender: event.sender, text: event.text, time: this.now() }));
+  if (this.isMe(event.sender)) return;
+  if (this.unseen(room)) room.unread += 1;
+  if (mentions(event.text, this.me)) {
+    if (this.unseen(room)) room.mentioned = true;
+    effects.push({ type: "notify", title: `${event.sender} in ${room.name}`, body: event.text });
+  }
+}
+
+// A message or an action from a room's history (at login, on join, or /history).
+function pastMessage(kind, event) {
+  const running = this.running();
+  const fields = { sender: event.sender, text: event.text, time: event.time, past: true };
+  if (running && running.command === "history" && fold(running.argument) === fold(event.room)) {
+    running.collected.push(item(kind, fields));
+    return;
+  }
+  const room = this.room(event.room);
+  room.pastCount += 1;
+  this.add(room, item(kind, fields));
+}
+
 // What an OK does for the command it answers, by command name.
 const FINISH = {
   login(command, event) {
@@ -340,7 +365,7 @@ const FINISH = {
         !entry.past &&
         entry.id > (command.sentAfter || 0) &&
         // A message said while the request ran may be in the answer already.
-        !(entry.kind === "message" && tail.includes(`${entry.sender} ${entry.text}`)),
+        !(entry.sender !== undefined && tail.includes(`${entry.sender} ${entry.text}`)),
     );
     room.pastCount = older.length;
     room.olderAvailable = room.historyWanted < HISTORY_MAX;
