@@ -250,9 +250,11 @@ def test_a_flood_of_refused_lines_ends_with_bye_flood():
 
 
 def test_keepalive_ping_and_idle_timeout_apply():
-    """A silent logged-in web session gets ``PING``; unanswered, ``BYE idle-timeout``."""
+    """A silent logged-in web session that answers PINGs (the page says so with a /pong
+    when it connects) gets ``PING``; unanswered, ``BYE idle-timeout``."""
     harness = web(ping_interval_seconds=10.0, pong_timeout_seconds=5.0)
     alice = harness.opened()
+    assert alice.send("/pong page") == ["OK pong page"]
     alice.login("alice")
     harness.clock.advance(10)
     (ping,) = alice.lines()

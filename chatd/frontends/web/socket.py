@@ -77,6 +77,13 @@ class LineSocket:
     def _connection(self):
         return self._websocket.transport
 
+    @property
+    def transport(self):
+        """The connection under the WebSocket: where keep-alive and the kernel's
+        count of bytes not yet acknowledged are found (``chatd.keepalive``,
+        ``chatd.limits.unsent_bytes``)."""
+        return self._websocket.transport
+
     def write(self, data: bytes) -> None:
         """Send each CRLF-terminated line of ``data`` as one text message."""
         if self.disconnecting or self._websocket.state != WebSocketProtocol.STATE_OPEN:
@@ -141,6 +148,9 @@ class WebChatProtocol(ChatProtocol):
 
     def message_received(self, payload: bytes) -> None:
         """Queue one text message's payload and run what can run."""
+        if self.output is not None:
+            # The client reads what it was sent: a good moment to see what arrived.
+            self.output.check_handed_over()
         if not self._closing:
             self._messages.append(payload)
             self.dataReceived(b"")
@@ -149,10 +159,17 @@ class WebChatProtocol(ChatProtocol):
         """Run waiting messages until a command holds the rest back.
 
         ``ChatProtocol`` calls ``dataReceived(b"")`` once the commands in
-        flight are answered: this is where waiting messages resume.
+        flight are answered: this is where waiting messages resume (or, when
+        that happens while a message runs, the loop below goes on).
         """
-        while self._messages and not self.paused and not self._closing:
-            self._run_message(self._messages.popleft())
+        if self._framing:
+            return
+        self._framing = True
+        try:
+            while self._messages and not self.paused and not self._closing:
+                self._run_message(self._messages.popleft())
+        finally:
+            self._framing = False
         if self.paused and self._messages and not self._held_reading:
             self._held_reading = True
             self._update_reading()
@@ -161,7 +178,7 @@ class WebChatProtocol(ChatProtocol):
         if payload.endswith(b"\n"):
             payload = payload[:-2] if payload.endswith(b"\r\n") else payload[:-1]
         if b"\n" in payload or b"\r" in payload:
-            verdict = self.guard.line()
+            verdict = self.guard.line(len(payload) + 1)
             if verdict is not None:
                 self._refuse_line(verdict)
             else:

@@ -59,6 +59,8 @@ const connection = new Connection(socketUrl(location), {
   open() {
     setStatus(null);
     ui.connection.classList.add("online");
+    // Tells the server this client answers PING, so a dead connection is noticed.
+    send("/pong page");
     if (onOpen) {
       const run = onOpen;
       onOpen = null;
