@@ -74,6 +74,8 @@ CONNECT_CONCURRENCY = 32
 # no more sessions than that share a source address.
 SESSIONS_PER_SOURCE = 8
 DEFAULT_ROOM = "#bench"
+# Where login puts every session.
+LOBBY = "#lobby"
 
 
 # --------------------------------------------------------------------------- statistics
@@ -606,7 +608,9 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
     """Open ``count`` connections; on chatd log each in, leave #lobby and join ``room``.
 
     Leaving #lobby right after login keeps setup linear in ``count``: otherwise every
-    login would announce itself to every session already in the lobby.
+    login would announce itself to every session already in the lobby. With ``room``
+    ``#lobby`` the sessions stay where login put them (setup grows with the square of
+    ``count``, which is what people sitting in one lobby cost).
     """
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     clients: list[BenchClient | None] = [None] * count
@@ -619,6 +623,8 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
             clients[index] = client
             if args.dialect == "chatd":
                 await ensure_logged_in(client, f"{prefix}{index}")
+                if room == LOBBY:
+                    return
                 await client.expect_ok("/part #lobby")
                 if room is not None:
                     await client.expect_ok(f"/join {room}")
@@ -964,16 +970,20 @@ async def scenario_maxrate(args) -> dict:
 
 
 async def scenario_sessions(args) -> dict:
-    """C idle sessions (logged in on chatd); server RSS per session."""
+    """C idle sessions (logged in on chatd); server RSS per session.
+
+    Each sits alone, or, with ``--room #lobby``, all of them in the lobby together.
+    """
     deadline = time.monotonic() + args.time_limit
     watch = ServerWatch(args.server_pid)
-    prefix = f"{args.user_prefix}s"
-    first = await open_sessions(args, 1, room=None, prefix=prefix, deadline=deadline)
+    room = getattr(args, "room", None)
+    prefix = f"{args.user_prefix}{'l' if room == LOBBY else 's'}"
+    first = await open_sessions(args, 1, room=room, prefix=prefix, deadline=deadline)
     clients = first
     try:
         rss_one = watch.rss_kb()
         started = time.monotonic()
-        rest = await open_sessions(args, args.clients - 1, room=None, prefix=f"{prefix}r",
+        rest = await open_sessions(args, args.clients - 1, room=room, prefix=f"{prefix}r",
                                    deadline=deadline)
         clients = first + rest
         setup_seconds = time.monotonic() - started
@@ -991,6 +1001,7 @@ async def scenario_sessions(args) -> dict:
         memory = read_memory_kb(args.server_pid) if args.server_pid else {}
         return {
             "scenario": "sessions", "dialect": args.dialect, "sessions": len(clients),
+            "room": room,
             "alive": alive, "setup_seconds": round(setup_seconds, 2),
             "rss_one_session_mb": None if rss_one is None else round(rss_one / 1024, 1),
             "rss_all_sessions_mb": None if rss_all is None else round(rss_all / 1024, 1),
@@ -1245,6 +1256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="RSS per idle session")
     add_target_arguments(sessions)
     sessions.add_argument("--clients", type=int, default=1000)
+    sessions.add_argument("--room", default=None,
+                          help=f"{LOBBY}: every session stays in the lobby (default: each alone)")
 
     storm = sub.add_parser("storm", help="ping round trips during a login storm")
     add_target_arguments(storm)
@@ -1348,6 +1361,7 @@ PRESETS = {
         Preset("maxrate-500", "maxrate", {"clients": 500, "start_rate": 40.0,
                                           **MAXRATE_COMMON}, time_limit=240),
         Preset("sessions", "sessions", {"clients": 10_000}, time_limit=600),
+        Preset("sessions-lobby", "sessions", {"clients": 2_000, "room": LOBBY}, time_limit=600),
         # The baseline has no logins to storm: a burst of connects would be no comparison.
         Preset("storm", "storm", {"logins": 50, "ping_interval": 0.002, "max_pings": 100_000},
                targets=("chatd",), bcrypt_rounds=12),
@@ -1363,6 +1377,7 @@ PRESETS = {
                                       "duration": 0.3, "grace": 1.0, "quiet": 2.0,
                                       "latency_sample": 2}, time_limit=30),
         Preset("sessions", "sessions", {"clients": 20}, time_limit=30),
+        Preset("sessions-lobby", "sessions", {"clients": 20, "room": LOBBY}, time_limit=30),
         Preset("storm", "storm", {"logins": 3, "ping_interval": 0.005, "max_pings": 2000},
                time_limit=60),
         Preset("history", "history", {"joins": 3}, targets=("chatd",),

@@ -285,6 +285,8 @@ def test_selected_presets_by_label_or_scenario():
     assert labels == ["maxrate-100", "maxrate-500", "history"]
     with pytest.raises(SystemExit):
         bench.selected_presets("full", "nonsense")
+    lobby = bench.selected_presets("full", "sessions-lobby")
+    assert [(p.label, p.params["room"]) for p in lobby] == [("sessions-lobby", "#lobby")]
 
 
 # --------------------------------------------------------------------------- smoke runs
@@ -433,6 +435,15 @@ def test_smoke_sessions_against_chatd(chatd_server):
     """Idle logged-in sessions all answer and the per-session RSS is computed."""
     record = run_bench("sessions", *chatd_arguments(chatd_server), "--clients", "15",
                        "--time-limit", "30")
+    assert record["alive"] == 15
+    assert record["rss_per_session_bytes"] is not None
+
+
+def test_smoke_sessions_in_the_lobby_against_chatd(chatd_server):
+    """With ``--room #lobby`` every session stays logged in in the lobby and answers."""
+    record = run_bench("sessions", *chatd_arguments(chatd_server), "--clients", "15",
+                       "--room", "#lobby", "--time-limit", "30")
+    assert record["room"] == "#lobby"
     assert record["alive"] == 15
     assert record["rss_per_session_bytes"] is not None
 
