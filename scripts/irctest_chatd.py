@@ -6,7 +6,7 @@ with this module as the controller, from chatd's checkout::
 
     git clone <irctest> /tmp/irctest && pip install -r /tmp/irctest/requirements.txt
     cd /tmp/irctest && PYTHONPATH=/path/to/chatd/scripts:/path/to/chatd \\
-        CHATD_ROOT=/path/to/chatd python -m pytest --controller irctest_chatd \\
+        IRCTEST_CHATD_ROOT=/path/to/chatd python -m pytest --controller irctest_chatd \\
         irctest/server_tests/registration.py ...
 
 docs/irc.md gives the exact command, the modules run and the results. The
@@ -25,7 +25,10 @@ from pathlib import Path
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
 from irctest.runner import NotImplementedByController
 
-CHATD_ROOT = Path(os.environ.get("CHATD_ROOT", Path(__file__).resolve().parent.parent))
+# Not a CHATD_* name: chatd reports unknown CHATD_* variables at start.
+IRCTEST_CHATD_ROOT = Path(
+    os.environ.get("IRCTEST_CHATD_ROOT", Path(__file__).resolve().parent.parent)
+)
 
 
 class ChatdController(BaseServerController, DirectoryBasedController):
@@ -39,7 +42,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         assert self.directory
         env = {name: value for name, value in os.environ.items() if not name.startswith("CHATD_")}
         env.update(
-            PYTHONPATH=str(CHATD_ROOT),
+            PYTHONPATH=str(IRCTEST_CHATD_ROOT),
             CHATD_DB=str(self.directory / "chatd.sqlite3"),
             CHATD_LISTEN="tcp:0:interface=127.0.0.1",
             CHATD_IRC_LISTEN=f"tcp:{port}:interface={hostname}",
@@ -79,7 +82,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         self.env = self._environment(hostname, port)
         twistd = Path(sys.executable).with_name("twistd")
         self.proc = self.execute(
-            [str(twistd), "--nodaemon", "--pidfile=", "-y", str(CHATD_ROOT / "chatd.tac")],
+            [str(twistd), "--nodaemon", "--pidfile=", "-y", str(IRCTEST_CHATD_ROOT / "chatd.tac")],
             env=self.env,
             cwd=self.directory,
         )

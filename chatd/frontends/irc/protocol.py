@@ -308,11 +308,17 @@ class IRCConnection(Protocol):
             self.line_received(line.rstrip(b"\r"))
 
     def line_received(self, line: bytes) -> None:
-        """Check one line against the limits, decode and parse it, and run it."""
+        """Check one line against the limits, decode and parse it, and run it.
+
+        Every line costs rate budget (a line token and its bytes, line end
+        included), an empty one too, as on the line door: an empty line gets
+        no reply, but a flood of them ends the connection.
+        """
+        verdict = self.guard.line(len(line) + 2)
         if not line.strip(b" "):
-            self.guard.heard()
+            if verdict == "flood":
+                self.disconnect("flood")
             return
-        verdict = self.guard.line()
         if verdict == "flood":
             self.disconnect("flood")
             return
