@@ -615,9 +615,10 @@ class ChatService(Service):
         """Start the session of a login checked (again) just now.
 
         The first session of a user joins #lobby; a further one is shown the
-        rooms the user is in, once the first has finished arriving if it is
-        still opening #lobby. Either way the session then gets the direct
-        messages stored for the user while they had no session.
+        rooms the user is in, once the first has entered its rooms if it is
+        still arriving (not waiting for the first to read its history). Either
+        way the session then gets the direct messages stored for the user
+        while they had no session.
         """
         user = self.users.get(fold(name))
         stale = user is not None and None not in (user.account_id, account_id)
@@ -684,13 +685,20 @@ class ChatService(Service):
             if session.active:
                 for room_name, by in arrival.invites:
                     session.deliver(Invited(room_name, by))
+            # The user is in its rooms: the sessions that waited come in now,
+            # not once this one has read its history (it may never read it).
+            self._arrived(None, user)
             return defer.gatherResults(shown, consumeErrors=True)
 
         return arriving.addCallback(open_rooms)
 
     def _arrived(self, result, user: User):
-        """The first session's #lobby join finished: wake the sessions that waited."""
-        waiting, user.arriving = user.arriving, None
+        """The first session entered its rooms (or failed to): wake the sessions that waited.
+
+        Called once the memberships are done, and again (doing nothing) once
+        the first session's history was written or its arrival failed.
+        """
+        waiting, user.arriving = user.arriving or [], None
         for session_ready in waiting:
             session_ready.callback(None)
         return result
