@@ -1071,7 +1071,7 @@ class ChatService(Service):
         """
         now = self.now()
         committing = self.database.write(
-            storage.post_room_message, room.id, user.name, text, now, kind
+            storage.post_room_message, room.id, user.name, text, now, kind, user.account_id
         )
         event_type = RoomAction if kind == storage.ACTION else RoomMessage
 
@@ -1107,7 +1107,33 @@ class ChatService(Service):
 
         Fires with ``(recipient display name, 'delivered' | 'stored', away
         text)``; a stored message is committed before the sender is told so.
+
+        A DM between sessions bound to accounts goes out once both accounts
+        are found unchanged: a name deleted and registered again (by the admin
+        command line, in another process) before the account events are polled
+        is another account, whose DMs the old sessions must not get or send.
         """
+        recipient = self.users.get(recipient_key)
+        if recipient is not None and (recipient.account_id or sender.account_id):
+            checking = self.database.read(
+                storage.account_identities, (sender.key, recipient_key)
+            )
+            return checking.addCallback(self._identities_checked, sender, recipient_key, text)
+        return self._direct_message(sender, recipient_key, text)
+
+    def _identities_checked(
+        self, identities: dict, sender: User, recipient_key: str, text: str
+    ) -> defer.Deferred:
+        if sender.account_id is not None and identities.get(sender.key) != sender.account_id:
+            raise ChatError("forbidden", "your account has been deleted")
+        recipient = self.users.get(recipient_key)
+        bound = recipient is not None and recipient.account_id is not None
+        if bound and identities.get(recipient_key) != recipient.account_id:
+            # The sessions of the account that had the name: they end now.
+            self.end_sessions(recipient, "account-deleted")
+        return self._direct_message(sender, recipient_key, text)
+
+    def _direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
         recipient = self.users.get(recipient_key)
         if recipient is not None:
             message = DirectMessage(sender.name, recipient.name, text)
@@ -1123,6 +1149,7 @@ class ChatService(Service):
             text,
             self.now(),
             self.mailbox_limit,
+            sender.account_id,
         )
 
         def stored(recipient_name: str) -> defer.Deferred:

@@ -464,24 +464,54 @@ def open_room(
     return room_id, display_name, recent_room_messages(connection, room_id, history_limit)
 
 
-def require_sender(connection: sqlite3.Connection, sender: str) -> None:
-    """Raise ``forbidden`` unless the account of ``sender`` (a display name) still exists.
+def require_sender(
+    connection: sqlite3.Connection, sender: str, account: tuple[int, int] | None = None
+) -> None:
+    """Raise ``forbidden`` unless the account of ``sender`` (a display name) still exists,
+    and is still ``account`` (its identity) when a session bound to one sends: a
+    name deleted and registered again (the admin command line, in another
+    process) is another account, whose name the old sessions must not use.
 
     Checked inside the transaction that stores the message: a deletion
     committed before it is seen, so no message of a deleted account is ever
     committed (or answered ``OK``) after the deletion, and erasing its
     messages once the deletion has committed finds every one of them.
     """
-    if not user_exists(connection, sender.lower()):
+    if account is None:
+        exists = user_exists(connection, sender.lower())
+    else:
+        exists = account_identities(connection, (sender.lower(),)).get(sender.lower()) == account
+    if not exists:
         raise ChatError("forbidden", "your account has been deleted")
 
 
+def account_identities(
+    connection: sqlite3.Connection, name_keys: tuple[str, ...]
+) -> dict[str, tuple[int, int]]:
+    """The identity (users.id, users.incarnation) of each of ``name_keys`` that is an account."""
+    identities = {}
+    for name_key in name_keys:
+        row = connection.execute(
+            "SELECT id, incarnation FROM users WHERE name_key = ?", (name_key,)
+        ).fetchone()
+        if row is not None:
+            identities[name_key] = (row[0], row[1])
+    return identities
+
+
 def post_room_message(
-    connection: sqlite3.Connection, room_id: int, sender: str, *rest: Any
+    connection: sqlite3.Connection,
+    room_id: int,
+    sender: str,
+    text: str,
+    now: int,
+    kind: str = SAY,
+    account: tuple[int, int] | None = None,
 ) -> int:
-    """What a session's room message commits: ``add_room_message`` if its sender still exists."""
-    require_sender(connection, sender)
-    return add_room_message(connection, room_id, sender, *rest)
+    """What a session's room message commits: ``add_room_message`` if its sender still
+    exists (as ``account``, the identity its session is bound to, if given)."""
+    require_sender(connection, sender, account)
+    return add_room_message(connection, room_id, sender, text, now, kind)
 
 
 def add_room_message(
@@ -1027,11 +1057,18 @@ def store_direct_message(
 
 
 def post_direct_message(
-    connection: sqlite3.Connection, recipient_key: str, sender: str, *rest: Any
+    connection: sqlite3.Connection,
+    recipient_key: str,
+    sender: str,
+    text: str,
+    now: int,
+    limit: int | None = None,
+    account: tuple[int, int] | None = None,
 ) -> str:
-    """What a session's stored DM commits: ``store_direct_message`` if its sender still exists."""
-    require_sender(connection, sender)
-    return store_direct_message(connection, recipient_key, sender, *rest)
+    """What a session's stored DM commits: ``store_direct_message`` if its sender still
+    exists (as ``account``, the identity its session is bound to, if given)."""
+    require_sender(connection, sender, account)
+    return store_direct_message(connection, recipient_key, sender, text, now, limit)
 
 
 def stored_messages_page(

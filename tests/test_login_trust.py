@@ -226,6 +226,49 @@ def test_a_name_registered_again_elsewhere_ends_the_old_session_at_the_next_poll
     assert harness.chat.users["alice"].sessions[0].mind is newcomer.protocol
 
 
+def deleted_and_added_again_elsewhere(harness) -> None:
+    """The admin command line (another process) deletes alice and adds her again:
+    nothing tells the server until its next account-event poll."""
+    harness.database.write(storage.delete_user, "alice", 1)
+    harness.database.write(storage.create_user, "alice", hash_password(b"password2", 4), 2)
+
+
+def test_before_the_poll_the_dead_session_gets_no_dm_for_the_new_owner(held):
+    """Deleted and added again elsewhere, before the poll: a DM to alice does not reach the
+    dead account's session (it ends, BYE account-deleted); it is stored for the new owner."""
+    harness, _hasher = held
+    old = harness.logged_in("alice")
+    bob = harness.logged_in("bob")
+    old.lines()
+    deleted_and_added_again_elsewhere(harness)
+    assert bob.send("/msg alice for the new alice")[-1] == "OK msg alice stored"
+    assert old.lines() == ["BYE account-deleted"]
+    newcomer = harness.client(host="203.0.113.9")
+    login = newcomer.send("/login alice password2")
+    assert login[-1] == "OK login alice"
+    assert any(line.endswith("for the new alice") for line in login)
+
+
+@pytest.mark.parametrize(
+    "line", ["posing as the new alice", "/me poses", "/msg bob posing as the new alice"]
+)
+def test_before_the_poll_the_dead_session_cannot_post_as_the_new_owner(held, line):
+    """Deleted and added again elsewhere, before the poll: the dead account's session can
+    neither say, act nor send a DM under the name; nothing of it reaches anyone."""
+    harness, _hasher = held
+    old = harness.logged_in("alice")
+    bob = harness.logged_in("bob")
+    bob.lines()
+    deleted_and_added_again_elsewhere(harness)
+    assert old.send(line)[-1] == "ERR forbidden your account has been deleted"
+    harness.clock.advance(0)
+    assert not [text for text in bob.lines() if "pos" in text]
+    stored = harness.database.connection.execute(
+        "SELECT count(*) FROM room_messages WHERE text LIKE '%pos%'"
+    ).fetchone()[0]
+    assert stored == 0
+
+
 # --- items 9 and 10: /passwd ---------------------------------------------------------------
 
 
