@@ -53,13 +53,18 @@ class RoomMessage(Event):
     sender: str
     text: str
     timestamp: int
+    # The message's id (chatd.ids) and its number in the room's sequence.
+    message_id: str = ""
+    seq: int = 0
 
     def fields(self) -> tuple[str, ...]:
         return (self.room, self.sender, self.text)
 
     def as_history(self) -> "HistoryLine":
         """The same message as it is replayed later."""
-        return HistoryLine(self.room, self.timestamp, self.sender, self.text)
+        return HistoryLine(
+            self.room, self.timestamp, self.sender, self.text, self.message_id, self.seq
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +75,9 @@ class RoomAction(RoomMessage):
 
     def as_history(self) -> "HistoryLine":
         """The same action as it is replayed later."""
-        return HistoryAction(self.room, self.timestamp, self.sender, self.text)
+        return HistoryAction(
+            self.room, self.timestamp, self.sender, self.text, self.message_id, self.seq
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +110,8 @@ class DirectMessage(Event):
     sender: str
     recipient: str
     text: str
+    # The message's id (chatd.ids), the same whether delivered or stored.
+    message_id: str = ""
 
     def fields(self) -> tuple[str, ...]:
         return (self.sender, self.recipient, self.text)
@@ -165,6 +174,9 @@ class HistoryLine(Event):
     timestamp: int
     sender: str
     text: str
+    # The message's id (chatd.ids) and its number in the room's sequence.
+    message_id: str = ""
+    seq: int = 0
 
     def fields(self) -> tuple[str, ...]:
         return (self.room, format_timestamp(self.timestamp), self.sender, self.text)
@@ -177,10 +189,18 @@ class HistoryAction(HistoryLine):
     kind = "HISTORYACTION"
 
 
-def history_line(room: str, timestamp: int, sender: str, text: str, kind: str) -> HistoryLine:
+def history_line(
+    room: str,
+    timestamp: int,
+    sender: str,
+    text: str,
+    kind: str,
+    message_id: str = "",
+    seq: int = 0,
+) -> HistoryLine:
     """The replay of a stored room message of ``kind`` (``say`` or ``action``)."""
     line_type = HistoryAction if kind == "action" else HistoryLine
-    return line_type(room, timestamp, sender, text)
+    return line_type(room, timestamp, sender, text, message_id, seq)
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +211,8 @@ class StoredMessage(Event):
     timestamp: int
     sender: str
     text: str
+    # The message's id (chatd.ids), made when it was sent.
+    message_id: str = ""
 
     def fields(self) -> tuple[str, ...]:
         return (format_timestamp(self.timestamp), self.sender, self.text)

@@ -46,6 +46,7 @@ from chatd.events import (
     WhoisInfo,
     history_line,
 )
+from chatd.ids import MessageIds
 from chatd.names import fold, require_room_name, require_user_name
 from chatd.telemetry import Telemetry
 
@@ -459,6 +460,8 @@ class ChatService(Service):
         self.mailbox_limit = mailbox_limit
         self._clock = clock
         self.telemetry = telemetry or Telemetry()
+        # Every room message and direct message gets its id here, in the core.
+        self.message_ids = MessageIds()
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, defer.Deferred] = {}
@@ -815,7 +818,10 @@ class ChatService(Service):
         if key in self.rooms:
             return self.rooms[key]
         name = state.name
-        recent = (history_line(name, r.sent_at, r.sender, r.text, r.kind) for r in state.recent)
+        recent = (
+            history_line(name, r.sent_at, r.sender, r.text, r.kind, r.msgid, r.seq)
+            for r in state.recent
+        )
         room = self.rooms[key] = Room(
             state.id,
             name,
@@ -1070,14 +1076,22 @@ class ChatService(Service):
         fires after that, so the sender sees its message before the ``OK``.
         """
         now = self.now()
+        message_id = self.message_ids.next(now)
         committing = self.database.write(
-            storage.post_room_message, room.id, user.name, text, now, kind, user.account_id
+            storage.post_room_message,
+            room.id,
+            user.name,
+            text,
+            now,
+            kind,
+            user.account_id,
+            message_id,
         )
         event_type = RoomAction if kind == storage.ACTION else RoomMessage
 
-        def queue(_message_id: int) -> defer.Deferred:
+        def queue(seq: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            room.queue(event_type(room.name, user.name, text, now))
+            room.queue(event_type(room.name, user.name, text, now, message_id, seq))
             shown: defer.Deferred = defer.Deferred()
             self._unflushed.append((room, shown))
             if self._flushing is None:
@@ -1135,8 +1149,10 @@ class ChatService(Service):
 
     def _direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
         recipient = self.users.get(recipient_key)
+        now = self.now()
+        message_id = self.message_ids.next(now)
         if recipient is not None:
-            message = DirectMessage(sender.name, recipient.name, text)
+            message = DirectMessage(sender.name, recipient.name, text, message_id)
             recipient.deliver(message)
             if recipient is not sender:
                 sender.deliver(message)
@@ -1147,14 +1163,15 @@ class ChatService(Service):
             recipient_key,
             sender.name,
             text,
-            self.now(),
+            now,
             self.mailbox_limit,
             sender.account_id,
+            message_id,
         )
 
         def stored(recipient_name: str) -> defer.Deferred:
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
-            sender.deliver(DirectMessage(sender.name, recipient_name, text))
+            sender.deliver(DirectMessage(sender.name, recipient_name, text, message_id))
             reading = self.database.read(storage.away_text, recipient_key)
             # Stored is stored: failing to read the away text must not say otherwise.
             reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
@@ -1197,7 +1214,7 @@ class Mailbox(PageSource):
         self._after_id = rows[-1].id
         self._in_flight += 1
         ids = [row.id for row in rows]
-        events = [StoredMessage(row.sent_at, row.sender, row.text) for row in rows]
+        events = [StoredMessage(row.sent_at, row.sender, row.text, row.msgid) for row in rows]
         return Page(events, lambda handed: self._handed_over(ids, handed))
 
     def _handed_over(self, ids: list[int], handed: bool) -> None:
@@ -1227,31 +1244,34 @@ class RoomHistory(PageSource):
         self._database = database
         self._room = room
         self._count = count
-        self._next_id: int | None = None
-        self._last_id = 0
+        self._next_seq: int | None = None
+        self._last_seq = 0
 
     def next_page(self) -> defer.Deferred:
-        if self._next_id is None:
+        if self._next_seq is None:
             reading = self._database.read(storage.room_history_bounds, self._room.id, self._count)
             return reading.addCallback(self._bounded)
-        if self._next_id > self._last_id:
+        if self._next_seq > self._last_seq:
             return defer.succeed(None)
         reading = self._database.read(
-            storage.room_messages_between, self._room.id, self._next_id, self._last_id, PAGE_LINES
+            storage.room_messages_between, self._room.id, self._next_seq, self._last_seq, PAGE_LINES
         )
         return reading.addCallback(self._page)
 
     def _bounded(self, bounds: tuple[int, int] | None) -> defer.Deferred | None:
         if bounds is None:
             return None
-        self._next_id, self._last_id = bounds
+        self._next_seq, self._last_seq = bounds
         return self.next_page()
 
     def _page(self, rows: list[storage.HistoryRow]) -> Page | None:
         if not rows:
             return None
-        self._next_id = rows[-1].id + 1
+        self._next_seq = rows[-1].seq + 1
         name = self._room.name
         return Page(
-            [history_line(name, row.sent_at, row.sender, row.text, row.kind) for row in rows]
+            [
+                history_line(name, row.sent_at, row.sender, row.text, row.kind, row.msgid, row.seq)
+                for row in rows
+            ]
         )

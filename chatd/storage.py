@@ -150,7 +150,34 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE users ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: message ids and room sequences (issue 10). Every room message and
+    # stored direct message keeps the id the core gave it (chatd.ids); each
+    # room numbers its messages 1, 2, 3, ... without gaps (rooms.last_seq is
+    # the last number given, taken in the transaction that inserts the
+    # message) and history is read in that order. Messages stored before
+    # ids existed get one made of their time and row id (node 0000), and
+    # their rooms' sequences in row order.
+    """
+    ALTER TABLE rooms ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE room_messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE room_messages ADD COLUMN msgid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE stored_messages ADD COLUMN msgid TEXT NOT NULL DEFAULT '';
+    UPDATE room_messages
+        SET seq = numbered.seq,
+            msgid = printf('%011x0000%05x', room_messages.sent_at, room_messages.id & 1048575)
+        FROM (SELECT id, row_number() OVER (PARTITION BY room_id ORDER BY id) AS seq
+              FROM room_messages) AS numbered
+        WHERE numbered.id = room_messages.id;
+    UPDATE stored_messages SET msgid = printf('%011x0000%05x', sent_at, id & 1048575);
+    CREATE UNIQUE INDEX room_messages_by_seq ON room_messages (room_id, seq);
+    UPDATE rooms SET last_seq =
+        (SELECT coalesce(max(seq), 0) FROM room_messages WHERE room_id = rooms.id);
+    """,
 )
+
+# A message id made by storage itself, for messages written without one (the
+# admin tools, scripts and tests): the migration's form, chatd.ids's layout.
+LEGACY_MSGID_SQL = "printf('%011x0000%05x', sent_at, id & 1048575)"
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
 SKELETON_SQL = (
@@ -187,6 +214,7 @@ class StoredRow:
     sender: str
     text: str
     sent_at: int
+    msgid: str = ""
 
 
 # Message kinds: what was said, and an action (``/me waves``).
@@ -206,6 +234,8 @@ class HistoryRow:
     text: str
     sent_at: int
     kind: str = SAY
+    seq: int = 0
+    msgid: str = ""
 
 
 @dataclass(frozen=True)
@@ -507,11 +537,12 @@ def post_room_message(
     now: int,
     kind: str = SAY,
     account: tuple[int, int] | None = None,
+    msgid: str | None = None,
 ) -> int:
     """What a session's room message commits: ``add_room_message`` if its sender still
     exists (as ``account``, the identity its session is bound to, if given)."""
     require_sender(connection, sender, account)
-    return add_room_message(connection, room_id, sender, text, now, kind)
+    return add_room_message(connection, room_id, sender, text, now, kind, msgid)
 
 
 def add_room_message(
@@ -521,13 +552,33 @@ def add_room_message(
     text: str,
     now: int,
     kind: str = SAY,
+    msgid: str | None = None,
 ) -> int:
-    """Append a message (``SAY``) or an action (``ACTION``) to a room's history; return its id."""
+    """Append a message (``SAY``) or an action (``ACTION``) to a room's history.
+
+    Returns the message's sequence number in the room: the room's next,
+    taken in this transaction, so a room's numbers have no gaps and a
+    rolled-back message gives its number back. ``msgid`` is the id the
+    core made (chatd.ids); without one the message gets the migration's
+    form of an id.
+    """
+    (seq,) = connection.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()
     cursor = connection.execute(
-        "INSERT INTO room_messages (room_id, sender, text, sent_at, kind) VALUES (?, ?, ?, ?, ?)",
-        (room_id, sender, text, now, kind),
+        "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (room_id, sender, text, now, kind, seq, msgid or ""),
     )
-    return cursor.lastrowid
+    if msgid is None:
+        connection.execute(
+            f"UPDATE room_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
+            (cursor.lastrowid,),
+        )
+    return seq
+
+
+_HISTORY_COLUMNS = "id, sender, text, sent_at, kind, seq, msgid"
 
 
 def recent_room_messages(
@@ -535,8 +586,8 @@ def recent_room_messages(
 ) -> list[HistoryRow]:
     """The last ``limit`` messages of a room, oldest first: one index range read."""
     rows = connection.execute(
-        "SELECT id, sender, text, sent_at, kind FROM room_messages"
-        " WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+        f"SELECT {_HISTORY_COLUMNS} FROM room_messages"
+        " WHERE room_id = ? ORDER BY seq DESC LIMIT ?",
         (room_id, limit),
     ).fetchall()
     return [HistoryRow(*row) for row in reversed(rows)]
@@ -545,23 +596,23 @@ def recent_room_messages(
 def room_history_bounds(
     connection: sqlite3.Connection, room_id: int, count: int
 ) -> tuple[int, int] | None:
-    """The first and last ids of a room's last ``count`` messages, or None if it has none."""
+    """The first and last sequence numbers of a room's last ``count`` messages, or None."""
     low, high = connection.execute(
-        "SELECT min(id), max(id) FROM"
-        " (SELECT id FROM room_messages WHERE room_id = ? ORDER BY id DESC LIMIT ?)",
+        "SELECT min(seq), max(seq) FROM"
+        " (SELECT seq FROM room_messages WHERE room_id = ? ORDER BY seq DESC LIMIT ?)",
         (room_id, count),
     ).fetchone()
     return None if low is None else (low, high)
 
 
 def room_messages_between(
-    connection: sqlite3.Connection, room_id: int, first_id: int, last_id: int, limit: int
+    connection: sqlite3.Connection, room_id: int, first_seq: int, last_seq: int, limit: int
 ) -> list[HistoryRow]:
-    """Up to ``limit`` messages of a room with ids from ``first_id`` to ``last_id``, in order."""
+    """Up to ``limit`` messages of a room numbered ``first_seq`` to ``last_seq``, in order."""
     rows = connection.execute(
-        "SELECT id, sender, text, sent_at, kind FROM room_messages"
-        " WHERE room_id = ? AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
-        (room_id, first_id, last_id, limit),
+        f"SELECT {_HISTORY_COLUMNS} FROM room_messages"
+        " WHERE room_id = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+        (room_id, first_seq, last_seq, limit),
     ).fetchall()
     return [HistoryRow(*row) for row in rows]
 
@@ -1016,12 +1067,14 @@ def store_direct_message(
     text: str,
     now: int,
     limit: int | None = None,
+    msgid: str | None = None,
 ) -> str:
     """Keep a direct message for an offline user; return the recipient's display name.
 
     Its time is ``now``, or a millisecond after the user's latest kept
-    message if that is not earlier. Raises ``no-such-user`` when there is
-    no such account, and
+    message if that is not earlier. ``msgid`` is the id the core made
+    (chatd.ids); without one the message gets the migration's form of an
+    id. Raises ``no-such-user`` when there is no such account, and
     ``mailbox-full`` when ``limit`` messages already wait for the user:
     counted inside the committing transaction, so senders in parallel
     cannot together pass the limit.
@@ -1049,10 +1102,16 @@ def store_direct_message(
         (recipient_id,),
     ).fetchone()
     sent_at = now if last is None or now > last[0] else last[0] + 1
-    connection.execute(
-        "INSERT INTO stored_messages (recipient_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
-        (recipient_id, sender, text, sent_at),
+    cursor = connection.execute(
+        "INSERT INTO stored_messages (recipient_id, sender, text, sent_at, msgid)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (recipient_id, sender, text, sent_at, msgid or ""),
     )
+    if msgid is None:
+        connection.execute(
+            f"UPDATE stored_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
+            (cursor.lastrowid,),
+        )
     return name
 
 
@@ -1064,11 +1123,12 @@ def post_direct_message(
     now: int,
     limit: int | None = None,
     account: tuple[int, int] | None = None,
+    msgid: str | None = None,
 ) -> str:
     """What a session's stored DM commits: ``store_direct_message`` if its sender still
     exists (as ``account``, the identity its session is bound to, if given)."""
     require_sender(connection, sender, account)
-    return store_direct_message(connection, recipient_key, sender, text, now, limit)
+    return store_direct_message(connection, recipient_key, sender, text, now, limit, msgid)
 
 
 def stored_messages_page(
@@ -1080,7 +1140,7 @@ def stored_messages_page(
     ``delete_stored_messages`` once it was handed over.
     """
     rows = connection.execute(
-        "SELECT s.id, s.sender, s.text, s.sent_at FROM stored_messages AS s"
+        "SELECT s.id, s.sender, s.text, s.sent_at, s.msgid FROM stored_messages AS s"
         " JOIN users AS u ON u.id = s.recipient_id"
         " WHERE u.name_key = ? AND s.id > ? ORDER BY s.id LIMIT ?",
         (recipient_key, after_id, limit),

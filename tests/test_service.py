@@ -1,7 +1,17 @@
 """The chat service without any network: minds that record what they are sent."""
 
 from chatd import storage
-from chatd.events import Joined, Members, Operators, Parted, RoomMessage, RoomMessages
+from chatd.events import (
+    DirectMessage,
+    HistoryLine,
+    Joined,
+    Members,
+    Operators,
+    Parted,
+    RoomMessage,
+    RoomMessages,
+    StoredMessage,
+)
 from tests.support import ChatHarness, RecordingClient, SlowDatabase
 
 
@@ -224,3 +234,46 @@ def test_a_further_session_gets_unflushed_messages_once_as_history():
     assert lines[1].endswith(" alice early")
     assert alice_mind.lines() == ["MSG #lobby alice early"]
     assert again and again[0].current.name == "#lobby"
+
+
+def test_room_messages_and_dms_carry_the_cores_id_and_the_rooms_sequence():
+    """Every room message gets an id and the room's next seq; history replays both.
+
+    Two rooms count on their own; a DM delivered live and one stored carry
+    ids too; a session joining later is shown the very same ids and seqs.
+    """
+    harness = ChatHarness()
+    alice, alice_mind = start(harness, "alice")
+    _bob, bob_mind = start(harness, "bob")
+    alice.join("#a")
+    alice.say("one", "#lobby")
+    harness.end_turn()
+    alice.say("two", "#lobby")
+    alice.say("elsewhere", "#a")
+    harness.end_turn()
+    sent = [e for e in alice_mind.events if isinstance(e, RoomMessage)]
+    sent += [m for e in alice_mind.events if isinstance(e, RoomMessages) for m in e.messages]
+    by_text = {message.text: message for message in sent}
+    assert (by_text["one"].seq, by_text["two"].seq, by_text["elsewhere"].seq) == (1, 2, 1)
+    ids = [by_text[text].message_id for text in ("one", "two", "elsewhere")]
+    assert ids == sorted(ids) and len(set(ids)) == 3 and all(len(one) == 20 for one in ids)
+    lobby_seen = [e for e in bob_mind.events if isinstance(e, (RoomMessage, RoomMessages))]
+    assert lobby_seen[0] is by_text["one"]
+
+    alice.message("bob", "live dm")
+    (live,) = [e for e in bob_mind.events if isinstance(e, DirectMessage)]
+    assert live.message_id > ids[-1]
+    harness.accounts.register("carol", "password1")
+    alice.message("carol", "stored dm")
+    (_, carol_mind) = start(harness, "carol")
+    (stored,) = [e for e in carol_mind.events if isinstance(e, StoredMessage)]
+    (echo,) = [
+        e for e in alice_mind.events if isinstance(e, DirectMessage) and e.text == "stored dm"
+    ]
+    assert stored.message_id == echo.message_id > live.message_id
+
+    carol = harness.chat.users["carol"].sessions[0]
+    carol.join("#a")
+    harness.end_turn()
+    (replayed,) = [e for e in carol_mind.events if isinstance(e, HistoryLine) and e.room == "#a"]
+    assert (replayed.message_id, replayed.seq) == (by_text["elsewhere"].message_id, 1)

@@ -8,6 +8,7 @@ from twisted.internet import defer
 
 from chatd import storage
 from chatd.errors import ChatError
+from chatd.ids import COUNTER_LIMIT, LEGACY_NODE, MessageIds, format_message_id
 
 
 @pytest.fixture
@@ -24,6 +25,11 @@ def test_a_new_file_gets_the_whole_schema(tmp_path):
     assert storage.migrate(connection) == 0
     assert connection.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
     assert storage.migrate(connection) == storage.SCHEMA_VERSION
+
+
+def storage_legacy_msgid(sent_at: int, row_id: int) -> str:
+    """The id migration 5 gives a message stored before ids existed: node 0000."""
+    return format_message_id(sent_at, LEGACY_NODE, row_id & (COUNTER_LIMIT - 1))
 
 
 def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
@@ -51,7 +57,11 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
             "INSERT INTO room_messages (room_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
             (room_id, "Alice", "before the upgrade", 4),
         )
-        storage.store_direct_message(old, "bob", "Alice", "kept for bob", 5)
+        # As version 1 wrote it: stored_messages had no msgid column yet.
+        old.execute(
+            "INSERT INTO stored_messages (recipient_id, sender, text, sent_at)"
+            " SELECT id, 'Alice', 'kept for bob', 5 FROM users WHERE name_key = 'bob'"
+        )
         storage.record_account_event(old, "bob", "kick", 6)
     old.close()
 
@@ -64,10 +74,12 @@ def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
     assert storage.open_room(upgraded, "#lobby", 7, 50)[:2] == (room_id, "#Lobby")
     [line] = storage.recent_room_messages(upgraded, room_id, 50)
     assert (line.sender, line.text, line.sent_at) == ("Alice", "before the upgrade", 4)
+    assert (line.seq, line.msgid) == (1, storage_legacy_msgid(4, line.id))
     [event] = storage.account_events_since(upgraded, 0)
     assert (event.name_key, event.action) == ("bob", "kick")
     [stored] = storage.stored_messages_page(upgraded, "bob", 0, 50)
     assert (stored.sender, stored.text) == ("Alice", "kept for bob")
+    assert stored.msgid == storage_legacy_msgid(5, stored.id)
     indexes = {row[0] for row in upgraded.execute("SELECT name FROM sqlite_master")}
     assert {"room_messages_by_time", "stored_messages_by_time"} <= indexes
     upgraded.close()
@@ -156,7 +168,7 @@ def test_the_mailbox_limit_is_counted_in_the_storing_transaction(connection):
 
 
 def test_room_history_is_read_in_pages_between_its_bounds(connection):
-    """room_history_bounds finds the last n ids; room_messages_between pages through them."""
+    """room_history_bounds finds the last n seqs; room_messages_between pages through them."""
     with storage.transaction(connection):
         room_id, _, _ = storage.open_room(connection, "#r", 0, 50)
         other_id, _, _ = storage.open_room(connection, "#other", 0, 50)
@@ -167,7 +179,7 @@ def test_room_history_is_read_in_pages_between_its_bounds(connection):
     first_id, last_id = storage.room_history_bounds(connection, room_id, 4)
     page = storage.room_messages_between(connection, room_id, first_id, last_id, 3)
     assert [row.text for row in page] == ["m6", "m7", "m8"]
-    page = storage.room_messages_between(connection, room_id, page[-1].id + 1, last_id, 3)
+    page = storage.room_messages_between(connection, room_id, page[-1].seq + 1, last_id, 3)
     assert [row.text for row in page] == ["m9"]
     first_id, last_id = storage.room_history_bounds(connection, room_id, 500)
     everything = storage.room_messages_between(connection, room_id, first_id, last_id, 500)
@@ -334,3 +346,144 @@ def test_the_checkpointer_copies_the_wal_back(database, tmp_path, monkeypatch):
             break
         yield task.deferLater(reactor, 0.01, lambda: None)
     assert path.stat().st_size > main_size + 2000 * 1000
+
+
+def _version_4_database(path: str) -> sqlite3.Connection:
+    """A database at schema version 4, before message ids and sequences."""
+    old = storage.connect(path)
+    with storage.transaction(old):
+        for migration in storage.MIGRATIONS[:4]:
+            for statement in migration.split(";"):
+                if statement.strip():
+                    old.execute(statement)
+        old.execute("PRAGMA user_version = 4")
+    return old
+
+
+def test_migration_5_numbers_old_messages_per_room_and_gives_them_ids(tmp_path):
+    """Messages stored before ids existed get gap-free per-room seqs in row order and ids.
+
+    Two rooms' messages interleaved by row id: each room counts 1, 2, 3 on
+    its own, ``rooms.last_seq`` is each room's count, and the next message
+    of a room takes the number after it.
+    """
+    path = str(tmp_path / "v4.sqlite3")
+    old = _version_4_database(path)
+    with storage.transaction(old):
+        storage.create_user(old, "bob", "hash-b", 1)
+        for key in ("#a", "#b", "#empty"):
+            old.execute(
+                "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, 0)", (key, key)
+            )
+        ids = dict(old.execute("SELECT name_key, id FROM rooms"))
+        for number in range(3):
+            for key in ("#a", "#b"):
+                old.execute(
+                    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind)"
+                    " VALUES (?, 'x', ?, ?, 'say')",
+                    (ids[key], f"{key}{number}", 100 + number),
+                )
+        old.execute(
+            "INSERT INTO stored_messages (recipient_id, sender, text, sent_at)"
+            " SELECT id, 'x', 'psst', 7 FROM users"
+        )
+    old.close()
+
+    upgraded = storage.connect(path)
+    assert storage.migrate(upgraded) == 4
+    for key in ("#a", "#b"):
+        rows = storage.recent_room_messages(upgraded, ids[key], 50)
+        assert [(row.seq, row.text) for row in rows] == [(n + 1, f"{key}{n}") for n in range(3)]
+        assert [row.msgid for row in rows] == [
+            storage_legacy_msgid(row.sent_at, row.id) for row in rows
+        ]
+    last_seqs = dict(upgraded.execute("SELECT name_key, last_seq FROM rooms"))
+    assert last_seqs == {"#a": 3, "#b": 3, "#empty": 0}
+    [stored] = storage.stored_messages_page(upgraded, "bob", 0, 50)
+    assert stored.msgid == storage_legacy_msgid(7, stored.id)
+    with storage.transaction(upgraded):
+        assert storage.add_room_message(upgraded, ids["#b"], "x", "new", 200) == 4
+        assert storage.add_room_message(upgraded, ids["#empty"], "x", "first", 200) == 1
+    upgraded.close()
+
+
+def test_room_sequences_are_gap_free_per_room_and_a_rollback_gives_the_number_back(connection):
+    """Each room numbers its messages 1, 2, 3...; a message rolled back uses no number.
+
+    The number is taken in the inserting transaction, so the next committed
+    message of the room takes the one the rolled-back message had.
+    """
+    with storage.transaction(connection):
+        room_id, _, _ = storage.open_room(connection, "#r", 0, 50)
+        other_id, _, _ = storage.open_room(connection, "#other", 0, 50)
+        assert storage.add_room_message(connection, room_id, "a", "one", 1, msgid="m1") == 1
+        assert storage.add_room_message(connection, other_id, "a", "elsewhere", 1) == 1
+        assert storage.add_room_message(connection, room_id, "a", "two", 2, msgid="m2") == 2
+
+    class Abandon(Exception):
+        pass
+
+    with pytest.raises(Abandon), storage.transaction(connection):
+        assert storage.add_room_message(connection, room_id, "a", "lost", 3) == 3
+        raise Abandon()
+    with storage.transaction(connection):
+        assert storage.add_room_message(connection, room_id, "a", "three", 4, msgid="m3") == 3
+    rows = storage.recent_room_messages(connection, room_id, 50)
+    assert [(row.seq, row.msgid, row.text) for row in rows] == [
+        (1, "m1", "one"),
+        (2, "m2", "two"),
+        (3, "m3", "three"),
+    ]
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(
+            "INSERT INTO room_messages (room_id, sender, text, sent_at, seq)"
+            " VALUES (?, 'a', 'b', 5, 2)",
+            (room_id,),
+        )
+
+
+def test_history_is_ordered_by_seq_not_by_row(connection):
+    """History reads a room in sequence order, whatever order the rows were written in."""
+    with storage.transaction(connection):
+        room_id, _, _ = storage.open_room(connection, "#r", 0, 50)
+        for seq, text in ((2, "second"), (1, "first"), (3, "third")):
+            connection.execute(
+                "INSERT INTO room_messages (room_id, sender, text, sent_at, seq, msgid)"
+                " VALUES (?, 'a', ?, 0, ?, ?)",
+                (room_id, text, seq, f"id{seq}"),
+            )
+    assert [row.text for row in storage.recent_room_messages(connection, room_id, 2)] == [
+        "second",
+        "third",
+    ]
+    low, high = storage.room_history_bounds(connection, room_id, 50)
+    page = storage.room_messages_between(connection, room_id, low, high, 50)
+    assert [row.text for row in page] == ["first", "second", "third"]
+
+
+def test_stored_direct_messages_keep_their_id(connection):
+    """A stored DM keeps the id the core gave it; one stored without gets the legacy form."""
+    with storage.transaction(connection):
+        storage.create_user(connection, "bob", "hash", 0)
+        storage.store_direct_message(connection, "bob", "alice", "one", 1, msgid="core-id")
+        storage.store_direct_message(connection, "bob", "alice", "two", 2)
+    first, second = storage.stored_messages_page(connection, "bob", 0, 50)
+    assert first.msgid == "core-id"
+    assert second.msgid == storage_legacy_msgid(2, second.id)
+
+
+def test_message_ids_are_time_ordered_unique_and_compact():
+    """Ids sort in the order made: within a millisecond, past its counter, clock stepping back."""
+    ids = MessageIds(node=0x1234)
+    made = [ids.next(1000), ids.next(1000), ids.next(1001), ids.next(999), ids.next(1001)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    assert all(len(one) == 20 and int(one, 16) >= 0 for one in made)
+    assert made[0] == "000000003e8" + "1234" + "00000"
+    # Past the counter's range within one millisecond: on into the next, still in order.
+    burst = MessageIds(node=1)
+    many = [burst.next(5) for _ in range(COUNTER_LIMIT + 2)]
+    assert many == sorted(many) and len(set(many)) == len(many)
+    assert many[-1].startswith(f"{6:011x}")
+    # Two processes' nodes differ (random, never the migration's 0000).
+    assert MessageIds().node != LEGACY_NODE

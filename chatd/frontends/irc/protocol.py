@@ -931,8 +931,13 @@ class IRCConnection(Protocol):
             self._collecting = None
         return collected
 
-    def _tags(self, sender: str | None, timestamp: int | None) -> dict[str, str]:
+    def _tags(
+        self, sender: str | None, timestamp: int | None, message_id: str = ""
+    ) -> dict[str, str]:
+        """The tags of a message: ``msgid`` (the core's id) goes only with message-tags."""
         tags: dict[str, str] = {}
+        if message_id:
+            tags["msgid"] = message_id
         if timestamp is not None:
             tags["time"] = irc_time(timestamp)
         if sender is not None:
@@ -949,7 +954,7 @@ class IRCConnection(Protocol):
                 return
         self.send(Message(
             "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
-            self._tags(event.sender, event.timestamp),
+            self._tags(event.sender, event.timestamp, event.message_id),
         ))
 
     def _render_room_messages(self, event: RoomMessages) -> None:
@@ -965,13 +970,13 @@ class IRCConnection(Protocol):
         target = event.recipient
         self.send(Message(
             "PRIVMSG", (target, event.text), self.source_of(event.sender),
-            self._tags(event.sender, None),
+            self._tags(event.sender, None, event.message_id),
         ))
 
     def _render_stored(self, event: StoredMessage) -> None:
         self.send(Message(
             "PRIVMSG", (self.nick or "*", event.text), self.source_of(event.sender),
-            self._tags(event.sender, event.timestamp),
+            self._tags(event.sender, event.timestamp, event.message_id),
         ))
 
     def _is_me(self, name: str) -> bool:
@@ -1024,7 +1029,7 @@ class IRCConnection(Protocol):
     def _render_history(self, event: HistoryLine) -> None:
         if "server-time" not in self.caps:
             return  # without times, old lines would read as new ones
-        tags = self._tags(event.sender, event.timestamp)
+        tags = self._tags(event.sender, event.timestamp, event.message_id)
         if "batch" in self.caps:
             if not self._history_open:
                 self._batch_serial += 1

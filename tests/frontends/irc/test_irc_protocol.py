@@ -360,3 +360,42 @@ def test_a_ctcp_action_from_irc_is_an_action_for_the_line_door(irc):
     echoed += client.lines()
     assert [parse(text).params for text in echoed] == [("#lobby", "\x01ACTION waves\x01")]
     assert line.send("/history #lobby 1")[0].startswith("HISTORYACTION #lobby ")
+
+
+def test_messages_carry_the_cores_msgid_with_message_tags(irc):
+    """With message-tags every PRIVMSG has the core's ``msgid``: the same live, echoed and replayed.
+
+    A line user's message reaches an IRC connection with an id; the
+    sender's own echo carries its id; the room's history on join replays
+    the very same ids; a stored DM keeps an id. Without message-tags no
+    msgid is sent.
+    """
+    irc.account("carol")
+    irc.account("dave")
+    line = irc.logged_in("bob")
+    tagged = irc.irc_client(port=50001)
+    tagged.login_with_pass("alice", caps=["message-tags", "echo-message"])
+    plain = irc.irc_client(port=50002)
+    plain.login_with_pass("alice")
+    tagged.lines()
+    line.lines()
+    line.send("hello from the line door")
+    (received,) = [parse(text) for text in tagged.lines() if "hello" in text]
+    first_id = received.tags["msgid"]
+    assert len(first_id) == 20 and int(first_id, 16) > 0
+    assert all("msgid" not in parse(text).tags for text in plain.lines())
+    (echoed,) = [parse(text) for text in tagged.send("PRIVMSG #lobby :and from irc")]
+    second_id = echoed.tags["msgid"]
+    assert second_id > first_id  # time-ordered, made by the core
+
+    joining = irc.irc_client(port=50003)
+    caps = ["message-tags", "server-time"]
+    lines = [parse(text) for text in joining.login_with_pass("carol", caps=caps)]
+    replayed = {m.params[1]: m.tags["msgid"] for m in lines if m.verb == "PRIVMSG"}
+    assert replayed == {"hello from the line door": first_id, "and from irc": second_id}
+
+    assert line.send("/msg dave see you")[-1] == "OK msg dave stored"
+    offline = irc.irc_client(port=50004)
+    lines = [parse(text) for text in offline.login_with_pass("dave", caps=caps)]
+    (stored,) = [m for m in lines if m.verb == "PRIVMSG" and m.params[1] == "see you"]
+    assert len(stored.tags["msgid"]) == 20 and stored.tags["msgid"] > second_id
