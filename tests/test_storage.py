@@ -28,7 +28,7 @@ def test_a_new_file_gets_the_whole_schema(tmp_path):
 
 
 def storage_legacy_msgid(sent_at: int, row_id: int) -> str:
-    """The id migration 5 gives a message stored before ids existed: node 0000."""
+    """The id migration 6 gives a message stored before ids existed: node 0000."""
     return format_message_id(sent_at, LEGACY_NODE, row_id & (COUNTER_LIMIT - 1))
 
 
@@ -348,27 +348,27 @@ def test_the_checkpointer_copies_the_wal_back(database, tmp_path, monkeypatch):
     assert path.stat().st_size > main_size + 2000 * 1000
 
 
-def _version_4_database(path: str) -> sqlite3.Connection:
-    """A database at schema version 4, before message ids and sequences."""
+def _version_5_database(path: str) -> sqlite3.Connection:
+    """A database at schema version 5, before message ids and sequences."""
     old = storage.connect(path)
     with storage.transaction(old):
-        for migration in storage.MIGRATIONS[:4]:
+        for migration in storage.MIGRATIONS[:5]:
             for statement in migration.split(";"):
                 if statement.strip():
                     old.execute(statement)
-        old.execute("PRAGMA user_version = 4")
+        old.execute("PRAGMA user_version = 5")
     return old
 
 
-def test_migration_5_numbers_old_messages_per_room_and_gives_them_ids(tmp_path):
+def test_migration_6_numbers_old_messages_per_room_and_gives_them_ids(tmp_path):
     """Messages stored before ids existed get gap-free per-room seqs in row order and ids.
 
     Two rooms' messages interleaved by row id: each room counts 1, 2, 3 on
     its own, ``rooms.last_seq`` is each room's count, and the next message
     of a room takes the number after it.
     """
-    path = str(tmp_path / "v4.sqlite3")
-    old = _version_4_database(path)
+    path = str(tmp_path / "v5.sqlite3")
+    old = _version_5_database(path)
     with storage.transaction(old):
         storage.create_user(old, "bob", "hash-b", 1)
         for key in ("#a", "#b", "#empty"):
@@ -390,7 +390,7 @@ def test_migration_5_numbers_old_messages_per_room_and_gives_them_ids(tmp_path):
     old.close()
 
     upgraded = storage.connect(path)
-    assert storage.migrate(upgraded) == 4
+    assert storage.migrate(upgraded) == 5
     for key in ("#a", "#b"):
         rows = storage.recent_room_messages(upgraded, ids[key], 50)
         assert [(row.seq, row.text) for row in rows] == [(n + 1, f"{key}{n}") for n in range(3)]
