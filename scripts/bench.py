@@ -1151,11 +1151,15 @@ def prefill_history(db_path: str, room: str, count: int, batch: int = 100_000) -
         while stored < count:
             chunk = range(stored, min(count, stored + batch))
             with storage.transaction(connection):
+                # Numbered 1, 2, 3... as storage.add_room_message numbers them.
                 connection.executemany(
-                    "INSERT INTO room_messages (room_id, sender, text, sent_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    ((room_id, f"writer{n % 97}", f"stored message {n}", first_ms + n)
+                    "INSERT INTO room_messages (room_id, sender, text, sent_at, seq, msgid)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    ((room_id, f"writer{n % 97}", f"stored message {n}", first_ms + n,
+                      n + 1, f"{first_ms + n:011x}0000{n % 0x100000:05x}")
                      for n in chunk))
+                connection.execute(
+                    "UPDATE rooms SET last_seq = ? WHERE id = ?", (chunk[-1] + 1, room_id))
             stored += len(chunk)
         return stored
     finally:
