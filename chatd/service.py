@@ -124,6 +124,9 @@ class IChatSession(Interface):
     def invite(room_name: str, user_name: str) -> defer.Deferred:
         """Invite a user into a room; fire with the room's name."""
 
+    def bans(room_name: str) -> defer.Deferred:
+        """Fire with a room's bans: (name, banned by, when in ms), oldest first."""
+
     def away(text: str | None) -> defer.Deferred:
         """Set the user's away text, or with ``None`` clear it; fire with the text."""
 
@@ -173,6 +176,8 @@ class Room:
         self.members: dict[str, User] = {}
         self.topic = topic
         self.topic_setter = topic_setter
+        # When the topic was set (ms), if this server saw it happen; 0: unknown.
+        self.topic_time = 0
         self.private = private
         # Every operator, online or not: folded name -> display name.
         self.operators: dict[str, str] = {}
@@ -406,6 +411,10 @@ class Session:
         require_user_name(user_name)
         return self._service.invite(self.user, room, fold(user_name))
 
+    def bans(self, room_name: str) -> defer.Deferred:
+        room = self._room(room_name)
+        return self._service.database.read(storage.room_bans, room.id)
+
     def away(self, text: str | None) -> defer.Deferred:
         return self._service.set_away(self.user, text or "")
 
@@ -472,6 +481,9 @@ class ChatService(Service):
         self._account_poll.clock = clock
         self._account_poll_seconds = account_poll_seconds
         self._last_account_event = 0
+        # Called with (user, away text) whenever a user's away text changes:
+        # doors that tell others about it (IRC's away-notify) listen here.
+        self.away_watchers: list = []
 
     def now(self) -> int:
         """The time now, in Unix milliseconds."""
@@ -938,6 +950,7 @@ class ChatService(Service):
 
         def show(_) -> str:
             room.topic, room.topic_setter = text, user.name
+            room.topic_time = self.now()
             room.broadcast(Topic(room.name, user.name, text))
             return room.name
 
@@ -1024,6 +1037,8 @@ class ChatService(Service):
 
         def done(_) -> str:
             user.away = text
+            for watcher in self.away_watchers:
+                watcher(user, text)
             return text
 
         return writing.addCallback(done)

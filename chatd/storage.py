@@ -892,6 +892,17 @@ def ban_user(
     return Banned(name, operator is not None, bool(operator))
 
 
+def room_bans(connection: sqlite3.Connection, room_id: int) -> list[tuple[str, str, int]]:
+    """A room's bans, oldest first: (banned account's name, banned by, when in ms)."""
+    rows = connection.execute(
+        "SELECT users.name, room_bans.banned_by, room_bans.banned_at FROM room_bans"
+        " JOIN users ON users.id = room_bans.user_id WHERE room_bans.room_id = ?"
+        " ORDER BY room_bans.banned_at, users.name_key",
+        (room_id,),
+    )
+    return [(name, by, at) for name, by, at in rows]
+
+
 def unban_user(connection: sqlite3.Connection, room_id: int, user_key: str) -> str:
     """Lift an account's ban from a room; return its display name."""
     user_id, name = _user(connection, user_key)

@@ -39,19 +39,25 @@ from chatd.auth import AddressedCredentials
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
+    Away,
     DirectMessage,
     Event,
     HistoryAction,
     HistoryLine,
+    Invited,
     Joined,
+    Kicked,
     Members,
     Notice,
+    Operators,
     Parted,
     RoomAction,
     RoomMessage,
     RoomMessages,
     RoomSummary,
     StoredMessage,
+    Topic,
+    WhoisInfo,
 )
 from chatd.frontends.irc import numerics as n
 from chatd.frontends.irc.message import (
@@ -78,6 +84,7 @@ CAPABILITIES: dict[str, str] = {
     "batch": "",
     "account-tag": "",
     "multi-prefix": "",
+    "away-notify": "",
 }
 NICKSERV = "NickServ"
 HISTORY_BATCH = "chathistory"
@@ -122,6 +129,20 @@ COMMANDS: dict[str, Command] = {
     "WHOIS": Command("irc_WHOIS", 1),
     "LIST": Command("irc_LIST", 0),
     "MODE": Command("irc_MODE", 1),
+    "TOPIC": Command("irc_TOPIC", 1),
+    "KICK": Command("irc_KICK", 2),
+    "INVITE": Command("irc_INVITE", 2),
+    "AWAY": Command("irc_AWAY", 0),
+}
+
+# WHOX fields (``WHO <mask> %<fields>[,<token>]``), in the order 354 gives them.
+WHOX_FIELDS = "tcuihsnfdlaor"
+# chatd's errors as the numerics IRC clients know.
+_ERROR_NUMERICS = {
+    "forbidden": n.ERR_CHANOPRIVSNEEDED,
+    "not-in-room": n.ERR_NOTONCHANNEL,
+    "no-such-user": n.ERR_NOSUCHNICK,
+    "no-such-room": n.ERR_NOSUCHCHANNEL,
 }
 
 
@@ -163,6 +184,14 @@ class IRCConnection(Protocol):
         self._invisible = False
         # The rooms this connection has shown its client joining (folded names).
         self._in_rooms: set[str] = set()
+        # The operators this client was shown per room (folded room -> folded
+        # names), so a change of the core's list is rendered as MODE +o/-o.
+        self._shown_ops: dict[str, set[str]] = {}
+        # Rooms whose topic was just shown in the join burst: the core's
+        # Topic that follows it is not a change.
+        self._topic_shown: set[str] = set()
+        # WHOIS targets found offline: their away text is not shown as 301.
+        self._whois_offline: set[str] = set()
 
     # --- connection ---------------------------------------------------------
 
@@ -809,7 +838,11 @@ class IRCConnection(Protocol):
         self._members_for = deque(
             (key, why) for key, why in self._members_for if key != fold(room) or why != "join"
         )
-        self.reply(n.ERR_NOSUCHCHANNEL, room, self._why(failure))
+        numeric = n.ERR_NOSUCHCHANNEL
+        if failure.check(ChatError) and failure.value.code == "forbidden":
+            banned = "banned" in failure.value.text
+            numeric = n.ERR_BANNEDFROMCHAN if banned else n.ERR_INVITEONLYCHAN
+        self.reply(numeric, room, self._why(failure))
 
     def _joined_rooms(self) -> list[str]:
         user = getattr(self.session, "user", None)
@@ -835,10 +868,13 @@ class IRCConnection(Protocol):
                 self._members_for.pop()
                 self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
 
-    def irc_WHO(self, mask: str | None = None, *_: str) -> None:
-        """WHO for a room (352 per member) or a nick, then 315."""
+    def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
+        """WHO for a room (352 per member) or a nick, then 315; WHOX (354) with ``%fields``."""
+        why = "who"
+        if options and options.startswith("%"):
+            why = "who" + options
         if mask and mask.startswith("#"):
-            self._members_for.append((fold(mask), "who"))
+            self._members_for.append((fold(mask), why))
             try:
                 self.session.who(mask)
             except ChatError:
@@ -847,21 +883,117 @@ class IRCConnection(Protocol):
             return
         if mask and fold(mask) in self.server.online_names():
             name = self.server.online_names()[fold(mask)]
-            self.reply(n.RPL_WHOREPLY, "*", name, self.host, self.host, name, "H", f"0 {name}")
+            self._who_reply("*", name, False, _whox(why))
         self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")
 
+    def _who_reply(
+        self, channel: str, name: str, operator: bool, whox: tuple[str, str] | None
+    ) -> None:
+        """One 352 (or WHOX 354) line: G when away, @ for a room operator."""
+        user = self.server.chat.users.get(fold(name))
+        flags = ("G" if user is not None and user.away else "H") + ("@" if operator else "")
+        if whox is None:
+            self.reply(n.RPL_WHOREPLY, channel, name, self.host, self.host, name, flags,
+                       f"0 {name}")
+            return
+        fields, token = whox
+        values = {
+            "t": token, "c": channel, "u": name, "i": "255.255.255.255", "h": self.host,
+            "s": self.host, "n": name, "f": flags, "d": "0", "l": "0", "a": name,
+            "o": "n/a", "r": name,
+        }
+        self.reply(n.RPL_WHOSPCRPL, *(values[field] for field in WHOX_FIELDS if field in fields))
+
     def irc_WHOIS(self, *targets: str) -> None:
-        """WHOIS: who the user is, whether online, and the rooms you share."""
+        """WHOIS: the account, the rooms you share, its away text; 401 when offline."""
         nick = targets[-1]
-        online = self.server.online_names()
-        if fold(nick) not in online:
+        asking = defer.maybeDeferred(self.session.whois, nick)
+
+        def ended(_) -> None:
+            self._whois_offline.discard(fold(nick))
+            self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+        def unknown(failure: Failure) -> None:
+            failure.trap(ChatError)
             self.reply(n.ERR_NOSUCHNICK, nick, "No such nick")
-        else:
-            name = online[fold(nick)]
-            self.reply(n.RPL_WHOISUSER, name, name, self.host, "*", name)
-            self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
-            self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
-        self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+        asking.addErrback(unknown).addCallback(ended)
+        asking.addErrback(lambda failure: log.failure("WHOIS", failure))
+
+    def _refused(self, verb: str, *context: str) -> Callable[[Failure], None]:
+        """An errback answering a refused command with the numeric IRC clients know."""
+
+        def refused(failure: Failure) -> None:
+            if not failure.check(ChatError):
+                log.failure(verb, failure)
+                self.notice(f"{verb}: the server failed; try again")
+                return
+            error = failure.value
+            numeric = _ERROR_NUMERICS.get(error.code)
+            if numeric is None:
+                self.notice(f"{verb}: {error.text}")
+            elif numeric == n.ERR_NOSUCHNICK and verb in ("KICK", "MODE"):
+                self.reply(n.ERR_USERNOTINCHANNEL, context[-1], context[0], error.text)
+            elif numeric == n.ERR_NOSUCHNICK:
+                self.reply(numeric, context[-1], error.text)
+            else:
+                self.reply(numeric, context[0], error.text)
+
+        return refused
+
+    def _live_room(self, room: str):
+        """The core's room of that name, if this user is a member of it."""
+        return self.session.user.rooms.get(fold(room))
+
+    def irc_TOPIC(self, room: str, text: str | None = None, *_: str) -> None:
+        """TOPIC: show it (332/333, or 331), or set it (the change reaches every member)."""
+        if text is None:
+            state = self._live_room(room)
+            if state is None:
+                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+            elif state.topic:
+                self._show_topic(state)
+            else:
+                self.reply(n.RPL_NOTOPIC, state.name, "No topic is set")
+            return
+        setting = defer.maybeDeferred(self.session.topic, room, text)
+        setting.addErrback(self._refused("TOPIC", room))
+
+    def _show_topic(self, state) -> None:
+        self.reply(n.RPL_TOPIC, state.name, state.topic)
+        if state.topic_time:
+            self.reply(n.RPL_TOPICWHOTIME, state.name, state.topic_setter,
+                       str(state.topic_time // 1000))
+
+    def irc_KICK(self, room: str, nicks: str, reason: str | None = None, *_: str) -> None:
+        """KICK members out of a room (operators only); everyone in it sees the KICK."""
+        for nick in nicks.split(","):
+            kicking = defer.maybeDeferred(self.session.kick, room, nick, reason or self.nick)
+            kicking.addErrback(self._refused("KICK", room, nick))
+
+    def irc_INVITE(self, nick: str, room: str, *_: str) -> None:
+        """INVITE a user into a room: 341 to you, an INVITE to them (if online)."""
+        state = self._live_room(room)
+        if state is not None and fold(nick) in state.members:
+            self.reply(n.ERR_USERONCHANNEL, nick, room, "is already on channel")
+            return
+        inviting = defer.maybeDeferred(self.session.invite, room, nick)
+        inviting.addCallbacks(
+            lambda name: self.reply(n.RPL_INVITING, nick, name),
+            self._refused("INVITE", room, nick),
+        )
+
+    def irc_AWAY(self, text: str | None = None, *_: str) -> None:
+        """AWAY with a text marks you away (306), without one back (305)."""
+        setting = defer.maybeDeferred(self.session.away, text or None)
+
+        def done(now: str) -> None:
+            if now:
+                self.reply(n.RPL_NOWAWAY, "You have been marked as being away")
+            else:
+                self.reply(n.RPL_UNAWAY, "You are no longer marked as being away")
+
+        setting.addCallbacks(done, self._refused("AWAY", "*"))
 
     def irc_LIST(self, *_: str) -> None:
         """LIST: 321, a 322 per room with members, 323."""
@@ -872,14 +1004,9 @@ class IRCConnection(Protocol):
         listing.addErrback(lambda failure: log.failure("LIST", failure))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
-        """MODE: your own modes are none; a room's modes are shown, not yet changed."""
+        """MODE: your own modes (+i only); a room's +o, +b (by nick mask), +i; +t is fixed."""
         if target.startswith("#"):
-            if changes and changes[0] in ("b", "+b"):
-                self.reply(n.RPL_ENDOFBANLIST, target, "End of channel ban list")
-            elif changes:
-                self.reply(n.ERR_CHANOPRIVSNEEDED, target, "Room modes are not changed over IRC")
-            else:
-                self.reply(n.RPL_CHANNELMODEIS, target, "+")
+            self._room_mode(target, changes)
             return
         if fold(target) != fold(self.nick or ""):
             self.reply(n.ERR_USERSDONTMATCH, "Can't change mode for other users")
@@ -892,6 +1019,77 @@ class IRCConnection(Protocol):
             self.send(Message("MODE", (self.nick, changes[0]), self.source_of(self.nick)))
         else:
             self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+    def _room_mode(self, room: str, changes: tuple[str, ...]) -> None:
+        state = self._live_room(room)
+        if state is None:
+            self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+            return
+        if not changes:
+            # +t: chatd lets only operators set the topic whenever a room has any.
+            modes = "+" + ("i" if state.private else "") + ("t" if state.operators else "")
+            self.reply(n.RPL_CHANNELMODEIS, state.name, modes)
+            return
+        arguments = list(changes[1:])
+        sign = "+"
+        for letter in changes[0]:
+            if letter in "+-":
+                sign = letter
+            elif letter == "b" and not arguments:
+                self._list_bans(state.name)
+            elif letter in "ob":
+                if not arguments:
+                    self.reply(n.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                    return
+                argument = arguments.pop(0)
+                if letter == "o":
+                    setting = defer.maybeDeferred(
+                        self.session.set_operator, room, argument, sign == "+"
+                    )
+                    setting.addErrback(self._refused("MODE", room, argument))
+                else:
+                    self._ban(state.name, sign, argument)
+            elif letter == "i":
+                private = sign == "+"
+                setting = defer.maybeDeferred(self.session.set_private, room, private)
+                setting.addCallbacks(
+                    lambda name, change=sign + "i": self._tell_room_mode(name, change),
+                    self._refused("MODE", room),
+                )
+            elif letter == "t":
+                self.reply(n.ERR_UNKNOWNMODE, "t",
+                           "Topic lock is not a switch here: while a room has operators"
+                           " only they set its topic, otherwise every member may")
+            else:
+                self.reply(n.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
+
+    def _ban(self, room: str, sign: str, mask: str) -> None:
+        """+b/-b by nick mask (``nick``, ``nick!*`` or ``nick!*@*``): bans are of accounts."""
+        nick, bang, rest = mask.partition("!")
+        if rest not in ("", "*", "*@*") or (bang and not rest) or not is_user_name(nick):
+            self.notice(f"MODE: bans here are of accounts: give {room} +b nick!*@*, not {mask}")
+            return
+        banning = defer.maybeDeferred(self.session.ban, room, nick, sign == "+")
+        banning.addCallbacks(
+            lambda name: self._tell_room_mode(name, f"{sign}b", f"{nick}!*@*"),
+            self._refused("MODE", room, nick),
+        )
+
+    def _list_bans(self, room: str) -> None:
+        """``MODE #room b``: 367 for each banned account, then 368."""
+        listing = defer.maybeDeferred(self.session.bans, room)
+
+        def show(bans: list[tuple[str, str, int]]) -> None:
+            for name, by, when in bans:
+                self.reply(n.RPL_BANLIST, room, f"{name}!*@*", by, str(when // 1000))
+            self.reply(n.RPL_ENDOFBANLIST, room, "End of channel ban list")
+
+        listing.addCallbacks(show, self._refused("MODE", room))
+
+    def _tell_room_mode(self, room: str, change: str, *arguments: str) -> None:
+        """A mode change the core has no event for (+i, +b): to the room's IRC members."""
+        message = Message("MODE", (room, change, *arguments), self.source_of(self.nick or ""))
+        self.server.tell_room(room, message)
 
     # --- IChatClient: rendering the core's events -----------------------------------
 
@@ -992,6 +1190,7 @@ class IRCConnection(Protocol):
         self._close_history()
         if self._is_me(event.user):
             self._in_rooms.discard(fold(event.room))
+            self._shown_ops.pop(fold(event.room), None)
         self.send(Message("PART", (event.room,), self.source_of(event.user)))
 
     def _render_members(self, event: Members) -> None:
@@ -1009,22 +1208,87 @@ class IRCConnection(Protocol):
             # JOIN to open the channel, so this connection gets one.
             self._in_rooms.add(key)
             self.send(Message("JOIN", (event.room,), self.source_of(self.nick or "")))
-        if why == "who":
+        state = self.server.chat.rooms.get(key)
+        operators = dict(state.operators) if state is not None else {}
+        self._shown_ops[key] = operators
+        if why.startswith("who"):
+            whox = _whox(why)
             for member in event.members:
-                self.reply(n.RPL_WHOREPLY, event.room, member, self.host, self.host, member,
-                           "H", f"0 {member}")
+                self._who_reply(event.room, member, fold(member) in operators, whox)
             self.reply(n.RPL_ENDOFWHO, event.room, "End of WHO list")
             return
+        if why in ("join", "shown") and state is not None and state.topic:
+            # The topic belongs in the join burst; the core's Topic after it is no change.
+            self._show_topic(state)
+            self._topic_shown.add(key)
         line: list[str] = []
         budget = LINE_LIMIT - 100 - len(self.host) - len(event.room)
         for member in event.members:
-            if line and sum(len(name) + 1 for name in line) + len(member) > budget:
+            shown = ("@" if fold(member) in operators else "") + member
+            if line and sum(len(name) + 1 for name in line) + len(shown) > budget:
                 self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
                 line = []
-            line.append(member)
+            line.append(shown)
         if line:
             self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
         self.reply(n.RPL_ENDOFNAMES, event.room, "End of /NAMES list")
+
+    def _render_topic(self, event: Topic) -> None:
+        self._close_history()
+        key = fold(event.room)
+        if key in self._topic_shown:
+            self._topic_shown.discard(key)
+            return
+        self.send(Message("TOPIC", (event.room, event.text), self.source_of(event.setter)))
+
+    def _render_operators(self, event: Operators) -> None:
+        """A change of a room's operators, as MODE +o/-o from the server."""
+        self._close_history()
+        key = fold(event.room)
+        now = {fold(name): name for name in event.operators}
+        before = self._shown_ops.get(key)
+        self._shown_ops[key] = now
+        if before is None:
+            return
+        for name_key, name in now.items():
+            if name_key not in before:
+                self.send(Message("MODE", (event.room, "+o", name), self.host))
+        for name_key, name in before.items():
+            if name_key not in now:
+                self.send(Message("MODE", (event.room, "-o", name), self.host))
+
+    def _render_kicked(self, event: Kicked) -> None:
+        self._close_history()
+        if self._is_me(event.user):
+            self._in_rooms.discard(fold(event.room))
+            self._shown_ops.pop(fold(event.room), None)
+        self.send(Message(
+            "KICK", (event.room, event.user, event.reason), self.source_of(event.by)
+        ))
+
+    def _render_invited(self, event: Invited) -> None:
+        self.send(Message("INVITE", (self.nick or "*", event.room), self.source_of(event.by)))
+
+    def _render_away(self, event: Away) -> None:
+        if fold(event.user) not in self._whois_offline:
+            self.reply(n.RPL_AWAY, event.user, event.text)
+
+    def _render_whois(self, event: WhoisInfo) -> None:
+        if not event.online:
+            self._whois_offline.add(fold(event.user))
+            self.reply(n.ERR_NOSUCHNICK, event.user, "No such nick (the account is offline)")
+            return
+        name = event.user
+        self.reply(n.RPL_WHOISUSER, name, name, self.host, "*", name)
+        rooms = []
+        for room in event.shared_rooms:
+            state = self.server.chat.rooms.get(fold(room))
+            operator = state is not None and fold(name) in state.operators
+            rooms.append(("@" if operator else "") + room)
+        if rooms:
+            self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
+        self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
+        self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
 
     def _render_history(self, event: HistoryLine) -> None:
         if "server-time" not in self.caps:
@@ -1074,6 +1338,14 @@ _REGISTER_FAILS = {
 CTCP_ACTION = "\x01ACTION "
 
 
+def _whox(why: str) -> tuple[str, str] | None:
+    """The WHOX fields and token of a ``who%fields,token`` request; None for plain WHO."""
+    if not why.startswith("who%"):
+        return None
+    fields, _, token = why[4:].partition(",")
+    return fields, token or "0"
+
+
 def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
     """A room message's text, or an action's as IRC's CTCP ACTION (``/me``)."""
     if isinstance(event, RoomAction | HistoryAction):
@@ -1094,6 +1366,12 @@ _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     HistoryLine: IRCConnection._render_history,
     RoomSummary: IRCConnection._render_summary,
     Notice: IRCConnection._render_notice,
+    Topic: IRCConnection._render_topic,
+    Operators: IRCConnection._render_operators,
+    Kicked: IRCConnection._render_kicked,
+    Invited: IRCConnection._render_invited,
+    Away: IRCConnection._render_away,
+    WhoisInfo: IRCConnection._render_whois,
 }
 
 
@@ -1114,6 +1392,9 @@ class IRCFactory(ServerFactory):
         self.limits = limits or Limits(config, clock)
         self.telemetry = telemetry or Telemetry()
         self.connections: set[IRCConnection] = set()
+        watchers = getattr(chat, "away_watchers", None)
+        if watchers is not None:
+            watchers.append(self._away_changed)
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
         self.motd = (
@@ -1121,6 +1402,28 @@ class IRCFactory(ServerFactory):
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
             "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
         )
+
+    def tell_room(self, room: str, message: Message) -> None:
+        """Send ``message`` to every IRC connection whose user is in ``room``."""
+        key = fold(room)
+        for connection in list(self.connections):
+            session = connection.session
+            if session is not None and key in session.user.rooms:
+                connection.send(message)
+
+    def _away_changed(self, user, text: str) -> None:
+        """away-notify: tell clients that share a room with ``user`` (not its own)."""
+        rooms = set(user.rooms)
+        for connection in list(self.connections):
+            session = connection.session
+            if (
+                session is None or "away-notify" not in connection.caps
+                or session.user is user or not rooms.intersection(session.user.rooms)
+            ):
+                continue
+            connection.send(Message(
+                "AWAY", (text,) if text else (), connection.source_of(user.name)
+            ))
 
     def buildProtocol(self, addr) -> IRCConnection:
         """A connection for one new client."""
@@ -1143,6 +1446,7 @@ class IRCFactory(ServerFactory):
             "CHANMODES=b,,,it",
             "UTF8ONLY",
             f"LINELEN={LINE_LIMIT}",
+            "WHOX",
         ]
 
     def disconnect_all(self, reason: str) -> defer.Deferred:

@@ -199,7 +199,7 @@ def test_join_and_part_render_for_everyone(irc):
     line.lines()
     lines = client.send("JOIN #dev")
     assert lines[0] == ":alice!alice@chatd JOIN #dev"
-    assert ":chatd 353 alice = #dev :alice bob" in lines
+    assert ":chatd 353 alice = #dev :alice @bob" in lines  # bob opened #dev: operator
     assert line.lines() == ["JOIN #dev alice"]
     assert client.send("PART #dev") == [":alice!alice@chatd PART #dev"]
     assert line.lines() == ["PART #dev alice"]
@@ -303,11 +303,11 @@ def test_quit_says_error_and_closes(irc):
 
 
 def test_isupport_tells_the_truth(irc):
-    """005 names the casemapping, channel types, nick length and UTF8ONLY."""
+    """005 names the casemapping, channel types, nick length, UTF8ONLY and WHOX."""
     client = irc.irc_client()
     lines = client.login_with_pass("alice")
     tokens = " ".join(line for line in lines if " 005 " in line)
-    for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "UTF8ONLY"):
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "UTF8ONLY", "WHOX"):
         assert token in tokens
 
 
