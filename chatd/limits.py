@@ -797,6 +797,9 @@ class SendQueue:
                     self.when_handed_over(handed_over)
         finally:
             self._pumping = False
+        if self._waiting is not None and not self._waiting:
+            # An emptied deque keeps its block (about 700 bytes): an idle session holds none.
+            self._waiting = None
         if self.slow and not self.queued:
             self.slow = False
             self._on_drained()
@@ -825,6 +828,7 @@ class SendQueue:
             _position, callback = self._confirming.popleft()
             callback(True)
         if not self._confirming:
+            self._confirming = None
             self._stop_polling()
         elif self._poll is None and self._clock is not None:
             self._poll = self._clock.callLater(HANDOVER_POLL_SECONDS, self._polled)

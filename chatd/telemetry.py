@@ -281,6 +281,23 @@ class Telemetry:
         )
 
 
+class ObservedLogout:
+    """A session's logout that reports it first (one per session: slotted, not a closure)."""
+
+    __slots__ = ("_logout", "_name", "_peer", "_telemetry")
+
+    def __init__(self, telemetry: Telemetry, name: str, peer: str, logout) -> None:
+        self._telemetry = telemetry
+        self._name = name
+        self._peer = peer
+        self._logout = logout
+
+    def __call__(self) -> None:
+        """Report the logout, then log out."""
+        self._telemetry.logged_out(self._name, self._peer)
+        self._logout()
+
+
 class ObservedPortal:
     """A twisted.cred ``Portal`` that reports every login and logout to ``Telemetry``.
 
@@ -309,12 +326,7 @@ class ObservedPortal:
             interface, avatar, logout = result
             name = getattr(avatar, "name", user)
             telemetry.logged_in(name, peer)
-
-            def observed_logout() -> None:
-                telemetry.logged_out(name, peer)
-                logout()
-
-            return interface, avatar, observed_logout
+            return interface, avatar, ObservedLogout(telemetry, name, peer, logout)
 
         def failed(failure: Failure) -> Failure:
             telemetry.login_failed(user, peer, _outcome(failure))
