@@ -10,21 +10,13 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import ClassVar
 
+from chatd.line_wire import encode_line
+
 
 def format_timestamp(milliseconds: int) -> str:
     """Format Unix time in milliseconds as the protocol's UTC timestamp."""
     moment = datetime.fromtimestamp(milliseconds / 1000, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
-
-
-def encode_line(*fields: str) -> bytes:
-    """Join fields with single spaces into one CRLF-terminated server line.
-
-    An empty last field is left out with the space before it (``OK quit``).
-    """
-    if fields and not fields[-1]:
-        fields = fields[:-1]
-    return (" ".join(fields) + "\r\n").encode("utf-8")
 
 
 class Event:

@@ -49,11 +49,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
-# Fixed field counts of the server lines in PROTOCOL.md; the last field is the rest of the line.
-SERVER_LINE_FIELDS = {
-    "HELLO": 3, "OK": 2, "ERR": 2, "MSG": 3, "DM": 3, "JOIN": 2, "PART": 2, "WHO": 2,
-    "ROOM": 2, "HISTORY": 4, "STORED": 3, "PING": 1, "INFO": 1, "BYE": 1,
-}
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+# Server lines are split by the server's own table of kinds and field counts.
+from chatd.line_wire import split_line as split_server_line  # noqa: E402
 
 PROBE_STEP_DIGITS = 3
 PROBE_SEQ_DIGITS = 10
@@ -185,22 +184,6 @@ def format_median_range(values: list[float | None]) -> str:
 
 
 # --------------------------------------------------------------------------- protocol
-
-
-def split_server_line(line: str) -> tuple[str, list[str]]:
-    """Split a server line into its type and fields, honouring each type's field count.
-
-    The last field is the rest of the line and may contain spaces; a missing trailing
-    field (``OK quit``) comes back as an empty string. Unknown types are split on every
-    space so that later protocol extensions still parse.
-    """
-    kind, _, rest = line.partition(" ")
-    count = SERVER_LINE_FIELDS.get(kind)
-    if count is None:
-        return kind, rest.split(" ") if rest else []
-    fields = rest.split(" ", count - 1) if rest else []
-    fields += [""] * (count - len(fields))
-    return kind, fields
 
 
 def probe_text(step: int, seq: int, scheduled_us: int, size: int) -> str:
@@ -1136,8 +1119,6 @@ def prefill_history(db_path: str, room: str, count: int, batch: int = 100_000) -
     checkout, as ``compare`` does), so the server reads exactly what it would have
     written. Rows go in through large transactions; returns how many the room holds.
     """
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
     from chatd import storage
 
     connection = storage.open_database_file(db_path)

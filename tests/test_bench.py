@@ -156,11 +156,20 @@ def test_split_server_line_pads_an_empty_last_field():
 
 
 def test_split_server_line_handles_history_and_unknown_types():
-    """HISTORY has four fields; a type the bench does not know splits on every space."""
+    """HISTORY has four fields; a type the bench does not know keeps the rest as one field."""
     line = "HISTORY #a 2026-11-25T10:00:00.123Z bob hi you"
     assert bench.split_server_line(line) == (
         "HISTORY", ["#a", "2026-11-25T10:00:00.123Z", "bob", "hi you"])
-    assert bench.split_server_line("NEWTYPE a b c") == ("NEWTYPE", ["a", "b", "c"])
+    assert bench.split_server_line("NEWTYPE a b c") == ("NEWTYPE", ["a b c"])
+
+
+def test_the_bench_splits_lines_by_the_servers_table():
+    """The bench has no table of its own: it splits by chatd.line_wire, the server's."""
+    from chatd import line_wire
+
+    assert bench.split_server_line is line_wire.split_line
+    for kind, count in line_wire.FIELD_COUNTS.items():
+        assert len(bench.split_server_line(kind)[1]) == count
 
 
 @given(step=st.integers(0, 999), seq=st.integers(0, 10**10 - 1),

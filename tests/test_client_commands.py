@@ -185,3 +185,21 @@ def test_history_keeps_no_password_of_either_passwd_form() -> None:
     """Both password-changing lines are remembered without their passwords."""
     assert redact("/password my old pass\tmy new pass") == "/password"
     assert redact("/passwd old-pass new-pass") == "/passwd"
+
+
+def test_the_client_derives_its_commands_from_the_servers_table() -> None:
+    """Every server command but those the client hides is offered, in the server's order,
+    with the server's usage and summary unless the client overrides them."""
+    from chatd.client.commands import CLIENT_HIDDEN, CLIENT_OVERRIDES
+    from chatd.line_commands import COMMANDS as SERVER_COMMANDS
+
+    offered = [name for name in SERVER_COMMANDS if name not in CLIENT_HIDDEN]
+    assert [command.name for command in COMMANDS] == offered
+    assert set(CLIENT_OVERRIDES) <= set(offered)
+    for command in COMMANDS:
+        row = SERVER_COMMANDS[command.name]
+        if command.name in CLIENT_OVERRIDES:
+            assert (command.arguments, command.summary) == CLIENT_OVERRIDES[command.name]
+        else:
+            assert command.arguments == row.usage.replace("...>", ">")
+            assert command.summary == row.summary

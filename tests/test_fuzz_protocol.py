@@ -14,22 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 
-from chatd.client.lines import FIELD_COUNTS
 from chatd.config import Config, RateLimit
+from chatd.line_wire import ERROR_CODES, FIELD_COUNTS
 from chatd.protocol import COMMANDS
 from tests.support import ChatHarness, SlowDatabase
 
-# Every server line type, with its number of fields after the type: the table the
-# console client parses with, so a line kind the server gains is known here too.
+# Every server line type, with its number of fields after the type: the one table
+# (chatd.line_wire) the server, the console client and the bench share.
 FIELDS = FIELD_COUNTS
-ERROR_CODES = {
-    "auth-required", "bad-credentials", "too-many-attempts", "already-logged-in", "banned",
-    "user-exists", "invalid-name", "weak-password", "registration-closed", "no-such-user",
-    "no-such-room", "not-in-room", "unknown-command", "bad-arguments", "line-too-long",
-    "bad-encoding", "rate-limited", "forbidden",
-    # extensions
-    "too-many-rooms", "mailbox-full", "unavailable",
-}
 FUZZ = settings(
     max_examples=200,
     deadline=None,

@@ -13,6 +13,9 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import InMemoryHistory
 
+from chatd.line_commands import COMMANDS as SERVER_COMMANDS
+from chatd.line_commands import Command as ServerCommand
+
 
 @dataclass(frozen=True)
 class Command:
@@ -28,38 +31,34 @@ class Command:
         return f"/{self.name} {self.arguments}".rstrip()
 
 
-COMMANDS: tuple[Command, ...] = (
-    Command(
-        "register", "<user> [<password>]", "create an account (asks for the password if left out)"
-    ),
-    Command("login", "<user> [<password>]", "log in (asks for the password if left out)"),
-    Command("join", "<room>", "join a room, creating it if new, and make it the current room"),
-    Command("part", "[<room>]", "leave the named room, or the current one"),
-    Command("say", "<room> <text>", "send text to a room you are in without switching to it"),
-    Command("msg", "<user> <text>", "send a direct message; kept for them if they are offline"),
-    Command("who", "[<room>]", "list who is in the named room, or the current one"),
-    Command("rooms", "", "list the rooms that have members"),
-    Command("history", "<room> [<n>]", "show the last n messages of a room you are in (50)"),
-    Command("me", "<text>", "act in the current room: /me waves shows * you waves"),
-    Command("topic", "<room> [<text>]", "show a room's topic, or set it"),
-    Command("op", "<room> <user>", "make a member an operator (operators only)"),
-    Command("deop", "<room> <user>", "take a member's operator status (operators only)"),
-    Command("kick", "<room> <user> [<reason>]", "remove a member from a room (operators only)"),
-    Command("ban", "<room> <user>", "ban someone from a room, kicking them (operators only)"),
-    Command("unban", "<room> <user>", "lift a ban (operators only)"),
-    Command("private", "<room> on|off", "make a room invitation-only, or open again"),
-    Command("invite", "<room> <user>", "invite someone into a room"),
-    Command("away", "[<text>]", "say you are away (with a text), or back (without)"),
-    Command("whois", "<user>", "who someone is: online or not, away, last seen, rooms"),
-    Command(
-        "passwd",
+# The server's table is the one list of commands: the client shows each row
+# as the server has it (a rest argument ``<text...>`` shown as ``<text>``),
+# but for what the client itself does differently. These are its overrides:
+# (arguments, summary) for the commands it answers or completes by itself.
+CLIENT_OVERRIDES: dict[str, tuple[str, str]] = {
+    "register": ("<user> [<password>]", "create an account (asks for the password if left out)"),
+    "login": ("<user> [<password>]", "log in (asks for the password if left out)"),
+    "passwd": (
         "[<old> <new>]",
         "change your password (asks for both, unseen, if left out; then spaces are fine)",
     ),
-    Command("ping", "[<token>]", "check that the server answers"),
-    Command("pong", "<token>", "answer a server PING (the client does this by itself)"),
-    Command("help", "[<command>]", "this help, or the help for one command"),
-    Command("quit", "[<text>]", "leave chatd (Ctrl-D does the same)"),
+    "pong": ("<token>", "answer a server PING (the client does this by itself)"),
+    "help": ("[<command>]", "this help, or the help for one command"),
+    "quit": ("[<text>]", "leave chatd (Ctrl-D does the same)"),
+}
+# Server commands the client does not offer: it sends /password itself, for a bare /passwd.
+CLIENT_HIDDEN = frozenset({"password"})
+
+
+def _from_server(row: ServerCommand) -> Command:
+    arguments, summary = CLIENT_OVERRIDES.get(
+        row.name, (row.usage.replace("...>", ">"), row.summary)
+    )
+    return Command(row.name, arguments, summary)
+
+
+COMMANDS: tuple[Command, ...] = tuple(
+    _from_server(row) for row in SERVER_COMMANDS.values() if row.name not in CLIENT_HIDDEN
 )
 COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
 

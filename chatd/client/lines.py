@@ -4,36 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# How many fields each line type carries (PROTOCOL.md, "Server lines"); the
-# last field is the rest of the line and may contain spaces.
-FIELD_COUNTS: dict[str, int] = {
-    "HELLO": 3,
-    "OK": 2,
-    "ERR": 2,
-    "MSG": 3,
-    "DM": 3,
-    "JOIN": 2,
-    "PART": 2,
-    "WHO": 2,
-    "ROOM": 2,
-    "HISTORY": 4,
-    "STORED": 3,
-    "PING": 1,
-    "INFO": 1,
-    "BYE": 1,
-    # Rooms people live in.
-    "TOPIC": 3,
-    "OPS": 2,
-    "KICK": 4,
-    "INVITE": 2,
-    # chatd's extensions (docs/protocol.md): actions, away, whois.
-    "ACTION": 3,
-    "HISTORYACTION": 4,
-    "AWAY": 2,
-    "WHOIS": 4,
-}
+from chatd.line_wire import FIELD_COUNTS, FINAL_REPLY_KINDS, split_line
 
-FINAL_REPLY_KINDS = frozenset({"OK", "ERR"})
+# The tables live with the server's, in chatd.line_wire; re-exported for the client.
+__all__ = [
+    "FIELD_COUNTS",
+    "FINAL_REPLY_KINDS",
+    "ServerLine",
+    "final_reply_command",
+    "parse_server_line",
+]
 
 
 @dataclass(frozen=True)
@@ -63,10 +43,7 @@ def parse_server_line(raw: str) -> ServerLine:
     client does not know keeps the rest of the line as its single field: the
     contract allows new line types, and they must not break the client.
     """
-    kind, _, rest = raw.partition(" ")
-    count = FIELD_COUNTS.get(kind, 1)
-    fields = rest.split(" ", count - 1) if rest else []
-    fields += [""] * (count - len(fields))
+    kind, fields = split_line(raw)
     return ServerLine(kind, tuple(fields), raw)
 
 

@@ -1,0 +1,64 @@
+"""The line protocol's one table of line kinds, field counts and error codes.
+
+The server's encoders, the console client's parser, the bench and the tests
+all read ``chatd.line_wire``; these tests hold each of them to it.
+"""
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatd import line_wire
+from chatd.client import lines as client_lines
+from tests.serverproc import ROOT
+
+
+def test_the_console_client_parses_by_the_servers_table() -> None:
+    """The client's field counts and final reply kinds are the very objects of line_wire."""
+    assert client_lines.FIELD_COUNTS is line_wire.FIELD_COUNTS
+    assert client_lines.FINAL_REPLY_KINDS is line_wire.FINAL_REPLY_KINDS
+    for kind, count in line_wire.FIELD_COUNTS.items():
+        assert len(client_lines.parse_server_line(kind).fields) == count
+
+
+def test_every_kind_the_server_writes_is_in_the_table() -> None:
+    """Each line kind the server's sources encode (event kinds, HELLO, BYE, OK, ...) is known."""
+    sources = "\n".join(path.read_text() for path in (ROOT / "chatd").rglob("*.py"))
+    written = set(re.findall(r'\bkind(?:: ClassVar\[str\])? = "([A-Z]+)"', sources))
+    written |= set(re.findall(r'_(?:send|final)\(\s*"([A-Z]+)"', sources))
+    assert {"MSG", "HELLO", "BYE", "OK", "ERR"} <= written, "the patterns find nothing"
+    assert written <= line_wire.LINE_KINDS, written - line_wire.LINE_KINDS
+
+
+def test_the_version_1_error_codes_are_all_kept() -> None:
+    """Codes may be added, never removed: version 1's are all in ERROR_CODES."""
+    assert len(line_wire.VERSION_1_ERROR_CODES) == 19
+    assert set(line_wire.VERSION_1_ERROR_CODES) <= line_wire.ERROR_CODES
+    assert {"too-many-rooms", "mailbox-full", "unavailable"} <= line_wire.ERROR_CODES
+
+
+@given(
+    kind=st.sampled_from(sorted(line_wire.FIELD_COUNTS)),
+    words=st.lists(st.text("ab#é", min_size=1, max_size=6), max_size=4),
+    rest=st.text("ab #é\t", max_size=12),
+)
+def test_split_line_undoes_encode_line(kind: str, words: list[str], rest: str) -> None:
+    """A line encoded from a kind's fields splits back into them, the last keeping spaces."""
+    count = line_wire.FIELD_COUNTS[kind]
+    words = words[: count - 1]
+    if len(words) == count - 1:
+        fields = [*words, rest]
+    else:
+        fields = words + [""] * (count - len(words))
+    encoded = line_wire.encode_line(kind, *fields)
+    assert encoded.endswith(b"\r\n")
+    assert line_wire.split_line(encoded[:-2].decode()) == (kind, fields)
+
+
+def test_split_line_pads_short_lines_and_keeps_unknown_kinds_whole() -> None:
+    """``OK quit`` gets an empty text; an unknown kind keeps the rest as one field."""
+    assert line_wire.split_line("OK quit") == ("OK", ["quit", ""])
+    assert line_wire.split_line("MSG #a bob hi  there") == ("MSG", ["#a", "bob", "hi  there"])
+    assert line_wire.split_line("SPARKLE a b") == ("SPARKLE", ["a b"])
+    assert line_wire.encode_line("OK", "quit", "") == b"OK quit\r\n"
