@@ -47,10 +47,9 @@ def test_split_line_undoes_encode_line(kind: str, words: list[str], rest: str) -
     """A line encoded from a kind's fields splits back into them, the last keeping spaces."""
     count = line_wire.FIELD_COUNTS[kind]
     words = words[: count - 1]
-    if len(words) == count - 1:
-        fields = [*words, rest]
-    else:
-        fields = words + [""] * (count - len(words))
+    # Fields the line lacks are empty; a rest field follows the words only when all are there.
+    full = len(words) == count - 1
+    fields = [*words, rest] if full else words + [""] * (count - len(words))
     encoded = line_wire.encode_line(kind, *fields)
     assert encoded.endswith(b"\r\n")
     assert line_wire.split_line(encoded[:-2].decode()) == (kind, fields)
