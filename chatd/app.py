@@ -350,7 +350,7 @@ class ChatdServer(InOrderService):
             self.metrics_listener.setServiceParent(self)
         self.irc = IRCFactory(
             config, self.accounts, self.portal, reactor, self.chat,
-            limits=self.factory.limits, telemetry=self.telemetry,
+            limits=self.factory.limits, telemetry=self.telemetry, gate=self.factory.gate,
         )
         ConnectionsService(
             self.factory, reactor, config.shutdown_grace_seconds, others=[self.irc]

@@ -13,7 +13,6 @@ waits on a Deferred (a commit, a bcrypt check) later lines stay buffered.
 
 from dataclasses import dataclass
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -21,16 +20,14 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.accounts import BAD_CREDENTIALS
-from chatd.auth import AddressedCredentials
+from chatd.auth_gate import Gate
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import Event, Notice
 from chatd.keepalive import enable_tcp_keepalive
-from chatd.limits import Limits, LoginAttempt, SendQueue, address_key
+from chatd.limits import Limits, SendQueue, address_key
 from chatd.line_commands import COMMANDS, PLAIN_TEXT, Command
 from chatd.line_wire import encode_line
-from chatd.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
 from chatd.service import HISTORY_MAX, IChatClient, IChatSession
 from chatd.telemetry import Telemetry
 
@@ -448,65 +445,18 @@ class ChatProtocol(LineReceiver):
     def do_register(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
-        try:
-            # Holds a place until the registration ends: registrations in
-            # flight count against the limit as much as finished ones.
-            reservation = self.server.limits.registrations.admit(self.address)
-        except ChatError:
-            self.server.telemetry.limit_hit("registration", self.peer, None)
-            raise
-        registering = self.server.accounts.register(name, password, self.address)
-
-        def created(name: str) -> str:
-            reservation.used()
-            return name
-
-        def not_created(failure):
-            reservation.abandoned()
-            return failure
-
-        registering.addCallbacks(created, not_created)
-        return self.server.telemetry.watch_registration(registering, name, self.peer)
+        return self.server.gate.register(name, password, self.address, self.peer)
 
     def do_login(self, name: str, password: str) -> defer.Deferred:
         if self.session is not None or self._logging_in:
             raise ChatError("already-logged-in", "you are logged in already")
-        require_user_name(name)
-        try:
-            # Counted in flight until its password check ends.
-            attempt = self.server.limits.logins.admit(self.address, fold(name))
-        except ChatError as error:
-            self.server.telemetry.login_failed(name, self.peer, error.code)
-            raise
-        candidates = password_candidates(password)
-        if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
-            attempt.failed()
-            self.server.telemetry.login_failed(name, self.peer, "bad-credentials")
-            raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        logging_in = self.server.gate.login(name, password, self.address, self.peer, self)
         self._logging_in = True
-        logging_in = self._check_password(name, candidates)
-        return logging_in.addCallbacks(
-            self._logged_in, self._login_failed, callbackArgs=(attempt,), errbackArgs=(attempt,)
-        )
+        return logging_in.addCallbacks(self._logged_in, self._login_failed)
 
-    def _check_password(self, name: str, candidates: tuple[bytes, ...]) -> defer.Deferred:
-        """Log in with the first form of the password; a wrong one tries the next form."""
-        first, rest = candidates[0], candidates[1:]
-        credentials = AddressedCredentials(name, first, self.address)
-        checking = self.server.portal.login(credentials, self, IChatSession)
-        if rest:
-
-            def try_next(failure):
-                failure.trap(UnauthorizedLogin)
-                return self._check_password(name, rest)
-
-            checking.addErrback(try_next)
-        return checking
-
-    def _logged_in(self, login, attempt: LoginAttempt) -> str:
+    def _logged_in(self, login) -> str:
         self._logging_in = False
-        attempt.succeeded()
-        _interface, session, logout = login
+        session, logout = login
         if self._lost:
             logout()
             raise ChatError("server-error", "the connection is gone")
@@ -514,18 +464,8 @@ class ChatProtocol(LineReceiver):
         self.session, self._logout = session, logout
         return session.name
 
-    def _login_failed(self, failure, attempt: LoginAttempt):
+    def _login_failed(self, failure):
         self._logging_in = False
-        if failure.check(UnauthorizedLogin):
-            attempt.failed()
-            raise ChatError("bad-credentials", BAD_CREDENTIALS)
-        if failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
-            # The password was right: this address is not guessing.
-            attempt.succeeded()
-        else:
-            # A busy server, or an account changed while its password was
-            # checked: not a guess either way.
-            attempt.abandoned()
         return failure
 
     def do_say(self, room: str | None, text: str | None = None):
@@ -535,60 +475,15 @@ class ChatProtocol(LineReceiver):
         return self.session.say(text, room)
 
     def do_join(self, room: str) -> defer.Deferred:
-        # Caps on rooms per user and on rooms opened per address, counting
-        # the joins still in flight, so parallel joins cannot pass them.
-        state = self.session.joining(room)
-        if state == "member":
-            return self.session.join(room)
-        limits, user = self.server.limits, fold(self.session.name)
-        most = self.server.config.max_rooms_per_user
-        if self.session.room_count() + limits.joins_in_flight.get(user, 0) >= most:
-            raise ChatError("too-many-rooms", f"you are in {most} rooms already; /part one first")
-        opening = None
-        if state == "closed":
-            opening = limits.room_creations.admit(self.address)
-            if opening is None:
-                raise ChatError(
-                    "too-many-rooms",
-                    "too many new rooms from your address; "
-                    + limits.room_creations.wait_text(self.address),
-                )
-        limits.join_started(user)
-
-        def joined(result):
-            limits.join_ended(user)
-            if opening is not None:
-                opening.unused() if isinstance(result, Failure) else opening.spent()
-            return result
-
-        return self.session.join(room).addBoth(joined)
+        return self.server.gate.join(self.session, room, self.address)
 
     def do_part(self, room: str | None) -> defer.Deferred:
         return self.session.part(room)
 
     def do_msg(self, user: str, text: str) -> defer.Deferred:
-        # Storing for someone offline writes to the database: limited per
-        # address and per account, counting the ones still being stored.
-        storing = None
-        if not self.session.is_online(require_user_name(user)):
-            keys = (self.address, "user:" + fold(self.session.name))
-            storing = self.server.limits.stored_messages.admit(*keys)
-            if storing is None:
-                raise ChatError(
-                    "rate-limited",
-                    "too many messages stored for people who are away; "
-                    + self.server.limits.stored_messages.wait_text(*keys),
-                )
-        sending = self.session.message(user, text)
-        if storing is not None:
-
-            def sent(result):
-                stored = not isinstance(result, Failure) and result[1] == "stored"
-                storing.spent() if stored else storing.unused()
-                return result
-
-            sending.addBoth(sent)
-        return sending.addCallback(" ".join)
+        return self.server.gate.message(self.session, user, text, self.address).addCallback(
+            " ".join
+        )
 
     def do_who(self, room: str | None) -> str:
         return self.session.who(room)
@@ -644,41 +539,7 @@ class ChatProtocol(LineReceiver):
         return self.session.whois(user)
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
-        # A wrong old password is a guess like a failed login: a stolen
-        # session must not be a way round the login throttle. Right or wrong,
-        # each change costs two bcrypt jobs, so each also counts against the
-        # account's own allowance (CHATD_PASSWD_LIMIT).
-        session = self.session
-        key = fold(session.name)
-        limits = self.server.limits
-        attempt = limits.logins.admit(self.address, key)
-        try:
-            reservation = limits.password_changes.admit(key)
-        except ChatError:
-            attempt.abandoned()
-            raise
-        changing = self.server.accounts.change_password(
-            session.name, old, new, self.address, still_wanted=lambda: session.active
-        )
-
-        def changed(event_id: int) -> None:
-            reservation.used()
-            attempt.succeeded()
-            # The account's other sessions end: whoever had the old password
-            # (and a session with it) is out.
-            session.password_changed(event_id)
-
-        def refused(failure):
-            if failure.check(ChatError) and failure.value.code == "bad-credentials":
-                reservation.used()
-                attempt.failed()
-            else:
-                reservation.abandoned()
-                attempt.abandoned()
-            return failure
-
-        changing.addCallbacks(changed, refused)
-        return self.server.telemetry.watch_password_change(changing, session.name, self.peer)
+        return self.server.gate.change_password(self.session, old, new, self.address, self.peer)
 
     def do_password(self, old: str, new: str) -> defer.Deferred:
         # The same change as /passwd, with both passwords free to hold spaces.
@@ -723,6 +584,8 @@ class ChatServerFactory(ServerFactory):
         self.portal = portal
         self.clock = clock
         self.limits = Limits(config, clock)
+        # Policy (throttles, limits, the portal) lives in the gate, shared with the other doors.
+        self.gate = Gate(config, self.limits, accounts, portal, self.telemetry)
         self.connections: set[ChatProtocol] = set()
         self._all_closed: list[defer.Deferred] = []
 

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.auth import AddressedCredentials
+from chatd.auth_gate import Gate
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
@@ -69,7 +69,7 @@ from chatd.frontends.irc.message import (
     serialize,
 )
 from chatd.limits import Limits, SendQueue, address_key
-from chatd.names import PASSWORD_MAX_BYTES, fold, is_user_name
+from chatd.names import fold, is_user_name
 from chatd.service import IChatClient, IChatSession
 from chatd.telemetry import Telemetry
 
@@ -573,36 +573,20 @@ class IRCConnection(Protocol):
     # logging in --------------------------------------------------------------------
 
     def _log_in(self, name: str, password: str) -> defer.Deferred:
-        """Check the password through the portal and start the session; fire with the name.
-
-        The same throttles as the line door: by address and account, a
-        bcrypt queue that refuses when full.
-        """
+        """Log in through the gate (the line door's throttles and checks); fire with the name."""
         if not is_user_name(name):
-            return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
-        throttle = self.server.limits.logins
-        key = fold(name)
-        try:
-            # Counted in flight until its password check ends (issue 9, item 8).
-            attempt = throttle.admit(self.address, key)
-        except ChatError as error:
-            self.server.telemetry.login_failed(name, self.peer, error.code)
-            return defer.fail(error)
-        encoded = password.encode("utf-8")
-        if len(encoded) > PASSWORD_MAX_BYTES:
-            attempt.failed()
             return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
         self._logging_in = True
         # The session's first events wait until the door has said what comes
         # before them: the welcome burst, or NickServ's nick change.
         self._early = []
-        credentials = AddressedCredentials(name, encoded, self.address)
-        logging_in = self.server.portal.login(credentials, self, IChatSession)
+        logging_in = defer.maybeDeferred(
+            self.server.gate.login, name, password, self.address, self.peer, self
+        )
 
         def succeeded(login) -> str:
             self._logging_in = False
-            attempt.succeeded()
-            _interface, session, logout = login
+            session, logout = login
             if self._lost:
                 logout()
                 raise ChatError("server-error", "the connection is gone")
@@ -615,12 +599,6 @@ class IRCConnection(Protocol):
         def failed(failure: Failure):
             self._logging_in = False
             self._early = None
-            if failure.check(UnauthorizedLogin):
-                attempt.failed()
-            elif failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
-                attempt.succeeded()
-            else:
-                attempt.abandoned()
             if self.registered or not self._negotiating:
                 self._maybe_register_after_failure()
             return failure
@@ -670,27 +648,12 @@ class IRCConnection(Protocol):
         registering.addCallbacks(done, failed)
 
     def _register(self, name: str, password: str) -> defer.Deferred:
-        """Create an account under the same limits as the line door's ``/register``."""
+        """Create an account through the gate, under the line door's ``/register`` limits."""
         if self.session is not None:
             return defer.fail(ChatError("already-logged-in", "you are logged in already"))
-        try:
-            # Registrations in flight count against the limit (issue 9, item 8).
-            reservation = self.server.limits.registrations.admit(self.address)
-        except ChatError as error:
-            self.server.telemetry.limit_hit("registration", self.peer, None)
-            return defer.fail(error)
-        registering = self.server.accounts.register(name, password, self.address)
-
-        def created(created_name: str) -> str:
-            reservation.used()
-            return created_name
-
-        def not_created(failure: Failure):
-            reservation.abandoned()
-            return failure
-
-        registering.addCallbacks(created, not_created)
-        return self.server.telemetry.watch_registration(registering, name, self.peer)
+        return defer.maybeDeferred(
+            self.server.gate.register, name, password, self.address, self.peer
+        )
 
     def _nickserv(self, text: str) -> None:
         """``/msg NickServ IDENTIFY [account] <password>`` or ``REGISTER <password>``."""
@@ -783,10 +746,15 @@ class IRCConnection(Protocol):
     def _direct(self, target: str, text: str, quiet: bool) -> None:
         self._own_echoes.append(("", text))
         try:
-            sending = self.session.message(target, text)
-        except ChatError:
+            # Through the gate: storing for someone away is limited as on every door.
+            sending = self.server.gate.message(self.session, target, text, self.address)
+        except ChatError as error:
             self._own_echoes.remove(("", text))
-            if not quiet:
+            if quiet:
+                return
+            if error.code == "rate-limited":
+                self.fail("PRIVMSG", "CANNOT_SEND", target, error.text)
+            else:
                 self.reply(n.ERR_NOSUCHNICK, target, "No such nick")
             return
 
@@ -817,10 +785,11 @@ class IRCConnection(Protocol):
                 continue
             self._members_for.append((fold(room), "join"))
             try:
-                joining = self.session.join(room)
+                # Through the gate: the caps on rooms are every door's.
+                joining = self.server.gate.join(self.session, room, self.address)
             except ChatError as error:
                 self._members_for.pop()
-                self.reply(n.ERR_NOSUCHCHANNEL, room, error.text)
+                self._refuse_join(room, error)
                 continue
             joining.addCallbacks(
                 lambda name, room=room: self._joined(name),
@@ -838,11 +807,19 @@ class IRCConnection(Protocol):
         self._members_for = deque(
             (key, why) for key, why in self._members_for if key != fold(room) or why != "join"
         )
+        if failure.check(ChatError):
+            self._refuse_join(room, failure.value)
+        else:
+            self.reply(n.ERR_NOSUCHCHANNEL, room, self._why(failure))
+
+    def _refuse_join(self, room: str, error: ChatError) -> None:
         numeric = n.ERR_NOSUCHCHANNEL
-        if failure.check(ChatError) and failure.value.code == "forbidden":
-            banned = "banned" in failure.value.text
+        if error.code == "too-many-rooms":
+            numeric = n.ERR_TOOMANYCHANNELS
+        elif error.code == "forbidden":
+            banned = "banned" in error.text
             numeric = n.ERR_BANNEDFROMCHAN if banned else n.ERR_INVITEONLYCHAN
-        self.reply(numeric, room, self._why(failure))
+        self.reply(numeric, room, error.text)
 
     def _joined_rooms(self) -> list[str]:
         user = getattr(self.session, "user", None)
@@ -1383,6 +1360,7 @@ class IRCFactory(ServerFactory):
     def __init__(
         self, config, accounts, portal, clock, chat,
         limits: Limits | None = None, telemetry: Telemetry | None = None,
+        gate: Gate | None = None,
     ):
         self.config = config
         self.accounts = accounts
@@ -1391,6 +1369,8 @@ class IRCFactory(ServerFactory):
         self.chat = chat
         self.limits = limits or Limits(config, clock)
         self.telemetry = telemetry or Telemetry()
+        # Logins, registrations and the per-user limits: the same gate as the line door's.
+        self.gate = gate or Gate(config, self.limits, accounts, portal, self.telemetry)
         self.connections: set[IRCConnection] = set()
         watchers = getattr(chat, "away_watchers", None)
         if watchers is not None:

@@ -14,7 +14,7 @@ class IRCHarness(ChatHarness):
         super().__init__(*arguments, **options)
         self.irc = IRCFactory(
             self.config, self.accounts, self.portal, self.clock, self.chat,
-            limits=self.factory.limits, telemetry=self.telemetry,
+            limits=self.factory.limits, telemetry=self.telemetry, gate=self.factory.gate,
         )
 
     def irc_client(self, host: str = "127.0.0.1", port: int = 50000) -> "IRCClient":
