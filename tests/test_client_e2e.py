@@ -203,7 +203,7 @@ def test_login_from_the_prompt_asks_for_the_password_without_echo(chatd_server):
         assert "pw-alice-123" not in alice.child.before
         assert "*" * len("pw-alice-123") not in alice.child.before
         alice.enter("/help")
-        alice.expect("/history <room> [<n>]")
+        alice.expect("/history <room> [<count>]")
         alice.child.sendcontrol("d")
         alice.child.expect(pexpect.EOF)
         alice.child.close()
