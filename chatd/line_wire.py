@@ -68,7 +68,13 @@ VERSION_1_ERROR_CODES = (
     "server-error",
 )
 # chatd's extensions (docs/protocol.md).
-EXTENSION_ERROR_CODES = ("too-many-rooms", "mailbox-full", "unavailable")
+EXTENSION_ERROR_CODES = (
+    "too-many-rooms",
+    "mailbox-full",
+    "unavailable",
+    "kicked",
+    "session-ended",
+)
 ERROR_CODES = frozenset(VERSION_1_ERROR_CODES + EXTENSION_ERROR_CODES)
 
 
