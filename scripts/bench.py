@@ -17,16 +17,20 @@ Scenarios (each a subcommand; ``--help`` on each lists its knobs):
   core, runs the scenarios N times each and prints medians, ranges and chatd/baseline
   ratios. It stops every process it started, and stops by itself.
 
-Two dialects: ``chatd`` (HELLO, /register, /login, /join, ``MSG <room> <sender> <text>``) and
-``naive`` (no login, every line echoed to every client). ``--websocket`` speaks the chatd
-dialect through chatd's web door (one line per WebSocket text message; the compare target
-``web``). It only ever talks to loopback.
+Three dialects: ``chatd`` (HELLO, /register, /login, /join, ``MSG <room> <sender> <text>``),
+``naive`` (no login, every line echoed to every client) and ``irc`` (REGISTER and PASS or
+SASL, JOIN, PRIVMSG; fanout and maxrate only). ``--websocket`` speaks the chatd dialect
+through chatd's web door (one line per WebSocket text message; the compare target ``web``).
+The compare targets ``irc`` and ``ngircd`` are chatd's IRC door and Debian's ngIRCd (started
+by the bench with a configuration of its own, without limits). It only ever talks to
+loopback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import json
@@ -324,6 +328,8 @@ class BenchClient(asyncio.Protocol):
     """
 
     MAX_KEPT_EVENTS = 200
+    # Whether a client receives its own room messages (chatd's doors show them back).
+    sees_own_messages = True
 
     def __init__(self, dialect: str):
         loop = asyncio.get_running_loop()
@@ -463,6 +469,10 @@ class BenchClient(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def wire(self, data: bytes) -> bytes:
+        """A probe line (text and CRLF) as this client writes it: unchanged on the line door."""
+        return data
+
 
 class WebSocketBenchClient(BenchClient):
     """A :class:`BenchClient` through chatd's web door: the same lines, in WebSocket messages.
@@ -542,6 +552,152 @@ class WebSocketBenchClient(BenchClient):
         """One CRLF-terminated line (as the schedule writes it) as one text message."""
         return self._frame(0x1, data.removesuffix(b"\r\n"))
 
+    wire = frame_line
+
+
+def irc_parts(line: str) -> tuple[str, list[str]]:
+    """The command (a verb or a three-digit numeric) and the parameters of an IRC line.
+
+    Tags and the source are dropped; the trailing parameter (after `` :``) is the last one.
+    """
+    if line.startswith("@"):
+        line = line.partition(" ")[2]
+    if line.startswith(":"):
+        line = line.partition(" ")[2]
+    head, colon, trailing = line.partition(" :")
+    words = head.split()
+    if not words:
+        return "", []
+    params = words[1:]
+    if colon:
+        params.append(trailing)
+    return words[0].upper(), params
+
+
+def is_irc_failure(command: str) -> bool:
+    """Whether an IRC reply says that what was asked failed: ERROR, FAIL, 4xx/5xx, SASL's 9xx."""
+    if command in ("ERROR", "FAIL"):
+        return True
+    if len(command) == 3 and command.isdigit():
+        return 400 <= int(command) < 600 or command in ("902", "904", "905", "906", "907")
+    return False
+
+
+class IRCBenchClient(BenchClient):
+    """A :class:`BenchClient` that speaks IRC: chatd's IRC door, or another IRC server.
+
+    Probe messages go out as ``PRIVMSG <room> :<text>`` and come back as other clients'
+    ``PRIVMSG`` lines, which end with the same probe text, so the step's counting is the
+    line door's. An IRC server does not show a client its own messages (no
+    ``echo-message`` is asked for), so a message is delivered to every client but its
+    sender. Logging in is a sequence of requests, each done when a given reply arrives
+    (:meth:`expect`); any error reply (4xx/5xx, ``FAIL``, ``ERROR``) fails it instead.
+    """
+
+    sees_own_messages = False
+
+    def __init__(self, dialect: str):
+        super().__init__(dialect)
+        self.nick = "*"
+        self.say_prefix = b""
+        self.waiting: tuple[object, asyncio.Future] | None = None
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_exception(ConnectionError(f"{self.nick}: connection lost: {exc}"))
+
+    def _control_line(self, line: str) -> None:
+        if self.line_hook is not None and self.line_hook(line):
+            return
+        command, params = irc_parts(line)
+        if command == "PING":
+            self.send(f"PONG :{params[-1] if params else ''}")
+            return
+        waiting = self.waiting
+        if waiting is not None:
+            done, future = waiting
+            if done(command, params):
+                self.waiting = None
+                if not future.done():
+                    future.set_result(line)
+                return
+            if is_irc_failure(command):
+                self.waiting = None
+                if not future.done():
+                    future.set_exception(BenchError(f"{self.nick}: {line!r}"))
+                return
+        if self.step is not None and is_irc_failure(command):
+            self.errors += 1
+            self.last_error = line
+            return
+        self.events.append(line)
+
+    async def expect(self, lines: list[str], done, timeout: float = 60.0) -> str:
+        """Send ``lines``; return the first reply for which ``done(command, params)`` holds."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting = (done, future)
+        for line in lines:
+            self.send(line)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if self.waiting is not None and self.waiting[1] is future:
+                self.waiting = None
+
+    async def log_in(self, user: str, login: str, oper: str | None) -> None:
+        """Register the connection as ``user``; ``login`` is ``pass``, ``sasl`` or ``none``.
+
+        With an account login (chatd's IRC door) the account is created first with the
+        IRCv3 ``REGISTER`` command unless it exists. ``oper`` (``name:password``) makes
+        the user an IRC operator and sets user mode ``+F``: ngIRCd's flood protection off.
+        """
+        password = password_for(user)
+        if login != "none":
+            await self.expect(
+                [f"REGISTER {user} * {password}"],
+                lambda c, p: (c == "REGISTER" and p[:1] == ["SUCCESS"])
+                or (c == "FAIL" and p[:2] == ["REGISTER", "ACCOUNT_EXISTS"]))
+        if login == "sasl":
+            await self.expect(["CAP LS 302"],
+                              lambda c, p: c == "CAP" and len(p) == 3 and p[1] == "LS")
+            await self.expect(["CAP REQ :sasl"],
+                              lambda c, p: c == "CAP" and len(p) >= 2 and p[1] == "ACK")
+            await self.expect(["AUTHENTICATE PLAIN"],
+                              lambda c, p: c == "AUTHENTICATE" and p == ["+"])
+            token = base64.b64encode(f"{user}\0{user}\0{password}".encode()).decode()
+            await self.expect([f"AUTHENTICATE {token}"], lambda c, p: c == "903")
+            self.send("CAP END")
+        elif login == "pass":
+            self.send(f"PASS {password}")
+        self.nick = user
+        await self.expect([f"NICK {user}", f"USER {user} 0 * :chatd bench"],
+                          lambda c, p: c == "001")
+        if oper is not None:
+            name, _, oper_password = oper.partition(":")
+            await self.expect([f"OPER {name} {oper_password}"], lambda c, p: c == "381")
+            await self.expect([f"MODE {user} +F"],
+                              lambda c, p: c == "MODE" and "F" in "".join(p[1:]))
+
+    async def join(self, room: str) -> None:
+        """JOIN ``room``, done at the end of its NAMES (366); later PRIVMSGs go there."""
+        folded = room.lower()
+        await self.expect([f"JOIN {room}"],
+                          lambda c, p: c == "366" and len(p) >= 2 and p[1].lower() == folded)
+        self.say_prefix = f"PRIVMSG {room} :".encode()
+
+    async def part(self, room: str) -> None:
+        """PART ``room``: done when the server echoes it, or says we were not there (442)."""
+        folded = room.lower()
+        await self.expect([f"PART {room}"],
+                          lambda c, p: (c == "PART" and p[:1] and p[0].lower() == folded)
+                          or c == "442")
+
+    def wire(self, data: bytes) -> bytes:
+        """A probe line (text and CRLF) as a PRIVMSG to the room joined last."""
+        return self.say_prefix + data
+
 
 def source_address(index: int) -> str:
     """The loopback source address of the ``index``-th session of a scenario.
@@ -558,11 +714,14 @@ async def connect(host: str, port: int, dialect: str, timeout: float = 30.0,
                   source: str | None = None, websocket: bool = False) -> BenchClient:
     """Open a connection (from ``source``, a loopback address); for chatd wait for HELLO.
 
-    With ``websocket`` the port is chatd's web door and the lines go in WebSocket messages.
+    With ``websocket`` the port is chatd's web door and the lines go in WebSocket messages;
+    with the ``irc`` dialect the port is an IRC server's.
     """
     loop = asyncio.get_running_loop()
     local = (source, 0) if source is not None and host == LOOPBACK else None
     kind = WebSocketBenchClient if websocket else BenchClient
+    if dialect == "irc":
+        kind = IRCBenchClient
     _, client = await asyncio.wait_for(
         loop.create_connection(lambda: kind(dialect), host, port, local_addr=local),
         timeout)
@@ -590,6 +749,9 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
                         deadline: float) -> list[BenchClient]:
     """Open ``count`` connections; on chatd log each in, leave #lobby and join ``room``.
 
+    On IRC (``args.dialect == "irc"``) each registers as its own nick, logging in to an
+    account unless ``args.irc_login`` is ``none``, and joins ``room`` the same way.
+
     Leaving #lobby right after login keeps setup linear in ``count``: otherwise every
     login would announce itself to every session already in the lobby. With ``room``
     ``#lobby`` the sessions stay where login put them (setup grows with the square of
@@ -604,6 +766,14 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
                                    source=source_address(index),
                                    websocket=getattr(args, "websocket", False))
             clients[index] = client
+            if args.dialect == "irc":
+                await client.log_in(f"{prefix}{index}", args.irc_login, args.irc_oper)
+                if args.irc_login != "none" and room != LOBBY:
+                    # chatd's IRC door, like its line door, puts a login in #lobby.
+                    await client.part(LOBBY)
+                if room is not None and room != LOBBY:
+                    await client.join(room)
+                return
             if args.dialect == "chatd":
                 await ensure_logged_in(client, f"{prefix}{index}")
                 if room == LOBBY:
@@ -713,8 +883,7 @@ class OpenLoopSchedule:
     def _send(self, index: int, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
         sender = self.senders[index]
         transport = sender.transport
-        if isinstance(sender, WebSocketBenchClient):
-            data = sender.frame_line(data)
+        data = sender.wire(data)
         if not self.handed_to_loop[index]:
             try:
                 sent = self.sockets[index].send(data)
@@ -801,7 +970,9 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
                       ) -> dict:
     """One open-loop burst at ``rate`` msg/s: latency, delivered fraction, server cost."""
     total = max(1, int(rate * args.duration))
-    step = Step(number=number, expected=total * len(clients))
+    # Every client receives each message, its sender too unless the door hides it (IRC).
+    receivers = len(clients) if clients[0].sees_own_messages else len(clients) - 1
+    step = Step(number=number, expected=total * receivers)
     for index, client in enumerate(clients):
         client.acks = client.errors = 0
         client.last_error = None
@@ -828,7 +999,7 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
         "delivered": step.delivered,
         "delivered_fraction": round(delivered_fraction, 5),
         "deliveries_per_s": round(step.delivered / args.duration),
-        "offered_deliveries_per_s": round(rate * len(clients)),
+        "offered_deliveries_per_s": round(rate * receivers),
         "latency_ms": step.histogram.summary_ms(),
         "latency_samples": step.histogram.total,
         "latency_clients": len(samplers),
@@ -842,6 +1013,8 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
 
 async def open_room(args, deadline: float) -> tuple[list[BenchClient], list[BenchClient]]:
     """All clients in the bench room; the first ``senders`` of them send."""
+    if args.dialect == "irc" and args.clients < 2:
+        raise BenchError("IRC shows no one their own messages: at least 2 clients")
     clients = await open_sessions(args, args.clients, room=args.room,
                                   prefix=f"{args.user_prefix}f", deadline=deadline)
     if args.dialect == "naive":
@@ -957,6 +1130,8 @@ async def scenario_sessions(args) -> dict:
 
     Each sits alone, or, with ``--room #lobby``, all of them in the lobby together.
     """
+    if args.dialect == "irc":
+        raise BenchError("sessions speaks the line protocol (chatd) or the baseline's, not IRC")
     deadline = time.monotonic() + args.time_limit
     watch = ServerWatch(args.server_pid)
     room = getattr(args, "room", None)
@@ -1051,6 +1226,8 @@ class Pinger:
 
 async def scenario_storm(args) -> dict:
     """N concurrent logins (on naive: N connects and a line each) while one client pings."""
+    if args.dialect == "irc":
+        raise BenchError("storm speaks the line protocol (chatd) or the baseline's, not IRC")
     deadline = time.monotonic() + args.time_limit
     prefix = f"{args.user_prefix}l"
     watch = ServerWatch(args.server_pid)
@@ -1194,9 +1371,14 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=LOOPBACK, choices=[LOOPBACK, "localhost", "::1"],
                         help="loopback only: the bench never targets another host")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dialect", choices=["chatd", "naive"], default="chatd")
+    parser.add_argument("--dialect", choices=["chatd", "naive", "irc"], default="chatd")
     parser.add_argument("--websocket", action="store_true",
                         help="chatd through its web door: --port is CHATD_WEB_LISTEN's port")
+    parser.add_argument("--irc-login", choices=["pass", "sasl", "none"], default="pass",
+                        help="irc dialect: log in to the bench's accounts (created with "
+                             "REGISTER) by PASS or SASL PLAIN, or not at all (ngIRCd)")
+    parser.add_argument("--irc-oper", metavar="NAME:PASSWORD",
+                        help="irc dialect: OPER, then user mode +F (ngIRCd: no flood limits)")
     parser.add_argument("--server-pid", type=int, help="read server CPU and RSS from /proc")
     parser.add_argument("--user-prefix", default="bench", help="names of the bench's users")
     parser.add_argument("--time-limit", type=float, default=300.0,
@@ -1305,7 +1487,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the compare driver."""
     parser.add_argument("--targets", default="baseline,chatd",
                         help="comma-separated: baseline, chatd, web (chatd through its "
-                             "web door, over WebSocket)")
+                             "web door, over WebSocket), irc (chatd's IRC door), ngircd "
+                             "(ngIRCd, for irc to be compared with)")
+    parser.add_argument("--irc-login", choices=["pass", "sasl"], default="pass",
+                        help="how the irc target's clients log in")
+    parser.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd",
+                        help="the ngIRCd program of the ngircd target")
     parser.add_argument("--scenarios", default="fanout,maxrate,sessions,storm,history",
                         help="comma-separated scenario presets, see PRESETS")
     parser.add_argument("--runs", type=int, default=3)
@@ -1333,6 +1520,9 @@ class Preset:
     time_limit: float = 300.0
 
 
+# fanout and maxrate are the scenarios that also run over IRC.
+FANOUT_TARGETS = ("baseline", "chatd", "web", "irc", "ngircd")
+
 MAXRATE_COMMON = {"senders": 10, "factor": 1.5, "max_steps": 14, "refine": 2, "duration": 3.0,
                   "grace": 2.0, "quiet": 10.0, "latency_sample": 16, "size": 64}
 
@@ -1340,11 +1530,13 @@ PRESETS = {
     "full": (
         Preset("fanout", "fanout", {"clients": 100, "senders": 10, "rate": 200.0,
                                     "duration": 5.0, "grace": 2.0, "size": 64,
-                                    "latency_sample": 0}),
+                                    "latency_sample": 0}, targets=FANOUT_TARGETS),
         Preset("maxrate-100", "maxrate", {"clients": 100, "start_rate": 200.0,
-                                          **MAXRATE_COMMON}, time_limit=240),
+                                          **MAXRATE_COMMON}, targets=FANOUT_TARGETS,
+               time_limit=240),
         Preset("maxrate-500", "maxrate", {"clients": 500, "start_rate": 40.0,
-                                          **MAXRATE_COMMON}, time_limit=240),
+                                          **MAXRATE_COMMON}, targets=FANOUT_TARGETS,
+               time_limit=240),
         Preset("sessions", "sessions", {"clients": 10_000}, time_limit=600),
         Preset("sessions-lobby", "sessions", {"clients": 2_000, "room": LOBBY}, time_limit=600),
         # The baseline has no logins to storm: a burst of connects would be no comparison.
@@ -1356,11 +1548,12 @@ PRESETS = {
     "smoke": (
         Preset("fanout", "fanout", {"clients": 4, "senders": 2, "rate": 50.0,
                                     "duration": 0.4, "grace": 2.0, "latency_sample": 0},
-               time_limit=30),
+               targets=FANOUT_TARGETS, time_limit=30),
         Preset("maxrate", "maxrate", {"clients": 4, "senders": 2, "start_rate": 50.0,
                                       "factor": 2.0, "max_steps": 2, "refine": 1,
                                       "duration": 0.3, "grace": 1.0, "quiet": 2.0,
-                                      "latency_sample": 2}, time_limit=30),
+                                      "latency_sample": 2},
+               targets=FANOUT_TARGETS, time_limit=30),
         Preset("sessions", "sessions", {"clients": 20}, time_limit=30),
         Preset("sessions-lobby", "sessions", {"clients": 20, "room": LOBBY}, time_limit=30),
         Preset("storm", "storm", {"logins": 3, "ping_interval": 0.005, "max_pings": 2000},
@@ -1413,18 +1606,19 @@ def metric(record: dict, path: tuple[str, ...]) -> float | None:
 
 
 # The ratios the summary shows, (numerator, denominator), when both targets ran.
-RATIOS = (("chatd", "baseline"), ("web", "chatd"))
+RATIOS = (("chatd", "baseline"), ("web", "chatd"), ("irc", "ngircd"))
+# The order of the targets' columns.
+TARGET_ORDER = ("baseline", "chatd", "web", "irc", "ngircd")
 
 
 def summarize(records: list[dict]) -> str:
-    """A markdown table per preset: median [range] per target, chatd/baseline and web/chatd."""
+    """A markdown table per preset: median [range] per target and the RATIOS between them."""
     lines = []
     labels = list(dict.fromkeys(record["label"] for record in records))
     for label in labels:
         runs = [record for record in records if record["label"] == label]
         scenario = runs[0]["scenario"]
-        targets = [t for t in ("baseline", "chatd", "web")
-                   if any(r["target"] == t for r in runs)]
+        targets = [t for t in TARGET_ORDER if any(r["target"] == t for r in runs)]
         by_target = {t: [r for r in runs if r["target"] == t] for t in targets}
         ratios = [(top, bottom) for top, bottom in RATIOS if top in targets and bottom in targets]
         lines.append(f"### {label}")
@@ -1489,12 +1683,59 @@ def stop_every_server() -> None:
         stop_process(process, grace=3.0)
 
 
+NGIRCD_OPER = "bench:bench-oper-password"
+
+# ngIRCd's configuration for the ngircd target: loopback only, every limit it lets one
+# lift lifted (MaxConnections/MaxConnectionsIP/MaxJoins 0: none; MaxPenaltyTime 0: no
+# penalty seconds), no DNS, ident or PAM. Its per-client flood throttle has no setting:
+# the bench's clients OPER and set user mode +F, which turns it off.
+NGIRCD_CONFIG = """\
+[Global]
+\tName = bench.ngircd.invalid
+\tInfo = chatd bench: ngIRCd without limits
+\tAdminInfo1 = chatd bench
+\tAdminInfo2 = loopback
+\tAdminEMail = bench@localhost
+\tListen = {address}
+\tPorts = {port}
+\tMotdPhrase = bench
+\tPidFile = {run_dir}/ngircd.pid
+\tServerUID = {uid}
+\tServerGID = {gid}
+[Limits]
+\tMaxConnections = 0
+\tMaxConnectionsIP = 0
+\tMaxJoins = 0
+\tMaxNickLength = 30
+\tMaxPenaltyTime = 0
+\tPingTimeout = 3600
+\tPongTimeout = 3600
+\tIdleTimeout = 0
+[Options]
+\tDNS = no
+\tIdent = no
+\tPAM = no
+\tConnectIPv6 = no
+\tIncludeDir = {run_dir}/ngircd.conf.d
+[Operator]
+\tName = {oper_name}
+\tPassword = {oper_password}
+"""
+
+
 class ManagedServer:
-    """A baseline or chatd process the bench starts, pins to a core, and always stops."""
+    """A baseline, chatd or ngIRCd process the bench starts, pins to a core, always stops.
+
+    Targets: ``baseline`` (the naive server), ``chatd`` (its line door), ``web`` and
+    ``irc`` (chatd through its web and IRC doors: the bench's port is that door's),
+    ``ngircd`` (Debian's ngIRCd with :data:`NGIRCD_CONFIG`).
+    """
 
     def __init__(self, target: str, run_dir: Path, cpu: int, chatd_root: Path,
-                 db_path: Path | None = None, bcrypt_rounds: int = 4):
+                 db_path: Path | None = None, bcrypt_rounds: int = 4,
+                 ngircd: str = "/usr/sbin/ngircd"):
         self.target = target
+        self.ngircd = ngircd
         self.run_dir = run_dir
         self.cpu = cpu
         self.chatd_root = chatd_root
@@ -1508,7 +1749,9 @@ class ManagedServer:
     @property
     def dialect(self) -> str:
         """How the bench talks to this server."""
-        return "naive" if self.target == "baseline" else "chatd"
+        if self.target == "baseline":
+            return "naive"
+        return "irc" if self.target in ("irc", "ngircd") else "chatd"
 
     @property
     def pid(self) -> int:
@@ -1522,11 +1765,15 @@ class ManagedServer:
         if self.target == "baseline":
             script = Path(__file__).resolve().parent / "naive_server.py"
             return [*pin, sys.executable, str(script), str(self.port)], env
-        # Target "web" is chatd reached through its web door: the bench's port is the web one.
-        line_port = self.line_port if self.target == "web" else self.port
+        if self.target == "ngircd":
+            return [*pin, self.ngircd, "--nodaemon", "--config", str(self.ngircd_config())], env
+        # Targets "web" and "irc" are chatd reached through that door: the bench's port is
+        # the door's, the line door listens elsewhere.
+        line_port = self.line_port if self.target in ("web", "irc") else self.port
         env.update({
             "CHATD_LISTEN": f"tcp:{line_port}:interface={LOOPBACK}",
-            "CHATD_IRC_LISTEN": "off",
+            "CHATD_IRC_LISTEN": (f"tcp:{self.port}:interface={LOOPBACK}"
+                                 if self.target == "irc" else "off"),
             "CHATD_DB": str(self.db_path),
             "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
             "CHATD_RATE_LIMIT": "off",
@@ -1541,6 +1788,20 @@ class ManagedServer:
                   else [sys.executable, "-m", "twisted.scripts.twistd"])
         tac = self.chatd_root / "chatd.tac"
         return [*pin, *runner, "--pidfile=", "-ny", str(tac)], env
+
+    def ngircd_config(self) -> Path:
+        """Write ngIRCd's configuration into the run directory; return its path."""
+        include_dir = self.run_dir / "ngircd.conf.d"
+        include_dir.mkdir(exist_ok=True)
+        oper_name, _, oper_password = NGIRCD_OPER.partition(":")
+        path = self.run_dir / "ngircd.conf"
+        # Started as root, ngIRCd switches to ServerUID: this user, or nobody for root.
+        uid = os.getuid() or 65534
+        gid = os.getgid() or 65534
+        path.write_text(NGIRCD_CONFIG.format(
+            address=LOOPBACK, port=self.port, run_dir=self.run_dir.resolve(), uid=uid,
+            gid=gid, oper_name=oper_name, oper_password=oper_password))
+        return path
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and return once it accepts connections (or raise)."""
@@ -1571,13 +1832,15 @@ class ManagedServer:
 
 
 def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
-                  run: int) -> argparse.Namespace:
+                  run: int, irc_login: str = "pass") -> argparse.Namespace:
     """The scenario's command-line defaults, overridden by the preset's parameters."""
     args = build_parser().parse_args([preset.scenario, "--port", str(server.port)])
     for key, value in preset.params.items():
         setattr(args, key, value)
     args.dialect = server.dialect
     args.websocket = server.target == "web"
+    args.irc_login = "none" if server.target == "ngircd" else irc_login
+    args.irc_oper = NGIRCD_OPER if server.target == "ngircd" else None
     args.server_pid = server.pid
     args.time_limit = time_limit
     args.user_prefix = f"bench{run}" if preset.scenario == "storm" else "bench"
@@ -1585,9 +1848,9 @@ def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
 
 
 def run_preset_once(preset: Preset, server: ManagedServer, time_limit: float,
-                    run: int) -> dict:
+                    run: int, irc_login: str = "pass") -> dict:
     """Run one preset against a started server; failures become part of the record."""
-    args = scenario_args(preset, server, time_limit, run)
+    args = scenario_args(preset, server, time_limit, run, irc_login)
 
     async def bounded():
         return await asyncio.wait_for(SCENARIOS[preset.scenario](args), time_limit + 5)
@@ -1653,11 +1916,12 @@ def compare(args) -> dict:
                     if remaining < 10:
                         raise BenchError("compare ran out of its time limit")
                     server = ManagedServer(target, work_dir, args.server_cpu, chatd_root,
-                                           db_path, preset.bcrypt_rounds)
+                                           db_path, preset.bcrypt_rounds, args.ngircd)
                     server.start()
                     try:
                         record = run_preset_once(preset, server,
-                                                 min(preset.time_limit, remaining - 5), run)
+                                                 min(preset.time_limit, remaining - 5), run,
+                                                 args.irc_login)
                     finally:
                         server.stop()
                     record.update(label=preset.label, target=target, run=run, loop=loop_name,
