@@ -520,6 +520,10 @@ def test_schedule_hands_a_full_socket_to_the_loop_and_keeps_order():
     class Sender:
         transport = FakeTransport()
 
+        @staticmethod
+        def wire(data: bytes) -> bytes:
+            return data
+
     async def make_schedule():
         return bench.OpenLoopSchedule([Sender()], 1, 100.0, 1.0, 40)
 
