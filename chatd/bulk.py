@@ -82,10 +82,10 @@ class BulkReply:
     def __init__(
         self,
         source: PageSource,
+        encode: Callable[[Event], list[bytes]],
         observe: Callable[[Event, int], None] | None = None,
-        encode: Callable[[Event], list[bytes]] | None = None,
     ) -> None:
-        """``encode`` turns an event into its door's lines (default: the line door's one line)."""
+        """``encode`` is the door's: it turns an event into the door's encoded lines."""
         self.done: defer.Deferred = defer.Deferred()
         self._encode = encode
         self.wake: Callable[[], None] | None = None
@@ -111,7 +111,7 @@ class BulkReply:
             self._fetch()
         wires = []
         for event in page.events:
-            encoded = [event.wire] if self._encode is None else self._encode(event)
+            encoded = self._encode(event)
             if self._observe is not None:
                 self._observe(event, sum(map(len, encoded)))
             wires += encoded

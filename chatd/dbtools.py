@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatd import storage
-from chatd.events import format_timestamp
+from chatd.line_render import format_timestamp
 
 
 class DatabaseToolError(Exception):

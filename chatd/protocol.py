@@ -27,6 +27,7 @@ from chatd.events import Event, Notice
 from chatd.keepalive import enable_tcp_keepalive
 from chatd.limits import Limits, SendQueue, address_key
 from chatd.line_commands import COMMANDS, PLAIN_TEXT, Command
+from chatd.line_render import LineEncoder, encode, line_type
 from chatd.line_wire import encode_line
 from chatd.service import HISTORY_MAX, IChatClient, IChatSession
 from chatd.telemetry import Telemetry
@@ -150,14 +151,18 @@ class ChatProtocol(LineReceiver):
     def deliver(self, event: Event) -> None:
         """Write an event the service sent this session."""
         if not self._closing:
-            wire = event.wire
-            self.server.telemetry.delivered(event.kind, len(wire), event.count)
+            wire, kind = self.server.encoder(event)
+            self.server.telemetry.delivered(kind, len(wire), event.count)
             self.output.write(wire)
 
     def deliver_bulk(self, source: PageSource) -> defer.Deferred:
         """Send a long reply page by page as the client reads it; fire once all is written."""
         telemetry = self.server.telemetry
-        bulk = BulkReply(source, lambda event, size: telemetry.delivered(event.kind, size, 1))
+        bulk = BulkReply(
+            source,
+            lambda event: [encode(event)],
+            lambda event, size: telemetry.delivered(line_type(event), size, 1),
+        )
         if self._closing:
             bulk.cancel()
         else:
@@ -580,6 +585,8 @@ class ChatServerFactory(ServerFactory):
     def __init__(self, config, accounts, portal, clock, telemetry: Telemetry | None = None):
         self.config = config
         self.telemetry = telemetry or Telemetry()
+        # Every event this door's sessions get is encoded once, here.
+        self.encoder = LineEncoder()
         self.accounts = accounts
         self.portal = portal
         self.clock = clock

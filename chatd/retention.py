@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd import storage
-from chatd.events import format_timestamp
+from chatd.line_render import format_timestamp
 
 DAY_MS = 24 * 60 * 60 * 1000
 ACCOUNT_EVENT_DAYS = 7

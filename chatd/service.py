@@ -37,7 +37,6 @@ from chatd.events import (
     Members,
     Operators,
     Parted,
-    RoomAction,
     RoomMessage,
     RoomMessages,
     RoomSummary,
@@ -62,7 +61,7 @@ class IChatClient(Interface):
     """The mind: how the service reaches one connected, logged-in client."""
 
     def deliver(event: Event) -> None:
-        """Send ``event`` to the client (its ``wire`` bytes, or a rendering)."""
+        """Render ``event`` in the door's form and send it (rendered once per door)."""
 
     def deliver_bulk(source) -> defer.Deferred:
         """Send the pages of a ``chatd.bulk.PageSource`` as the client reads them.
@@ -81,6 +80,9 @@ class IChatSession(Interface):
     """The avatar: what one logged-in connection can do."""
 
     name = Attribute("The user's display name.")
+    origin = Attribute(
+        "An opaque id of this session; the events it causes carry it as ``origin``."
+    )
 
     def say(text: str, room_name: str | None = None) -> defer.Deferred:
         """Post to the named or current room; fire with the room's name."""
@@ -286,13 +288,16 @@ class Session:
 
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
-        "_service", "active", "current", "dropping", "mind", "trusted_from", "user"
+        "_service", "active", "current", "dropping", "mind", "origin", "trusted_from", "user"
     )
 
     def __init__(
         self, service: "ChatService", user: User, mind: IChatClient, trusted_from: int = 0
     ) -> None:
         self._service = service
+        # Opaque to doors: the events this session causes carry it, so a door
+        # tells its own echo from another session of the same user.
+        self.origin = service.next_origin()
         self.user = user
         self.mind = mind
         self.current: Room | None = None
@@ -326,7 +331,7 @@ class Session:
         return room
 
     def say(self, text: str, room_name: str | None = None) -> defer.Deferred:
-        return self._service.post(self.user, self._room(room_name), text)
+        return self._service.post(self.user, self._room(room_name), text, origin=self.origin)
 
     def join(self, room_name: str) -> defer.Deferred:
         require_room_name(room_name)
@@ -344,7 +349,7 @@ class Session:
 
     def message(self, recipient: str, text: str) -> defer.Deferred:
         require_user_name(recipient)
-        sending = self._service.direct_message(self.user, fold(recipient), text)
+        sending = self._service.direct_message(self.user, fold(recipient), text, self.origin)
 
         def tell_away(outcome: tuple[str, str, str]) -> tuple[str, str]:
             name, delivery, away = outcome
@@ -378,7 +383,9 @@ class Session:
         return reading.addCallback(show)
 
     def act(self, text: str, room_name: str | None = None) -> defer.Deferred:
-        return self._service.post(self.user, self._room(room_name), text, storage.ACTION)
+        return self._service.post(
+            self.user, self._room(room_name), text, storage.ACTION, self.origin
+        )
 
     def topic(self, room_name: str, text: str | None) -> defer.Deferred | str:
         room = self._room(room_name)
@@ -471,6 +478,7 @@ class ChatService(Service):
         self.telemetry = telemetry or Telemetry()
         # Every room message and direct message gets its id here, in the core.
         self.message_ids = MessageIds()
+        self._origins = 0
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, defer.Deferred] = {}
@@ -484,6 +492,11 @@ class ChatService(Service):
         # Called with (user, away text) whenever a user's away text changes:
         # doors that tell others about it (IRC's away-notify) listen here.
         self.away_watchers: list = []
+
+    def next_origin(self) -> int:
+        """A new session's ``origin``: unique in this process."""
+        self._origins += 1
+        return self._origins
 
     def now(self) -> int:
         """The time now, in Unix milliseconds."""
@@ -1067,7 +1080,7 @@ class ChatService(Service):
     def forget_history_before(self, before: int) -> None:
         """Drop recent messages older than ``before`` (ms) from loaded rooms: retention."""
         for room in self.rooms.values():
-            while room.recent and room.recent[0].timestamp < before:
+            while room.recent and room.recent[0].at < before:
                 room.recent.popleft()
 
     def _forget_history_of(self, name_key: str) -> None:
@@ -1083,7 +1096,14 @@ class ChatService(Service):
 
     # --- messages --------------------------------------------------------
 
-    def post(self, user: User, room: Room, text: str, kind: str = storage.SAY) -> defer.Deferred:
+    def post(
+        self,
+        user: User,
+        room: Room,
+        text: str,
+        kind: str = storage.SAY,
+        origin: int | None = None,
+    ) -> defer.Deferred:
         """Commit a room message, then show it to every member; fire with the room's name.
 
         Messages committed in one reactor turn go out together at its end
@@ -1102,11 +1122,9 @@ class ChatService(Service):
             user.account_id,
             message_id,
         )
-        event_type = RoomAction if kind == storage.ACTION else RoomMessage
-
         def queue(seq: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            room.queue(event_type(room.name, user.name, text, now, message_id, seq))
+            room.queue(RoomMessage(room.name, user.name, text, now, message_id, seq, kind, origin))
             shown: defer.Deferred = defer.Deferred()
             self._unflushed.append((room, shown))
             if self._flushing is None:
@@ -1131,7 +1149,9 @@ class ChatService(Service):
         for room, shown in posted:
             shown.callback(room.name)
 
-    def direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
+    def direct_message(
+        self, sender: User, recipient_key: str, text: str, origin: int | None = None
+    ) -> defer.Deferred:
         """Deliver a direct message, or store it for an offline recipient.
 
         Fires with ``(recipient display name, 'delivered' | 'stored', away
@@ -1167,7 +1187,7 @@ class ChatService(Service):
         now = self.now()
         message_id = self.message_ids.next(now)
         if recipient is not None:
-            message = DirectMessage(sender.name, recipient.name, text, message_id)
+            message = DirectMessage(sender.name, recipient.name, text, message_id, now, origin)
             recipient.deliver(message)
             if recipient is not sender:
                 sender.deliver(message)
@@ -1186,7 +1206,9 @@ class ChatService(Service):
 
         def stored(recipient_name: str) -> defer.Deferred:
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
-            sender.deliver(DirectMessage(sender.name, recipient_name, text, message_id))
+            sender.deliver(
+                DirectMessage(sender.name, recipient_name, text, message_id, now, origin)
+            )
             reading = self.database.read(storage.away_text, recipient_key)
             # Stored is stored: failing to read the away text must not say otherwise.
             reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")

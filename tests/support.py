@@ -16,6 +16,7 @@ from chatd.accounts import Accounts
 from chatd.auth import make_portal
 from chatd.config import Config
 from chatd.events import Event
+from chatd.line_render import encode
 from chatd.passwords import PasswordHasher
 from chatd.protocol import ChatServerFactory
 from chatd.service import ChatService, IChatClient
@@ -105,7 +106,7 @@ class RecordingClient:
 
     def lines(self) -> list[str]:
         """The events as wire lines, then forget them."""
-        lines = [event.wire.decode().rstrip("\r\n") for event in self.events]
+        lines = [encode(event).decode().rstrip("\r\n") for event in self.events]
         self.events.clear()
         return lines
 

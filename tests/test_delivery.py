@@ -16,7 +16,13 @@ from chatd.bulk import PAGE_LINES, BulkReply, EventPages, Page, PageSource
 from chatd.config import Config, ConfigError
 from chatd.events import Notice
 from chatd.limits import SendQueue
+from chatd.line_render import encode
 from tests.support import ChatHarness, Client, LineTransport, RecordingClient, SlowDatabase
+
+
+def line_door_lines(event):
+    """The line door's lines of ``event``, as a ``BulkReply`` takes its door's encoder."""
+    return [encode(event)]
 
 
 class AckingTransport(LineTransport):
@@ -113,7 +119,7 @@ def test_a_bulk_reply_is_pulled_only_while_the_transport_has_room():
     """Paused: no page is taken; resumed: one page per resume once the transport pauses again."""
     queue, transport, _clock = make_queue([0])
     queue.pauseProducing()
-    bulk = BulkReply(ListPages([["a1", "a2"], ["b1"]]))
+    bulk = BulkReply(ListPages([["a1", "a2"], ["b1"]]), line_door_lines)
     queue.add_bulk(bulk)
     assert transport.value() == b"" and queue.queued == 0
     # Resume: the queue writes page one; the "transport" pauses it again after it.
@@ -140,7 +146,7 @@ def test_lines_written_behind_a_bulk_reply_wait_and_count():
     pages = ListPages([])
     # Every page takes a while to fetch: it comes when the test fires its Deferred.
     pages.next_page = lambda: fetches.append(defer.Deferred()) or fetches[-1]
-    queue.add_bulk(BulkReply(pages))
+    queue.add_bulk(BulkReply(pages, line_door_lines))
     queue.write(b"LIVE\r\n")
     assert transport.value() == b"" and queue.queued == 6
     fetches[0].callback(Page([Notice("a1")]))
@@ -160,7 +166,7 @@ def test_a_page_is_handed_over_once_the_client_acknowledged_it():
         unsent[0] += len(data)
 
     transport.write = write_unacknowledged
-    queue.add_bulk(BulkReply(pages))
+    queue.add_bulk(BulkReply(pages, line_door_lines))
     assert transport.value() == b"INFO a1\r\nINFO b1\r\n"
     assert pages.outcomes == []
     unsent[0] = len(b"INFO b1\r\n")  # The first page arrived, the second not yet.
@@ -176,7 +182,7 @@ def test_pages_not_yet_handed_over_are_abandoned_when_the_connection_goes():
     """stopProducing: pages written but unacknowledged are reported as not handed over."""
     queue, _transport, clock = make_queue([10_000])
     pages = ListPages([["a1"]])
-    queue.add_bulk(BulkReply(pages))
+    queue.add_bulk(BulkReply(pages, line_door_lines))
     assert pages.outcomes == []
     queue.stopProducing()
     assert pages.outcomes == [False]
@@ -188,7 +194,7 @@ def test_a_bulk_reply_waiting_when_the_connection_goes_is_cancelled():
     queue, _transport, _clock = make_queue([0])
     queue.pauseProducing()
     pages = ListPages([["a1"]])
-    bulk = BulkReply(pages)
+    bulk = BulkReply(pages, line_door_lines)
     queue.add_bulk(bulk)
     queue.stopProducing()
     assert bulk.done.called and pages.abandoned_called

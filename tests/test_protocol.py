@@ -7,7 +7,7 @@ byte per read, so framing never depends on how TCP splits the data.
 import pytest
 
 from chatd.config import Config
-from chatd.events import format_timestamp
+from chatd.line_render import format_timestamp
 from tests.support import ChatHarness, Client
 
 

@@ -8,7 +8,7 @@ Every command is fed whole and byte by byte (the ``chat`` fixture).
 import pytest
 
 from chatd import storage
-from chatd.events import format_timestamp
+from chatd.line_render import format_timestamp
 from chatd.service import HISTORY_ON_JOIN
 from tests.support import ChatHarness, InlineDatabase
 

@@ -4,7 +4,7 @@ import pytest
 
 from chatd import storage
 from chatd.errors import ChatError
-from chatd.events import Invited, Kicked, Operators, RoomAction, Topic
+from chatd.events import ACTION, Invited, Kicked, Operators, RoomMessage, Topic
 from tests.support import ChatHarness, RecordingClient, SlowDatabase
 
 
@@ -42,8 +42,9 @@ def test_moderation_events_are_one_object_for_every_session():
     outcome(acting)
     outcome(alice.set_operator("#a", "bob", True))
     outcome(alice.kick("#a", "bob", "bye"))
-    kinds = [Topic, RoomAction, Operators, Kicked, Operators]
+    kinds = [Topic, RoomMessage, Operators, Kicked, Operators]
     assert [type(event) for event in alice_mind.events] == kinds
+    assert alice_mind.events[1].kind == ACTION
     # bob, kicked, is no longer a member when the OPS that follows the KICK goes out.
     for mind in minds[1:]:
         assert mind.events == alice_mind.events[:4]  # eq=False: the same objects

@@ -12,6 +12,7 @@ from chatd.events import (
     RoomMessages,
     StoredMessage,
 )
+from chatd.line_render import encode
 from tests.support import ChatHarness, RecordingClient, SlowDatabase
 
 
@@ -44,7 +45,7 @@ def test_events_are_encoded_once_for_every_recipient():
     delivered = [mind.events[0] for _, mind in sessions]
     assert all(event is delivered[0] for event in delivered)
     assert isinstance(delivered[0], RoomMessage)
-    assert delivered[0].wire == b"MSG #lobby alice hello\r\n"
+    assert encode(delivered[0]) == b"MSG #lobby alice hello\r\n"
 
 
 def test_logout_of_the_last_session_parts_every_room():
@@ -149,7 +150,7 @@ def test_messages_committed_together_reach_each_session_in_one_write():
     harness.end_turn()
     [event] = carol_mind.events
     assert isinstance(event, RoomMessages) and event.count == 2
-    assert event.wire == b"MSG #lobby alice one\r\nMSG #lobby bob two\r\n"
+    assert encode(event) == b"MSG #lobby alice one\r\nMSG #lobby bob two\r\n"
     assert answered == ["#lobby", "#lobby"]
 
 

@@ -39,10 +39,10 @@ from chatd.auth_gate import Gate
 from chatd.bulk import BulkReply, PageSource
 from chatd.errors import ChatError
 from chatd.events import (
+    ACTION,
     Away,
     DirectMessage,
     Event,
-    HistoryAction,
     HistoryLine,
     Invited,
     Joined,
@@ -51,7 +51,6 @@ from chatd.events import (
     Notice,
     Operators,
     Parted,
-    RoomAction,
     RoomMessage,
     RoomMessages,
     RoomSummary,
@@ -166,9 +165,6 @@ class IRCConnection(Protocol):
         self._logout: Callable[[], None] | None = None
         self._logging_in = False
         self._early: list[Event] | None = None
-        # Room messages this connection sent and will see again from the core:
-        # without echo-message they are not shown back to it.
-        self._own_echoes: deque[tuple[str, str]] = deque()
         self._closing = False
         self._lost = False
         self.peer = ""
@@ -250,7 +246,7 @@ class IRCConnection(Protocol):
         early, self._early = self._early, None
         for waiting in early or ():
             if isinstance(waiting, _EarlyBulk):
-                bulk = BulkReply(waiting.source)
+                bulk = BulkReply(waiting.source, self._encode)
                 bulk.cancel()
                 bulk.done.chainDeferred(waiting.done)
         if self._logout is not None:
@@ -724,32 +720,25 @@ class IRCConnection(Protocol):
         if action:
             # CTCP ACTION (/me in IRC clients) is chatd's action: ACTION on the line door.
             text = text[len(CTCP_ACTION) : -1]
-        key = (fold(room), text)
-        self._own_echoes.append(key)
         try:
             post = self.session.act if action else self.session.say
             posting = post(text, room)
         except ChatError as error:
-            self._own_echoes.remove(key)
             if not quiet:
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room, error.text)
             return
 
         def refused(failure: Failure) -> None:
-            if key in self._own_echoes:
-                self._own_echoes.remove(key)
             if not quiet:
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room, self._why(failure))
 
         posting.addErrback(refused)
 
     def _direct(self, target: str, text: str, quiet: bool) -> None:
-        self._own_echoes.append(("", text))
         try:
             # Through the gate: storing for someone away is limited as on every door.
             sending = self.server.gate.message(self.session, target, text, self.address)
         except ChatError as error:
-            self._own_echoes.remove(("", text))
             if quiet:
                 return
             if error.code == "rate-limited":
@@ -759,8 +748,6 @@ class IRCConnection(Protocol):
             return
 
         def refused(failure: Failure) -> None:
-            if ("", text) in self._own_echoes:
-                self._own_echoes.remove(("", text))
             if quiet:
                 return
             if failure.check(ChatError) and failure.value.code == "no-such-user":
@@ -1077,7 +1064,7 @@ class IRCConnection(Protocol):
         if self._early is not None:
             self._early.append(event)
             return
-        self.server.telemetry.delivered(event.kind, 0, event.count)
+        self.server.telemetry.delivered(type(event).__name__, 0, event.count)
         render = _RENDERERS.get(type(event))
         if render is not None:
             render(self, event)
@@ -1121,27 +1108,30 @@ class IRCConnection(Protocol):
 
     def _render_room_message(self, event: RoomMessage) -> None:
         self._close_history()
-        if fold(event.sender) == fold(self.nick or "") and (
-            (fold(event.room), event.text) in self._own_echoes
-        ):
-            self._own_echoes.remove((fold(event.room), event.text))
-            if "echo-message" not in self.caps:
-                return
+        if self._is_own_echo(event.origin) and "echo-message" not in self.caps:
+            return
         self.send(Message(
             "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
-            self._tags(event.sender, event.timestamp, event.message_id),
+            self._tags(event.sender, event.at, event.message_id),
         ))
+
+    def _is_own_echo(self, origin: int | None) -> bool:
+        """Whether an event came from this connection's own session (the core's ``origin``)."""
+        return origin is not None and self.session is not None and origin == self.session.origin
 
     def _render_room_messages(self, event: RoomMessages) -> None:
         for message in event.messages:
             self._render_room_message(message)
 
     def _render_direct(self, event: DirectMessage) -> None:
-        mine = fold(event.sender) == fold(self.nick or "")
-        if mine and ("", event.text) in self._own_echoes:
-            self._own_echoes.remove(("", event.text))
-            if "echo-message" not in self.caps:
-                return
+        # The sender's other sessions see it, and this one with echo-message;
+        # a DM to oneself is shown as received.
+        if (
+            self._is_own_echo(event.origin)
+            and "echo-message" not in self.caps
+            and not self._is_me(event.recipient)
+        ):
+            return
         target = event.recipient
         self.send(Message(
             "PRIVMSG", (target, event.text), self.source_of(event.sender),
@@ -1151,7 +1141,7 @@ class IRCConnection(Protocol):
     def _render_stored(self, event: StoredMessage) -> None:
         self.send(Message(
             "PRIVMSG", (self.nick or "*", event.text), self.source_of(event.sender),
-            self._tags(event.sender, event.timestamp, event.message_id),
+            self._tags(event.sender, event.at, event.message_id),
         ))
 
     def _is_me(self, name: str) -> bool:
@@ -1270,7 +1260,7 @@ class IRCConnection(Protocol):
     def _render_history(self, event: HistoryLine) -> None:
         if "server-time" not in self.caps:
             return  # without times, old lines would read as new ones
-        tags = self._tags(event.sender, event.timestamp, event.message_id)
+        tags = self._tags(event.sender, event.at, event.message_id)
         if "batch" in self.caps:
             if not self._history_open:
                 self._batch_serial += 1
@@ -1325,15 +1315,13 @@ def _whox(why: str) -> tuple[str, str] | None:
 
 def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
     """A room message's text, or an action's as IRC's CTCP ACTION (``/me``)."""
-    if isinstance(event, RoomAction | HistoryAction):
+    if event.kind == ACTION:
         return f"{CTCP_ACTION}{event.text}\x01"
     return event.text
 
 
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     RoomMessage: IRCConnection._render_room_message,
-    RoomAction: IRCConnection._render_room_message,
-    HistoryAction: IRCConnection._render_history,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
     StoredMessage: IRCConnection._render_stored,
