@@ -1167,11 +1167,18 @@ class ChatService(Service):
             checking = self.database.read(
                 storage.account_identities, (sender.key, recipient_key)
             )
-            return checking.addCallback(self._identities_checked, sender, recipient_key, text)
-        return self._direct_message(sender, recipient_key, text)
+            return checking.addCallback(
+                self._identities_checked, sender, recipient_key, text, origin
+            )
+        return self._direct_message(sender, recipient_key, text, origin)
 
     def _identities_checked(
-        self, identities: dict, sender: User, recipient_key: str, text: str
+        self,
+        identities: dict,
+        sender: User,
+        recipient_key: str,
+        text: str,
+        origin: int | None = None,
     ) -> defer.Deferred:
         if sender.account_id is not None and identities.get(sender.key) != sender.account_id:
             raise ChatError("forbidden", "your account has been deleted")
@@ -1180,9 +1187,11 @@ class ChatService(Service):
         if bound and identities.get(recipient_key) != recipient.account_id:
             # The sessions of the account that had the name: they end now.
             self.end_sessions(recipient, "account-deleted")
-        return self._direct_message(sender, recipient_key, text)
+        return self._direct_message(sender, recipient_key, text, origin)
 
-    def _direct_message(self, sender: User, recipient_key: str, text: str) -> defer.Deferred:
+    def _direct_message(
+        self, sender: User, recipient_key: str, text: str, origin: int | None = None
+    ) -> defer.Deferred:
         recipient = self.users.get(recipient_key)
         now = self.now()
         message_id = self.message_ids.next(now)
