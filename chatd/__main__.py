@@ -2,6 +2,6 @@
 
 import sys
 
-from chatd.admin import main
+from chatd.ops.admin import main
 
 sys.exit(main())

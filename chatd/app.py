@@ -15,20 +15,21 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from chatd.accounts import Accounts
-from chatd.auth import make_portal
+from chatd.auth.accounts import Accounts
+from chatd.auth.cred import make_portal
+from chatd.auth.passwords import PasswordHasher
 from chatd.config import Config, ConfigError
-from chatd.dblock import DatabaseInUse, DatabaseLock, lock_database
+from chatd.core.service import ChatService
 from chatd.frontends.irc.protocol import IRCFactory
-from chatd.logs import log_observer
-from chatd.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
-from chatd.passwords import PasswordHasher
-from chatd.protocol import ChatServerFactory
-from chatd.retention import RetentionService
-from chatd.service import ChatService
-from chatd.storage import SCHEMA_VERSION, Database
-from chatd.telemetry import Telemetry
-from chatd.tls import HangupReloader, server_endpoint
+from chatd.frontends.line.protocol import ChatServerFactory
+from chatd.frontends.tls import HangupReloader, server_endpoint
+from chatd.ops.logs import log_observer
+from chatd.ops.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
+from chatd.ops.retention import RetentionService
+from chatd.ops.telemetry import Telemetry
+from chatd.storage.sqlite.database import Database
+from chatd.storage.sqlite.lock import DatabaseInUse, DatabaseLock, lock_database
+from chatd.storage.sqlite.schema import SCHEMA_VERSION
 
 log = Logger()
 

@@ -257,8 +257,8 @@ def check_endpoint(description: str) -> None:
     """
     from twisted.internet.endpoints import serverFromString
 
-    from chatd.tls import _SSL_POSITIONAL as _SSL_ARGUMENTS
-    from chatd.tls import parse_description
+    from chatd.frontends.tls import _SSL_POSITIONAL as _SSL_ARGUMENTS
+    from chatd.frontends.tls import parse_description
 
     kind, args, kwargs = parse_description(description)
     if kind.lower() == "systemd":

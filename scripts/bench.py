@@ -56,7 +56,7 @@ LOOPBACK = "127.0.0.1"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 # Server lines are split by the server's own table of kinds and field counts.
-from chatd.line_wire import split_line as split_server_line  # noqa: E402
+from chatd.frontends.line.wire import split_line as split_server_line  # noqa: E402
 
 PROBE_STEP_DIGITS = 3
 PROBE_SEQ_DIGITS = 10
@@ -1296,20 +1296,21 @@ def prefill_history(db_path: str, room: str, count: int, batch: int = 100_000) -
     checkout, as ``compare`` does), so the server reads exactly what it would have
     written. Rows go in through large transactions; returns how many the room holds.
     """
-    from chatd import storage
+    from chatd.storage import transactions
+    from chatd.storage.sqlite import schema
 
-    connection = storage.open_database_file(db_path)
+    connection = schema.open_database_file(db_path)
     try:
         now_ms = int(time.time() * 1000)
-        with storage.transaction(connection):
-            room_id, _, _ = storage.open_room(connection, room, now_ms, 0)
+        with schema.transaction(connection):
+            room_id, _, _ = transactions.open_room(connection, room, now_ms, 0)
         stored = connection.execute(
             "SELECT count(*) FROM room_messages WHERE room_id = ?", (room_id,)).fetchone()[0]
         first_ms = now_ms - count
         while stored < count:
             chunk = range(stored, min(count, stored + batch))
-            with storage.transaction(connection):
-                # Numbered 1, 2, 3... as storage.add_room_message numbers them.
+            with schema.transaction(connection):
+                # Numbered 1, 2, 3... as transactions.add_room_message numbers them.
                 connection.executemany(
                     "INSERT INTO room_messages (room_id, sender, text, sent_at, seq, msgid)"
                     " VALUES (?, ?, ?, ?, ?, ?)",

@@ -14,7 +14,7 @@ import time
 
 from twisted.internet import defer, task
 
-from chatd.passwords import PasswordHasher, hash_password
+from chatd.auth.passwords import PasswordHasher, hash_password
 
 
 @defer.inlineCallbacks

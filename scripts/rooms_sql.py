@@ -14,30 +14,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatd import storage
+from chatd.storage import transactions
+from chatd.storage.sqlite import schema
 
 USERS, ROOMS, MESSAGES = 5000, 200, 50
 
 
 def build(connection) -> None:
     """Accounts, memberships and messages, in one transaction."""
-    with storage.transaction(connection):
+    with schema.transaction(connection):
         for user in range(USERS):
-            storage.create_user(connection, f"u{user}", "hash", 0)
-            storage.arrive(connection, f"u{user}", 0)
+            transactions.create_user(connection, f"u{user}", "hash", 0)
+            transactions.arrive(connection, f"u{user}", 0)
         for room in range(ROOMS):
             for user in range(0, USERS, USERS // 100):
-                storage.join_room(connection, f"#r{room}", f"u{(user + room) % USERS}", 1)
-            room_id = storage.load_room(connection, f"#r{room}", 1, 0).id
+                transactions.join_room(connection, f"#r{room}", f"u{(user + room) % USERS}", 1)
+            room_id = transactions.load_room(connection, f"#r{room}", 1, 0).id
             for number in range(MESSAGES):
-                storage.add_room_message(connection, room_id, "u1", f"m{number}", 2)
+                transactions.add_room_message(connection, room_id, "u1", f"m{number}", 2)
 
 
 def timed(connection, label: str, body, count: int = 200) -> None:
     """Run ``body(i)`` ``count`` times, each in a transaction; print the mean."""
     start = time.perf_counter()
     for index in range(count):
-        with storage.transaction(connection):
+        with schema.transaction(connection):
             body(index)
     print(f"{label}: {(time.perf_counter() - start) / count * 1e3:.3f} ms")
 
@@ -45,18 +46,18 @@ def timed(connection, label: str, body, count: int = 200) -> None:
 def main() -> None:
     """Build the database in a temporary directory and time each transaction."""
     path = os.path.join(tempfile.mkdtemp(), "rooms.sqlite3")
-    connection = storage.open_database_file(path)
+    connection = schema.open_database_file(path)
     build(connection)
     loaded = frozenset(f"#r{room}" for room in range(ROOMS)) | {"#lobby"}
     timed(connection, "arrive, rooms not loaded",
-          lambda i: storage.arrive(connection, f"u{i * 25 % USERS}", 3))
+          lambda i: transactions.arrive(connection, f"u{i * 25 % USERS}", 3))
     timed(connection, "arrive, rooms loaded",
-          lambda i: storage.arrive(connection, f"u{i * 25 % USERS}", 3, loaded))
+          lambda i: transactions.arrive(connection, f"u{i * 25 % USERS}", 3, loaded))
     timed(connection, "enter_room, room loaded",
-          lambda i: storage.enter_room(connection, "#lobby", f"u{i}", 3, None))
+          lambda i: transactions.enter_room(connection, "#lobby", f"u{i}", 3, None))
     timed(connection, "visible_rooms (/rooms)",
-          lambda i: storage.visible_rooms(connection, "u1"), 50)
-    timed(connection, "whois", lambda i: storage.whois(connection, f"u{i}", "u1"))
+          lambda i: transactions.visible_rooms(connection, "u1"), 50)
+    timed(connection, "whois", lambda i: transactions.whois(connection, f"u{i}", "u1"))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import defer, reactor
 
-from chatd import storage
+from chatd.storage import transactions
+from chatd.storage.sqlite import database as sqlite_database
+from chatd.storage.sqlite import schema
+from chatd.storage.sqlite.database import CHECKPOINT_SECONDS, Database
 
 
 @defer.inlineCallbacks
@@ -41,11 +44,11 @@ def run(directory: str, rows: int, row_bytes: int, in_flight: int, limit: int):
         if mode == "TRUNCATE":
             truncates.append(seconds)
 
-    database = storage.Database(
+    database = Database(
         path, reactor, on_commit=committed, on_checkpoint=checkpointed, wal_limit_bytes=limit
     )
     yield database.open()
-    room_id, _, _ = yield database.write(storage.open_room, "#bench", 0, 1)
+    room_id, _, _ = yield database.write(transactions.open_room, "#bench", 0, 1)
     text = "x" * row_bytes
     sent = [0]
     running = [0]
@@ -55,7 +58,7 @@ def run(directory: str, rows: int, row_bytes: int, in_flight: int, limit: int):
         if sent[0] < rows:
             sent[0] += 1
             running[0] += 1
-            database.write(storage.add_room_message, room_id, "bench", text, 0).addCallback(
+            database.write(transactions.add_room_message, room_id, "bench", text, 0).addCallback(
                 finished
             )
         elif running[0] == 0 and not done.called:
@@ -71,7 +74,7 @@ def run(directory: str, rows: int, row_bytes: int, in_flight: int, limit: int):
     yield done
     seconds = time.perf_counter() - started
     # Two checkpoint intervals of quiet: the bounded WAL empties itself.
-    yield deferred_sleep(2.5 * storage.CHECKPOINT_SECONDS)
+    yield deferred_sleep(2.5 * CHECKPOINT_SECONDS)
     left = os.stat(wal).st_size
     yield database.close()
     return {
@@ -98,10 +101,10 @@ def main(args) -> None:
             f"{args.rows} rows of {args.row_bytes} bytes, {args.in_flight} in flight,"
             f" WAL limit {args.limit_mib} MiB"
         )
-        idle_bytes = storage.IDLE_WAL_BYTES
+        idle_bytes = sqlite_database.IDLE_WAL_BYTES
         for label, limit in (("bounded", args.limit_mib * 2**20), ("unbounded", 1 << 62)):
             # Unbounded is chatd before the bound: PASSIVE checkpoints only, even when idle.
-            storage.IDLE_WAL_BYTES = idle_bytes if label == "bounded" else 1 << 62
+            sqlite_database.IDLE_WAL_BYTES = idle_bytes if label == "bounded" else 1 << 62
             result = yield run(directory, args.rows, args.row_bytes, args.in_flight, limit)
             print(label, " ".join(f"{key}={value:.1f}" for key, value in result.items()))
     reactor.stop()
@@ -112,6 +115,6 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--row-bytes", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=512)
-    parser.add_argument("--limit-mib", type=int, default=storage.WAL_LIMIT_BYTES // 2**20)
+    parser.add_argument("--limit-mib", type=int, default=schema.WAL_LIMIT_BYTES // 2**20)
     reactor.callWhenRunning(main, parser.parse_args())
     reactor.run()

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from chatd import admin
+from chatd.ops import admin
 from tests.services import postgres_server, redis_server  # noqa: F401 (fixtures)
 from tests.support import ChatHarness
 

@@ -11,16 +11,16 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from chatd import storage
-from chatd.accounts import Accounts
-from chatd.auth import make_portal
+from chatd.auth.accounts import Accounts
+from chatd.auth.cred import make_portal
+from chatd.auth.passwords import PasswordHasher
 from chatd.config import Config
-from chatd.events import Event
-from chatd.line_render import encode
-from chatd.passwords import PasswordHasher
-from chatd.protocol import ChatServerFactory
-from chatd.service import ChatService, IChatClient
-from chatd.telemetry import Telemetry
+from chatd.core.events import Event
+from chatd.core.service import ChatService, IChatClient
+from chatd.frontends.line.protocol import ChatServerFactory
+from chatd.frontends.line.render import encode
+from chatd.ops.telemetry import Telemetry
+from chatd.storage.sqlite import schema
 
 
 class InlineDatabase:
@@ -28,8 +28,8 @@ class InlineDatabase:
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
-        self.connection = storage.connect(path)
-        storage.migrate(self.connection)
+        self.connection = schema.connect(path)
+        schema.migrate(self.connection)
         self.writes = 0
         self.fail_writes: Exception | None = None
 
@@ -39,7 +39,7 @@ class InlineDatabase:
             return defer.fail(self.fail_writes)
         self.writes += 1
         try:
-            with storage.transaction(self.connection):
+            with schema.transaction(self.connection):
                 return defer.succeed(body(self.connection, *args))
         except Exception as error:
             return defer.fail(error)
@@ -65,7 +65,7 @@ class InlineHasher(PasswordHasher):
         return self._run(self._hash_dummy).addCallback(self._keep_dummy)
 
     def _hash_dummy(self) -> str:
-        from chatd.passwords import hash_password
+        from chatd.auth.passwords import hash_password
 
         return hash_password(b"dummy", self.rounds)
 

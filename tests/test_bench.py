@@ -164,8 +164,8 @@ def test_split_server_line_handles_history_and_unknown_types():
 
 
 def test_the_bench_splits_lines_by_the_servers_table():
-    """The bench has no table of its own: it splits by chatd.line_wire, the server's."""
-    from chatd import line_wire
+    """The bench has no table of its own: it splits by chatd.frontends.line.wire, the server's."""
+    from chatd.frontends.line import wire as line_wire
 
     assert bench.split_server_line is line_wire.split_line
     for kind, count in line_wire.FIELD_COUNTS.items():
@@ -435,8 +435,10 @@ def test_smoke_maxrate_against_chatd(chatd_server):
     """The ladder runs against chatd too and keeps to its step bound."""
     record = run_bench("maxrate", *chatd_arguments(chatd_server), "--clients", "3",
                        "--senders", "1", "--start-rate", "40", "--factor", "2",
-                       "--max-steps", "2", "--duration", "0.3", "--time-limit", "30")
-    assert len(record["steps"]) == 2
+                       "--max-steps", "2", "--refine", "0", "--duration", "0.3",
+                       "--time-limit", "30")
+    # Two steps, or one if a busy machine made the first miss: never more.
+    assert 1 <= len(record["steps"]) <= 2
     assert_good_rate_follows_the_steps(record)
 
 

@@ -122,7 +122,7 @@ def test_the_login_table_holds_exactly_its_size():
     """CHATD_LOGIN_TABLE_SIZE locked addresses stay locked; one more forgets the oldest."""
     from twisted.internet.task import Clock
 
-    from chatd.limits import Limits
+    from chatd.frontends.limits import Limits
 
     config = Config.from_environ(
         {"CHATD_LOGIN_TABLE_SIZE": "1000", "CHATD_LOGIN_FAILURES_PER_ADDRESS": "1"}
@@ -142,8 +142,8 @@ def test_the_registration_table_holds_exactly_the_same_size():
     """The registration limit's table is as large: one address more forgets the oldest."""
     from twisted.internet.task import Clock
 
-    from chatd.errors import ChatError
-    from chatd.limits import Limits
+    from chatd.core.errors import ChatError
+    from chatd.frontends.limits import Limits
 
     config = Config.from_environ(
         {"CHATD_LOGIN_TABLE_SIZE": "1000", "CHATD_REGISTRATION_LIMIT": "1/3600"}

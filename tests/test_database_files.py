@@ -17,11 +17,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from chatd import storage
-from chatd.dblock import DatabaseInUse, lock_database, lock_path
+from chatd.core.errors import ChatError
+from chatd.storage import transactions
+from chatd.storage.sqlite import schema
+from chatd.storage.sqlite.database import Database
+from chatd.storage.sqlite.lock import DatabaseInUse, lock_database, lock_path
+from tests.ops.test_metrics import METRICS_LISTENING, samples, scrape
 from tests.programs import require_program
 from tests.serverproc import ROOT, ServerProcess, server_environment, twistd_command
-from tests.test_metrics import METRICS_LISTENING, samples, scrape
 
 UNAVAILABLE = "ERR unavailable "
 
@@ -85,20 +88,20 @@ def test_a_replaced_database_file_refuses_writes(tmp_path):
     from twisted.internet import reactor
 
     path = str(tmp_path / "chatd.sqlite3")
-    database = storage.Database(path, reactor)
+    database = Database(path, reactor)
     try:
         yield database.open()
-        yield database.write(storage.create_user, "alice", "hash", 0)
+        yield database.write(transactions.create_user, "alice", "hash", 0)
         other = str(tmp_path / "other.sqlite3")
-        storage.open_database_file(other).close()
+        schema.open_database_file(other).close()
         os.replace(other, path)
         for name in ("bob", "carol"):
-            with pytest.raises(storage.ChatError) as refused:
-                yield database.write(storage.create_user, name, "hash", 0)
+            with pytest.raises(ChatError) as refused:
+                yield database.write(transactions.create_user, name, "hash", 0)
             assert refused.value.code == "unavailable"
         assert database.unavailable == f"{path} was replaced by another file"
         # Reads still answer, from the file that was opened.
-        users = yield database.read(storage.list_users)
+        users = yield database.read(transactions.list_users)
         assert users == [("alice", False)]
     finally:
         yield database.close()
@@ -238,13 +241,13 @@ def test_the_wal_stays_bounded_under_sustained_writes_and_shrinks_after(tmp_path
             reactor.callFromThread(lambda: quiet.called or quiet.callback(wal_bytes))
 
     finished = [False]
-    database = storage.Database(
+    database = Database(
         path, reactor, on_commit=committed, on_checkpoint=checkpointed,
         wal_limit_bytes=WAL_LIMIT, checkpoint_seconds=0.05,
     )
     try:
         yield database.open()
-        room_id, _, _ = yield database.write(storage.open_room, "#load", 0, 1)
+        room_id, _, _ = yield database.write(transactions.open_room, "#load", 0, 1)
         text = "x" * ROW_BYTES
         deadline = reactor.seconds() + LOAD_SECONDS
         written = [0]
@@ -255,7 +258,7 @@ def test_the_wal_stays_bounded_under_sustained_writes_and_shrinks_after(tmp_path
             if reactor.seconds() < deadline and written[0] * ROW_BYTES < LOAD_BYTES:
                 written[0] += 1
                 running[0] += 1
-                writing = database.write(storage.add_room_message, room_id, "a", text, 0)
+                writing = database.write(transactions.add_room_message, room_id, "a", text, 0)
                 writing.addCallback(finished_one)
             elif running[0] == 0 and not done.called:
                 done.callback(None)

@@ -23,8 +23,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from chatd import storage
-from chatd.passwords import hash_password
+from chatd.auth.passwords import hash_password
+from chatd.storage import transactions
+from chatd.storage.sqlite import schema
 from tests.netclient import connect, start_server
 from tests.serverproc import LineClient, ServerProcess
 
@@ -34,27 +35,29 @@ DEADLINE_SECONDS = 30.0
 
 def prepare(directory, users: list[str]):
     """A database in ``directory`` with ``users`` (password ``password1``); the open connection."""
-    connection = storage.open_database_file(str(directory / "chatd.sqlite3"))
+    connection = schema.open_database_file(str(directory / "chatd.sqlite3"))
     password_hash = hash_password(PASSWORD.encode(), 4)
-    with storage.transaction(connection):
+    with schema.transaction(connection):
         for name in users:
-            storage.create_user(connection, name, password_hash, 0)
+            transactions.create_user(connection, name, password_hash, 0)
     return connection
 
 
 def fill_mailbox(connection, recipient: str, texts: list[str]) -> None:
     """Store ``texts`` for ``recipient``, from alice, one millisecond apart."""
-    with storage.transaction(connection):
+    with schema.transaction(connection):
         for number, text in enumerate(texts):
-            storage.store_direct_message(connection, recipient, "alice", text, 1_000_000 + number)
+            transactions.store_direct_message(
+                connection, recipient, "alice", text, 1_000_000 + number
+            )
 
 
 def fill_room(connection, name: str, texts: list[str]) -> None:
     """Give room ``name`` the history ``texts``, said by alice."""
-    with storage.transaction(connection):
-        room_id, _, _ = storage.open_room(connection, name, 0, 50)
+    with schema.transaction(connection):
+        room_id, _, _ = transactions.open_room(connection, name, 0, 50)
         for number, text in enumerate(texts):
-            storage.add_room_message(connection, room_id, "alice", text, 1_000_000 + number)
+            transactions.add_room_message(connection, room_id, "alice", text, 1_000_000 + number)
 
 
 ITEM1_TEXTS = [f"{number:04d} " + "x" * 2995 for number in range(471)]

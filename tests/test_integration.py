@@ -138,14 +138,15 @@ def test_logins_do_not_stall_chat(tmp_path, monkeypatch):
     and being checked, alice's messages and ping are all answered before any of
     those logins is. (Were bcrypt on the reactor, every login read before her lines
     would be answered first.) Order of events, no clock."""
-    from chatd import storage
-    from chatd.passwords import hash_password
-    from chatd.protocol import ChatProtocol
+    from chatd.auth.passwords import hash_password
+    from chatd.frontends.line.protocol import ChatProtocol
+    from chatd.storage import transactions
+    from chatd.storage.sqlite import schema
 
     # alice's own hash at cost 4, so that only the logins under test cost 12.
-    connection = storage.open_database_file(str(tmp_path / "chatd.sqlite3"))
-    with storage.transaction(connection):
-        storage.create_user(connection, "alice", hash_password(b"password1", 4), 0)
+    connection = schema.open_database_file(str(tmp_path / "chatd.sqlite3"))
+    with schema.transaction(connection):
+        transactions.create_user(connection, "alice", hash_password(b"password1", 4), 0)
     connection.close()
     read: list[str] = []
     all_read: defer.Deferred = defer.Deferred()

@@ -6,8 +6,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from chatd import storage
 from chatd.config import Allowance
+from chatd.storage import transactions
 from tests.netclient import connect, start_server
 
 
@@ -77,7 +77,7 @@ def test_100_parallel_registrations_from_one_address_create_at_most_five(tmp_pat
         finals = [lines[-1] for lines in replies]
         assert sum(1 for line in finals if line.startswith("OK register")) == 5
         assert sum(1 for line in finals if line.startswith("ERR too-many-attempts")) == 95
-        users = yield server.database.read(storage.list_users)
+        users = yield server.database.read(transactions.list_users)
         assert len(users) == 5
     finally:
         yield stop(server, clients)
@@ -108,9 +108,9 @@ class Gate:
 @pytest.mark.parametrize(
     ("change", "reply"),
     [
-        (lambda: (storage.set_banned, "alice", True, 1), "ERR banned"),
-        (lambda: (storage.delete_user, "alice", 1), "ERR bad-credentials"),
-        (lambda: (storage.record_account_event, "alice", "kick", 1), "ERR kicked"),
+        (lambda: (transactions.set_banned, "alice", True, 1), "ERR banned"),
+        (lambda: (transactions.delete_user, "alice", 1), "ERR bad-credentials"),
+        (lambda: (transactions.record_account_event, "alice", "kick", 1), "ERR kicked"),
     ],
     ids=["ban", "delete", "kick"],
 )
@@ -158,7 +158,7 @@ def test_a_name_registered_again_never_reaches_the_dead_accounts_session(tmp_pat
         clients += [old, bob, newcomer]
         yield old.login("alice")
         yield bob.login("bob")
-        yield server.database.write(storage.delete_user, "alice", 1)
+        yield server.database.write(transactions.delete_user, "alice", 1)
         assert (yield newcomer.command("/register alice password2")) == ["OK register alice"]
         yield old.expect("BYE account-deleted")
         assert (yield bob.command("/msg alice for the new alice"))[-1] == "OK msg alice stored"

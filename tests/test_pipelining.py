@@ -2,7 +2,7 @@
 
 The pipelining tests of tests/test_protocol.py run on the inline database,
 where every write commits at once. Here the server is the real one in this
-process (real reactor, real loopback sockets, ``chatd.storage.Database``
+process (real reactor, real loopback sockets, ``chatd.storage.sqlite.database.Database``
 with its writer thread and a real SQLite file).
 """
 
@@ -11,7 +11,7 @@ import threading
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from chatd import storage
+from chatd.storage import transactions
 from tests.netclient import connect, start_server
 
 # Bounds every wait below: a broken pipeline fails the test, it never hangs it.
@@ -32,7 +32,7 @@ def test_room_messages_pipeline_on_the_real_database(tmp_path, monkeypatch):
 
     def counting_write(body, *args):
         done = write(body, *args)
-        if body is storage.post_room_message:
+        if body is transactions.post_room_message:
             submitted.append(args)
             if len(submitted) == 3:
                 all_three.callback(None)

@@ -3,7 +3,7 @@
 import re
 
 from chatd.config import Config
-from chatd.line_wire import ERROR_CODES
+from chatd.frontends.line.wire import ERROR_CODES
 from tests.serverproc import ROOT
 
 
@@ -74,7 +74,7 @@ def test_the_protocol_page_stands_on_its_own():
 
 def test_the_protocol_page_describes_every_command():
     """Each command of the server's table has a row in docs/protocol.md."""
-    from chatd.protocol import COMMANDS
+    from chatd.frontends.line.protocol import COMMANDS
 
     rows = [line for line in protocol_page().splitlines() if line.startswith("| `/")]
     for name in COMMANDS:
@@ -86,12 +86,12 @@ def test_the_protocol_page_describes_every_command():
 def test_the_protocol_page_lists_every_error_code_the_server_sends():
     """Every ERR code (version 1's, and any the server's sources raise) has a row."""
     text = protocol_page()
-    sources = "\n".join(path.read_text() for path in (ROOT / "chatd").glob("*.py"))
+    sources = "\n".join(path.read_text() for path in (ROOT / "chatd").rglob("*.py"))
     raised = set(re.findall(r'ChatError\(\s*"([a-z-]+)"', sources))
     raised |= set(re.findall(r'_refuse\(\s*"([a-z-]+)"', sources))
     raised |= set(re.findall(r'"ERR",\s*"([a-z-]+)"', sources))
     assert raised, "the pattern no longer finds the server's error codes"
-    assert raised <= ERROR_CODES, "a code the server raises is not in chatd.line_wire"
+    assert raised <= ERROR_CODES, "a code the server raises is not in chatd.frontends.line.wire"
     for code in sorted(ERROR_CODES | raised):
         assert f"| `{code}` |" in text, code
 

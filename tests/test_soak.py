@@ -15,8 +15,8 @@ import select
 import socket
 import threading
 
+from tests.frontends.line.test_fuzz_protocol import check_well_formed
 from tests.serverproc import ServerProcess
-from tests.test_fuzz_protocol import check_well_formed
 
 GARBAGE_CLIENTS = 4
 # Each garbage client sends at least the minimum and at most the budget; it

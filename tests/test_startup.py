@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chatd import storage
+from chatd.storage.sqlite import schema
 from tests.serverproc import ServerProcess, server_environment, twistd_command
 
 EXIT_TIMEOUT = 60
@@ -60,7 +60,7 @@ def make_text_file(path: Path) -> None:
 
 def make_corrupt_database(path: Path) -> None:
     """A chatd database whose schema page was overwritten."""
-    storage.open_database_file(str(path)).close()
+    schema.open_database_file(str(path)).close()
     with open(path, "r+b") as damaged:
         damaged.seek(100)
         damaged.write(b"\xa5" * 3000)
@@ -68,8 +68,8 @@ def make_corrupt_database(path: Path) -> None:
 
 def make_newer_database(path: Path) -> None:
     """A database a later chatd wrote: its schema version is past ours."""
-    connection = storage.open_database_file(str(path))
-    connection.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    connection = schema.open_database_file(str(path))
+    connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
     connection.close()
 
 
@@ -79,7 +79,7 @@ def make_newer_database(path: Path) -> None:
         (None, "directory {directory} does not exist"),
         (make_text_file, "not an SQLite database"),
         (make_corrupt_database, "malformed"),
-        (make_newer_database, f"schema version {storage.SCHEMA_VERSION + 1} is newer"),
+        (make_newer_database, f"schema version {schema.SCHEMA_VERSION + 1} is newer"),
     ],
     ids=["missing-directory", "text-file", "corrupt", "newer-schema"],
 )
@@ -105,7 +105,7 @@ def test_a_database_that_cannot_be_opened_stops_the_server(tmp_path, short_dir, 
 def test_nothing_listens_while_the_database_cannot_be_opened(tmp_path, short_dir):
     """A database another process holds locked: no socket while waiting; then exit 1."""
     database = tmp_path / "chatd.sqlite3"
-    storage.open_database_file(str(database)).close()
+    schema.open_database_file(str(database)).close()
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     sock = short_dir / "chatd.sock"
@@ -131,7 +131,7 @@ def test_sigterm_while_the_database_opens_stops_the_server(tmp_path, short_dir):
     hang for good, logging ``ReactorNotRunning``).
     """
     database = tmp_path / "chatd.sqlite3"
-    storage.open_database_file(str(database)).close()
+    schema.open_database_file(str(database)).close()
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     sock = short_dir / "chatd.sock"

@@ -13,8 +13,8 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import InMemoryHistory
 
-from chatd.line_commands import COMMANDS as SERVER_COMMANDS
-from chatd.line_commands import Command as ServerCommand
+from chatd.frontends.line.commands import COMMANDS as SERVER_COMMANDS
+from chatd.frontends.line.commands import Command as ServerCommand
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.client.lines import ServerLine, parse_server_line
-from chatd.keepalive import enable_tcp_keepalive
+from chatd.frontends.keepalive import enable_tcp_keepalive
 
 
 class Purpose(enum.Enum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatd.line_wire import FIELD_COUNTS, FINAL_REPLY_KINDS, split_line
+from chatd.frontends.line.wire import FIELD_COUNTS, FINAL_REPLY_KINDS, split_line
 
-# The tables live with the server's, in chatd.line_wire; re-exported for the client.
+# The tables live with the server's, in chatd.frontends.line.wire; re-exported for the client.
 __all__ = [
     "FIELD_COUNTS",
     "FINAL_REPLY_KINDS",

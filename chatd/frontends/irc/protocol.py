@@ -35,10 +35,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.auth_gate import Gate
-from chatd.bulk import BulkReply, PageSource
-from chatd.errors import ChatError
-from chatd.events import (
+from chatd.auth.gate import Gate
+from chatd.auth.throttles import address_key
+from chatd.core.bulk import BulkReply, PageSource
+from chatd.core.errors import ChatError
+from chatd.core.events import (
     ACTION,
     Away,
     DirectMessage,
@@ -58,6 +59,8 @@ from chatd.events import (
     Topic,
     WhoisInfo,
 )
+from chatd.core.names import fold, is_user_name
+from chatd.core.service import IChatClient, IChatSession
 from chatd.frontends.irc import numerics as n
 from chatd.frontends.irc.message import (
     CLIENT_TAGS_LIMIT,
@@ -67,10 +70,8 @@ from chatd.frontends.irc.message import (
     parse,
     serialize,
 )
-from chatd.limits import Limits, SendQueue, address_key
-from chatd.names import fold, is_user_name
-from chatd.service import IChatClient, IChatSession
-from chatd.telemetry import Telemetry
+from chatd.frontends.limits import Limits, SendQueue
+from chatd.ops.telemetry import Telemetry
 
 log = Logger()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import pages, server, static
 
+from chatd.frontends.line.protocol import ChatServerFactory
 from chatd.frontends.web.socket import ChatWebSocketFactory, OriginPolicy
-from chatd.protocol import ChatServerFactory
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Idle HTTP connections (not WebSockets) are closed after this many seconds.

@@ -23,8 +23,8 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 
+from chatd.frontends.line.protocol import ChatProtocol, ChatServerFactory
 from chatd.frontends.web.proxy import client_address
-from chatd.protocol import ChatProtocol, ChatServerFactory
 
 SUBPROTOCOL = "chatd.v1"
 # Messages past the line limit get ERR line-too-long as on the line door, up to
@@ -80,8 +80,8 @@ class LineSocket:
     @property
     def transport(self):
         """The connection under the WebSocket: where keep-alive and the kernel's
-        count of bytes not yet acknowledged are found (``chatd.keepalive``,
-        ``chatd.limits.unsent_bytes``)."""
+        count of bytes not yet acknowledged are found (``chatd.frontends.keepalive``,
+        ``chatd.frontends.limits.unsent_bytes``)."""
         return self._websocket.transport
 
     def write(self, data: bytes) -> None:

@@ -1,0 +1,1 @@
+"""Who may come in: the cred checker and realm, accounts, bcrypt, throttles."""

@@ -1,0 +1,232 @@
+"""The policy every door shares: who may log in, register, change a password,
+join rooms and store messages, and how often.
+
+A door (the line protocol, IRC, the web page through the line door) parses
+what its client sent, calls the ``Gate`` and renders the outcome in its own
+form; it holds no throttle and no limit of its own. The gate owns the
+admissions of ``chatd.limits`` (login throttle, registration limit, the
+password-change allowance, the caps on rooms and on stored messages), the
+operator telemetry of each outcome, and the way to the portal, so a limit
+enforced for one door is enforced for all of them in the same way.
+
+Each method raises ``ChatError`` at once for what it refuses without
+waiting (a throttle, a cap, a malformed name), and otherwise returns a
+Deferred; a failure of that Deferred is a ``ChatError`` the door renders.
+"""
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from chatd.auth.accounts import BAD_CREDENTIALS
+from chatd.auth.cred import AddressedCredentials
+from chatd.core.errors import ChatError
+from chatd.core.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
+from chatd.core.service import IChatSession
+from chatd.frontends.limits import Limits
+from chatd.ops.telemetry import Telemetry
+
+
+class Gate:
+    """Accounts, logins and the per-user limits, the same for every door."""
+
+    def __init__(self, config, limits: Limits, accounts, portal, telemetry: Telemetry) -> None:
+        self.config = config
+        self.limits = limits
+        self.accounts = accounts
+        self.portal = portal
+        self.telemetry = telemetry
+
+    # accounts -------------------------------------------------------------------------
+
+    def register(self, name: str, password: str, address: str, peer: str) -> defer.Deferred:
+        """Create an account; fire with its name.
+
+        Limited per source address (``CHATD_REGISTRATION_LIMIT``): a
+        registration in flight holds its place until it ends.
+        """
+        try:
+            reservation = self.limits.registrations.admit(address)
+        except ChatError:
+            self.telemetry.limit_hit("registration", peer, None)
+            raise
+        registering = self.accounts.register(name, password, address)
+
+        def created(created_name: str) -> str:
+            reservation.used()
+            return created_name
+
+        def not_created(failure: Failure) -> Failure:
+            reservation.abandoned()
+            return failure
+
+        registering.addCallbacks(created, not_created)
+        return self.telemetry.watch_registration(registering, name, peer)
+
+    def login(self, name: str, password: str, address: str, peer: str, mind) -> defer.Deferred:
+        """Check the password through the portal and start a session for ``mind``.
+
+        Fires with ``(session, logout)``; a wrong name or password fails with
+        ``bad-credentials``. Throttled by address and by account
+        (``CHATD_LOGIN_*``), each attempt counted in flight until its
+        password check ends; a banned account's right password is no guess.
+        """
+        require_user_name(name)
+        try:
+            attempt = self.limits.logins.admit(address, fold(name))
+        except ChatError as error:
+            self.telemetry.login_failed(name, peer, error.code)
+            raise
+        candidates = password_candidates(password)
+        if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
+            attempt.failed()
+            self.telemetry.login_failed(name, peer, "bad-credentials")
+            raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        checking = self._check_password(name, candidates, address, mind)
+
+        def succeeded(login) -> tuple:
+            attempt.succeeded()
+            _interface, session, logout = login
+            return session, logout
+
+        def failed(failure: Failure):
+            if failure.check(UnauthorizedLogin):
+                attempt.failed()
+                raise ChatError("bad-credentials", BAD_CREDENTIALS)
+            if failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
+                # The password was right: this address is not guessing.
+                attempt.succeeded()
+            else:
+                # A busy server, or an account changed while its password was
+                # checked: not a guess either way.
+                attempt.abandoned()
+            return failure
+
+        return checking.addCallbacks(succeeded, failed)
+
+    def _check_password(
+        self, name: str, candidates: tuple[bytes, ...], address: str, mind
+    ) -> defer.Deferred:
+        """Log in with the first form of the password; a wrong one tries the next form."""
+        first, rest = candidates[0], candidates[1:]
+        credentials = AddressedCredentials(name, first, address)
+        checking = self.portal.login(credentials, mind, IChatSession)
+        if rest:
+
+            def try_next(failure: Failure):
+                failure.trap(UnauthorizedLogin)
+                return self._check_password(name, rest, address, mind)
+
+            checking.addErrback(try_next)
+        return checking
+
+    def change_password(
+        self, session, old: str, new: str, address: str, peer: str
+    ) -> defer.Deferred:
+        """Change the session's account password; its other sessions end.
+
+        A wrong old password is a guess like a failed login: a stolen session
+        must not be a way round the login throttle. Right or wrong, each
+        change costs two bcrypt jobs, so each also counts against the
+        account's own allowance (``CHATD_PASSWD_LIMIT``).
+        """
+        key = fold(session.name)
+        attempt = self.limits.logins.admit(address, key)
+        try:
+            reservation = self.limits.password_changes.admit(key)
+        except ChatError:
+            attempt.abandoned()
+            raise
+        changing = self.accounts.change_password(
+            session.name, old, new, address, still_wanted=lambda: session.active
+        )
+
+        def changed(event_id: int) -> None:
+            reservation.used()
+            attempt.succeeded()
+            session.password_changed(event_id)
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(ChatError) and failure.value.code == "bad-credentials":
+                reservation.used()
+                attempt.failed()
+            else:
+                reservation.abandoned()
+                attempt.abandoned()
+            return failure
+
+        changing.addCallbacks(changed, refused)
+        return self.telemetry.watch_password_change(changing, session.name, peer)
+
+    # per-user limits on what a session does -------------------------------------------
+
+    def join(self, session, room: str, address: str) -> defer.Deferred:
+        """``session.join(room)`` under the caps on rooms.
+
+        At most ``CHATD_MAX_ROOMS_PER_USER`` rooms per user, and new rooms
+        opened per source address under ``CHATD_ROOM_CREATION_LIMIT``; joins
+        still in flight count, so parallel joins cannot pass either cap.
+        Fails (or raises) ``too-many-rooms``.
+        """
+        state = session.joining(room)
+        if state == "member":
+            return session.join(room)
+        limits, user = self.limits, fold(session.name)
+        most = self.config.max_rooms_per_user
+        if session.room_count() + limits.joins_in_flight.get(user, 0) >= most:
+            raise ChatError("too-many-rooms", f"you are in {most} rooms already; /part one first")
+        opening = None
+        if state == "closed":
+            opening = limits.room_creations.admit(address)
+            if opening is None:
+                raise ChatError(
+                    "too-many-rooms",
+                    "too many new rooms from your address; "
+                    + limits.room_creations.wait_text(address),
+                )
+        limits.join_started(user)
+
+        def joined(result):
+            limits.join_ended(user)
+            if opening is not None:
+                opening.unused() if isinstance(result, Failure) else opening.spent()
+            return result
+
+        try:
+            joining = session.join(room)
+        except Exception:
+            joined(Failure())
+            raise
+        return joining.addBoth(joined)
+
+    def message(self, session, user: str, text: str, address: str) -> defer.Deferred:
+        """``session.message(user, text)`` under the limit on stored messages.
+
+        Storing for someone offline writes to the database: limited per
+        address and per account (``CHATD_STORED_MESSAGE_LIMIT``), counting the
+        ones still being stored. Fails (or raises) ``rate-limited``.
+        """
+        storing = None
+        if not session.is_online(require_user_name(user)):
+            keys = (address, "user:" + fold(session.name))
+            storing = self.limits.stored_messages.admit(*keys)
+            if storing is None:
+                raise ChatError(
+                    "rate-limited",
+                    "too many messages stored for people who are away; "
+                    + self.limits.stored_messages.wait_text(*keys),
+                )
+        if storing is None:
+            return session.message(user, text)
+
+        def sent(result):
+            stored = not isinstance(result, Failure) and result[1] == "stored"
+            storing.spent() if stored else storing.unused()
+            return result
+
+        try:
+            sending = session.message(user, text)
+        except Exception:
+            storing.unused()
+            raise
+        return sending.addBoth(sent)

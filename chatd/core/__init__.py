@@ -1,0 +1,1 @@
+"""The protocol-neutral core: events, interfaces, the chat service, names, errors."""

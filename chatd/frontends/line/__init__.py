@@ -1,0 +1,1 @@
+"""The line protocol door (nc, telnet, the console client)."""

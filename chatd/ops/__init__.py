@@ -1,0 +1,1 @@
+"""Operations: telemetry, metrics, retention, the admin command line."""

@@ -1,0 +1,1 @@
+"""Everything chatd keeps: rows, named transactions, and the databases behind them."""

@@ -1,0 +1,956 @@
+"""chatd's named transactions: every read and write of its data, as SQL.
+
+Every function taking a ``connection`` first is a transaction body: it runs
+inside a transaction that its caller opens and commits (``Database.write``
+in the server, ``schema.transaction`` in the admin command line), so the
+same code serves both. A Deferred returned by ``Database.write`` fires only
+after the batch holding that write has been committed, which is what lets
+the server answer ``OK`` only for data that survives ``kill -9``."""
+
+import secrets
+import sqlite3
+from contextlib import suppress
+
+from chatd.core.errors import ChatError
+from chatd.core.names import skeleton
+from chatd.storage.rows import (
+    ADMIN,
+    LOBBY_KEY,
+    SAY,
+    Account,
+    AccountEvent,
+    Arrival,
+    Banned,
+    DatabaseStats,
+    HistoryRow,
+    RoomListing,
+    RoomState,
+    StoredRow,
+    TableStats,
+    Whois,
+)
+from chatd.storage.sqlite.schema import LEGACY_MSGID_SQL, SKELETON_SQL
+
+# --- accounts --------------------------------------------------------------
+
+
+def create_user(
+    connection: sqlite3.Connection, name: str, password_hash: str, now: int
+) -> int:
+    """Add an account; return its id; raise ``user-exists`` if the name is taken in any case.
+
+    A name that looks like an existing one (``aIice`` beside ``alice``: the
+    same ``names.skeleton``) counts as taken too. A ``create`` event tells
+    running servers that any session still open under this name belongs to
+    an account gone before it.
+    """
+    look_alike = connection.execute(
+        f"SELECT name FROM users WHERE {SKELETON_SQL} = ? AND name_key != ?",
+        (skeleton(name), name.lower()),
+    ).fetchone()
+    if look_alike is not None:
+        raise ChatError("user-exists", f"{name} is taken: it looks like {look_alike[0]}")
+    try:
+        cursor = connection.execute(
+            "INSERT INTO users (name_key, name, password_hash, created_at, incarnation)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name.lower(), name, password_hash, now, secrets.randbits(62) + 1),
+        )
+    except sqlite3.IntegrityError:
+        raise ChatError("user-exists", f"{name} is taken") from None
+    record_account_event(connection, name.lower(), "create", now)
+    return cursor.lastrowid
+
+
+def find_account(connection: sqlite3.Connection, name_key: str) -> Account | None:
+    """Return the account stored under ``name_key``, or None."""
+    row = connection.execute(
+        "SELECT name, password_hash, banned, id, incarnation FROM users WHERE name_key = ?",
+        (name_key,),
+    ).fetchone()
+    return None if row is None else Account(row[0], row[1], bool(row[2]), row[3], row[4])
+
+
+def find_account_for_login(
+    connection: sqlite3.Connection, name_key: str
+) -> tuple[Account | None, int]:
+    """The account under ``name_key`` and the newest account event id, read together.
+
+    A login notes the event id before its password check, so the check made
+    again when its session starts sees every change made meanwhile.
+    """
+    return find_account(connection, name_key), last_account_event_id(connection)
+
+
+def account_changes_since(
+    connection: sqlite3.Connection, name_key: str, after_id: int
+) -> tuple[Account | None, list[str], int]:
+    """The account under ``name_key`` now, the actions on that name since event
+    ``after_id`` (oldest first), and the newest event id."""
+    account = find_account(connection, name_key)
+    rows = connection.execute(
+        "SELECT action FROM account_events WHERE name_key = ? AND id > ? ORDER BY id",
+        (name_key, after_id),
+    )
+    return account, [action for (action,) in rows], last_account_event_id(connection)
+
+
+def change_password_hash(
+    connection: sqlite3.Connection, identity: tuple[int, int], password_hash: str, now: int
+) -> int | None:
+    """Set the password of the account ``identity`` (a password change); return the id
+    of the ``passwd`` event that ends the account's other sessions, None if it is gone."""
+    account_id, incarnation = identity
+    row = connection.execute(
+        "SELECT name_key FROM users WHERE id = ? AND incarnation = ?", (account_id, incarnation)
+    ).fetchone()
+    if row is None:
+        return None
+    connection.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, account_id)
+    )
+    record_account_event(connection, row[0], "passwd", now)
+    return last_account_event_id(connection)
+
+
+def upgrade_password_hash(
+    connection: sqlite3.Connection, account_id: int, old_hash: str, new_hash: str
+) -> bool:
+    """Replace an account's hash by the same password at the current cost, unless the
+    password changed meanwhile; not a password change, so no event."""
+    cursor = connection.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        (new_hash, account_id, old_hash),
+    )
+    return cursor.rowcount == 1
+
+
+def user_exists(connection: sqlite3.Connection, name_key: str) -> bool:
+    """Tell whether an account is stored under ``name_key``."""
+    row = connection.execute("SELECT 1 FROM users WHERE name_key = ?", (name_key,)).fetchone()
+    return row is not None
+
+
+def set_password_hash(
+    connection: sqlite3.Connection, name_key: str, password_hash: str, now: int | None = None
+) -> bool:
+    """Replace an account's password hash; return False if there is no such account.
+
+    Given ``now``, it is a password change: a ``passwd`` event ends the
+    account's sessions and the logins in progress.
+    """
+    cursor = connection.execute(
+        "UPDATE users SET password_hash = ? WHERE name_key = ?", (password_hash, name_key)
+    )
+    if cursor.rowcount == 1 and now is not None:
+        record_account_event(connection, name_key, "passwd", now)
+    return cursor.rowcount == 1
+
+
+def set_banned(connection: sqlite3.Connection, name_key: str, banned: bool, now: int) -> bool:
+    """Ban or unban an account; return False if there is no such account."""
+    cursor = connection.execute(
+        "UPDATE users SET banned = ? WHERE name_key = ?", (int(banned), name_key)
+    )
+    if cursor.rowcount != 1:
+        return False
+    record_account_event(connection, name_key, "ban" if banned else "unban", now)
+    return True
+
+
+def delete_user(connection: sqlite3.Connection, name_key: str, now: int) -> bool:
+    """Delete an account and the direct messages waiting for it."""
+    cursor = connection.execute("DELETE FROM users WHERE name_key = ?", (name_key,))
+    if cursor.rowcount != 1:
+        return False
+    record_account_event(connection, name_key, "delete", now)
+    return True
+
+
+def list_users(connection: sqlite3.Connection) -> list[tuple[str, bool]]:
+    """Every account's name and whether it is banned, sorted case-insensitively."""
+    rows = connection.execute("SELECT name, banned FROM users ORDER BY name_key")
+    return [(name, bool(banned)) for name, banned in rows]
+
+
+def record_account_event(
+    connection: sqlite3.Connection, name_key: str, action: str, now: int
+) -> None:
+    """Note a change the running server must act on (a ban, a deletion)."""
+    connection.execute(
+        "INSERT INTO account_events (name_key, action, at) VALUES (?, ?, ?)",
+        (name_key, action, now),
+    )
+
+
+def last_account_event_id(connection: sqlite3.Connection) -> int:
+    """The id of the newest account event, 0 when there is none."""
+    return connection.execute("SELECT coalesce(max(id), 0) FROM account_events").fetchone()[0]
+
+
+def account_events_since(connection: sqlite3.Connection, after_id: int) -> list[AccountEvent]:
+    """Account events newer than ``after_id``, oldest first."""
+    rows = connection.execute(
+        "SELECT id, name_key, action, room_key, user_name, detail FROM account_events"
+        " WHERE id > ? ORDER BY id",
+        (after_id,),
+    )
+    return [AccountEvent(*row) for row in rows]
+
+
+# --- rooms and their history -------------------------------------------------
+
+
+def open_room(
+    connection: sqlite3.Connection, name: str, now: int, history_limit: int
+) -> tuple[int, str, list[HistoryRow]]:
+    """Find or create a room; return its id, display name and recent history."""
+    connection.execute(
+        "INSERT OR IGNORE INTO rooms (name_key, name, created_at) VALUES (?, ?, ?)",
+        (name.lower(), name, now),
+    )
+    room_id, display_name = connection.execute(
+        "SELECT id, name FROM rooms WHERE name_key = ?", (name.lower(),)
+    ).fetchone()
+    return room_id, display_name, recent_room_messages(connection, room_id, history_limit)
+
+
+def require_sender(
+    connection: sqlite3.Connection, sender: str, account: tuple[int, int] | None = None
+) -> None:
+    """Raise ``forbidden`` unless the account of ``sender`` (a display name) still exists,
+    and is still ``account`` (its identity) when a session bound to one sends: a
+    name deleted and registered again (the admin command line, in another
+    process) is another account, whose name the old sessions must not use.
+
+    Checked inside the transaction that stores the message: a deletion
+    committed before it is seen, so no message of a deleted account is ever
+    committed (or answered ``OK``) after the deletion, and erasing its
+    messages once the deletion has committed finds every one of them.
+    """
+    if account is None:
+        exists = user_exists(connection, sender.lower())
+    else:
+        exists = account_identities(connection, (sender.lower(),)).get(sender.lower()) == account
+    if not exists:
+        raise ChatError("forbidden", "your account has been deleted")
+
+
+def account_identities(
+    connection: sqlite3.Connection, name_keys: tuple[str, ...]
+) -> dict[str, tuple[int, int]]:
+    """The identity (users.id, users.incarnation) of each of ``name_keys`` that is an account."""
+    identities = {}
+    for name_key in name_keys:
+        row = connection.execute(
+            "SELECT id, incarnation FROM users WHERE name_key = ?", (name_key,)
+        ).fetchone()
+        if row is not None:
+            identities[name_key] = (row[0], row[1])
+    return identities
+
+
+def post_room_message(
+    connection: sqlite3.Connection,
+    room_id: int,
+    sender: str,
+    text: str,
+    now: int,
+    kind: str = SAY,
+    account: tuple[int, int] | None = None,
+    msgid: str | None = None,
+) -> int:
+    """What a session's room message commits: ``add_room_message`` if its sender still
+    exists (as ``account``, the identity its session is bound to, if given)."""
+    require_sender(connection, sender, account)
+    return add_room_message(connection, room_id, sender, text, now, kind, msgid)
+
+
+def add_room_message(
+    connection: sqlite3.Connection,
+    room_id: int,
+    sender: str,
+    text: str,
+    now: int,
+    kind: str = SAY,
+    msgid: str | None = None,
+) -> int:
+    """Append a message (``SAY``) or an action (``ACTION``) to a room's history.
+
+    Returns the message's sequence number in the room: the room's next,
+    taken in this transaction, so a room's numbers have no gaps and a
+    rolled-back message gives its number back. ``msgid`` is the id the
+    core made (chatd.core.ids); without one the message gets the migration's
+    form of an id.
+    """
+    (seq,) = connection.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()
+    cursor = connection.execute(
+        "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (room_id, sender, text, now, kind, seq, msgid or ""),
+    )
+    if msgid is None:
+        connection.execute(
+            f"UPDATE room_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
+            (cursor.lastrowid,),
+        )
+    return seq
+
+
+_HISTORY_COLUMNS = "id, sender, text, sent_at, kind, seq, msgid"
+
+
+def recent_room_messages(
+    connection: sqlite3.Connection, room_id: int, limit: int
+) -> list[HistoryRow]:
+    """The last ``limit`` messages of a room, oldest first: one index range read."""
+    rows = connection.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM room_messages"
+        " WHERE room_id = ? ORDER BY seq DESC LIMIT ?",
+        (room_id, limit),
+    ).fetchall()
+    return [HistoryRow(*row) for row in reversed(rows)]
+
+
+def room_history_bounds(
+    connection: sqlite3.Connection, room_id: int, count: int
+) -> tuple[int, int] | None:
+    """The first and last sequence numbers of a room's last ``count`` messages, or None."""
+    low, high = connection.execute(
+        "SELECT min(seq), max(seq) FROM"
+        " (SELECT seq FROM room_messages WHERE room_id = ? ORDER BY seq DESC LIMIT ?)",
+        (room_id, count),
+    ).fetchone()
+    return None if low is None else (low, high)
+
+
+def room_messages_between(
+    connection: sqlite3.Connection, room_id: int, first_seq: int, last_seq: int, limit: int
+) -> list[HistoryRow]:
+    """Up to ``limit`` messages of a room numbered ``first_seq`` to ``last_seq``, in order."""
+    rows = connection.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM room_messages"
+        " WHERE room_id = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+        (room_id, first_seq, last_seq, limit),
+    ).fetchall()
+    return [HistoryRow(*row) for row in rows]
+
+
+def _user(connection: sqlite3.Connection, name_key: str) -> tuple[int, str]:
+    """The id and display name of an account; ``no-such-user`` if there is none."""
+    row = connection.execute(
+        "SELECT id, name FROM users WHERE name_key = ?", (name_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-user", f"there is no user {name_key}")
+    return row[0], row[1]
+
+
+def _room(connection: sqlite3.Connection, room_key: str) -> tuple[int, str, bool]:
+    """The id, display name and private flag of a room; ``no-such-room`` if none."""
+    row = connection.execute(
+        "SELECT id, name, private FROM rooms WHERE name_key = ?", (room_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-room", f"there is no room {room_key}")
+    return row[0], row[1], bool(row[2])
+
+
+def _membership(connection: sqlite3.Connection, room_id: int, user_id: int) -> bool | None:
+    """None when not a member, else whether the member is an operator."""
+    row = connection.execute(
+        "SELECT operator FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def room_operators(connection: sqlite3.Connection, room_id: int) -> tuple[str, ...]:
+    """The display names of a room's operators, sorted case-insensitively."""
+    rows = connection.execute(
+        "SELECT u.name FROM room_members AS m JOIN users AS u ON u.id = m.user_id"
+        " WHERE m.room_id = ? AND m.operator ORDER BY u.name_key",
+        (room_id,),
+    )
+    return tuple(row[0] for row in rows)
+
+
+def load_room(
+    connection: sqlite3.Connection, name: str, now: int, history_limit: int
+) -> RoomState:
+    """Find (or create) a room; return all the server keeps of it."""
+    room_id, display_name, recent = open_room(connection, name, now, history_limit)
+    topic, setter, private = connection.execute(
+        "SELECT topic, topic_setter, private FROM rooms WHERE id = ?", (room_id,)
+    ).fetchone()
+    operators = room_operators(connection, room_id)
+    return RoomState(room_id, display_name, topic, setter, bool(private), operators, recent)
+
+
+def join_room(connection: sqlite3.Connection, name: str, user_key: str, now: int) -> str:
+    """Make a user a member of a room, creating it; return the room's display name.
+
+    The user who creates a room (any but #lobby) is its first operator. A
+    user banned from the room, or not invited to a private room, is refused
+    with ``forbidden``; joining uses up the invite.
+    """
+    user_id, _ = _user(connection, user_key)
+    created = connection.execute(
+        "INSERT OR IGNORE INTO rooms (name_key, name, created_at) VALUES (?, ?, ?)",
+        (name.lower(), name, now),
+    ).rowcount
+    room_id, display_name, private = _room(connection, name.lower())
+    if _membership(connection, room_id, user_id) is not None:
+        return display_name
+    banned = connection.execute(
+        "SELECT 1 FROM room_bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).fetchone()
+    if banned:
+        raise ChatError("forbidden", f"you are banned from {display_name}")
+    invited = connection.execute(
+        "DELETE FROM room_invites WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).rowcount
+    if private and not invited:
+        raise ChatError("forbidden", f"{display_name} is private: you need an invitation")
+    operator = bool(created) and name.lower() != LOBBY_KEY
+    connection.execute(
+        "INSERT INTO room_members (room_id, user_id, operator, joined_at) VALUES (?, ?, ?, ?)",
+        (room_id, user_id, int(operator), now),
+    )
+    return display_name
+
+
+def enter_room(
+    connection: sqlite3.Connection,
+    name: str,
+    user_key: str,
+    now: int,
+    history_limit: int | None,
+) -> tuple[str, RoomState | None]:
+    """``join_room``, and the room's state too unless ``history_limit`` is None.
+
+    One transaction where the server has not got the room loaded: the join
+    costs one commit either way.
+    """
+    display_name = join_room(connection, name, user_key, now)
+    if history_limit is None:
+        return display_name, None
+    return display_name, load_room(connection, display_name, now, history_limit)
+
+
+def arrive(
+    connection: sqlite3.Connection,
+    user_key: str,
+    now: int,
+    loaded: frozenset[str] = frozenset(),
+    history_limit: int = 50,
+) -> Arrival:
+    """A user's first session: rejoin #lobby, take the invites, note the time.
+
+    Returns the user's rooms (#lobby first unless banned from it, then the
+    others in the order joined: rowids grow) with the state of those whose keys are not
+    in ``loaded``, the invites not yet shown (now marked shown) and the away
+    text.
+    """
+    user_id, _ = _user(connection, user_key)
+    # Banned from #lobby by an administrator: the other rooms still count.
+    with suppress(ChatError):
+        join_room(connection, "#lobby", user_key, now)
+    names = [
+        row[0]
+        for row in connection.execute(
+            "SELECT r.name FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+            " WHERE m.user_id = ? ORDER BY r.name_key != ?, m.rowid",
+            (user_id, LOBBY_KEY),
+        )
+    ]
+    rooms = [
+        (name, None if name.lower() in loaded else load_room(connection, name, now, history_limit))
+        for name in names
+    ]
+    invites = connection.execute(
+        "SELECT r.name, i.invited_by FROM room_invites AS i JOIN rooms AS r ON r.id = i.room_id"
+        " WHERE i.user_id = ? AND NOT i.delivered ORDER BY i.invited_at, r.name_key",
+        (user_id,),
+    ).fetchall()
+    if invites:
+        connection.execute("UPDATE room_invites SET delivered = 1 WHERE user_id = ?", (user_id,))
+    (away,) = connection.execute(
+        "UPDATE users SET last_seen = ? WHERE id = ? RETURNING away", (now, user_id)
+    ).fetchone()
+    return Arrival(rooms, [(room, by) for room, by in invites], away)
+
+
+def leave_room(connection: sqlite3.Connection, room_id: int, user_key: str) -> bool:
+    """End a membership (``/part``); return whether there was one."""
+    return (
+        connection.execute(
+            "DELETE FROM room_members WHERE room_id = ?"
+            " AND user_id = (SELECT id FROM users WHERE name_key = ?)",
+            (room_id, user_key),
+        ).rowcount
+        == 1
+    )
+
+
+def set_topic(connection: sqlite3.Connection, room_id: int, text: str, setter: str) -> None:
+    """Set (or, with empty text, clear) a room's topic."""
+    connection.execute(
+        "UPDATE rooms SET topic = ?, topic_setter = ? WHERE id = ?", (text, setter, room_id)
+    )
+
+
+def set_operator(
+    connection: sqlite3.Connection, room_id: int, user_key: str, operator: bool
+) -> tuple[str, tuple[str, ...]]:
+    """Make a member an operator or not; return their name and the room's operators.
+
+    ``no-such-user`` when there is no such account or it is not a member.
+    """
+    user_id, name = _user(connection, user_key)
+    changed = connection.execute(
+        "UPDATE room_members SET operator = ? WHERE room_id = ? AND user_id = ?",
+        (int(operator), room_id, user_id),
+    ).rowcount
+    if not changed:
+        raise ChatError("no-such-user", f"{name} is not a member")
+    return name, room_operators(connection, room_id)
+
+
+def remove_member(
+    connection: sqlite3.Connection, room_id: int, user_key: str
+) -> tuple[str, bool]:
+    """Take a member out of a room (a kick); return their name and whether they were an operator.
+
+    ``no-such-user`` when there is no such account or it is not a member.
+    """
+    user_id, name = _user(connection, user_key)
+    operator = _membership(connection, room_id, user_id)
+    if operator is None:
+        raise ChatError("no-such-user", f"{name} is not a member")
+    connection.execute(
+        "DELETE FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    )
+    return name, operator
+
+
+def ban_user(
+    connection: sqlite3.Connection, room_id: int, user_key: str, by: str, now: int
+) -> Banned:
+    """Ban an account from a room, ending its membership and invitation."""
+    user_id, name = _user(connection, user_key)
+    operator = _membership(connection, room_id, user_id)
+    connection.execute(
+        "INSERT OR IGNORE INTO room_bans (room_id, user_id, banned_by, banned_at)"
+        " VALUES (?, ?, ?, ?)",
+        (room_id, user_id, by, now),
+    )
+    for table in ("room_members", "room_invites"):
+        connection.execute(
+            f"DELETE FROM {table} WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+    return Banned(name, operator is not None, bool(operator))
+
+
+def room_bans(connection: sqlite3.Connection, room_id: int) -> list[tuple[str, str, int]]:
+    """A room's bans, oldest first: (banned account's name, banned by, when in ms)."""
+    rows = connection.execute(
+        "SELECT users.name, room_bans.banned_by, room_bans.banned_at FROM room_bans"
+        " JOIN users ON users.id = room_bans.user_id WHERE room_bans.room_id = ?"
+        " ORDER BY room_bans.banned_at, users.name_key",
+        (room_id,),
+    )
+    return [(name, by, at) for name, by, at in rows]
+
+
+def unban_user(connection: sqlite3.Connection, room_id: int, user_key: str) -> str:
+    """Lift an account's ban from a room; return its display name."""
+    user_id, name = _user(connection, user_key)
+    connection.execute(
+        "DELETE FROM room_bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    )
+    return name
+
+
+def set_private(connection: sqlite3.Connection, room_id: int, private: bool) -> None:
+    """Make a room private (members and invited users only) or public."""
+    connection.execute("UPDATE rooms SET private = ? WHERE id = ?", (int(private), room_id))
+
+
+def invite_user(
+    connection: sqlite3.Connection,
+    room_id: int,
+    user_key: str,
+    by: str,
+    now: int,
+    delivered: bool,
+) -> str:
+    """Invite an account into a room; return its display name.
+
+    ``delivered`` says whether the invited user was told at once; if not,
+    their next login shows it.
+    """
+    user_id, name = _user(connection, user_key)
+    connection.execute(
+        "INSERT OR REPLACE INTO room_invites (room_id, user_id, invited_by, invited_at, delivered)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (room_id, user_id, by, now, int(delivered)),
+    )
+    return name
+
+
+def visible_rooms(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, int]]:
+    """Rooms with members, with how many, for ``/rooms``: private ones only to their members."""
+    # Counted off the primary key's index, room by room; the asker's own rooms once.
+    rows = connection.execute(
+        "SELECT r.name, c.members FROM"
+        " (SELECT room_id, count(*) AS members FROM room_members GROUP BY room_id) AS c"
+        " JOIN rooms AS r ON r.id = c.room_id"
+        " WHERE NOT r.private OR r.id IN (SELECT room_id FROM room_members WHERE user_id ="
+        "  (SELECT id FROM users WHERE name_key = ?))"
+        " ORDER BY r.name_key",
+        (user_key,),
+    )
+    return [(name, count) for name, count in rows]
+
+
+def is_member(connection: sqlite3.Connection, room_key: str, user_key: str) -> bool:
+    """Tell whether a user is a member of a room."""
+    row = connection.execute(
+        "SELECT 1 FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+        " JOIN users AS u ON u.id = m.user_id WHERE r.name_key = ? AND u.name_key = ?",
+        (room_key, user_key),
+    ).fetchone()
+    return row is not None
+
+
+# --- presence: away and last seen ----------------------------------------------
+
+
+def set_away(connection: sqlite3.Connection, user_key: str, text: str) -> None:
+    """Set a user's away text; empty means back."""
+    connection.execute("UPDATE users SET away = ? WHERE name_key = ?", (text, user_key))
+
+
+def set_last_seen(connection: sqlite3.Connection, user_key: str, now: int) -> None:
+    """Note that a user's last session ended now."""
+    connection.execute("UPDATE users SET last_seen = ? WHERE name_key = ?", (now, user_key))
+
+
+def away_text(connection: sqlite3.Connection, user_key: str) -> str:
+    """A user's away text, empty when not away or no such user."""
+    row = connection.execute("SELECT away FROM users WHERE name_key = ?", (user_key,)).fetchone()
+    return "" if row is None else row[0]
+
+
+def whois(connection: sqlite3.Connection, user_key: str, asker_key: str) -> Whois:
+    """What ``/whois`` shows; the rooms are those the asker shares with the user."""
+    row = connection.execute(
+        "SELECT id, name, away, last_seen FROM users WHERE name_key = ?", (user_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-user", f"there is no user {user_key}")
+    user_id, name, away, last_seen = row
+    shared = connection.execute(
+        "SELECT r.name FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+        " WHERE m.user_id = ? AND m.room_id IN ("
+        "  SELECT room_id FROM room_members WHERE user_id ="
+        "  (SELECT id FROM users WHERE name_key = ?))"
+        " ORDER BY r.name_key",
+        (user_id, asker_key),
+    )
+    return Whois(name, away, last_seen, [room for (room,) in shared])
+
+
+# --- the admin command line's room commands ------------------------------------
+
+
+def list_rooms(connection: sqlite3.Connection) -> list[RoomListing]:
+    """Every room, with its member count, privacy, operators and topic."""
+    rows = connection.execute(
+        "SELECT r.id, r.name, r.private, r.topic,"
+        " (SELECT count(*) FROM room_members WHERE room_id = r.id)"
+        " FROM rooms AS r ORDER BY r.name_key"
+    ).fetchall()
+    return [
+        RoomListing(name, members, bool(private), room_operators(connection, room_id), topic)
+        for room_id, name, private, topic, members in rows
+    ]
+
+
+def record_room_event(
+    connection: sqlite3.Connection,
+    action: str,
+    room_key: str,
+    user_key: str,
+    user_name: str,
+    detail: str,
+    now: int,
+) -> None:
+    """Note a room change the running server must show (``room-op``, ``room-kick``, ...)."""
+    connection.execute(
+        "INSERT INTO account_events (name_key, action, at, room_key, user_name, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_key, action, now, room_key, user_name, detail),
+    )
+
+
+def admin_room_change(
+    connection: sqlite3.Connection, action: str, room_key: str, user_key: str, detail: str, now: int
+) -> str:
+    """Do one ``chatd room`` command in the database and record it for the server.
+
+    ``action`` is ``op``, ``deop``, ``kick``, ``ban``, ``unban`` or ``topic``
+    (``detail`` is the topic, or a kick's reason). Returns what was done, for
+    the operator; raises ``ChatError`` when it cannot be done.
+    """
+    room_id, room_name, _private = _room(connection, room_key)
+    user_name = ""
+    if action in ("op", "deop"):
+        user_name, _ = set_operator(connection, room_id, user_key, action == "op")
+        still = "now" if action == "op" else "no longer"
+        done = f"{user_name} is {still} an operator of {room_name}"
+    elif action == "kick":
+        user_name, _ = remove_member(connection, room_id, user_key)
+        done = f"kicked {user_name} from {room_name}"
+    elif action == "ban":
+        user_name = ban_user(connection, room_id, user_key, ADMIN, now).name
+        done = f"banned {user_name} from {room_name}"
+    elif action == "unban":
+        user_name = unban_user(connection, room_id, user_key)
+        done = f"lifted the ban of {user_name} from {room_name}"
+    elif action == "topic":
+        set_topic(connection, room_id, detail, ADMIN)
+        done = f"topic of {room_name} {'set' if detail else 'cleared'}"
+    else:
+        raise ValueError(f"unknown room action {action}")
+    record_room_event(connection, "room-" + action, room_key, user_key, user_name, detail, now)
+    return done
+
+
+# --- direct messages kept for offline users --------------------------------
+
+
+def store_direct_message(
+    connection: sqlite3.Connection,
+    recipient_key: str,
+    sender: str,
+    text: str,
+    now: int,
+    limit: int | None = None,
+    msgid: str | None = None,
+) -> str:
+    """Keep a direct message for an offline user; return the recipient's display name.
+
+    Its time is ``now``, or a millisecond after the user's latest kept
+    message if that is not earlier. ``msgid`` is the id the core made
+    (chatd.core.ids); without one the message gets the migration's form of an
+    id. Raises ``no-such-user`` when there is no such account, and
+    ``mailbox-full`` when ``limit`` messages already wait for the user:
+    counted inside the committing transaction, so senders in parallel
+    cannot together pass the limit.
+    """
+    row = connection.execute(
+        "SELECT id, name FROM users WHERE name_key = ?", (recipient_key,)
+    ).fetchone()
+    if row is None:
+        raise ChatError("no-such-user", f"there is no user {recipient_key}")
+    recipient_id, name = row
+    if limit is not None:
+        (waiting,) = connection.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM stored_messages WHERE recipient_id = ? LIMIT ?)",
+            (recipient_id, limit),
+        ).fetchone()
+        if waiting >= limit:
+            raise ChatError(
+                "mailbox-full",
+                f"{limit} messages already wait for {name}; try again once they have logged in",
+            )
+    # Each message kept for a user gets a timestamp of its own, later than the
+    # one before it: a STORED line sent again is known by its timestamp alone.
+    last = connection.execute(
+        "SELECT sent_at FROM stored_messages WHERE recipient_id = ? ORDER BY id DESC LIMIT 1",
+        (recipient_id,),
+    ).fetchone()
+    sent_at = now if last is None or now > last[0] else last[0] + 1
+    cursor = connection.execute(
+        "INSERT INTO stored_messages (recipient_id, sender, text, sent_at, msgid)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (recipient_id, sender, text, sent_at, msgid or ""),
+    )
+    if msgid is None:
+        connection.execute(
+            f"UPDATE stored_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
+            (cursor.lastrowid,),
+        )
+    return name
+
+
+def post_direct_message(
+    connection: sqlite3.Connection,
+    recipient_key: str,
+    sender: str,
+    text: str,
+    now: int,
+    limit: int | None = None,
+    account: tuple[int, int] | None = None,
+    msgid: str | None = None,
+) -> str:
+    """What a session's stored DM commits: ``store_direct_message`` if its sender still
+    exists (as ``account``, the identity its session is bound to, if given)."""
+    require_sender(connection, sender, account)
+    return store_direct_message(connection, recipient_key, sender, text, now, limit, msgid)
+
+
+def stored_messages_page(
+    connection: sqlite3.Connection, recipient_key: str, after_id: int, limit: int
+) -> list[StoredRow]:
+    """Up to ``limit`` messages waiting for a user with ids above ``after_id``, oldest first.
+
+    Nothing is removed: a page leaves the store through
+    ``delete_stored_messages`` once it was handed over.
+    """
+    rows = connection.execute(
+        "SELECT s.id, s.sender, s.text, s.sent_at, s.msgid FROM stored_messages AS s"
+        " JOIN users AS u ON u.id = s.recipient_id"
+        " WHERE u.name_key = ? AND s.id > ? ORDER BY s.id LIMIT ?",
+        (recipient_key, after_id, limit),
+    ).fetchall()
+    return [StoredRow(*row) for row in rows]
+
+
+def delete_stored_messages(connection: sqlite3.Connection, ids: list[int]) -> int:
+    """Remove stored messages that were handed over; return how many were still there."""
+    return connection.executemany(
+        "DELETE FROM stored_messages WHERE id = ?", [(message_id,) for message_id in ids]
+    ).rowcount
+
+
+def count_stored_messages(connection: sqlite3.Connection, recipient_key: str) -> int:
+    """How many messages wait for a user."""
+    return connection.execute(
+        "SELECT count(*) FROM stored_messages AS s JOIN users AS u ON u.id = s.recipient_id"
+        " WHERE u.name_key = ?",
+        (recipient_key,),
+    ).fetchone()[0]
+
+
+# --- retention, erasure and statistics ----------------------------------------
+
+
+def purge_room_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` room messages sent before ``before``, oldest first.
+
+    Returns how many were deleted; fewer than ``limit`` means none are left.
+    """
+    return connection.execute(
+        "DELETE FROM room_messages WHERE id IN"
+        " (SELECT id FROM room_messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def purge_stored_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` undelivered direct messages sent before ``before``."""
+    return connection.execute(
+        "DELETE FROM stored_messages WHERE id IN"
+        " (SELECT id FROM stored_messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def purge_account_events(connection: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` account events recorded before ``before``, but never the newest.
+
+    A running server only ever asks for events newer than the last it saw,
+    so events older than any server's poll interval are no one's business.
+    The newest stays because ids are rowids: were the table emptied, the
+    next event would reuse an id the server has already seen, and be missed.
+    """
+    return connection.execute(
+        "DELETE FROM account_events WHERE id IN"
+        " (SELECT id FROM account_events WHERE at < ?"
+        "  AND id < (SELECT max(id) FROM account_events) ORDER BY id LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
+def message_id_range(connection: sqlite3.Connection) -> tuple[int, int]:
+    """The lowest and highest ids of room and stored messages together (0, 0 if none)."""
+    return connection.execute(
+        "SELECT coalesce(min(low), 0), coalesce(max(high), 0) FROM ("
+        " SELECT min(id) AS low, max(id) AS high FROM room_messages"
+        " UNION ALL SELECT min(id), max(id) FROM stored_messages)"
+    ).fetchone()
+
+
+def erase_messages_from(
+    connection: sqlite3.Connection, sender_key: str, first_id: int, last_id: int
+) -> int:
+    """Delete what ``sender_key`` wrote with ids in ``first_id..last_id``.
+
+    Both room history and undelivered direct messages; senders are kept by
+    display name, so this compares folded names. Working through a bounded
+    id window keeps each transaction short on a table with no sender index.
+    Once the account's deletion has committed, no message of it can commit
+    any more (``require_sender``), so the highest id of either table read in
+    the deleting transaction bounds every message the account ever sent.
+    """
+    deleted = 0
+    for table in ("room_messages", "stored_messages"):
+        deleted += connection.execute(
+            f"DELETE FROM {table} WHERE id BETWEEN ? AND ? AND lower(sender) = ?",
+            (first_id, last_id, sender_key),
+        ).rowcount
+    return deleted
+
+
+TABLES = (
+    "users",
+    "rooms",
+    "room_messages",
+    "stored_messages",
+    "account_events",
+    "room_members",
+    "room_bans",
+    "room_invites",
+)
+_TIMED_TABLES = ("room_messages", "stored_messages")
+
+
+def _table_bytes(connection: sqlite3.Connection) -> dict[str, int]:
+    """Bytes used by each table with its indexes; empty when SQLite lacks ``dbstat``."""
+    try:
+        rows = connection.execute(
+            "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d"
+            " LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return dict(rows)
+
+
+def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
+    """Counts and sizes of everything chatd keeps."""
+    sizes = _table_bytes(connection)
+    tables = {}
+    for table in TABLES:
+        span = "min(sent_at), max(sent_at)" if table in _TIMED_TABLES else "NULL, NULL"
+        rows, oldest, newest = connection.execute(
+            f"SELECT count(*), {span} FROM {table}"
+        ).fetchone()
+        tables[table] = TableStats(rows, sizes.get(table), oldest, newest)
+
+    def pragma(name: str) -> int:
+        return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+    (banned,) = connection.execute("SELECT count(*) FROM users WHERE banned").fetchone()
+    return DatabaseStats(
+        schema_version=pragma("user_version"),
+        page_size=pragma("page_size"),
+        pages=pragma("page_count"),
+        free_pages=pragma("freelist_count"),
+        banned_users=banned,
+        tables=tables,
+    )

@@ -1,0 +1,496 @@
+"""Storage: the schema, its migrations, the named transactions, and the threads."""
+
+import sqlite3
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from chatd.core.errors import ChatError
+from chatd.core.ids import COUNTER_LIMIT, LEGACY_NODE, MessageIds, format_message_id
+from chatd.storage import rows, transactions
+from chatd.storage.sqlite import database as sqlite_database
+from chatd.storage.sqlite import schema
+from chatd.storage.sqlite.database import Database
+
+
+@pytest.fixture
+def connection(tmp_path):
+    """A migrated database file."""
+    opened = schema.open_database_file(str(tmp_path / "chatd.sqlite3"))
+    yield opened
+    opened.close()
+
+
+def test_a_new_file_gets_the_whole_schema(tmp_path):
+    """Migrating an empty file reports version 0 and leaves the current version."""
+    connection = schema.connect(str(tmp_path / "new.sqlite3"))
+    assert schema.migrate(connection) == 0
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert schema.migrate(connection) == schema.SCHEMA_VERSION
+
+
+def storage_legacy_msgid(sent_at: int, row_id: int) -> str:
+    """The id migration 6 gives a message stored before ids existed: node 0000."""
+    return format_message_id(sent_at, LEGACY_NODE, row_id & (COUNTER_LIMIT - 1))
+
+
+def test_an_old_schema_with_data_is_upgraded_in_place(tmp_path):
+    """A version-1 database full of data migrates to the current version, keeping every row."""
+    path = str(tmp_path / "old.sqlite3")
+    old = schema.connect(path)
+    # Version 1 as the real first migration step made it, then data written by that chatd.
+    with schema.transaction(old):
+        for statement in schema.MIGRATIONS[0].split(";"):
+            if statement.strip():
+                old.execute(statement)
+        old.execute("PRAGMA user_version = 1")
+        for key, name, password_hash, created_at in (
+            ("alice", "Alice", "hash-a", 1), ("bob", "bob", "hash-b", 2)
+        ):
+            # As version 1 wrote it (no incarnation, no create event).
+            old.execute(
+                "INSERT INTO users (name_key, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (key, name, password_hash, created_at),
+            )
+        old.execute("INSERT INTO rooms (name_key, name, created_at) VALUES ('#lobby', '#Lobby', 3)")
+        (room_id,) = old.execute("SELECT id FROM rooms WHERE name_key = '#lobby'").fetchone()
+        # As version 1 wrote it: room_messages had no kind column yet.
+        old.execute(
+            "INSERT INTO room_messages (room_id, sender, text, sent_at) VALUES (?, ?, ?, ?)",
+            (room_id, "Alice", "before the upgrade", 4),
+        )
+        # As version 1 wrote it: stored_messages had no msgid column yet.
+        old.execute(
+            "INSERT INTO stored_messages (recipient_id, sender, text, sent_at)"
+            " SELECT id, 'Alice', 'kept for bob', 5 FROM users WHERE name_key = 'bob'"
+        )
+        transactions.record_account_event(old, "bob", "kick", 6)
+    old.close()
+
+    upgraded = schema.connect(path)
+    assert schema.migrate(upgraded) == 1
+    assert transactions.find_account(upgraded, "alice").incarnation == 0
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert transactions.list_users(upgraded) == [("Alice", False), ("bob", False)]
+    assert transactions.find_account(upgraded, "alice") == rows.Account("Alice", "hash-a", False)
+    assert transactions.open_room(upgraded, "#lobby", 7, 50)[:2] == (room_id, "#Lobby")
+    [line] = transactions.recent_room_messages(upgraded, room_id, 50)
+    assert (line.sender, line.text, line.sent_at) == ("Alice", "before the upgrade", 4)
+    assert (line.seq, line.msgid) == (1, storage_legacy_msgid(4, line.id))
+    [event] = transactions.account_events_since(upgraded, 0)
+    assert (event.name_key, event.action) == ("bob", "kick")
+    [stored] = transactions.stored_messages_page(upgraded, "bob", 0, 50)
+    assert (stored.sender, stored.text) == ("Alice", "kept for bob")
+    assert stored.msgid == storage_legacy_msgid(5, stored.id)
+    indexes = {row[0] for row in upgraded.execute("SELECT name FROM sqlite_master")}
+    assert {"room_messages_by_time", "stored_messages_by_time"} <= indexes
+    upgraded.close()
+
+
+def test_wal_and_busy_timeout(connection):
+    """Every connection uses WAL and waits for locks instead of failing at once."""
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == schema.BUSY_TIMEOUT_MS
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    """A database from a newer chatd is not touched."""
+    connection = schema.connect(str(tmp_path / "future.sqlite3"))
+    connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        schema.migrate(connection)
+
+
+def test_user_names_are_unique_in_any_case(connection):
+    """create_user refuses a name taken in another case."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "Alice", "hash", 0)
+    with pytest.raises(ChatError) as raised, schema.transaction(connection):
+        transactions.create_user(connection, "ALICE", "hash", 0)
+    assert raised.value.code == "user-exists"
+    assert transactions.find_account(connection, "alice") == rows.Account("Alice", "hash", False)
+
+
+def test_sql_is_parameterised(connection):
+    """Names with quotes are data, never SQL."""
+    evil = "x'); DROP TABLE users; --"
+    with schema.transaction(connection):
+        transactions.create_user(connection, evil, "hash", 0)
+    assert transactions.find_account(connection, evil.lower()).name == evil
+    assert transactions.list_users(connection) == [(evil, False)]
+
+
+def test_stored_messages_are_read_in_pages_and_deleted_only_when_asked(connection):
+    """stored_messages_page reads oldest first after a cursor; only delete removes."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "bob", "hash", 0)
+        assert transactions.store_direct_message(connection, "bob", "alice", "one", 1) == "bob"
+        transactions.store_direct_message(connection, "bob", "carol", "two", 2)
+        transactions.store_direct_message(connection, "bob", "dave", "three", 3)
+    first = transactions.stored_messages_page(connection, "bob", 0, 2)
+    assert [(m.sender, m.text) for m in first] == [("alice", "one"), ("carol", "two")]
+    rest = transactions.stored_messages_page(connection, "bob", first[-1].id, 2)
+    assert [m.text for m in rest] == ["three"]
+    assert transactions.stored_messages_page(connection, "bob", 0, 50) == first + rest
+    with schema.transaction(connection):
+        assert transactions.delete_stored_messages(connection, [m.id for m in first]) == 2
+    assert transactions.stored_messages_page(connection, "bob", 0, 50) == rest
+    assert transactions.count_stored_messages(connection, "bob") == 1
+
+
+def test_each_stored_message_of_a_user_has_a_timestamp_of_its_own(connection):
+    """Three in the same millisecond, one from an earlier clock: strictly ascending times."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "bob", "hash", 0)
+        transactions.create_user(connection, "carol", "hash", 0)
+        for text in ("one", "one", "one"):
+            transactions.store_direct_message(connection, "bob", "alice", text, 5000)
+        transactions.store_direct_message(connection, "bob", "alice", "clock went back", 4000)
+        transactions.store_direct_message(connection, "bob", "alice", "later", 9000)
+        transactions.store_direct_message(connection, "carol", "alice", "other user", 5000)
+    times = [m.sent_at for m in transactions.stored_messages_page(connection, "bob", 0, 50)]
+    assert times == [5000, 5001, 5002, 5003, 9000]
+    page = transactions.stored_messages_page(connection, "carol", 0, 50)
+    assert [m.sent_at for m in page] == [5000]
+
+
+def test_the_mailbox_limit_is_counted_in_the_storing_transaction(connection):
+    """With a limit of 3: the third message is kept, the fourth is mailbox-full."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "bob", "hash", 0)
+        for number in range(3):
+            transactions.store_direct_message(connection, "bob", "alice", f"m{number}", number, 3)
+    with pytest.raises(ChatError) as raised, schema.transaction(connection):
+        transactions.store_direct_message(connection, "bob", "alice", "one too many", 9, 3)
+    assert raised.value.code == "mailbox-full"
+    assert transactions.count_stored_messages(connection, "bob") == 3
+    # No limit given: the admin tools and old callers are not limited.
+    with schema.transaction(connection):
+        transactions.store_direct_message(connection, "bob", "alice", "unlimited", 10)
+    assert transactions.count_stored_messages(connection, "bob") == 4
+
+
+def test_room_history_is_read_in_pages_between_its_bounds(connection):
+    """room_history_bounds finds the last n seqs; room_messages_between pages through them."""
+    with schema.transaction(connection):
+        room_id, _, _ = transactions.open_room(connection, "#r", 0, 50)
+        other_id, _, _ = transactions.open_room(connection, "#other", 0, 50)
+        for number in range(10):
+            transactions.add_room_message(connection, room_id, "alice", f"m{number}", number)
+            transactions.add_room_message(connection, other_id, "bob", "elsewhere", number)
+    assert transactions.room_history_bounds(connection, other_id + 1, 5) is None
+    first_id, last_id = transactions.room_history_bounds(connection, room_id, 4)
+    page = transactions.room_messages_between(connection, room_id, first_id, last_id, 3)
+    assert [row.text for row in page] == ["m6", "m7", "m8"]
+    page = transactions.room_messages_between(connection, room_id, page[-1].seq + 1, last_id, 3)
+    assert [row.text for row in page] == ["m9"]
+    first_id, last_id = transactions.room_history_bounds(connection, room_id, 500)
+    everything = transactions.room_messages_between(connection, room_id, first_id, last_id, 500)
+    assert [row.text for row in everything] == [f"m{n}" for n in range(10)]
+
+
+def test_storing_for_nobody_is_no_such_user(connection):
+    """A direct message for an unknown account is refused."""
+    with pytest.raises(ChatError) as raised:
+        transactions.store_direct_message(connection, "ghost", "alice", "boo", 0)
+    assert raised.value.code == "no-such-user"
+
+
+def test_deleting_a_user_deletes_what_waits_for_them(connection):
+    """Stored messages go with their recipient; the deletion is an account event."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "bob", "hash", 0)
+        transactions.store_direct_message(connection, "bob", "alice", "one", 1)
+        assert transactions.delete_user(connection, "bob", 5)
+        assert not transactions.delete_user(connection, "bob", 5)
+    assert connection.execute("SELECT count(*) FROM stored_messages").fetchone()[0] == 0
+    events = transactions.account_events_since(connection, 0)
+    assert [(e.name_key, e.action) for e in events] == [("bob", "create"), ("bob", "delete")]
+
+
+def test_room_history_is_a_range_read(connection):
+    """open_room creates once, keeps the first spelling; history is the last n, in order."""
+    with schema.transaction(connection):
+        room_id, name, recent = transactions.open_room(connection, "#Rust", 0, 50)
+        assert (name, recent) == ("#Rust", [])
+        for number in range(10):
+            transactions.add_room_message(connection, room_id, "alice", f"m{number}", number)
+        again_id, again_name, recent = transactions.open_room(connection, "#RUST", 0, 3)
+    assert (again_id, again_name) == (room_id, "#Rust")
+    assert [row.text for row in recent] == ["m7", "m8", "m9"]
+    plan = connection.execute(
+        "EXPLAIN QUERY PLAN SELECT id, sender, text, sent_at FROM room_messages"
+        " WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+        (room_id, 3),
+    ).fetchall()
+    assert "room_messages_by_room" in str(plan)
+
+
+# --- the threaded Database --------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path):
+    """A running Database on a file, closed after the test."""
+    from twisted.internet import reactor
+
+    db = Database(str(tmp_path / "chatd.sqlite3"), reactor)
+    yield db
+    pytest_twisted.blockon(db.close())
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_has_been_committed_when_its_deferred_fires(database, tmp_path):
+    """Another connection sees the row as soon as write() fires: it is committed."""
+    yield database.open()
+    yield database.write(transactions.create_user, "alice", "hash", 0)
+    other = sqlite3.connect(str(tmp_path / "chatd.sqlite3"))
+    assert other.execute("SELECT name FROM users").fetchall() == [("alice",)]
+    other.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_failing_write_does_not_undo_its_batch(database):
+    """Writes queued together share a commit, but each succeeds or fails alone."""
+    yield database.open()
+    results = yield defer.DeferredList(
+        [
+            database.write(transactions.create_user, "alice", "hash", 0),
+            database.write(transactions.create_user, "ALICE", "hash", 0),
+            database.write(transactions.create_user, "bob", "hash", 0),
+        ],
+        consumeErrors=True,
+    )
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].value.code == "user-exists"
+    users = yield database.read(transactions.list_users)
+    assert users == [("alice", False), ("bob", False)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_many_writes_are_grouped_into_few_commits(database):
+    """Writes queued while the writer is busy are committed together, all in order."""
+    yield database.open()
+    room_id, _, _ = yield database.write(transactions.open_room, "#a", 0, 50)
+    ids = yield defer.gatherResults(
+        [
+            database.write(transactions.add_room_message, room_id, "a", str(n), n)
+            for n in range(2000)
+        ]
+    )
+    assert ids == sorted(ids)
+    assert database.batches_committed < 2000
+    rows = yield database.read(transactions.recent_room_messages, room_id, 2000)
+    assert [row.text for row in rows] == [str(n) for n in range(2000)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_finishes_queued_writes(tmp_path):
+    """Writes queued before close() are committed before the connection closes."""
+    from twisted.internet import reactor
+
+    path = str(tmp_path / "chatd.sqlite3")
+    database = Database(path, reactor)
+    yield database.open()
+    writes = [database.write(transactions.create_user, f"u{n}", "hash", 0) for n in range(50)]
+    yield database.close()
+    yield defer.gatherResults(writes)
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT count(*) FROM users").fetchone()[0] == 50
+    check.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_database_work_runs_off_the_reactor_thread(database):
+    """Neither reads nor writes run on the reactor's thread."""
+    import threading
+
+    yield database.open()
+    main = threading.get_ident()
+    write_thread = yield database.write(lambda connection: threading.get_ident())
+    read_thread = yield database.read(lambda connection: threading.get_ident())
+    assert main not in (write_thread, read_thread)
+
+
+@defer.inlineCallbacks
+def fill_wal(database, path, messages: int):
+    """Open ``database``, commit ``messages`` room messages of a kilobyte each.
+
+    Fires with the size the database file had before them.
+    """
+    yield database.open()
+    room_id, _name, _rows = yield database.write(transactions.open_room, "#big", 0, 50)
+    size_before = path.stat().st_size
+    yield defer.gatherResults(
+        [database.write(transactions.add_room_message, room_id, "alice", "x" * 1000, n)
+         for n in range(messages)]
+    )
+    return size_before
+
+
+@pytest_twisted.inlineCallbacks
+def test_commits_never_checkpoint_the_wal(database, tmp_path, monkeypatch):
+    """Past SQLite's 1000-page auto-checkpoint the WAL keeps growing: no commit syncs the disk."""
+    monkeypatch.setattr(sqlite_database, "CHECKPOINT_SECONDS", 3600.0)
+    path = tmp_path / "chatd.sqlite3"
+    main_size = yield fill_wal(database, path, 6000)
+    wal = tmp_path / "chatd.sqlite3-wal"
+    assert wal.stat().st_size > 1000 * 4096 * 1.25
+    assert path.stat().st_size == main_size
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_checkpointer_copies_the_wal_back(database, tmp_path, monkeypatch):
+    """The checkpointer thread moves committed pages into the database file on its own."""
+    from twisted.internet import reactor, task
+
+    monkeypatch.setattr(sqlite_database, "CHECKPOINT_SECONDS", 0.01)
+    path = tmp_path / "chatd.sqlite3"
+    main_size = yield fill_wal(database, path, 2000)
+    for _attempt in range(1000):  # At most ten seconds.
+        if path.stat().st_size > main_size + 2000 * 1000:
+            break
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    assert path.stat().st_size > main_size + 2000 * 1000
+
+
+def _version_5_database(path: str) -> sqlite3.Connection:
+    """A database at schema version 5, before message ids and sequences."""
+    old = schema.connect(path)
+    with schema.transaction(old):
+        for migration in schema.MIGRATIONS[:5]:
+            for statement in migration.split(";"):
+                if statement.strip():
+                    old.execute(statement)
+        old.execute("PRAGMA user_version = 5")
+    return old
+
+
+def test_migration_6_numbers_old_messages_per_room_and_gives_them_ids(tmp_path):
+    """Messages stored before ids existed get gap-free per-room seqs in row order and ids.
+
+    Two rooms' messages interleaved by row id: each room counts 1, 2, 3 on
+    its own, ``rooms.last_seq`` is each room's count, and the next message
+    of a room takes the number after it.
+    """
+    path = str(tmp_path / "v5.sqlite3")
+    old = _version_5_database(path)
+    with schema.transaction(old):
+        transactions.create_user(old, "bob", "hash-b", 1)
+        for key in ("#a", "#b", "#empty"):
+            old.execute(
+                "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, 0)", (key, key)
+            )
+        ids = dict(old.execute("SELECT name_key, id FROM rooms"))
+        for number in range(3):
+            for key in ("#a", "#b"):
+                old.execute(
+                    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind)"
+                    " VALUES (?, 'x', ?, ?, 'say')",
+                    (ids[key], f"{key}{number}", 100 + number),
+                )
+        old.execute(
+            "INSERT INTO stored_messages (recipient_id, sender, text, sent_at)"
+            " SELECT id, 'x', 'psst', 7 FROM users"
+        )
+    old.close()
+
+    upgraded = schema.connect(path)
+    assert schema.migrate(upgraded) == 5
+    for key in ("#a", "#b"):
+        rows = transactions.recent_room_messages(upgraded, ids[key], 50)
+        assert [(row.seq, row.text) for row in rows] == [(n + 1, f"{key}{n}") for n in range(3)]
+        assert [row.msgid for row in rows] == [
+            storage_legacy_msgid(row.sent_at, row.id) for row in rows
+        ]
+    last_seqs = dict(upgraded.execute("SELECT name_key, last_seq FROM rooms"))
+    assert last_seqs == {"#a": 3, "#b": 3, "#empty": 0}
+    [stored] = transactions.stored_messages_page(upgraded, "bob", 0, 50)
+    assert stored.msgid == storage_legacy_msgid(7, stored.id)
+    with schema.transaction(upgraded):
+        assert transactions.add_room_message(upgraded, ids["#b"], "x", "new", 200) == 4
+        assert transactions.add_room_message(upgraded, ids["#empty"], "x", "first", 200) == 1
+    upgraded.close()
+
+
+def test_room_sequences_are_gap_free_per_room_and_a_rollback_gives_the_number_back(connection):
+    """Each room numbers its messages 1, 2, 3...; a message rolled back uses no number.
+
+    The number is taken in the inserting transaction, so the next committed
+    message of the room takes the one the rolled-back message had.
+    """
+    with schema.transaction(connection):
+        room_id, _, _ = transactions.open_room(connection, "#r", 0, 50)
+        other_id, _, _ = transactions.open_room(connection, "#other", 0, 50)
+        assert transactions.add_room_message(connection, room_id, "a", "one", 1, msgid="m1") == 1
+        assert transactions.add_room_message(connection, other_id, "a", "elsewhere", 1) == 1
+        assert transactions.add_room_message(connection, room_id, "a", "two", 2, msgid="m2") == 2
+
+    class Abandon(Exception):
+        pass
+
+    with pytest.raises(Abandon), schema.transaction(connection):
+        assert transactions.add_room_message(connection, room_id, "a", "lost", 3) == 3
+        raise Abandon()
+    with schema.transaction(connection):
+        assert transactions.add_room_message(connection, room_id, "a", "three", 4, msgid="m3") == 3
+    rows = transactions.recent_room_messages(connection, room_id, 50)
+    assert [(row.seq, row.msgid, row.text) for row in rows] == [
+        (1, "m1", "one"),
+        (2, "m2", "two"),
+        (3, "m3", "three"),
+    ]
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(
+            "INSERT INTO room_messages (room_id, sender, text, sent_at, seq)"
+            " VALUES (?, 'a', 'b', 5, 2)",
+            (room_id,),
+        )
+
+
+def test_history_is_ordered_by_seq_not_by_row(connection):
+    """History reads a room in sequence order, whatever order the rows were written in."""
+    with schema.transaction(connection):
+        room_id, _, _ = transactions.open_room(connection, "#r", 0, 50)
+        for seq, text in ((2, "second"), (1, "first"), (3, "third")):
+            connection.execute(
+                "INSERT INTO room_messages (room_id, sender, text, sent_at, seq, msgid)"
+                " VALUES (?, 'a', ?, 0, ?, ?)",
+                (room_id, text, seq, f"id{seq}"),
+            )
+    assert [row.text for row in transactions.recent_room_messages(connection, room_id, 2)] == [
+        "second",
+        "third",
+    ]
+    low, high = transactions.room_history_bounds(connection, room_id, 50)
+    page = transactions.room_messages_between(connection, room_id, low, high, 50)
+    assert [row.text for row in page] == ["first", "second", "third"]
+
+
+def test_stored_direct_messages_keep_their_id(connection):
+    """A stored DM keeps the id the core gave it; one stored without gets the legacy form."""
+    with schema.transaction(connection):
+        transactions.create_user(connection, "bob", "hash", 0)
+        transactions.store_direct_message(connection, "bob", "alice", "one", 1, msgid="core-id")
+        transactions.store_direct_message(connection, "bob", "alice", "two", 2)
+    first, second = transactions.stored_messages_page(connection, "bob", 0, 50)
+    assert first.msgid == "core-id"
+    assert second.msgid == storage_legacy_msgid(2, second.id)
+
+
+def test_message_ids_are_time_ordered_unique_and_compact():
+    """Ids sort in the order made: within a millisecond, past its counter, clock stepping back."""
+    ids = MessageIds(node=0x1234)
+    made = [ids.next(1000), ids.next(1000), ids.next(1001), ids.next(999), ids.next(1001)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    assert all(len(one) == 20 and int(one, 16) >= 0 for one in made)
+    assert made[0] == "000000003e8" + "1234" + "00000"
+    # Past the counter's range within one millisecond: on into the next, still in order.
+    burst = MessageIds(node=1)
+    many = [burst.next(5) for _ in range(COUNTER_LIMIT + 2)]
+    assert many == sorted(many) and len(set(many)) == len(many)
+    assert many[-1].startswith(f"{6:011x}")
+    # Two processes' nodes differ (random, never the migration's 0000).
+    assert MessageIds().node != LEGACY_NODE
