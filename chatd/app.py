@@ -19,6 +19,7 @@ from chatd.auth.accounts import Accounts
 from chatd.auth.cred import make_portal
 from chatd.auth.passwords import PasswordHasher
 from chatd.config import Config, ConfigError
+from chatd.core.interfaces import DisconnectReason
 from chatd.core.service import ChatService
 from chatd.frontends.irc.protocol import IRCFactory
 from chatd.frontends.line.protocol import ChatServerFactory
@@ -207,8 +208,8 @@ class ConnectionsService(Service):
         super().stopService()
         log.info("shutting down: closing {count} connections", count=len(self.factory.connections))
         for other in self.others:
-            other.disconnect_all("shutdown")
-        closing = self.factory.disconnect_all("shutdown")
+            other.disconnect_all(DisconnectReason.SHUTDOWN)
+        closing = self.factory.disconnect_all(DisconnectReason.SHUTDOWN)
         closing.addTimeout(self._grace_seconds, self._clock)
         return closing.addErrback(lambda _: self._abort_the_rest())
 

@@ -16,7 +16,8 @@ from chatd.auth.cred import make_portal
 from chatd.auth.passwords import PasswordHasher
 from chatd.config import Config
 from chatd.core.events import Event
-from chatd.core.service import ChatService, IChatClient
+from chatd.core.interfaces import IChatClient
+from chatd.core.service import ChatService
 from chatd.frontends.line.protocol import ChatServerFactory
 from chatd.frontends.line.render import encode
 from chatd.ops.telemetry import Telemetry

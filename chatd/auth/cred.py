@@ -15,7 +15,8 @@ from zope.interface import implementer
 
 from chatd.auth.accounts import BAD_CREDENTIALS, Accounts
 from chatd.core.errors import ChatError
-from chatd.core.service import ChatService, IChatClient, IChatSession
+from chatd.core.interfaces import IChatClient, IChatSession
+from chatd.core.service import ChatService
 from chatd.ops.telemetry import ObservedPortal
 
 

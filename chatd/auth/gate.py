@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 from chatd.auth.accounts import BAD_CREDENTIALS
 from chatd.auth.cred import AddressedCredentials
 from chatd.core.errors import ChatError
+from chatd.core.interfaces import IChatSession
 from chatd.core.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
-from chatd.core.service import IChatSession
 from chatd.frontends.limits import Limits
 from chatd.ops.telemetry import Telemetry
 

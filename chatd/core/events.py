@@ -105,6 +105,15 @@ class Members(Event):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
+class Roster:
+    """What ``who`` answers: a room's members and its operators now, each sorted."""
+
+    room: str
+    members: tuple[str, ...]
+    operators: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
 class RoomSummary(Event):
     """One room and how many members it has."""
 
@@ -159,11 +168,12 @@ class Notice(Event):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Topic(Event):
-    """A room's topic and who set it; empty text: no topic."""
+    """A room's topic, who set it and when (ms; 0 if unknown); empty text: no topic."""
 
     room: str
     setter: str
     text: str
+    at: int = 0
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -202,9 +212,11 @@ class Away(Event):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class WhoisInfo(Event):
-    """One account, for ``/whois``: online or not, last seen (ms, None if never), shared rooms."""
+    """One account, for ``/whois``: online or not, last seen (ms, None if never), shared rooms,
+    and its away text (empty: not away)."""
 
     user: str
     online: bool
     last_seen: int | None
     shared_rooms: tuple[str, ...]
+    away: str = ""

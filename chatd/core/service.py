@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
 from chatd.core.bulk import PAGE_LINES, EventPages, Page, PageSource
 from chatd.core.errors import ChatError
@@ -39,12 +39,14 @@ from chatd.core.events import (
     RoomMessage,
     RoomMessages,
     RoomSummary,
+    Roster,
     StoredMessage,
     Topic,
     WhoisInfo,
     history_line,
 )
 from chatd.core.ids import MessageIds
+from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, require_room_name, require_user_name
 from chatd.ops.telemetry import Telemetry
 from chatd.storage import rows, transactions
@@ -56,101 +58,6 @@ HISTORY_MAX = 500
 MAILBOX_LIMIT = 1000
 
 log = Logger()
-
-
-class IChatClient(Interface):
-    """The mind: how the service reaches one connected, logged-in client."""
-
-    def deliver(event: Event) -> None:
-        """Render ``event`` in the door's form and send it (rendered once per door)."""
-
-    def deliver_bulk(source) -> defer.Deferred:
-        """Send the pages of a ``chatd.core.bulk.PageSource`` as the client reads them.
-
-        Lines delivered later come after them. Fires once every page was
-        written (or the connection went).
-        """
-
-    def disconnect(reason: str) -> None:
-        """Say ``BYE reason`` and close the connection."""
-
-    connected = Attribute("False once the connection is gone and nothing can reach it.")
-
-
-class IChatSession(Interface):
-    """The avatar: what one logged-in connection can do."""
-
-    name = Attribute("The user's display name.")
-    origin = Attribute(
-        "An opaque id of this session; the events it causes carry it as ``origin``."
-    )
-
-    def say(text: str, room_name: str | None = None) -> defer.Deferred:
-        """Post to the named or current room; fire with the room's name."""
-
-    def join(room_name: str) -> defer.Deferred:
-        """Join a room (creating it) and make it current; fire with its name."""
-
-    def part(room_name: str | None = None) -> defer.Deferred:
-        """Leave the named or current room for good; fire with its name."""
-
-    def message(recipient: str, text: str) -> defer.Deferred:
-        """Send a direct message; fire with ``(recipient, 'delivered' or 'stored')``."""
-
-    def who(room_name: str | None = None) -> str:
-        """Deliver the members of the named or current room; return its name."""
-
-    def rooms() -> defer.Deferred:
-        """Deliver one summary per room that has members (private ones: to members only)."""
-
-    def history(room_name: str, count: int) -> defer.Deferred:
-        """Deliver a room's last ``count`` messages; fire with the room's name."""
-
-    def act(text: str, room_name: str | None = None) -> defer.Deferred:
-        """Post an action (``/me``) to the named or current room; fire with the room's name."""
-
-    def topic(room_name: str, text: str | None) -> defer.Deferred | str:
-        """Set a room's topic, or with ``None`` deliver it; fire with the room's name."""
-
-    def set_operator(room_name: str, user_name: str, operator: bool) -> defer.Deferred:
-        """Make a member an operator of a room or not; fire with the room's name."""
-
-    def kick(room_name: str, user_name: str, reason: str) -> defer.Deferred:
-        """Remove a member from a room; fire with the room's name."""
-
-    def ban(room_name: str, user_name: str, banned: bool) -> defer.Deferred:
-        """Ban an account from a room (kicking it) or lift the ban; fire with the room's name."""
-
-    def set_private(room_name: str, private: bool) -> defer.Deferred:
-        """Make a room private or public; fire with the room's name."""
-
-    def invite(room_name: str, user_name: str) -> defer.Deferred:
-        """Invite a user into a room; fire with the room's name."""
-
-    def bans(room_name: str) -> defer.Deferred:
-        """Fire with a room's bans: (name, banned by, when in ms), oldest first."""
-
-    def away(text: str | None) -> defer.Deferred:
-        """Set the user's away text, or with ``None`` clear it; fire with the text."""
-
-    def whois(user_name: str) -> defer.Deferred:
-        """Deliver what is known of a user; fire with their display name."""
-
-    def room_count() -> int:
-        """How many rooms the user is in."""
-
-    def joining(room_name: str) -> str:
-        """What a join would do: ``member`` (one already), ``open`` (others are in), ``closed``."""
-
-    def is_online(user_name: str) -> bool:
-        """Whether ``user_name`` has a session (a direct message would be delivered)."""
-
-    def logout() -> None:
-        """End this session; the user leaves every room when it was the last."""
-
-    def password_changed(event_id: int) -> None:
-        """This session changed the account's password (account event ``event_id``):
-        the account's other sessions end with ``BYE password-changed``."""
 
 
 class Room:
@@ -360,7 +267,7 @@ class Session:
 
         return sending.addCallback(tell_away)
 
-    def who(self, room_name: str | None = None) -> str:
+    def who(self, room_name: str | None = None) -> Roster:
         if room_name is None:
             room = self._room(None)
         else:
@@ -369,32 +276,25 @@ class Session:
             hidden = room is not None and room.private and room.key not in self.user.rooms
             if room is None or not room.members or hidden:
                 raise ChatError("no-such-room", f"nobody is in {room_name}")
-        self.deliver(Members(room.name, room.member_names()))
-        if room.operators:
-            self.deliver(Operators(room.name, room.operator_names()))
-        return room.name
+        return Roster(room.name, room.member_names(), room.operator_names())
 
     def rooms(self) -> defer.Deferred:
         reading = self._service.database.read(transactions.visible_rooms, self.user.key)
-
-        def show(rows: list[tuple[str, int]]) -> None:
-            for name, count in rows:
-                self.deliver(RoomSummary(name, count))
-
-        return reading.addCallback(show)
+        return reading.addCallback(
+            lambda found: [RoomSummary(name, count) for name, count in found]
+        )
 
     def act(self, text: str, room_name: str | None = None) -> defer.Deferred:
         return self._service.post(
             self.user, self._room(room_name), text, rows.ACTION, self.origin
         )
 
-    def topic(self, room_name: str, text: str | None) -> defer.Deferred | str:
+    def topic(self, room_name: str) -> Topic:
         room = self._room(room_name)
-        if text is None:
-            if room.topic:
-                self.deliver(Topic(room.name, room.topic_setter, room.topic))
-            return room.name
-        return self._service.set_topic(self.user, room, text)
+        return Topic(room.name, room.topic_setter, room.topic, room.topic_time)
+
+    def set_topic(self, room_name: str, text: str) -> defer.Deferred:
+        return self._service.set_topic(self.user, self._room(room_name), text)
 
     def set_operator(self, room_name: str, user_name: str, operator: bool) -> defer.Deferred:
         room = self._room(room_name)
@@ -430,12 +330,9 @@ class Session:
         require_user_name(user_name)
         return self._service.whois(self, fold(user_name))
 
-    def history(self, room_name: str, count: int) -> defer.Deferred:
+    def history(self, room_name: str, count: int) -> "RoomHistory":
         room = self._room(room_name)
-        pages = RoomHistory(self._service.database, room, min(count, HISTORY_MAX))
-        # Answered once the last line is written: a client that does not read
-        # holds one page in memory, and its next line waits unread.
-        return self.mind.deliver_bulk(pages).addCallback(lambda _: room.name)
+        return RoomHistory(self._service.database, room, min(count, HISTORY_MAX))
 
     def room_count(self) -> int:
         return len(self.user.rooms)
@@ -457,7 +354,9 @@ class Session:
 
     def password_changed(self, event_id: int) -> None:
         self.trusted_from = max(self.trusted_from, event_id)
-        self._service.end_sessions(self.user, "password-changed", event_id, keep=self)
+        self._service.end_sessions(
+            self.user, DisconnectReason.PASSWORD_CHANGED, event_id, keep=self
+        )
 
 
 class ChatService(Service):
@@ -531,11 +430,11 @@ class ChatService(Service):
     # What each account event ends sessions with; a ``create`` event means the
     # name was free, so a session still open under it is a deleted account's.
     ENDING_EVENTS = {
-        "ban": "banned",
-        "kick": "kicked",
-        "delete": "account-deleted",
-        "create": "account-deleted",
-        "passwd": "password-changed",
+        "ban": DisconnectReason.BANNED,
+        "kick": DisconnectReason.KICKED,
+        "delete": DisconnectReason.ACCOUNT_DELETED,
+        "create": DisconnectReason.ACCOUNT_DELETED,
+        "passwd": DisconnectReason.PASSWORD_CHANGED,
     }
 
     def _apply_account_events(self, events: list[rows.AccountEvent]) -> None:
@@ -556,7 +455,11 @@ class ChatService(Service):
             self.end_sessions(user, self.ENDING_EVENTS[event.action], event.id)
 
     def end_sessions(
-        self, user: User, reason: str, event_id: int | None = None, keep: Session | None = None
+        self,
+        user: User,
+        reason: DisconnectReason,
+        event_id: int | None = None,
+        keep: Session | None = None,
     ) -> None:
         """End ``user``'s sessions that started before account event ``event_id`` (all
         if None), but ``keep``: each is told ``BYE reason`` and forgotten at once,
@@ -578,7 +481,7 @@ class ChatService(Service):
         still open under the name is a deleted account's, and ends now."""
         user = self.users.get(name_key)
         if user is not None:
-            self.end_sessions(user, "account-deleted")
+            self.end_sessions(user, DisconnectReason.ACCOUNT_DELETED)
 
     def _apply_room_event(self, event: rows.AccountEvent) -> None:
         """Show live sessions a change ``chatd room ...`` made in the database.
@@ -653,7 +556,7 @@ class ChatService(Service):
         stale = user is not None and None not in (user.account_id, account_id)
         if stale and user.account_id != account_id:
             # A deleted account's sessions, not yet ended: they end now.
-            self.end_sessions(user, "account-deleted")
+            self.end_sessions(user, DisconnectReason.ACCOUNT_DELETED)
             user = self.users.get(fold(name))
         first = user is None
         if first:
@@ -791,7 +694,7 @@ class ChatService(Service):
 
     def _drop_now(self, session: Session) -> None:
         try:
-            session.mind.disconnect("server-error")
+            session.mind.disconnect(DisconnectReason.SERVER_ERROR)
         except Exception:
             log.failure("disconnecting a failed session of {user}", user=session.name)
             session.logout()
@@ -1060,19 +963,16 @@ class ChatService(Service):
         return writing.addCallback(done)
 
     def whois(self, session: Session, target_key: str) -> defer.Deferred:
-        """Deliver ``WHOIS`` (and ``AWAY``) about an account to ``session``; fire with its name."""
+        """Fire with what is known of an account, as ``session`` may see it (shared rooms)."""
         reading = self.database.read(transactions.whois, target_key, session.user.key)
 
-        def show(found: rows.Whois) -> str:
+        def known(found: rows.Whois) -> WhoisInfo:
             online = self.users.get(target_key)
             away = found.away if online is None else online.away
             rooms = tuple(found.shared_rooms)
-            session.deliver(WhoisInfo(found.name, online is not None, found.last_seen, rooms))
-            if away:
-                session.deliver(Away(found.name, away))
-            return found.name
+            return WhoisInfo(found.name, online is not None, found.last_seen, rooms, away)
 
-        return reading.addCallback(show)
+        return reading.addCallback(known)
 
     def _leave(self, user: User, room: Room, announce: bool = True) -> None:
         room.remove(user)
@@ -1189,7 +1089,7 @@ class ChatService(Service):
         bound = recipient is not None and recipient.account_id is not None
         if bound and identities.get(recipient_key) != recipient.account_id:
             # The sessions of the account that had the name: they end now.
-            self.end_sessions(recipient, "account-deleted")
+            self.end_sessions(recipient, DisconnectReason.ACCOUNT_DELETED)
         return self._direct_message(sender, recipient_key, text, origin)
 
     def _direct_message(
@@ -1292,6 +1192,7 @@ class RoomHistory(PageSource):
     def __init__(self, database: Database, room: Room, count: int) -> None:
         self._database = database
         self._room = room
+        self.room_name = room.name
         self._count = count
         self._next_seq: int | None = None
         self._last_seq = 0

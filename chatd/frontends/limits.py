@@ -37,6 +37,7 @@ from chatd.auth.throttles import (
     TokenBucket,
 )
 from chatd.config import Config
+from chatd.core.interfaces import DisconnectReason
 
 try:
     import fcntl
@@ -430,7 +431,9 @@ class ConnectionGuard:
         if not self._admitted:
             return False
         timeout = self._limits.config.login_timeout_seconds
-        self._timer = self._clock.callLater(timeout, self._disconnect, "login-timeout")
+        self._timer = self._clock.callLater(
+            timeout, self._disconnect, DisconnectReason.LOGIN_TIMEOUT
+        )
         return True
 
     def logged_in(self) -> None:
@@ -530,7 +533,7 @@ class ConnectionGuard:
         # Any line since the PING answers it: a client that talks is not idle.
         if self._lines == lines_then:
             self._timer = None
-            self._disconnect("idle-timeout")
+            self._disconnect(DisconnectReason.IDLE_TIMEOUT)
         else:
             self._watch_silence()
 

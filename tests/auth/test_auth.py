@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 from chatd.auth.cred import AccountChecker, ChatRealm
 from chatd.auth.passwords import SCHEME, check_password, hash_password
 from chatd.core.errors import ChatError
-from chatd.core.service import IChatClient, IChatSession
+from chatd.core.interfaces import IChatClient, IChatSession
 from chatd.frontends.line.protocol import ChatProtocol
 from chatd.storage import transactions
 from tests.support import ChatHarness, RecordingClient

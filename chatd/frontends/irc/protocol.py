@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,8 +58,8 @@ from chatd.core.events import (
     Topic,
     WhoisInfo,
 )
+from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, is_user_name
-from chatd.core.service import IChatClient, IChatSession
 from chatd.frontends.irc import numerics as n
 from chatd.frontends.irc.message import (
     CLIENT_TAGS_LIMIT,
@@ -172,8 +171,6 @@ class IRCConnection(Protocol):
         self.address = ""
         self.guard = None
         self.output: SendQueue | None = None
-        # What the next Members event answers: a JOIN or NAMES (names) or a WHO.
-        self._members_for: deque[tuple[str, str]] = deque()
         self._history_open = False
         self._batch_serial = 0
         # While a bulk reply's page is encoded, rendered lines are collected here.
@@ -188,7 +185,6 @@ class IRCConnection(Protocol):
         # Topic that follows it is not a change.
         self._topic_shown: set[str] = set()
         # WHOIS targets found offline: their away text is not shown as 301.
-        self._whois_offline: set[str] = set()
 
     # --- connection ---------------------------------------------------------
 
@@ -217,7 +213,7 @@ class IRCConnection(Protocol):
         )
         self.guard = self.server.limits.guard(self.address, self._ping, self.disconnect)
         if not self.guard.opened():
-            self.disconnect("too-many-connections")
+            self.disconnect(DisconnectReason.TOO_MANY_CONNECTIONS)
 
     def _reading(self, resume: bool) -> Callable[[], None]:
         def change() -> None:
@@ -298,7 +294,7 @@ class IRCConnection(Protocol):
     def _ping(self, token: str) -> None:
         self.send(Message("PING", (token,), self.host))
 
-    def disconnect(self, reason: str) -> None:
+    def disconnect(self, reason: DisconnectReason) -> None:
         """Say ``ERROR`` with the reason and close; nothing is answered after it."""
         if self._closing:
             return
@@ -343,10 +339,10 @@ class IRCConnection(Protocol):
         verdict = self.guard.line(len(line) + 2)
         if not line.strip(b" "):
             if verdict == "flood":
-                self.disconnect("flood")
+                self.disconnect(DisconnectReason.FLOOD)
             return
         if verdict == "flood":
-            self.disconnect("flood")
+            self.disconnect(DisconnectReason.FLOOD)
             return
         if verdict is not None:
             self.fail("*", "RATE_LIMITED", "too many lines; this one was dropped")
@@ -530,7 +526,7 @@ class IRCConnection(Protocol):
 
     def _pass_failed(self, failure: Failure) -> None:
         self.reply(n.ERR_PASSWDMISMATCH, f"Password incorrect: {self._why(failure)}")
-        self.disconnect("bad-credentials")
+        self.disconnect(DisconnectReason.BAD_CREDENTIALS)
 
     def _welcome(self) -> None:
         """The welcome burst (001 to 005, MOTD), then whatever the core sent meanwhile."""
@@ -686,7 +682,7 @@ class IRCConnection(Protocol):
 
     def irc_QUIT(self, *_: str) -> None:
         """Leave: ERROR, then the connection closes."""
-        self.disconnect("quit")
+        self.disconnect(DisconnectReason.QUIT)
 
     def irc_PRIVMSG(self, targets: str | None = None, text: str | None = None, *_: str) -> None:
         """PRIVMSG to rooms and users; NickServ gets its commands."""
@@ -771,12 +767,10 @@ class IRCConnection(Protocol):
             if not room.startswith("#"):
                 self.reply(n.ERR_NOSUCHCHANNEL, room, "No such channel")
                 continue
-            self._members_for.append((fold(room), "join"))
             try:
                 # Through the gate: the caps on rooms are every door's.
                 joining = self.server.gate.join(self.session, room, self.address)
             except ChatError as error:
-                self._members_for.pop()
                 self._refuse_join(room, error)
                 continue
             joining.addCallbacks(
@@ -785,16 +779,9 @@ class IRCConnection(Protocol):
             )
 
     def _joined(self, name: str) -> None:
-        # Already a member: the core sent nothing, so nothing waits for Members.
-        self._members_for = deque(
-            (room, why) for room, why in self._members_for if room != fold(name) or why != "join"
-        )
         self._close_history()
 
     def _join_failed(self, room: str, failure: Failure) -> None:
-        self._members_for = deque(
-            (key, why) for key, why in self._members_for if key != fold(room) or why != "join"
-        )
         if failure.check(ChatError):
             self._refuse_join(room, failure.value)
         else:
@@ -826,12 +813,12 @@ class IRCConnection(Protocol):
         for room in (rooms or "").split(","):
             if not room:
                 continue
-            self._members_for.append((fold(room), "names"))
             try:
-                self.session.who(room)
+                roster = self.session.who(room)
             except ChatError:
-                self._members_for.pop()
                 self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
+                continue
+            self._names_reply(roster.room, roster.members, _folded(roster.operators))
 
     def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
         """WHO for a room (352 per member) or a nick, then 315; WHOX (354) with ``%fields``."""
@@ -839,12 +826,15 @@ class IRCConnection(Protocol):
         if options and options.startswith("%"):
             why = "who" + options
         if mask and mask.startswith("#"):
-            self._members_for.append((fold(mask), why))
             try:
-                self.session.who(mask)
+                roster = self.session.who(mask)
             except ChatError:
-                self._members_for.pop()
                 self.reply(n.RPL_ENDOFWHO, mask, "End of WHO list")
+                return
+            operators = _folded(roster.operators)
+            for member in roster.members:
+                self._who_reply(roster.room, member, fold(member) in operators, _whox(why))
+            self.reply(n.RPL_ENDOFWHO, roster.room, "End of WHO list")
             return
         if mask and fold(mask) in self.server.online_names():
             name = self.server.online_names()[fold(mask)]
@@ -873,9 +863,9 @@ class IRCConnection(Protocol):
         """WHOIS: the account, the rooms you share, its away text; 401 when offline."""
         nick = targets[-1]
         asking = defer.maybeDeferred(self.session.whois, nick)
+        asking.addCallback(self._whois_reply)
 
         def ended(_) -> None:
-            self._whois_offline.discard(fold(nick))
             self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
 
         def unknown(failure: Failure) -> None:
@@ -913,22 +903,23 @@ class IRCConnection(Protocol):
     def irc_TOPIC(self, room: str, text: str | None = None, *_: str) -> None:
         """TOPIC: show it (332/333, or 331), or set it (the change reaches every member)."""
         if text is None:
-            state = self._live_room(room)
-            if state is None:
+            try:
+                topic = self.session.topic(room)
+            except ChatError:
                 self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
-            elif state.topic:
-                self._show_topic(state)
+                return
+            if topic.text:
+                self._show_topic(topic)
             else:
-                self.reply(n.RPL_NOTOPIC, state.name, "No topic is set")
+                self.reply(n.RPL_NOTOPIC, topic.room, "No topic is set")
             return
-        setting = defer.maybeDeferred(self.session.topic, room, text)
+        setting = defer.maybeDeferred(self.session.set_topic, room, text)
         setting.addErrback(self._refused("TOPIC", room))
 
-    def _show_topic(self, state) -> None:
-        self.reply(n.RPL_TOPIC, state.name, state.topic)
-        if state.topic_time:
-            self.reply(n.RPL_TOPICWHOTIME, state.name, state.topic_setter,
-                       str(state.topic_time // 1000))
+    def _show_topic(self, topic: Topic) -> None:
+        self.reply(n.RPL_TOPIC, topic.room, topic.text)
+        if topic.at:
+            self.reply(n.RPL_TOPICWHOTIME, topic.room, topic.setter, str(topic.at // 1000))
 
     def irc_KICK(self, room: str, nicks: str, reason: str | None = None, *_: str) -> None:
         """KICK members out of a room (operators only); everyone in it sees the KICK."""
@@ -964,8 +955,12 @@ class IRCConnection(Protocol):
         """LIST: 321, a 322 per room with members, 323."""
         self.reply(n.RPL_LISTSTART, "Channel", "Users  Name")
         # The rooms are read from the database: 323 once their 322s are out.
-        listing = self.session.rooms()
-        listing.addCallback(lambda _: self.reply(n.RPL_LISTEND, "End of /LIST"))
+        def listed(summaries: list[RoomSummary]) -> None:
+            for summary in summaries:
+                self.reply(n.RPL_LIST, summary.room, str(summary.member_count), "")
+            self.reply(n.RPL_LISTEND, "End of /LIST")
+
+        listing = self.session.rooms().addCallback(listed)
         listing.addErrback(lambda failure: log.failure("LIST", failure))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
@@ -1162,15 +1157,10 @@ class IRCConnection(Protocol):
         self.send(Message("PART", (event.room,), self.source_of(event.user)))
 
     def _render_members(self, event: Members) -> None:
+        """A room shown to this session (joined, or entered by a further session): NAMES."""
         self._close_history()
         key = fold(event.room)
-        why = "shown"
-        for index, (room, reason) in enumerate(self._members_for):
-            if room == key:
-                why = reason
-                del self._members_for[index]
-                break
-        if why == "shown" and key not in self._in_rooms:
+        if key not in self._in_rooms:
             # The core shows a further session of the user a room the user is
             # in already: no JOIN went out, but an IRC client needs its own
             # JOIN to open the channel, so this connection gets one.
@@ -1179,27 +1169,25 @@ class IRCConnection(Protocol):
         state = self.server.chat.rooms.get(key)
         operators = dict(state.operators) if state is not None else {}
         self._shown_ops[key] = operators
-        if why.startswith("who"):
-            whox = _whox(why)
-            for member in event.members:
-                self._who_reply(event.room, member, fold(member) in operators, whox)
-            self.reply(n.RPL_ENDOFWHO, event.room, "End of WHO list")
-            return
-        if why in ("join", "shown") and state is not None and state.topic:
+        if state is not None and state.topic:
             # The topic belongs in the join burst; the core's Topic after it is no change.
-            self._show_topic(state)
+            self._show_topic(self.session.topic(event.room))
             self._topic_shown.add(key)
+        self._names_reply(event.room, event.members, set(operators))
+
+    def _names_reply(self, room: str, members: tuple[str, ...], operators: set[str]) -> None:
+        """353s, as many names to a line as fit, then 366; @ marks an operator."""
         line: list[str] = []
-        budget = LINE_LIMIT - 100 - len(self.host) - len(event.room)
-        for member in event.members:
+        budget = LINE_LIMIT - 100 - len(self.host) - len(room)
+        for member in members:
             shown = ("@" if fold(member) in operators else "") + member
             if line and sum(len(name) + 1 for name in line) + len(shown) > budget:
-                self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
+                self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
                 line = []
             line.append(shown)
         if line:
-            self.reply(n.RPL_NAMREPLY, "=", event.room, " ".join(line))
-        self.reply(n.RPL_ENDOFNAMES, event.room, "End of /NAMES list")
+            self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
+        self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
 
     def _render_topic(self, event: Topic) -> None:
         self._close_history()
@@ -1238,12 +1226,11 @@ class IRCConnection(Protocol):
         self.send(Message("INVITE", (self.nick or "*", event.room), self.source_of(event.by)))
 
     def _render_away(self, event: Away) -> None:
-        if fold(event.user) not in self._whois_offline:
-            self.reply(n.RPL_AWAY, event.user, event.text)
+        self.reply(n.RPL_AWAY, event.user, event.text)
 
-    def _render_whois(self, event: WhoisInfo) -> None:
+    def _whois_reply(self, event: WhoisInfo) -> None:
+        """311, 319 (shared rooms), 312, 330 and 301 when away; 401 for an offline account."""
         if not event.online:
-            self._whois_offline.add(fold(event.user))
             self.reply(n.ERR_NOSUCHNICK, event.user, "No such nick (the account is offline)")
             return
         name = event.user
@@ -1257,6 +1244,8 @@ class IRCConnection(Protocol):
             self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
         self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
         self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
+        if event.away:
+            self.reply(n.RPL_AWAY, name, event.away)
 
     def _render_history(self, event: HistoryLine) -> None:
         if "server-time" not in self.caps:
@@ -1278,9 +1267,6 @@ class IRCConnection(Protocol):
         if self._history_open:
             self._history_open = False
             self.send(Message("BATCH", (f"-{self._history_id}",), self.host))
-
-    def _render_summary(self, event: RoomSummary) -> None:
-        self.reply(n.RPL_LIST, event.room, str(event.member_count), "")
 
     def _render_notice(self, event: Notice) -> None:
         self.notice(event.text)
@@ -1304,6 +1290,11 @@ _REGISTER_FAILS = {
 }
 
 CTCP_ACTION = "\x01ACTION "
+
+
+def _folded(names: tuple[str, ...]) -> set[str]:
+    """The folded forms of names, to test membership case-insensitively."""
+    return {fold(name) for name in names}
 
 
 def _whox(why: str) -> tuple[str, str] | None:
@@ -1330,14 +1321,12 @@ _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     Parted: IRCConnection._render_parted,
     Members: IRCConnection._render_members,
     HistoryLine: IRCConnection._render_history,
-    RoomSummary: IRCConnection._render_summary,
     Notice: IRCConnection._render_notice,
     Topic: IRCConnection._render_topic,
     Operators: IRCConnection._render_operators,
     Kicked: IRCConnection._render_kicked,
     Invited: IRCConnection._render_invited,
     Away: IRCConnection._render_away,
-    WhoisInfo: IRCConnection._render_whois,
 }
 
 
@@ -1418,7 +1407,7 @@ class IRCFactory(ServerFactory):
             "WHOX",
         ]
 
-    def disconnect_all(self, reason: str) -> defer.Deferred:
+    def disconnect_all(self, reason: DisconnectReason) -> defer.Deferred:
         """Tell every client ``ERROR`` and close; fire once asked of all (stopping the server)."""
         for connection in list(self.connections):
             connection.disconnect(reason)

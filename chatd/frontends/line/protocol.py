@@ -24,8 +24,17 @@ from chatd.auth.gate import Gate
 from chatd.auth.throttles import address_key
 from chatd.core.bulk import BulkReply, PageSource
 from chatd.core.errors import ChatError
-from chatd.core.events import Event, Notice
-from chatd.core.service import HISTORY_MAX, IChatClient, IChatSession
+from chatd.core.events import (
+    Away,
+    Event,
+    Members,
+    Notice,
+    Operators,
+    RoomSummary,
+    WhoisInfo,
+)
+from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
+from chatd.core.service import HISTORY_MAX
 from chatd.frontends.keepalive import enable_tcp_keepalive
 from chatd.frontends.limits import Limits, SendQueue
 from chatd.frontends.line.commands import COMMANDS, PLAIN_TEXT, Command
@@ -121,7 +130,7 @@ class ChatProtocol(LineReceiver):
         greeting = "welcome; /help lists commands"
         self._send("HELLO", config.server_name, PROTOCOL_VERSION, greeting)
         if not self.guard.opened():
-            self.disconnect("too-many-connections")
+            self.disconnect(DisconnectReason.TOO_MANY_CONNECTIONS)
 
     def connectionLost(self, reason=None) -> None:
         """End the session, if any, and forget the connection."""
@@ -170,12 +179,12 @@ class ChatProtocol(LineReceiver):
             self.output.add_bulk(bulk)
         return bulk.done
 
-    def disconnect(self, reason: str) -> None:
-        """Say ``BYE reason`` and close; nothing is answered after it."""
+    def disconnect(self, reason: DisconnectReason) -> None:
+        """Say ``BYE <reason>`` and close; nothing is answered after it."""
         if not self._closing:
             user = None if self.session is None else self.session.name
             self.server.telemetry.disconnected(reason, self.peer, user)
-            self._send("BYE", reason)
+            self._send("BYE", reason.value)
             self._closing = True
             # Whatever waits for a slow reader goes to the transport first; a
             # client that never reads it is cut off after the close timeout.
@@ -329,7 +338,7 @@ class ChatProtocol(LineReceiver):
                 self._held_reading = True
                 self._update_reading()
             else:
-                self.disconnect("flood")
+                self.disconnect(DisconnectReason.FLOOD)
         else:
             rate = self.server.config.rate_limit
             if self.guard.first_refusal:
@@ -394,7 +403,7 @@ class ChatProtocol(LineReceiver):
             done = in_flight.pop(0)
             if done.outcome is _FLOOD:
                 in_flight.clear()
-                self.disconnect("flood")
+                self.disconnect(DisconnectReason.FLOOD)
                 break
             self._answer(done.command, done.outcome)
         if not in_flight and self.paused:
@@ -409,7 +418,7 @@ class ChatProtocol(LineReceiver):
     def _succeeded(self, text: str | None, command: Command) -> None:
         self._final("OK", command.name, text or "")
         if command.name == "quit":
-            self.disconnect("quit")
+            self.disconnect(DisconnectReason.QUIT)
 
     def _failed(self, error, command: Command | None) -> None:
         failure = error if isinstance(error, Failure) else Failure(error)
@@ -492,10 +501,18 @@ class ChatProtocol(LineReceiver):
         )
 
     def do_who(self, room: str | None) -> str:
-        return self.session.who(room)
+        roster = self.session.who(room)
+        self.deliver(Members(roster.room, roster.members))
+        if roster.operators:
+            self.deliver(Operators(roster.room, roster.operators))
+        return roster.room
 
     def do_rooms(self) -> defer.Deferred:
-        return self.session.rooms().addCallback(lambda _: None)
+        def show(summaries: list[RoomSummary]) -> None:
+            for summary in summaries:
+                self.deliver(summary)
+
+        return self.session.rooms().addCallback(show)
 
     def do_history(self, room: str, count: str | None) -> defer.Deferred:
         if count is None:
@@ -507,13 +524,21 @@ class ChatProtocol(LineReceiver):
             wanted = HISTORY_MAX if len(digits) > len(str(HISTORY_MAX)) else int(digits)
         else:
             raise COMMANDS["history"].bad_arguments("<count> is a whole number from 1")
-        return self.session.history(room, wanted)
+        history = self.session.history(room, wanted)
+        # Answered once the last line is written: a client that does not read
+        # holds one page in memory, and its next line waits unread.
+        return self.deliver_bulk(history).addCallback(lambda _: history.room_name)
 
     def do_me(self, text: str) -> defer.Deferred:
         return self.session.act(text)
 
     def do_topic(self, room: str, text: str | None):
-        return self.session.topic(room, text)
+        if text is not None:
+            return self.session.set_topic(room, text)
+        topic = self.session.topic(room)
+        if topic.text:
+            self.deliver(topic)
+        return topic.room
 
     def do_op(self, room: str, user: str) -> defer.Deferred:
         return self.session.set_operator(room, user, True)
@@ -542,7 +567,13 @@ class ChatProtocol(LineReceiver):
         return self.session.away(text)
 
     def do_whois(self, user: str) -> defer.Deferred:
-        return self.session.whois(user)
+        def show(known: WhoisInfo) -> str:
+            self.deliver(known)
+            if known.away:
+                self.deliver(Away(known.user, known.away))
+            return known.user
+
+        return self.session.whois(user).addCallback(show)
 
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
         return self.server.gate.change_password(self.session, old, new, self.address, self.peer)
@@ -608,7 +639,7 @@ class ChatServerFactory(ServerFactory):
             for closed in waiting:
                 closed.callback(None)
 
-    def disconnect_all(self, reason: str) -> defer.Deferred:
+    def disconnect_all(self, reason: DisconnectReason) -> defer.Deferred:
         """Say ``BYE reason`` to every connection; fire once all are closed."""
         closed: defer.Deferred = defer.Deferred()
         if not self.connections:

@@ -23,6 +23,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 
+from chatd.core.interfaces import DisconnectReason
 from chatd.frontends.line.protocol import ChatProtocol, ChatServerFactory
 from chatd.frontends.web.proxy import client_address
 
@@ -231,7 +232,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         if self.chat is None:
             return
         if isBinary:
-            self.chat.disconnect("binary-message")
+            self.chat.disconnect(DisconnectReason.BINARY_MESSAGE)
             return
         self.chat.message_received(payload)
 

@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 
 from chatd.config import Config, ConfigError
 from chatd.core.bulk import PAGE_LINES
+from chatd.core.interfaces import DisconnectReason
 from tests.support import ChatHarness, Client, LineTransport
 
 
@@ -231,7 +232,7 @@ def test_a_bye_to_a_client_that_never_reads_is_cut_off_after_the_close_timeout()
     client = Client(harness, transport=LingeringTransport())
     client.login("alice")
     stall(client)
-    client.protocol.disconnect("shutdown")
+    client.protocol.disconnect(DisconnectReason.SHUTDOWN)
     # Flushed: the queue handed everything over and stopped being the producer.
     assert client.lines() == ["BYE shutdown"]
     assert client.transport.producer is None

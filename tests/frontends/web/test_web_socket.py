@@ -10,6 +10,7 @@ from twisted.internet.address import IPv4Address
 
 from chatd.config import Config, _networks
 from chatd.core.events import RoomMessage, RoomMessages
+from chatd.core.interfaces import DisconnectReason
 from chatd.frontends.web.proxy import client_address
 from chatd.frontends.web.socket import OriginPolicy, text_frames
 from tests.support import SlowDatabase
@@ -314,7 +315,7 @@ def test_shutdown_says_bye_to_web_sessions():
     """``disconnect_all`` (the server's stop) reaches web sessions: BYE shutdown, close."""
     harness = web()
     alice = harness.opened()
-    closed = harness.factory.disconnect_all("shutdown")
+    closed = harness.factory.disconnect_all(DisconnectReason.SHUTDOWN)
     frames = alice.frames()
     assert frames[0] == (1, b"BYE shutdown")
     assert close_code(frames) == 1000
