@@ -7,7 +7,8 @@ The memory itself is measured by ``scripts/bench.py sessions --room #lobby``
 import pytest
 
 from chatd.auth.throttles import TokenBucket
-from chatd.core.service import Session, User
+from chatd.core.rooms import User
+from chatd.core.session import Session
 from chatd.frontends.limits import ConnectionGuard, SendQueue
 from chatd.ops.telemetry import ObservedLogout
 from tests.support import ChatHarness

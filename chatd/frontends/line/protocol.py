@@ -34,7 +34,7 @@ from chatd.core.events import (
     WhoisInfo,
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
-from chatd.core.service import HISTORY_MAX
+from chatd.core.rooms import HISTORY_MAX
 from chatd.frontends.keepalive import enable_tcp_keepalive
 from chatd.frontends.limits import Limits, SendQueue
 from chatd.frontends.line.commands import COMMANDS, PLAIN_TEXT, Command

@@ -7,7 +7,7 @@ Every command is fed whole and byte by byte (the ``chat`` fixture).
 
 import pytest
 
-from chatd.core.service import HISTORY_ON_JOIN
+from chatd.core.rooms import HISTORY_ON_JOIN
 from chatd.frontends.line.render import format_timestamp
 from chatd.storage import transactions
 from chatd.storage.sqlite import schema

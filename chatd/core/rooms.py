@@ -1,0 +1,157 @@
+"""Rooms and users as the service keeps them in memory while someone is in them.
+
+A ``User`` is an account that has at least one session; rooms count users,
+not sessions, as members, so a user with three sessions is one member whose
+three sessions all see the room's traffic. Committed messages wait in their
+room until the service flushes it at the end of the reactor turn.
+"""
+
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+
+from chatd.core.events import (
+    Event,
+    HistoryLine,
+    Operators,
+    RoomMessage,
+    RoomMessages,
+    Topic,
+)
+from chatd.core.names import fold
+
+HISTORY_ON_JOIN = 50
+HISTORY_MAX = 500
+
+if TYPE_CHECKING:
+    from chatd.core.pages import Mailbox
+    from chatd.core.session import Session
+
+
+class Room:
+    """A room with at least one member (or about to get one).
+
+    Committed messages wait in the room until the service flushes it at the
+    end of the reactor turn, then reach every session as one write; any
+    other event or change of membership flushes them first, so each member
+    sees the room's lines in order and exactly the ones sent while a member.
+    """
+
+    def __init__(
+        self,
+        room_id: int,
+        name: str,
+        recent: Iterable[HistoryLine],
+        topic: str = "",
+        topic_setter: str = "",
+        private: bool = False,
+        operators: Iterable[str] = (),
+    ) -> None:
+        self.id = room_id
+        self.name = name
+        self.key = fold(name)
+        # The members online; every member, online or not, is in the database.
+        self.members: dict[str, User] = {}
+        self.topic = topic
+        self.topic_setter = topic_setter
+        # When the topic was set (ms), if this server saw it happen; 0: unknown.
+        self.topic_time = 0
+        self.private = private
+        # Every operator, online or not: folded name -> display name.
+        self.operators: dict[str, str] = {}
+        self.set_operators(operators)
+        self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
+        self._unsent: list[RoomMessage] = []
+
+    def add(self, user: "User") -> None:
+        """Make ``user`` a member, after delivering what was said before."""
+        self.flush()
+        self.members[user.key] = user
+        user.rooms[self.key] = self
+
+    def remove(self, user: "User") -> None:
+        """Stop ``user`` being a member, after delivering what was said before."""
+        self.flush()
+        del self.members[user.key]
+        del user.rooms[self.key]
+
+    def broadcast(self, event: Event) -> None:
+        """Deliver ``event`` to every session of every member, after what waits."""
+        self.flush()
+        self._deliver(event)
+
+    def queue(self, message: RoomMessage) -> None:
+        """Keep a committed message for the next flush, and in the recent history."""
+        self._unsent.append(message)
+        self.recent.append(message.as_history())
+
+    def flush(self) -> None:
+        """Deliver the queued messages: one event, so one write, per session."""
+        if self._unsent:
+            messages, self._unsent = self._unsent, []
+            self._deliver(messages[0] if len(messages) == 1 else RoomMessages(tuple(messages)))
+
+    def _deliver(self, event: Event) -> None:
+        for user in self.members.values():
+            for session in user.sessions:
+                session.deliver(event)
+
+    def member_names(self) -> tuple[str, ...]:
+        """Online members' display names, sorted case-insensitively."""
+        return tuple(sorted((user.name for user in self.members.values()), key=str.lower))
+
+    def set_operators(self, names: Iterable[str]) -> None:
+        """Replace the operators by ``names`` (display names)."""
+        self.operators = {fold(name): name for name in names}
+
+    def operator_names(self) -> tuple[str, ...]:
+        """Operators' display names, sorted case-insensitively."""
+        return tuple(sorted(self.operators.values(), key=str.lower))
+
+    def extra_lines(self) -> list[Event]:
+        """What a joining session gets after ``WHO``: the topic and the operators, if any."""
+        lines: list[Event] = []
+        if self.topic:
+            lines.append(Topic(self.name, self.topic_setter, self.topic))
+        if self.operators:
+            lines.append(Operators(self.name, self.operator_names()))
+        return lines
+
+
+class User:
+    """An account with at least one session: Ergo's client, Twisted's avatar owner."""
+
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = (
+        "account_id", "arriving", "away", "key", "mailbox", "name", "rooms", "sessions"
+    )
+
+    def __init__(self, name: str, account_id: tuple[int, int] | None = None) -> None:
+        self.name = name
+        # The identity (users.id, incarnation) of the account the sessions
+        # logged into (None: not known,
+        # for sessions started without a checked login, as in tests).
+        self.account_id = account_id
+        self.key = fold(name)
+        # The away text (/away), empty when not away; kept in the database too.
+        self.away = ""
+        self.sessions: list[Session] = []
+        # Ordered by when the user joined: the last is the most recent.
+        self.rooms: dict[str, Room] = {}
+        # While the first session is still joining #lobby: the further
+        # sessions' wake-ups, fired once that join has finished either way.
+        self.arriving: list[defer.Deferred] | None = None
+        # The stored messages on their way to one of the sessions, if any:
+        # one session at a time takes them, so none is shown twice.
+        self.mailbox: Mailbox | None = None
+
+    def deliver(self, event: Event) -> None:
+        """Deliver ``event`` to every session of this user."""
+        for session in self.sessions:
+            session.deliver(event)
+
+    def latest_room(self) -> "Room | None":
+        """The room this user joined most recently, if any."""
+        return next(reversed(self.rooms.values()), None)

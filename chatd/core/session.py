@@ -1,0 +1,202 @@
+"""The avatar: one login of a user, bound to the mind of the door it came through.
+
+A door calls a ``Session`` for every command (``IChatSession``). Commands
+that change something go to the ``ChatService``; questions (``who``,
+``rooms``, ``topic``, ``whois``, ``history``) return values for the door to
+render. The current room belongs to the session; membership to the user.
+"""
+
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.core.errors import ChatError
+from chatd.core.events import (
+    Away,
+    Event,
+    RoomSummary,
+    Roster,
+    Topic,
+)
+from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
+from chatd.core.names import fold, require_room_name, require_user_name
+from chatd.core.pages import RoomHistory
+from chatd.core.rooms import HISTORY_MAX, Room, User
+from chatd.storage import rows, transactions
+
+if TYPE_CHECKING:
+    from chatd.core.service import ChatService
+
+
+@implementer(IChatSession)
+class Session:
+    """One login of a user, bound to the connection's mind.
+
+    The current room belongs to the session; membership belongs to the user.
+    """
+
+    # Thousands of sessions: no per-instance __dict__.
+    __slots__ = (
+        "_service", "active", "current", "dropping", "mind", "origin", "trusted_from", "user"
+    )
+
+    def __init__(
+        self, service: "ChatService", user: User, mind: IChatClient, trusted_from: int = 0
+    ) -> None:
+        self._service = service
+        # Opaque to doors: the events this session causes carry it, so a door
+        # tells its own echo from another session of the same user.
+        self.origin = service.next_origin()
+        self.user = user
+        self.mind = mind
+        self.current: Room | None = None
+        self.active = True
+        self.dropping = False
+        # The newest account event this session's login already took into
+        # account: only later bans, kicks and password changes end it.
+        self.trusted_from = trusted_from
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to the mind; a mind that fails is dropped, nobody else notices."""
+        try:
+            self.mind.deliver(event)
+        except Exception:
+            self._service.drop(self, Failure())
+
+    def _room(self, room_name: str | None) -> Room:
+        """The named room, which the user must be in, or the current room."""
+        if room_name is None:
+            if self.current is None:
+                raise ChatError("not-in-room", "join a room first: /join #room")
+            return self.current
+        require_room_name(room_name)
+        room = self.user.rooms.get(fold(room_name))
+        if room is None:
+            raise ChatError("not-in-room", f"you are not in {room_name}")
+        return room
+
+    def say(self, text: str, room_name: str | None = None) -> defer.Deferred:
+        return self._service.post(self.user, self._room(room_name), text, origin=self.origin)
+
+    def join(self, room_name: str) -> defer.Deferred:
+        require_room_name(room_name)
+        room = self.user.rooms.get(fold(room_name))
+        if room is not None:
+            self.current = room
+            return defer.succeed(room.name)
+        return self._service.join(self, room_name)
+
+    def part(self, room_name: str | None = None) -> defer.Deferred:
+        room = self._room(room_name)
+        leaving = self._service.database.write(transactions.leave_room, room.id, self.user.key)
+        leaving.addCallback(lambda _: self._service.part(self.user, room))
+        return leaving.addCallback(lambda _: room.name)
+
+    def message(self, recipient: str, text: str) -> defer.Deferred:
+        require_user_name(recipient)
+        sending = self._service.direct_message(self.user, fold(recipient), text, self.origin)
+
+        def tell_away(outcome: tuple[str, str, str]) -> tuple[str, str]:
+            name, delivery, away = outcome
+            if away and self.active:
+                self.deliver(Away(name, away))
+            return name, delivery
+
+        return sending.addCallback(tell_away)
+
+    def who(self, room_name: str | None = None) -> Roster:
+        if room_name is None:
+            room = self._room(None)
+        else:
+            require_room_name(room_name)
+            room = self._service.rooms.get(fold(room_name))
+            hidden = room is not None and room.private and room.key not in self.user.rooms
+            if room is None or not room.members or hidden:
+                raise ChatError("no-such-room", f"nobody is in {room_name}")
+        return Roster(room.name, room.member_names(), room.operator_names())
+
+    def rooms(self) -> defer.Deferred:
+        reading = self._service.database.read(transactions.visible_rooms, self.user.key)
+        return reading.addCallback(
+            lambda found: [RoomSummary(name, count) for name, count in found]
+        )
+
+    def act(self, text: str, room_name: str | None = None) -> defer.Deferred:
+        return self._service.post(
+            self.user, self._room(room_name), text, rows.ACTION, self.origin
+        )
+
+    def topic(self, room_name: str) -> Topic:
+        room = self._room(room_name)
+        return Topic(room.name, room.topic_setter, room.topic, room.topic_time)
+
+    def set_topic(self, room_name: str, text: str) -> defer.Deferred:
+        return self._service.set_topic(self.user, self._room(room_name), text)
+
+    def set_operator(self, room_name: str, user_name: str, operator: bool) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.set_operator(self.user, room, fold(user_name), operator)
+
+    def kick(self, room_name: str, user_name: str, reason: str) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.kick(self.user, room, fold(user_name), reason)
+
+    def ban(self, room_name: str, user_name: str, banned: bool) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.ban(self.user, room, fold(user_name), banned)
+
+    def set_private(self, room_name: str, private: bool) -> defer.Deferred:
+        return self._service.set_private(self.user, self._room(room_name), private)
+
+    def invite(self, room_name: str, user_name: str) -> defer.Deferred:
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.invite(self.user, room, fold(user_name))
+
+    def bans(self, room_name: str) -> defer.Deferred:
+        room = self._room(room_name)
+        return self._service.database.read(transactions.room_bans, room.id)
+
+    def away(self, text: str | None) -> defer.Deferred:
+        return self._service.set_away(self.user, text or "")
+
+    def whois(self, user_name: str) -> defer.Deferred:
+        require_user_name(user_name)
+        return self._service.whois(self, fold(user_name))
+
+    def history(self, room_name: str, count: int) -> "RoomHistory":
+        room = self._room(room_name)
+        return RoomHistory(self._service.database, room, min(count, HISTORY_MAX))
+
+    def room_count(self) -> int:
+        return len(self.user.rooms)
+
+    def joining(self, room_name: str) -> str:
+        require_room_name(room_name)
+        key = fold(room_name)
+        if key in self.user.rooms:
+            return "member"
+        return "open" if self._service.is_open(key) else "closed"
+
+    def is_online(self, user_name: str) -> bool:
+        return fold(user_name) in self._service.users
+
+    def logout(self) -> None:
+        if self.active:
+            self.active = False
+            self._service.end_session(self)
+
+    def password_changed(self, event_id: int) -> None:
+        self.trusted_from = max(self.trusted_from, event_id)
+        self._service.end_sessions(
+            self.user, DisconnectReason.PASSWORD_CHANGED, event_id, keep=self
+        )
