@@ -37,7 +37,7 @@ def test_moderation_events_are_one_object_for_every_session():
     minds = [alice_mind] + [mind for _, mind in others]
     for mind in minds:
         mind.events.clear()
-    outcome(alice.topic("#a", "t"))
+    outcome(alice.set_topic("#a", "t"))
     acting = alice.act("waves")
     harness.end_turn()  # room messages go out at the end of the reactor turn
     outcome(acting)
@@ -61,7 +61,7 @@ def test_refusals_raise_chat_errors_before_touching_the_database():
     outcome(bob.join("#a"))
     writes = harness.database.writes
     for attempt in (
-        lambda: bob.topic("#a", "x"),
+        lambda: bob.set_topic("#a", "x"),
         lambda: bob.kick("#a", "alice", ""),
         lambda: bob.ban("#a", "alice", True),
         lambda: bob.set_operator("#a", "bob", True),
@@ -113,3 +113,41 @@ def test_a_room_event_for_a_room_nobody_online_is_in_changes_nothing_in_memory()
     assert "#a" not in harness.chat.rooms
     _, mind = start(harness, "alice")
     assert "TOPIC #a *admin quiet" in mind.lines()
+
+
+def test_questions_return_values_and_deliver_nothing():
+    """who, rooms, topic, whois and history answer with values for the door to render.
+
+    Nothing is pushed to the asking session's mind: each door renders the
+    answer in its own form (WHO/OPS lines, NAMES numerics, a web panel).
+    """
+    harness = ChatHarness()
+    alice, alice_mind = start(harness, "alice")
+    outcome(alice.join("#a"))
+    bob, _ = start(harness, "bob")
+    outcome(bob.join("#a"))
+    outcome(alice.set_operator("#a", "bob", True))
+    outcome(alice.set_topic("#a", "plans"))
+    outcome(bob.away("lunch"))
+    saying = alice.say("hello", "#a")
+    harness.end_turn()
+    outcome(saying)
+    alice_mind.events.clear()
+
+    roster = alice.who("#a")
+    assert (roster.room, roster.members) == ("#a", ("alice", "bob"))
+    assert roster.operators == ("alice", "bob")
+    summaries = outcome(alice.rooms())
+    assert sorted((s.room, s.member_count) for s in summaries) == [("#a", 2), ("#lobby", 2)]
+    topic = alice.topic("#a")
+    assert (topic.room, topic.setter, topic.text) == ("#a", "alice", "plans")
+    assert topic.at == harness.chat.now()
+    known = outcome(alice.whois("BOB"))
+    assert (known.user, known.online, known.shared_rooms, known.away) == (
+        "bob", True, ("#a", "#lobby"), "lunch"
+    )
+    history = alice.history("#a", 10)
+    assert history.room_name == "#a"
+    page = outcome(history.next_page())
+    assert [(line.sender, line.text) for line in page.events] == [("alice", "hello")]
+    assert alice_mind.events == []
