@@ -1133,8 +1133,47 @@ class IRCConnection(Protocol):
         ))
 
     def _render_room_messages(self, event: RoomMessages) -> None:
-        for message in event.messages:
-            self._render_room_message(message)
+        if not self._write_shared(event, event.messages):
+            for message in event.messages:
+                self._render_room_message(message)
+
+    def _render_room_event(self, event: RoomMessage) -> None:
+        if not self._write_shared(event, (event,)):
+            self._render_room_message(event)
+
+    def _write_shared(self, event: Event, messages: tuple[RoomMessage, ...]) -> bool:
+        """Write room messages as rendered once for every connection that shows them alike.
+
+        Rendering each message for each of a room's connections (tags, time,
+        serialising) was most of the door's time under load. The lines differ
+        only by the tags a client asked for, so they are rendered once per
+        event and tag choice. Not for a connection that has its own message
+        to hide or echo, nor while a bulk reply collects lines: False, and it
+        renders them itself.
+        """
+        if self._closing or self._collecting is not None:
+            return False
+        if self._own_echoes:
+            me = fold(self.nick or "")
+            if any(fold(message.sender) == me for message in messages):
+                return False
+        self._close_history()
+        caps = self.caps
+        shown_as = ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
+
+        def render() -> bytes:
+            self._collecting = collected = []
+            try:
+                for message in messages:
+                    self._render_room_message(message)
+            finally:
+                self._collecting = None
+            return b"".join(collected)
+
+        data = self.server.shared_lines(event, shown_as, render)
+        self.server.telemetry.sent(len(data))
+        self.output.write(data)
+        return True
 
     def _render_direct(self, event: DirectMessage) -> None:
         mine = fold(event.sender) == fold(self.nick or "")
@@ -1331,8 +1370,8 @@ def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
 
 
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
-    RoomMessage: IRCConnection._render_room_message,
-    RoomAction: IRCConnection._render_room_message,
+    RoomMessage: IRCConnection._render_room_event,
+    RoomAction: IRCConnection._render_room_event,
     HistoryAction: IRCConnection._render_history,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
@@ -1377,11 +1416,28 @@ class IRCFactory(ServerFactory):
             watchers.append(self._away_changed)
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
+        # The last room event rendered, and its lines per choice of tags.
+        self._shared: tuple[Event | None, dict[tuple[bool, ...], bytes]] = (None, {})
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
             "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
         )
+
+    def shared_lines(self, event: Event, shown_as: tuple[bool, ...], render) -> bytes:
+        """``event``'s lines for connections showing tags as ``shown_as``: ``render()`` once.
+
+        The core hands one event to every session of a room in turn, so the
+        last event's lines are all that is kept.
+        """
+        last, lines = self._shared
+        if last is not event:
+            lines = {}
+            self._shared = (event, lines)
+        data = lines.get(shown_as)
+        if data is None:
+            data = lines[shown_as] = render()
+        return data
 
     def tell_room(self, room: str, message: Message) -> None:
         """Send ``message`` to every IRC connection whose user is in ``room``."""
