@@ -1121,59 +1121,74 @@ class IRCConnection(Protocol):
 
     def _render_room_message(self, event: RoomMessage) -> None:
         self._close_history()
-        if fold(event.sender) == fold(self.nick or "") and (
-            (fold(event.room), event.text) in self._own_echoes
-        ):
-            self._own_echoes.remove((fold(event.room), event.text))
-            if "echo-message" not in self.caps:
-                return
-        self.send(Message(
+        if self._hides_own(event):
+            return
+        self.send(self._room_message(event))
+
+    def _hides_own(self, event: RoomMessage) -> bool:
+        """Whether this connection's own message comes back to be hidden: True without
+        echo-message (with it, the message is shown as anyone's). Consumes the echo."""
+        key = (fold(event.room), event.text)
+        if key not in self._own_echoes or fold(event.sender) != fold(self.nick or ""):
+            return False
+        self._own_echoes.remove(key)
+        return "echo-message" not in self.caps
+
+    def _room_message(self, event: RoomMessage) -> Message:
+        return Message(
             "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
             self._tags(event.sender, event.timestamp, event.message_id),
-        ))
+        )
 
     def _render_room_messages(self, event: RoomMessages) -> None:
-        if not self._write_shared(event, event.messages):
-            for message in event.messages:
-                self._render_room_message(message)
+        self._write_shared(event, event.messages)
 
     def _render_room_event(self, event: RoomMessage) -> None:
-        if not self._write_shared(event, (event,)):
-            self._render_room_message(event)
+        self._write_shared(event, (event,))
 
-    def _write_shared(self, event: Event, messages: tuple[RoomMessage, ...]) -> bool:
+    def _write_shared(self, event: Event, messages: tuple[RoomMessage, ...]) -> None:
         """Write room messages as rendered once for every connection that shows them alike.
 
         Rendering each message for each of a room's connections (tags, time,
         serialising) was most of the door's time under load. The lines differ
-        only by the tags a client asked for, so they are rendered once per
-        event and tag choice. Not for a connection that has its own message
-        to hide or echo, nor while a bulk reply collects lines: False, and it
-        renders them itself.
+        only by the tags a client asked for, so each is rendered once per event
+        and choice of tags; a connection only decides whether its own messages
+        are hidden. While a bulk reply collects lines, they are rendered here.
         """
-        if self._closing or self._collecting is not None:
-            return False
-        if self._own_echoes:
-            me = fold(self.nick or "")
-            if any(fold(message.sender) == me for message in messages):
-                return False
+        if self._collecting is not None:
+            for message in messages:
+                self._render_room_message(message)
+            return
+        if self._closing:
+            return
         self._close_history()
         caps = self.caps
         shown_as = ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
+        shared = self.server.shared_lines(event, shown_as)
+        if not self._own_echoes:
+            data = shared.get(-1)
+            if data is None:
+                data = shared[-1] = b"".join(
+                    self._shared_line(shared, index, message)
+                    for index, message in enumerate(messages))
+        else:
+            data = b"".join(
+                self._shared_line(shared, index, message)
+                for index, message in enumerate(messages) if not self._hides_own(message))
+        if data:
+            self.server.telemetry.sent(len(data))
+            self.output.write(data)
 
-        def render() -> bytes:
+    def _shared_line(self, shared: dict[int, bytes], index: int, message: RoomMessage) -> bytes:
+        data = shared.get(index)
+        if data is None:
             self._collecting = collected = []
             try:
-                for message in messages:
-                    self._render_room_message(message)
+                self.send(self._room_message(message))
             finally:
                 self._collecting = None
-            return b"".join(collected)
-
-        data = self.server.shared_lines(event, shown_as, render)
-        self.server.telemetry.sent(len(data))
-        self.output.write(data)
-        return True
+            data = shared[index] = b"".join(collected)
+        return data
 
     def _render_direct(self, event: DirectMessage) -> None:
         mine = fold(event.sender) == fold(self.nick or "")
@@ -1417,27 +1432,25 @@ class IRCFactory(ServerFactory):
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
         # The last room event rendered, and its lines per choice of tags.
-        self._shared: tuple[Event | None, dict[tuple[bool, ...], bytes]] = (None, {})
+        self._shared: tuple[Event | None, dict[tuple[bool, ...], dict[int, bytes]]] = (None, {})
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
             "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
         )
 
-    def shared_lines(self, event: Event, shown_as: tuple[bool, ...], render) -> bytes:
-        """``event``'s lines for connections showing tags as ``shown_as``: ``render()`` once.
+    def shared_lines(self, event: Event, shown_as: tuple[bool, ...]) -> dict[int, bytes]:
+        """Where ``event``'s lines, as shown with ``shown_as`` tags, are kept once rendered.
 
-        The core hands one event to every session of a room in turn, so the
-        last event's lines are all that is kept.
+        By a message's index in the event, and -1 for all of them. The core
+        hands one event to every session of a room in turn, so only the last
+        event's lines are kept.
         """
         last, lines = self._shared
         if last is not event:
             lines = {}
             self._shared = (event, lines)
-        data = lines.get(shown_as)
-        if data is None:
-            data = lines[shown_as] = render()
-        return data
+        return lines.setdefault(shown_as, {})
 
     def tell_room(self, room: str, message: Message) -> None:
         """Send ``message`` to every IRC connection whose user is in ``room``."""

@@ -24,15 +24,15 @@ def held():
 
 
 def count_renders(monkeypatch) -> list[str]:
-    """The nick of the connection each time a room message is rendered."""
+    """The nick of the connection each time a room message's IRC message is built."""
     renders: list[str] = []
-    original = IRCConnection._render_room_message
+    original = IRCConnection._room_message
 
     def counting(self, event):
         renders.append(self.nick)
-        original(self, event)
+        return original(self, event)
 
-    monkeypatch.setattr(IRCConnection, "_render_room_message", counting)
+    monkeypatch.setattr(IRCConnection, "_room_message", counting)
     return renders
 
 
