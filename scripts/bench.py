@@ -72,6 +72,7 @@ BENCH_SATURATED_CPU = 0.90
 EXACT_LATENCY_US = 2048
 LATENCY_SIGNIFICANT_BITS = 11
 CONNECT_CONCURRENCY = 32
+IRC_CONNECT_CONCURRENCY = 8
 # chatd admits at most CHATD_BCRYPT_PER_ADDRESS (8) password checks per address
 # at once, and counts logins in flight against the per-address limit (10):
 # no more sessions than that share a source address.
@@ -601,6 +602,10 @@ class IRCBenchClient(BenchClient):
         self.nick = "*"
         self.say_prefix = b""
         self.waiting: tuple[object, asyncio.Future] | None = None
+        # The rooms the server says this client is in (folded): chatd's login
+        # joins an account's rooms by itself, and a JOIN of one of them is not
+        # answered (as on other IRC servers).
+        self.rooms: set[str] = set()
 
     def connection_lost(self, exc):
         super().connection_lost(exc)
@@ -615,6 +620,12 @@ class IRCBenchClient(BenchClient):
         if command == "PING":
             self.send(f"PONG :{params[-1] if params else ''}")
             return
+        if command in ("JOIN", "PART") and params and self._from_me(line):
+            room = params[0].lower()
+            if command == "JOIN":
+                self.rooms.add(room)
+            else:
+                self.rooms.discard(room)
         waiting = self.waiting
         if waiting is not None:
             done, future = waiting
@@ -633,6 +644,11 @@ class IRCBenchClient(BenchClient):
             self.last_error = line
             return
         self.events.append(line)
+
+    def _from_me(self, line: str) -> bool:
+        if line.startswith("@"):
+            line = line.partition(" ")[2]
+        return line[1:].partition("!")[0].lower() == self.nick.lower()
 
     async def expect(self, lines: list[str], done, timeout: float = 60.0) -> str:
         """Send ``lines``; return the first reply for which ``done(command, params)`` holds."""
@@ -679,20 +695,25 @@ class IRCBenchClient(BenchClient):
             await self.expect([f"OPER {name} {oper_password}"], lambda c, p: c == "381")
             await self.expect([f"MODE {user} +F"],
                               lambda c, p: c == "MODE" and "F" in "".join(p[1:]))
+        # A PING round trip: whatever the login sent (the rooms it joined) is in by then.
+        await self.expect([f"PING :{user}-sync"],
+                          lambda c, p: c == "PONG" and p[-1:] == [f"{user}-sync"])
 
     async def join(self, room: str) -> None:
-        """JOIN ``room``, done at the end of its NAMES (366); later PRIVMSGs go there."""
+        """JOIN ``room`` unless in it, done at the end of its NAMES (366); PRIVMSGs go there."""
         folded = room.lower()
-        await self.expect([f"JOIN {room}"],
-                          lambda c, p: c == "366" and len(p) >= 2 and p[1].lower() == folded)
+        if folded not in self.rooms:
+            await self.expect(
+                [f"JOIN {room}"],
+                lambda c, p: c == "366" and len(p) >= 2 and p[1].lower() == folded)
         self.say_prefix = f"PRIVMSG {room} :".encode()
 
     async def part(self, room: str) -> None:
-        """PART ``room``: done when the server echoes it, or says we were not there (442)."""
+        """PART ``room`` if in it: done when the server echoes it."""
         folded = room.lower()
-        await self.expect([f"PART {room}"],
-                          lambda c, p: (c == "PART" and p[:1] and p[0].lower() == folded)
-                          or c == "442")
+        if folded in self.rooms:
+            await self.expect([f"PART {room}"],
+                              lambda c, p: c == "PART" and p[:1] != [] and p[0].lower() == folded)
 
     def wire(self, data: bytes) -> bytes:
         """A probe line (text and CRLF) as a PRIVMSG to the room joined last."""
@@ -757,7 +778,9 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
     ``#lobby`` the sessions stay where login put them (setup grows with the square of
     ``count``, which is what people sitting in one lobby cost).
     """
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    # ngIRCd listens with a backlog of 10: more connects at once may be reset.
+    gate = asyncio.Semaphore(IRC_CONNECT_CONCURRENCY if args.dialect == "irc"
+                             else CONNECT_CONCURRENCY)
     clients: list[BenchClient | None] = [None] * count
 
     async def open_one(index: int) -> None:
@@ -768,7 +791,7 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
             clients[index] = client
             if args.dialect == "irc":
                 await client.log_in(f"{prefix}{index}", args.irc_login, args.irc_oper)
-                if args.irc_login != "none" and room != LOBBY:
+                if room != LOBBY:
                     # chatd's IRC door, like its line door, puts a login in #lobby.
                     await client.part(LOBBY)
                 if room is not None and room != LOBBY:

@@ -74,6 +74,25 @@ def test_irc_client_answers_ping_and_finishes_requests_on_their_reply():
     assert probe == b"PRIVMSG #bench :text s001 q0000000001\r\n"
 
 
+def test_irc_client_neither_joins_a_room_it_is_in_nor_parts_one_it_is_not_in():
+    """chatd's login joins an account's rooms itself; a JOIN of one would get no answer."""
+
+    async def scenario():
+        client = bench.IRCBenchClient("irc")
+        transport = Written()
+        client.connection_made(transport)
+        client.nick = "bench0"
+        feed(client, b":Bench0!bench0@chatd JOIN #Bench\r\n:other!o@chatd JOIN #lobby\r\n")
+        await client.join("#bench")
+        await client.part("#lobby")
+        return transport.data, client.rooms, client.say_prefix
+
+    written, rooms, prefix = asyncio.run(scenario())
+    assert written == b""
+    assert rooms == {"#bench"}
+    assert prefix == b"PRIVMSG #bench :"
+
+
 def test_irc_client_request_fails_on_an_error_reply():
     """A wrong password (464) fails the login with the server's line, not a timeout."""
 

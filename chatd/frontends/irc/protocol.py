@@ -1104,20 +1104,74 @@ class IRCConnection(Protocol):
 
     def _render_room_message(self, event: RoomMessage) -> None:
         self._close_history()
-        if self._is_own_echo(event.origin) and "echo-message" not in self.caps:
+        if self._hides_own(event):
             return
-        self.send(Message(
+        self.send(self._room_message(event))
+
+    def _hides_own(self, event: RoomMessage) -> bool:
+        """Whether this is this connection's own message, hidden without echo-message
+        (with it, the message is shown as anyone's); other sessions of the user see it."""
+        return self._is_own_echo(event.origin) and "echo-message" not in self.caps
+
+    def _room_message(self, event: RoomMessage) -> Message:
+        return Message(
             "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
             self._tags(event.sender, event.at, event.message_id),
-        ))
+        )
 
     def _is_own_echo(self, origin: int | None) -> bool:
         """Whether an event came from this connection's own session (the core's ``origin``)."""
         return origin is not None and self.session is not None and origin == self.session.origin
 
     def _render_room_messages(self, event: RoomMessages) -> None:
-        for message in event.messages:
-            self._render_room_message(message)
+        self._write_shared(event, event.messages)
+
+    def _render_room_event(self, event: RoomMessage) -> None:
+        self._write_shared(event, (event,))
+
+    def _write_shared(self, event: Event, messages: tuple[RoomMessage, ...]) -> None:
+        """Write room messages as rendered once for every connection that shows them alike.
+
+        Rendering each message for each of a room's connections (tags, time,
+        serialising) was most of the door's time under load. The lines differ
+        only by the tags a client asked for, so each is rendered once per event
+        and choice of tags; a connection only decides whether its own messages
+        are hidden. While a bulk reply collects lines, they are rendered here.
+        """
+        if self._collecting is not None:
+            for message in messages:
+                self._render_room_message(message)
+            return
+        if self._closing:
+            return
+        self._close_history()
+        caps = self.caps
+        shown_as = ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
+        shared = self.server.shared_lines(event, shown_as)
+        if not any(self._hides_own(message) for message in messages):
+            data = shared.get(-1)
+            if data is None:
+                data = shared[-1] = b"".join(
+                    self._shared_line(shared, index, message)
+                    for index, message in enumerate(messages))
+        else:
+            data = b"".join(
+                self._shared_line(shared, index, message)
+                for index, message in enumerate(messages) if not self._hides_own(message))
+        if data:
+            self.server.telemetry.sent(len(data))
+            self.output.write(data)
+
+    def _shared_line(self, shared: dict[int, bytes], index: int, message: RoomMessage) -> bytes:
+        data = shared.get(index)
+        if data is None:
+            self._collecting = collected = []
+            try:
+                self.send(self._room_message(message))
+            finally:
+                self._collecting = None
+            data = shared[index] = b"".join(collected)
+        return data
 
     def _render_direct(self, event: DirectMessage) -> None:
         # The sender's other sessions see it, and this one with echo-message;
@@ -1313,7 +1367,7 @@ def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
 
 
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
-    RoomMessage: IRCConnection._render_room_message,
+    RoomMessage: IRCConnection._render_room_event,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
     StoredMessage: IRCConnection._render_stored,
@@ -1355,11 +1409,26 @@ class IRCFactory(ServerFactory):
             watchers.append(self._away_changed)
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
+        # The last room event rendered, and its lines per choice of tags.
+        self._shared: tuple[Event | None, dict[tuple[bool, ...], dict[int, bytes]]] = (None, {})
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
             "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
         )
+
+    def shared_lines(self, event: Event, shown_as: tuple[bool, ...]) -> dict[int, bytes]:
+        """Where ``event``'s lines, as shown with ``shown_as`` tags, are kept once rendered.
+
+        By a message's index in the event, and -1 for all of them. The core
+        hands one event to every session of a room in turn, so only the last
+        event's lines are kept.
+        """
+        last, lines = self._shared
+        if last is not event:
+            lines = {}
+            self._shared = (event, lines)
+        return lines.setdefault(shown_as, {})
 
     def tell_room(self, room: str, message: Message) -> None:
         """Send ``message`` to every IRC connection whose user is in ``room``."""

@@ -1,0 +1,92 @@
+"""Room messages are rendered once per choice of tags, for all of a room's IRC connections.
+
+Rendering every message for every connection was most of the IRC door's time
+under load (docs/benchmarks.md); these show the sharing keeps each client's
+view exactly as its capabilities and its own messages make it.
+"""
+
+import pytest
+
+from chatd.frontends.irc.message import parse
+from chatd.frontends.irc.protocol import IRCConnection
+from tests.frontends.irc.support import IRCHarness
+from tests.support import SlowDatabase
+
+
+@pytest.fixture
+def held():
+    """(harness, database): commits wait for ``harness.commit_held()`` while holding."""
+    database = SlowDatabase()
+    harness = IRCHarness(database=database)
+    for name in ("alice", "bob", "carol", "dave", "eve"):
+        harness.account(name)
+    return harness, database
+
+
+def count_renders(monkeypatch) -> list[str]:
+    """The nick of the connection each time a room message's IRC message is built."""
+    renders: list[str] = []
+    original = IRCConnection._room_message
+
+    def counting(self, event):
+        renders.append(self.nick)
+        return original(self, event)
+
+    monkeypatch.setattr(IRCConnection, "_room_message", counting)
+    return renders
+
+
+def test_a_commit_batch_is_rendered_once_per_choice_of_tags(held, monkeypatch):
+    """Two plain clients share one rendering; server-time and message-tags get their own."""
+    harness, database = held
+    plain = [harness.irc_client(port=50001), harness.irc_client(port=50002)]
+    plain[0].login_with_pass("alice")
+    plain[1].login_with_pass("bob")
+    timed = harness.irc_client(port=50003)
+    timed.login_with_pass("carol", caps=["server-time"])
+    tagged = harness.irc_client(port=50004)
+    tagged.login_with_pass("dave", caps=["message-tags"])
+    line = harness.logged_in("eve")
+    for client in (*plain, timed, tagged, line):
+        client.lines()
+    renders = count_renders(monkeypatch)
+    database.holding = True
+    line.feed(b"the first\nthe second\n")
+    harness.commit_held()
+
+    expected = [":eve!eve@chatd PRIVMSG #lobby :the first",
+                ":eve!eve@chatd PRIVMSG #lobby :the second"]
+    assert plain[0].lines() == plain[1].lines() == expected
+    timed_lines = [parse(text) for text in timed.lines()]
+    tagged_lines = [parse(text) for text in tagged.lines()]
+    assert [m.params[1] for m in timed_lines] == [m.params[1] for m in tagged_lines] == [
+        "the first", "the second"]
+    assert all(set(m.tags) == {"time"} for m in timed_lines)
+    assert all(set(m.tags) == {"msgid", "time", "account"} for m in tagged_lines)
+    assert len(renders) == 3 * 2, renders  # three choices of tags, two messages
+
+
+def test_a_sender_is_not_shown_its_own_message_in_a_shared_batch(held):
+    """alice's message and eve's, committed together: alice's sending connection gets only
+    eve's (no echo-message); her other connection and bob get both, in commit order."""
+    harness, database = held
+    sending = harness.irc_client(port=50001)
+    sending.login_with_pass("alice")
+    other = harness.irc_client(port=50002)
+    other.login_with_pass("alice")
+    bob = harness.irc_client(port=50003)
+    bob.login_with_pass("bob")
+    line = harness.logged_in("eve")
+    for client in (sending, other, bob, line):
+        client.lines()
+    database.holding = True
+    sending.protocol.dataReceived(b"PRIVMSG #lobby :my words\r\n")
+    line.feed(b"their words\n")
+    harness.commit_held()
+
+    both = [":alice!alice@chatd PRIVMSG #lobby :my words",
+            ":eve!eve@chatd PRIVMSG #lobby :their words"]
+    assert sending.lines() == both[1:]
+    assert other.lines() == bob.lines() == both
+    assert line.lines() == ["MSG #lobby alice my words", "MSG #lobby eve their words",
+                            "OK say #lobby"]
