@@ -1,20 +1,18 @@
-"""Limits that keep one client from hurting everyone else.
+"""Throttles on who may try to come in: logins, registrations, password changes.
 
 Everything here runs on the reactor thread and reads time from the clock it
 is given (the reactor in the server, a ``task.Clock`` in tests), so every
-limit can be driven to its edge without waiting.
+limit can be driven to its edge without waiting. Attempts still in flight
+count at admission (``Admission``, ``Reservation``), so parallel attempts
+cannot slip past a limit.
 
-- ``TokenBucket``: a rate with a burst; the per-session line rate limit,
-  the flood allowance and the per-address registration limit are buckets.
-- ``LoginThrottle``: failed logins by source address and by account, with
-  lockouts that double with each further failure.
-- ``RegistrationLimit``: accounts created per source address.
-- ``ConnectionCounter``: open connections in total and per source address.
-- ``SendQueue``: a session's bounded output queue, registered with the
-  transport as a push producer so Twisted tells it when the client stops
-  reading.
-- ``ConnectionGuard``: one connection's share of all of that (its rate
-  limit, its login and keep-alive timers, its place in the counts).
+- ``TokenBucket``: a rate with a burst (the line rate, the flood allowance
+  and the per-address registration limit are buckets).
+- ``LoginThrottle``: failed logins per (address, account) pair and per
+  address, with lockouts that double with each further failure; a success
+  clears only its own share, so nobody can lock an owner out.
+- ``RegistrationLimit``, ``PasswordChangeLimit``, ``KeyedAllowance``: what
+  one address or account may start per period.
 
 docs/security.md explains each defence and lists every setting."""
 

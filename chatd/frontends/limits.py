@@ -1,20 +1,17 @@
-"""Limits that keep one client from hurting everyone else.
+"""Limits that keep one connection from hurting everyone else, shared by every door.
 
 Everything here runs on the reactor thread and reads time from the clock it
 is given (the reactor in the server, a ``task.Clock`` in tests), so every
 limit can be driven to its edge without waiting.
 
-- ``TokenBucket``: a rate with a burst; the per-session line rate limit,
-  the flood allowance and the per-address registration limit are buckets.
-- ``LoginThrottle``: failed logins by source address and by account, with
-  lockouts that double with each further failure.
-- ``RegistrationLimit``: accounts created per source address.
 - ``ConnectionCounter``: open connections in total and per source address.
 - ``SendQueue``: a session's bounded output queue, registered with the
   transport as a push producer so Twisted tells it when the client stops
-  reading.
+  reading; bulk replies are pulled from it a page at a time.
 - ``ConnectionGuard``: one connection's share of all of that (its rate
   limit, its login and keep-alive timers, its place in the counts).
+- ``Limits``: the server's limits built once from the configuration, with
+  the throttles of ``chatd.auth.throttles``.
 
 docs/security.md explains each defence and lists every setting."""
 
