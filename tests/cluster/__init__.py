@@ -1,0 +1,1 @@
+"""Tests of cluster mode (chatd/cluster)."""
