@@ -64,6 +64,9 @@ class Room:
         self.set_operators(operators)
         self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
         self._unsent: list[RoomMessage] = []
+        # Cluster mode: the RoomSequencer that orders every node's messages
+        # (chatd/cluster/sequencer.py); None on one node, where the writer does.
+        self.sequencer = None
 
     def add(self, user: "User") -> None:
         """Make ``user`` a member, after delivering what was said before."""

@@ -15,6 +15,7 @@ follows it is only sent for a message that survives a crash.
 
 from collections import deque
 from collections.abc import Iterable
+from functools import partial
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -22,6 +23,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd.cluster.fanout import LocalFanout
+from chatd.cluster.sequencer import RoomSequencer
 from chatd.core.bulk import EventPages
 from chatd.core.errors import ChatError
 from chatd.core.events import (
@@ -49,6 +52,11 @@ from chatd.storage.sqlite.database import Database
 
 # Direct messages kept for one offline user (CHATD_MAILBOX_LIMIT's default).
 MAILBOX_LIMIT = 1000
+# Rooms not loaded here whose newest announced message is remembered (cluster
+# mode), for a room that loads while its next message is being announced.
+ANNOUNCED_ROOMS_KEPT = 10_000
+# Beyond any room's sequence: "no upper bound" for reading a room's messages.
+NO_LAST_SEQ = 2**62
 
 log = Logger()
 
@@ -65,8 +73,15 @@ class ChatService(Service):
         account_poll_seconds: float = 1.0,
         telemetry: Telemetry | None = None,
         mailbox_limit: int = MAILBOX_LIMIT,
+        fanout=None,
     ):
+        """``fanout`` links the node to the others (chatd/cluster); None: one node alone."""
         self.database = database
+        self.fanout = fanout if fanout is not None else LocalFanout()
+        self.fanout.attach(self)
+        # Cluster mode: the newest sequence number announced for each room not
+        # loaded here (a room loading now must catch up to it).
+        self._announced_elsewhere: dict[str, int] = {}
         self.mailbox_limit = mailbox_limit
         self._clock = clock
         self.telemetry = telemetry or Telemetry()
@@ -296,6 +311,18 @@ class ChatService(Service):
         arriving = self.database.write(
             transactions.arrive, user.key, self.now(), frozenset(self.rooms), HISTORY_ON_JOIN
         )
+        # Cluster mode: a user already online on another node is a member to
+        # everyone already, and its JOINs are not told again.
+        present = self.fanout.user_arrived(user.key, user.name)
+        announce = True
+
+        def asked(arrival: rows.Arrival) -> defer.Deferred:
+            def answered(elsewhere: bool) -> defer.Deferred:
+                nonlocal announce
+                announce = not elsewhere
+                return open_rooms(arrival)
+
+            return present.addCallback(answered)
 
         def open_rooms(arrival: rows.Arrival) -> defer.Deferred:
             user.away = arrival.away
@@ -307,7 +334,9 @@ class ChatService(Service):
         def enter_rooms(rooms: list[Room], arrival: rows.Arrival) -> defer.Deferred:
             # Each room's HISTORY keeps its place in the session's output:
             # the next room's lines, and the invitations, queue behind it.
-            shown = [defer.maybeDeferred(self._enter, session, room) for room in rooms]
+            shown = [
+                defer.maybeDeferred(self._enter, session, room, announce) for room in rooms
+            ]
             if session.active:
                 for room_name, by in arrival.invites:
                     session.deliver(Invited(room_name, by))
@@ -316,7 +345,7 @@ class ChatService(Service):
             self._arrived(None, user)
             return defer.gatherResults(shown, consumeErrors=True)
 
-        return arriving.addCallback(open_rooms)
+        return arriving.addCallback(asked)
 
     def _arrived(self, result, user: User):
         """The first session entered its rooms (or failed to): wake the sessions that waited.
@@ -344,10 +373,35 @@ class ChatService(Service):
         if user.sessions:
             return
         del self.users[user.key]
-        for room in list(user.rooms.values()):
-            self._leave(user, room)
+        if self.fanout.ordered:
+            self._leave_cluster(user)
+        else:
+            for room in list(user.rooms.values()):
+                self._leave(user, room)
         noting = self.database.write(transactions.set_last_seen, user.key, self.now())
         noting.addErrback(lambda failure: log.failure("noting when a user left", failure))
+
+    def _leave_cluster(self, user: User) -> None:
+        """Cluster mode: the user's last session here ended; ``PART`` only if none is left
+        on any node, told to this node's members and announced to the others once."""
+        rooms = list(user.rooms.values())
+        for room in rooms:
+            room.remove(user)
+        leaving = self.fanout.user_left(user.key)
+
+        def told(elsewhere: bool) -> None:
+            if elsewhere or user.key in self.users:
+                return  # still online somewhere (or back here): still a member to all
+            for room in rooms:
+                current = self.rooms.get(room.key)
+                if current is not None:
+                    current.broadcast(Parted(room.name, user.name))
+                self.fanout.membership(room.key, room.name, user.name, False)
+
+        leaving.addCallback(told)
+        leaving.addErrback(lambda failure: log.failure("announcing a departure", failure))
+        for room in rooms:
+            self._forget_if_empty(room)
 
     def _deliver_stored(self, session: Session) -> defer.Deferred | None:
         """Send the session the user's stored messages, a page at a time.
@@ -454,7 +508,100 @@ class ChatService(Service):
             state.private,
             state.operators,
         )
+        if self.fanout.ordered:
+            self._start_sequencer(room)
         return room
+
+    # --- cluster mode: what the other nodes announced ------------------------
+
+    def _start_sequencer(self, room: Room) -> None:
+        """Cluster mode: the room's messages from every node go through a ``RoomSequencer``.
+
+        It starts after the newest message the room was loaded with; one
+        announced while it loaded (not loaded yet, so not taken) is learnt
+        of, and read back.
+        """
+        last_seq = room.recent[-1].seq if room.recent else 0
+        room.sequencer = RoomSequencer(
+            last_seq,
+            partial(self._deliver_in_order, room),
+            partial(self._read_back, room),
+            self._clock,
+        )
+        newest = self._announced_elsewhere.pop(room.key, 0)
+        if newest:
+            room.sequencer.learn(newest)
+
+    def _deliver_in_order(self, room: Room, message: RoomMessage, shown) -> None:
+        """The sequencer's next message of ``room``: shown at the end of the turn, as a post's."""
+        room.queue(message)
+        self._unflushed.append((room, shown))
+        if self._flushing is None:
+            self._flushing = self._clock.callLater(0, self.flush)
+
+    def _read_back(self, room: Room, first: int, last: int | None, limit: int) -> defer.Deferred:
+        """A room's committed messages ``first`` to ``last`` from the database (a gap's)."""
+        reading = self.database.read(
+            transactions.room_messages_between,
+            room.id, first, NO_LAST_SEQ if last is None else last, limit,
+        )
+        name = room.name
+
+        def as_messages(found: list[rows.HistoryRow]) -> list[RoomMessage]:
+            return [
+                RoomMessage(name, r.sender, r.text, r.sent_at, r.msgid, r.seq, r.kind)
+                for r in found
+            ]
+
+        return reading.addCallback(as_messages)
+
+    def announced(self, room_key: str, message: RoomMessage) -> None:
+        """Another node committed ``message`` (its ``origin`` is None here) to a room."""
+        room = self.rooms.get(room_key)
+        if room is not None and room.sequencer is not None:
+            room.sequencer.offer(message)
+            return
+        newest = self._announced_elsewhere
+        if message.seq > newest.get(room_key, 0):
+            if room_key not in newest and len(newest) >= ANNOUNCED_ROOMS_KEPT:
+                del newest[next(iter(newest))]
+            newest[room_key] = message.seq
+
+    def resync_rooms(self) -> None:
+        """Announcements may have been lost (Redis went away): read every loaded room's news."""
+        self._announced_elsewhere.clear()
+        for room in list(self.rooms.values()):
+            if room.sequencer is not None:
+                room.sequencer.resync()
+
+    def direct_announced(self, user_key: str, message: DirectMessage) -> None:
+        """A DM another node sent, to or from ``user_key``: its sessions here get it."""
+        user = self.users.get(user_key)
+        if user is not None:
+            user.deliver(message)
+
+    def user_gone_elsewhere(self, name: str) -> None:
+        """The node ``name`` was on died with its sessions, and no live node has one: this
+        node (the one that found it) tells its ``PART`` in each of its rooms, for the cluster."""
+        key = fold(name)
+        if key in self.users:
+            return  # a session here after all: still a member to everyone
+        reading = self.database.read(transactions.member_room_names, key)
+
+        def part(rooms: list[tuple[str, str]]) -> None:
+            for room_key, room_name in rooms:
+                self.membership_announced(room_key, name, False)
+                self.fanout.membership(room_key, room_name, name, False)
+
+        reading.addCallback(part)
+        reading.addErrback(lambda failure: log.failure("announcing a dead node's users", failure))
+
+    def membership_announced(self, room_key: str, user_name: str, joined: bool) -> None:
+        """On another node ``user_name`` joined or left a room, for the whole cluster."""
+        room = self.rooms.get(room_key)
+        if room is None or fold(user_name) in room.members:
+            return
+        room.broadcast((Joined if joined else Parted)(room.name, user_name))
 
     def _wake_openers(self, result, key: str) -> None:
         for waiting in self._opening.pop(key):
@@ -478,10 +625,12 @@ class ChatService(Service):
         joining.addCallback(lambda found: self._room_for(*found))
         return joining.addCallback(lambda room: self._enter(session, room))
 
-    def _enter(self, session: Session, room: Room) -> defer.Deferred | str:
+    def _enter(self, session: Session, room: Room, announce: bool = True) -> defer.Deferred | str:
         """Put a member's user into a loaded room and make it the session's current room.
 
         Fires with the room's name (at once, or once its HISTORY is written).
+        ``announce`` False: the members know the user already (cluster mode: it
+        is online on another node), so no ``JOIN``.
         """
         user = session.user
         # Membership is the user's: it joins while any session of it is
@@ -489,7 +638,9 @@ class ChatService(Service):
         shown = None
         if user.sessions and room.key not in user.rooms:
             room.add(user)
-            room.broadcast(Joined(room.name, user.name))
+            if announce:
+                room.broadcast(Joined(room.name, user.name))
+                self.fanout.membership(room.key, room.name, user.name, True)
             if session.active:
                 shown = self._show_room(session, room)
         if session.active:
@@ -516,6 +667,7 @@ class ChatService(Service):
         if room.key not in user.rooms:
             return  # gone already: kicked, or the last session ended, meanwhile
         room.broadcast(Parted(room.name, user.name))
+        self.fanout.membership(room.key, room.name, user.name, False)
         self._leave(user, room, announce=False)
         for session in user.sessions:
             if session.current is room:
@@ -690,6 +842,8 @@ class ChatService(Service):
     def _forget_if_empty(self, room: Room) -> None:
         if not room.members and self.rooms.get(room.key) is room:
             del self.rooms[room.key]
+            if room.sequencer is not None:
+                room.sequencer.stop()
 
     # --- messages --------------------------------------------------------
 
@@ -721,9 +875,18 @@ class ChatService(Service):
         )
         def queue(seq: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            room.queue(RoomMessage(room.name, user.name, text, now, message_id, seq, kind, origin))
+            message = RoomMessage(room.name, user.name, text, now, message_id, seq, kind, origin)
             shown: defer.Deferred = defer.Deferred()
-            self._unflushed.append((room, shown))
+            sequencer = room.sequencer
+            if sequencer is None:
+                # One node: the writer reports a room's commits in sequence order.
+                room.queue(message)
+                self._unflushed.append((room, shown))
+            else:
+                self.fanout.room_message(room.key, message)
+                if not sequencer.committed(message, shown):
+                    # Read back by a gap fill already: answered after the next flush.
+                    self._unflushed.append((room, shown))
             if self._flushing is None:
                 self._flushing = self._clock.callLater(0, self.flush)
             return shown
@@ -744,7 +907,8 @@ class ChatService(Service):
             except Exception:
                 log.failure("flushing {room}", room=room.name)
         for room, shown in posted:
-            shown.callback(room.name)
+            if shown is not None:
+                shown.callback(room.name)
 
     def direct_message(
         self, sender: User, recipient_key: str, text: str, origin: int | None = None
@@ -797,8 +961,67 @@ class ChatService(Service):
             recipient.deliver(message)
             if recipient is not sender:
                 sender.deliver(message)
+            if self.fanout.ordered:
+                # Both users' sessions on the other nodes (the origin is this node's).
+                elsewhere = DirectMessage(sender.name, recipient.name, text, message_id, now)
+                self.fanout.direct_message(recipient_key, sender.key, elsewhere)
             self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
             return defer.succeed((recipient.name, "delivered", recipient.away))
+        if self.fanout.ordered:
+            return self._direct_message_elsewhere(
+                sender, recipient_key, text, origin, now, message_id
+            )
+        return self._store_direct_message(sender, recipient_key, text, origin, now, message_id)
+
+    def _direct_message_elsewhere(
+        self,
+        sender: User,
+        recipient_key: str,
+        text: str,
+        origin: int | None,
+        now: int,
+        message_id: str,
+    ) -> defer.Deferred:
+        """Cluster mode, a recipient with no session here: hand the DM to the nodes that have
+        one (``delivered``), or store it when none took it (``stored``): Redis away, or the
+        recipient offline everywhere."""
+        finding = self.database.read(transactions.find_account, recipient_key)
+
+        def found(account: rows.Account | None) -> defer.Deferred:
+            if account is None:
+                # Stored is what refuses an unknown name, as on one node.
+                return self._store_direct_message(
+                    sender, recipient_key, text, origin, now, message_id
+                )
+            message = DirectMessage(sender.name, account.name, text, message_id, now)
+            announcing = self.fanout.direct_message(recipient_key, sender.key, message)
+            return announcing.addCallback(taken, account.name)
+
+        def taken(nodes: int, recipient_name: str) -> defer.Deferred:
+            if not nodes:
+                return self._store_direct_message(
+                    sender, recipient_key, text, origin, now, message_id
+                )
+            self.telemetry.direct_message(sender.name, recipient_name, text, stored=False)
+            sender.deliver(
+                DirectMessage(sender.name, recipient_name, text, message_id, now, origin)
+            )
+            reading = self.database.read(transactions.away_text, recipient_key)
+            reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
+            return reading.addCallback(lambda away: (recipient_name, "delivered", away))
+
+        return finding.addCallback(found)
+
+    def _store_direct_message(
+        self,
+        sender: User,
+        recipient_key: str,
+        text: str,
+        origin: int | None,
+        now: int,
+        message_id: str,
+    ) -> defer.Deferred:
+        """Store a DM for a recipient with no session; fire once committed."""
         storing = self.database.write(
             transactions.post_direct_message,
             recipient_key,

@@ -625,6 +625,19 @@ def is_member(connection: sqlite3.Connection, room_key: str, user_key: str) -> b
     return row is not None
 
 
+def member_room_names(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, str]]:
+    """The (folded name, display name) of every room a user is a member of (cluster mode:
+    the rooms to tell its ``PART`` in when the node it was on died)."""
+    return [
+        (key, name)
+        for key, name in connection.execute(
+            "SELECT r.name_key, r.name FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
+            " JOIN users AS u ON u.id = m.user_id WHERE u.name_key = ? ORDER BY r.name_key",
+            (user_key,),
+        )
+    ]
+
+
 # --- presence: away and last seen ----------------------------------------------
 
 
