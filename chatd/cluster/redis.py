@@ -1,0 +1,517 @@
+"""The fan-out on Redis: announcements between the nodes of a cluster, and their presence.
+
+PostgreSQL is the truth; Redis only announces, and may lose what it
+announces (pub/sub keeps nothing for a subscriber that is away). So every
+announcement is a hint the receiving node can do without: a room message
+it missed shows up as a gap in the room's sequence and is read back from
+the database (``RoomSequencer``), and after Redis comes back every loaded
+room is read from its last delivered message on.
+
+Channels (docs/cluster.md):
+
+- ``chatd:rooms``: each committed room message (room, sequence number,
+  message id, and the message itself riding along) and each membership
+  change told once for the cluster (``JOIN``/``PART``). Every node hears
+  every room: one subscription, and no race between loading a room and
+  subscribing to it.
+- ``chatd:user:<name>``: direct messages to or from that user; a node
+  subscribes while the user has a session on it, so ``PUBLISH``'s count of
+  receivers says whether the DM reached a session anywhere.
+
+Presence: each node keeps ``chatd:node:<id>`` alive with a heartbeat every
+``HEARTBEAT_SECONDS`` that expires after ``NODE_EXPIRY_SECONDS``, and the
+users with a session on it in the hash ``chatd:users:<id>``. A user is
+online where a live node lists it. A node killed with ``kill -9`` stops
+counting once its key expires, and the first live node whose heartbeat
+sees that takes its list (once: ``SREM`` decides) and announces the
+``PART`` of each of its users not online elsewhere: at most
+``NODE_EXPIRY_SECONDS + HEARTBEAT_SECONDS`` (13 s) after the kill.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatd.core.events import DirectMessage, RoomMessage
+
+log = Logger()
+
+ROOMS_CHANNEL = "chatd:rooms"
+USER_CHANNEL = "chatd:user:"
+NODES_KEY = "chatd:nodes"
+NODE_KEY = "chatd:node:"
+USERS_KEY = "chatd:users:"
+
+# A node's key lives this long after its last heartbeat: the bound (with the
+# heartbeat) on how long a dead node's users still count as online.
+NODE_EXPIRY_SECONDS = 10.0
+HEARTBEAT_SECONDS = 3.0
+# While Redis is away nothing is announced: rooms are read back this often,
+# so messages from other nodes still arrive, later.
+RESYNC_WHILE_AWAY_SECONDS = 1.0
+# A Redis command that takes longer than this is taken as Redis being away.
+REPLY_TIMEOUT_SECONDS = 5.0
+
+# Register a user on this node; answer whether a live node already had it.
+# One script, so of two nodes whose first sessions arrive together, exactly
+# one hears "nobody else" and tells the cluster.
+_ARRIVE = """
+local elsewhere = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. node) == 1
+     and redis.call('HEXISTS', ARGV[5] .. node, ARGV[2]) == 1 then
+    elsewhere = 1
+  end
+end
+redis.call('HSET', ARGV[5] .. ARGV[1], ARGV[2], ARGV[3])
+return elsewhere
+"""
+
+# Unregister a user from this node; answer whether a live node still has it.
+_LEAVE = """
+redis.call('HDEL', ARGV[4] .. ARGV[1], ARGV[2])
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. node) == 1
+     and redis.call('HEXISTS', ARGV[4] .. node, ARGV[2]) == 1 then
+    return 1
+  end
+end
+return 0
+"""
+
+# The heartbeat: keep this node alive; take (once) the user lists of nodes
+# whose keys expired, answering each user of theirs not online on a live node.
+# Answers {1 if this node was not listed (it had been taken for dead), users...}.
+_HEARTBEAT = """
+redis.call('SET', ARGV[2] .. ARGV[1], '1', 'PX', ARGV[4])
+local relisted = redis.call('SADD', KEYS[1], ARGV[1])
+local gone = {relisted}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[2] .. node) == 0 and redis.call('SREM', KEYS[1], node) == 1 then
+    local users = redis.call('HGETALL', ARGV[3] .. node)
+    redis.call('DEL', ARGV[3] .. node)
+    for i = 1, #users, 2 do
+      local online = 0
+      for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+        if redis.call('EXISTS', ARGV[2] .. other) == 1
+           and redis.call('HEXISTS', ARGV[3] .. other, users[i]) == 1 then online = 1 end
+      end
+      if online == 0 then table.insert(gone, users[i + 1]) end
+    end
+  end
+end
+return gone
+"""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis is, from a ``redis://[:password@]host[:port][/db]`` URL."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """The address in ``url``; ``ValueError`` saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ValueError("must be a redis:// URL, such as redis://127.0.0.1:6379/0")
+    if not parts.hostname:
+        raise ValueError("names no host")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the database must be a number, not {path!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("takes no query or fragment")
+    password = unquote(parts.password) if parts.password is not None else None
+    return RedisAddress(parts.hostname, port, int(path or 0), password)
+
+
+def _call(command, *args) -> defer.Deferred:
+    """Run a txredisapi command: a Deferred, also for one refused at once (not connected)."""
+    return defer.maybeDeferred(command, *args)
+
+
+class _Factory(protocol.Factory):
+    """Builds txredisapi protocols for a ClientService, the clock injected."""
+
+    # What txredisapi's protocols ask of their factory when AUTH or SELECT fails.
+    isLazy = True
+
+    def __init__(self, make, clock) -> None:
+        self._make = make
+        self._clock = clock
+
+    def buildProtocol(self, addr):
+        built = self._make()
+        built.factory = self
+        # txredisapi times replies out on the global reactor; use ours.
+        built.callLater = self._clock.callLater
+        return built
+
+    def stopTrying(self) -> None:
+        """AUTH or SELECT was refused: the ClientService keeps retrying anyway."""
+
+    def connectionError(self, why: str) -> None:
+        log.error("redis refused the connection: {why}", why=why)
+
+
+class RedisFanout:
+    """Announces this node's commits on Redis and hands the other nodes' to the core.
+
+    ``start`` connects (and reconnects, forever); ``stop`` leaves the cluster.
+    Nothing waits on Redis: a node whose Redis is away commits and delivers
+    its own messages as before, reads the other nodes' from the database
+    every ``resync_seconds``, and tells DMs to users not on it to wait in
+    their mailboxes.
+    """
+
+    ordered = True
+
+    def __init__(
+        self,
+        url: str,
+        reactor,
+        node_id: str | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        expiry_seconds: float = NODE_EXPIRY_SECONDS,
+        resync_seconds: float = RESYNC_WHILE_AWAY_SECONDS,
+    ) -> None:
+        self.address = parse_redis_url(url)
+        self.node = node_id or uuid.uuid4().hex[:12]
+        self._reactor = reactor
+        self._heartbeat_seconds = heartbeat_seconds
+        self._expiry_ms = int(expiry_seconds * 1000)
+        self.service = None
+        self._publisher = None
+        self._subscriber = None
+        self._local_users: dict[str, str] = {}
+        # The newest message of each room committed here while Redis was
+        # away, announced when it is back: a node that heard nothing since
+        # has nothing else to show it the gap.
+        self._unannounced: dict[str, dict] = {}
+        self._subscribed_once = False
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._resync = LoopingCall(self._resync_while_away)
+        self._resync.clock = reactor
+        self._resync_seconds = resync_seconds
+        self._clients: list[ClientService] = []
+        # A test hook (tests only): called with each decoded announcement;
+        # True drops it, as a lost announcement would be.
+        self.drop = None
+        # Counters, for metrics and tests.
+        self.published = 0
+        self.received = 0
+        self.reconnects = 0
+        # Fired (and replaced) each time the subscription is (re)made.
+        self._subscribed_waiters: list[defer.Deferred] = []
+
+    # --- lifecycle -------------------------------------------------------
+
+    def attach(self, service) -> None:
+        """The ``ChatService`` this node's announcements come from and go to."""
+        self.service = service
+
+    def start(self) -> None:
+        """Connect the publishing and the subscribing connections, retrying forever."""
+        address = self.address
+        retry = backoffPolicy(initialDelay=0.2, maxDelay=2.0)
+        for make, ready in ((self._make_publisher, self._publisher_ready),
+                            (self._make_subscriber, self._subscriber_ready)):
+            endpoint = HostnameEndpoint(self._reactor, address.host, address.port, timeout=5)
+            client = ClientService(
+                endpoint, _Factory(make, self._reactor), retryPolicy=retry,
+                clock=self._reactor, prepareConnection=ready,
+            )
+            client.startService()
+            self._clients.append(client)
+        self._resync.start(self._resync_seconds, now=False)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Leave the cluster: this node's users go at once (not after the expiry); disconnect."""
+        for call in (self._heartbeat, self._resync):
+            if call.running:
+                call.stop()
+        publisher = self._publisher
+        if publisher is not None:
+            try:
+                yield _call(
+                    publisher.execute_command, "DEL", NODE_KEY + self.node, USERS_KEY + self.node
+                )
+                yield _call(publisher.execute_command, "SREM", NODES_KEY, self.node)
+            except Exception:
+                log.failure("leaving the cluster")
+        clients, self._clients = self._clients, []
+        yield defer.gatherResults([client.stopService() for client in clients])
+
+    def _protocol_options(self) -> dict:
+        address = self.address
+        return {
+            "password": address.password,
+            # SELECT only when needed: database 0 is every connection's own.
+            "dbid": address.db or None,
+            "convertNumbers": False,
+        }
+
+    def _make_publisher(self):
+        import txredisapi
+
+        return txredisapi.RedisProtocol(
+            replyTimeout=REPLY_TIMEOUT_SECONDS, **self._protocol_options()
+        )
+
+    def _make_subscriber(self):
+        fanout = self
+        import txredisapi
+
+        class Subscriber(txredisapi.SubscriberProtocol):
+            def messageReceived(self, pattern, channel, message):
+                fanout._received(channel, message)
+
+        return Subscriber(**self._protocol_options())
+
+    def _publisher_ready(self, connection) -> defer.Deferred:
+        ready = connection.whenConnected()
+
+        def up(_) -> None:
+            self._publisher = connection
+            # (ClientService hands a proxy; the protocol fires with itself.)
+            connection.whenDisconnected().addCallback(lambda _: self._publisher_lost(connection))
+            log.info("redis {host}:{port} connected (node {node})",
+                     host=self.address.host, port=self.address.port, node=self.node)
+            # Back on Redis: this node and its users are listed again, and
+            # the rooms it wrote to meanwhile are announced up to date.
+            self._register_users()
+            unannounced, self._unannounced = self._unannounced, {}
+            for fields in unannounced.values():
+                self._publish(ROOMS_CHANNEL, fields)
+            if not self._heartbeat.running:
+                self._heartbeat.start(self._heartbeat_seconds, now=True)
+
+        return ready.addCallback(up)
+
+    def _publisher_lost(self, connection) -> None:
+        if self._publisher is connection:
+            self._publisher = None
+            log.warn("redis connection lost: announcing nothing until it is back")
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+
+    def _subscriber_ready(self, connection) -> defer.Deferred:
+        ready = connection.whenConnected()
+
+        def subscribe(_) -> defer.Deferred:
+            # Listed first: a user arriving while SUBSCRIBE is on its way
+            # subscribes on its own, behind it.
+            self._subscriber = connection
+            connection.whenDisconnected().addCallback(lambda _: self._subscriber_lost(connection))
+            channels = [ROOMS_CHANNEL, *(USER_CHANNEL + key for key in self._local_users)]
+            return connection.subscribe(channels)
+
+        def subscribed(_) -> None:
+            if self._subscribed_once:
+                self.reconnects += 1
+            self._subscribed_once = True
+            # Whatever was announced while nobody here listened is read back.
+            if self.service is not None:
+                self.service.resync_rooms()
+            waiters, self._subscribed_waiters = self._subscribed_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        return ready.addCallback(subscribe).addCallback(subscribed)
+
+    def _subscriber_lost(self, connection) -> None:
+        if self._subscriber is connection:
+            self._subscriber = None
+
+    def when_subscribed(self) -> defer.Deferred:
+        """Fires once this node listens on Redis (at once if it does now)."""
+        if self._subscriber is not None:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._subscribed_waiters.append(waiter)
+        return waiter
+
+    @property
+    def connected(self) -> bool:
+        """Whether both connections are up (announcing and hearing)."""
+        return self._publisher is not None and self._subscriber is not None
+
+    def _resync_while_away(self) -> None:
+        """Redis away: nothing is heard, so the rooms are read back instead."""
+        if self._subscriber is None and self.service is not None:
+            try:
+                self.service.resync_rooms()
+            except Exception:
+                log.failure("reading the rooms back")
+
+    # --- announcing ------------------------------------------------------
+
+    def _publish(self, channel: str, fields: dict) -> defer.Deferred:
+        """Publish ``fields`` on ``channel``; fires with the receivers (0 if Redis is away)."""
+        publisher = self._publisher
+        if publisher is None:
+            # Not queued: an outage must not pile announcements up in memory,
+            # and the other nodes catch up from the database anyway.
+            return defer.succeed(0)
+        fields["n"] = self.node
+        self.published += 1
+        publishing = _call(publisher.publish, channel, json.dumps(fields, separators=(",", ":")))
+
+        def failed(failure: Failure) -> int:
+            log.warn("publishing on redis failed: {error}", error=failure.getErrorMessage())
+            return 0
+
+        return publishing.addCallbacks(lambda count: int(count), failed)
+
+    def room_message(self, room_key: str, message: RoomMessage) -> None:
+        """Announce a message this node committed (its origin stays here)."""
+        fields = {
+            "e": "msg", "r": room_key, "room": message.room, "s": message.seq,
+            "i": message.message_id, "a": message.at, "f": message.sender,
+            "t": message.text, "k": message.kind,
+        }
+        if self._publisher is None:
+            self._unannounced[room_key] = fields
+            return
+        self._publish(ROOMS_CHANNEL, fields)
+
+    def membership(self, room_key: str, room: str, user: str, joined: bool) -> None:
+        """Announce, once for the cluster, that ``user`` joined or left ``room``."""
+        self._publish(ROOMS_CHANNEL, {"e": "member", "r": room_key, "room": room,
+                                      "u": user, "j": int(joined)})
+
+    def direct_message(
+        self, recipient_key: str, sender_key: str, message: DirectMessage
+    ) -> defer.Deferred:
+        """Announce a DM to both users' sessions on other nodes; fires with the number of
+        nodes listening for the recipient (0: none, or Redis away)."""
+        fields = {"e": "dm", "f": message.sender, "u": message.recipient, "t": message.text,
+                  "i": message.message_id, "a": message.at}
+        reaching = self._publish(USER_CHANNEL + recipient_key, dict(fields, to=recipient_key))
+        if sender_key != recipient_key:
+            self._publish(USER_CHANNEL + sender_key, dict(fields, to=sender_key))
+        return reaching
+
+    # --- presence ----------------------------------------------------------
+
+    def user_arrived(self, user_key: str, name: str) -> defer.Deferred:
+        """List the user on this node and listen for its DMs; fires with whether a live
+        node had it already (False when Redis is away: better a JOIN twice than none)."""
+        self._local_users[user_key] = name
+        asking = self._ask(_ARRIVE, user_key, name, NODE_KEY, USERS_KEY)
+        if self._subscriber is None:
+            return asking
+        # Answered once the node listens for the user's DMs: one sent after the
+        # login must find a listener, or it would wait in the mailbox.
+        subscribing = _call(self._subscriber.subscribe, USER_CHANNEL + user_key)
+        subscribing.addTimeout(REPLY_TIMEOUT_SECONDS, self._reactor)
+        subscribing.addErrback(lambda failure: log.failure("subscribing", failure))
+        return subscribing.addCallback(lambda _: asking)
+
+    def user_left(self, user_key: str) -> defer.Deferred:
+        """Unlist the user here; fires with whether a live node still has it."""
+        self._local_users.pop(user_key, None)
+        if self._subscriber is not None:
+            _call(self._subscriber.unsubscribe, USER_CHANNEL + user_key).addErrback(
+                lambda failure: log.failure("unsubscribing", failure)
+            )
+        return self._ask(_LEAVE, user_key, NODE_KEY, USERS_KEY)
+
+    def _ask(self, script: str, *args: str) -> defer.Deferred:
+        publisher = self._publisher
+        if publisher is None:
+            return defer.succeed(False)
+        asking = _call(publisher.eval, script, [NODES_KEY], [self.node, *args])
+
+        def failed(failure: Failure) -> bool:
+            log.warn("asking redis about presence failed: {error}",
+                     error=failure.getErrorMessage())
+            return False
+
+        return asking.addCallbacks(lambda answer: bool(int(answer)), failed)
+
+    def _register_users(self) -> None:
+        """List every user with a session here (after a reconnect, or being taken for dead)."""
+        publisher = self._publisher
+        if publisher is None or not self._local_users:
+            return
+        fields = [item for pair in self._local_users.items() for item in pair]
+        _call(publisher.execute_command, "HSET", USERS_KEY + self.node, *fields).addErrback(
+            lambda failure: log.failure("listing this node's users", failure)
+        )
+
+    def _beat(self) -> defer.Deferred | None:
+        publisher = self._publisher
+        if publisher is None:
+            return None
+        beating = _call(
+            publisher.eval, _HEARTBEAT, [NODES_KEY],
+            [self.node, NODE_KEY, USERS_KEY, str(self._expiry_ms)],
+        )
+        beating.addCallback(self._beaten)
+        beating.addErrback(lambda failure: log.warn(
+            "redis heartbeat failed: {error}", error=failure.getErrorMessage()
+        ))
+        return beating
+
+    def _beaten(self, answer: list) -> None:
+        relisted, *gone = answer
+        if int(relisted):
+            self._register_users()
+        if not gone or self.service is None:
+            return
+        # Users of a dead node, online nowhere now: PART for the cluster.
+        log.info("a node stopped: {count} users went with it", count=len(gone))
+        for name in gone:
+            self.service.user_gone_elsewhere(name)
+
+    # --- hearing -----------------------------------------------------------
+
+    def _received(self, channel: str, data: str) -> None:
+        try:
+            fields = json.loads(data)
+            if fields.get("n") == self.node:
+                return  # this node's own, delivered here already
+            if self.drop is not None and self.drop(fields):
+                return
+            self.received += 1
+            self._hand_on(channel, fields)
+        except Exception:
+            # A malformed announcement is one lost: the sequence shows the gap.
+            log.failure("an announcement on {channel} could not be used", channel=channel)
+
+    def _hand_on(self, channel: str, fields: dict) -> None:
+        service = self.service
+        if service is None:
+            return
+        kind = fields["e"]
+        if kind == "msg":
+            service.announced(fields["r"], RoomMessage(
+                fields["room"], fields["f"], fields["t"], int(fields["a"]), fields["i"],
+                int(fields["s"]), fields["k"],
+            ))
+        elif kind == "member":
+            service.membership_announced(fields["r"], fields["u"], bool(fields["j"]))
+        elif kind == "dm" and channel.startswith(USER_CHANNEL):
+            service.direct_announced(fields["to"], DirectMessage(
+                fields["f"], fields["u"], fields["t"], fields["i"], int(fields["a"]),
+            ))
