@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from chatd.auth.accounts import Accounts
 from chatd.auth.cred import make_portal
 from chatd.auth.passwords import PasswordHasher
-from chatd.config import Config, ConfigError
+from chatd.config import Config, ConfigError, is_postgresql, redacted_url
 from chatd.core.interfaces import DisconnectReason
 from chatd.core.service import ChatService
 from chatd.frontends.irc.protocol import IRCFactory
@@ -186,6 +186,52 @@ class StorageService(Service):
             log.info("database closed")
 
 
+class ClusterService(Service):
+    """Cluster mode: this node's link to Redis (``chatd.cluster.redis.RedisFanout``).
+
+    Starting does not wait for Redis: a node whose Redis is away serves its
+    own users and catches up when it comes (docs/cluster.md). Stopping
+    takes the node and its users off the cluster's presence at once.
+    """
+
+    name = "cluster"
+
+    def __init__(self, fanout) -> None:
+        self.fanout = fanout
+
+    def startService(self) -> None:
+        """Connect to Redis, and keep reconnecting."""
+        super().startService()
+        log.info("cluster mode: node {node} on redis {url}",
+                 node=self.fanout.node, url=self._url())
+        self.fanout.start()
+
+    def _url(self) -> str:
+        address = self.fanout.address
+        return f"redis://{address.host}:{address.port}/{address.db}"
+
+    def stopService(self) -> defer.Deferred:
+        """Leave the cluster and disconnect."""
+        super().stopService()
+        return self.fanout.stop()
+
+
+def cluster_problem(config: Config) -> StartError | None:
+    """Why ``config`` cannot run in cluster mode, or None (also when it is not asked for).
+
+    Nodes share their truth through the database: an SQLite file is one
+    node's, so Redis with SQLite would announce messages no other node can
+    read back.
+    """
+    if config.redis_url is None or is_postgresql(config.db_path):
+        return None
+    return StartError(
+        "CHATD_REDIS", redacted_url(config.redis_url),
+        f"cluster mode needs PostgreSQL, but CHATD_DB={config.db_path} is an SQLite file:"
+        " set CHATD_DB=postgresql://... or leave CHATD_REDIS unset",
+    )
+
+
 class ConnectionsService(Service):
     """On stop, tells every connection ``BYE shutdown`` and waits for them to close.
 
@@ -320,9 +366,15 @@ class ChatdServer(InOrderService):
             on_timing=self.metrics.observe_bcrypt, queue_limit=config.bcrypt_queue,
             per_address=config.bcrypt_per_address,
         )
+        # Cluster mode: announcements to the other nodes through Redis.
+        self.fanout = None
+        if config.redis_url is not None:
+            from chatd.cluster.redis import RedisFanout
+
+            self.fanout = RedisFanout(config.redis_url, reactor)
         self.chat = ChatService(
             self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry,
-            mailbox_limit=config.mailbox_limit,
+            mailbox_limit=config.mailbox_limit, fanout=self.fanout,
         )
         self.accounts = Accounts(self.database, self.hasher, reactor, config.registration_open)
         self.portal = make_portal(self.chat, self.accounts)
@@ -334,6 +386,10 @@ class ChatdServer(InOrderService):
             self.database, self.hasher, reactor, str(config.bcrypt_workers)
         )
         self.storage.setServiceParent(self)
+        if self.fanout is not None:
+            # Before the chat service: it stops after it, so the departures
+            # of the last sessions are still announced.
+            ClusterService(self.fanout).setServiceParent(self)
         self.chat.setServiceParent(self)
         RetentionService(
             self.database, reactor, self.chat, self.telemetry,
@@ -408,6 +464,10 @@ class ChatdServer(InOrderService):
         Service.startService(self)
         if self.exit_if_start_fails:
             self.started.addErrback(self._exit_for, self._reactor)
+        problem = cluster_problem(self.config)
+        if problem is not None:
+            self.started.errback(problem)
+            return
         self.storage.startService()
         self.storage.ready.addCallback(self._start_the_rest).chainDeferred(self.started)
 

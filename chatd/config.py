@@ -156,6 +156,9 @@ class Config:
     web_trusted_proxies: tuple[IPNetwork, ...] = field(
         default=(), metadata={"env": "CHATD_WEB_TRUSTED_PROXIES"}
     )
+    # Cluster mode (chatd/cluster/, docs/cluster.md): Redis announces between
+    # nodes on one PostgreSQL. None: one node alone.
+    redis_url: str | None = field(default=None, metadata={"env": "CHATD_REDIS"})
 
     def __post_init__(self) -> None:
         # Limits that only make sense together are checked together, so a bad
@@ -192,7 +195,9 @@ class Config:
                 try:
                     values[setting.name] = parse(raw)
                 except ValueError as error:
-                    raise ConfigError(f"{setting.metadata['env']}={raw!r}: {error}") from None
+                    # A URL's password is never repeated in a message.
+                    shown = redacted_url(raw) if setting.name == "redis_url" else raw
+                    raise ConfigError(f"{setting.metadata['env']}={shown!r}: {error}") from None
         return cls(**values)
 
     @classmethod
@@ -228,6 +233,25 @@ OTHER_VARIABLES = (
     "CHATD_PASSWORD",  # chatd-client's password (docs/client.md)
     "CHATD_TEST_REQUIRE_ALL",  # the test suite's (README, Development)
 )
+
+
+def is_postgresql(database: str) -> bool:
+    """Whether a ``CHATD_DB`` value names PostgreSQL (a URL) rather than an SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs and error messages."""
+    return re.sub(r"(://[^/@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _redis_url(raw: str) -> str | None:
+    if raw.lower() == "off":
+        return None
+    from chatd.cluster.redis import parse_redis_url
+
+    parse_redis_url(raw)
+    return raw
 
 
 def _listen(raw: str) -> tuple[str, ...]:
@@ -532,4 +556,5 @@ _PARSERS = {
     "web_listen": _listen_or_off,
     "web_origins": _origins,
     "web_trusted_proxies": _networks,
+    "redis_url": _redis_url,
 }
