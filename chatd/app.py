@@ -3,6 +3,7 @@
 import atexit
 import contextlib
 import faulthandler
+import importlib.util
 import os
 import sqlite3
 import sys
@@ -223,7 +224,14 @@ def cluster_problem(config: Config) -> StartError | None:
     node's, so Redis with SQLite would announce messages no other node can
     read back.
     """
-    if config.redis_url is None or is_postgresql(config.db_path):
+    if config.redis_url is None:
+        return None
+    if importlib.util.find_spec("txredisapi") is None:
+        return StartError(
+            "CHATD_REDIS", redacted_url(config.redis_url),
+            "cluster mode needs the Python package txredisapi: pip install 'chatd[cluster]'",
+        )
+    if is_postgresql(config.db_path):
         return None
     return StartError(
         "CHATD_REDIS", redacted_url(config.redis_url),

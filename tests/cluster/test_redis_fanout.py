@@ -17,6 +17,7 @@ from chatd.cluster.redis import USERS_KEY, RedisFanout
 from chatd.core.events import DirectMessage, Joined, Parted, RoomMessage, RoomMessages
 from chatd.core.service import ChatService
 from chatd.storage import transactions
+from tests.programs import require_module
 from tests.services import redis_server, start_redis  # noqa: F401 (a fixture)
 from tests.support import InlineDatabase, RecordingClient
 
@@ -96,6 +97,7 @@ def database():
 @pytest.fixture
 def nodes(database, redis_server):  # noqa: F811
     """Start nodes on the shared database and the private Redis; stop them all after."""
+    require_module("txredisapi", "txredisapi")
     started: list[Node] = []
 
     async def start(**options) -> Node:
