@@ -91,7 +91,8 @@ def test_twistd_finds_the_chatd_plugin_after_pip_install(tmp_path, editable):
         "--listen", "tcp:0:interface=127.0.0.1", "--db", str(elsewhere / "chatd.sqlite3"),
         "--bcrypt-rounds", "4",
     ]
-    env = {**clean_environment(), "CHATD_IRC_LISTEN": "off"}  # no fixed port 6667 in tests
+    # No fixed ports in tests (6667, 8080): another server on the machine may hold them.
+    env = {**clean_environment(), "CHATD_IRC_LISTEN": "off", "CHATD_WEB_LISTEN": "off"}
     server = ServerProcess(elsewhere, env=env, command=command, exact_env=True)
     try:
         server.start(timeout=60)
