@@ -157,7 +157,7 @@ KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600.0
 ACCOUNTS_PER_ADDRESS_MEMORY = 64
 
 
-@dataclass
+@dataclass(slots=True)
 class _Failures:
     """Failed logins in a row and attempts in flight, for one address or one account."""
 
@@ -343,9 +343,13 @@ class LoginThrottle:
             if record.count < self.per_address:
                 record.locked_until = 0.0
         guarded = self._accounts.get(account)
-        if guarded is not None:
+        if guarded is not None and guarded.pending:
             # Attempts still in flight keep their places; only the row ends.
             self._accounts.put(account, _Failures(pending=guarded.pending))
+        elif guarded is not None:
+            # Nothing left to count: an account that logged in keeps no record
+            # here (thousands of idle accounts would each hold an empty one).
+            self._accounts.pop(account)
         known = self._known.get(account) or {}
         known.pop(address, None)
         known[address] = None

@@ -407,7 +407,8 @@ class ConnectionGuard:
         )
         # One rate-limited line is forgiven a second: a paste that overruns
         # the burst costs a few ERR lines, a sustained flood ends the session.
-        self._strikes = TokenBucket(1.0, config.flood_limit, self._clock)
+        # Made at the first refusal: most sessions are never refused.
+        self._strikes: TokenBucket | None = None
         self._admitted = False
         self._answers_pings = False
         self._logged_in = False
@@ -502,6 +503,9 @@ class ConnectionGuard:
         # True for the first dropped line after one that got through.
         self.first_refusal = not self._refusing
         self._refusing = True
+        if self._strikes is None:
+            flood_limit = self._limits.config.flood_limit
+            self._strikes = TokenBucket(1.0, flood_limit, self._clock)
         return "rate-limited" if self._strikes.take() else "flood"
 
     def heard(self) -> None:
