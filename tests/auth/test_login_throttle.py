@@ -93,6 +93,24 @@ def test_a_success_ends_the_row():
     assert throttle.locked("a")
 
 
+def test_a_login_leaves_no_record_for_its_account_unless_others_are_in_flight():
+    """A success keeps nothing per account but what still counts: attempts in flight.
+
+    Thousands of idle logged-in accounts must not each hold an empty record;
+    an attempt still being checked keeps its place after another succeeds.
+    """
+    clock = clock_at_epoch()
+    throttle = LoginThrottle(clock, per_address=10, per_account=10, lockout=1.0, lockout_max=9.0)
+    throttle.failed("a", "alice")
+    throttle.admit("a", "alice").succeeded()
+    assert len(throttle._accounts) == 0
+    first, second = throttle.admit("a", "alice"), throttle.admit("b", "alice")
+    first.succeeded()
+    assert throttle._accounts.get("alice").pending == 1
+    second.failed()
+    assert throttle._accounts.get("alice").count == 1
+
+
 def test_failures_are_forgotten_an_hour_after_the_longest_lockout():
     """Records do not pile up: an address quiet for lockout_max + 1 h starts afresh."""
     clock = clock_at_epoch()
