@@ -187,6 +187,15 @@ class StorageService(Service):
             log.info("database closed")
 
 
+# A test hook, never for production: "odd" makes a node drop the announcements
+# of odd-numbered room messages, so the tests see gaps filled from the database.
+DROP_ANNOUNCEMENTS_HOOK = "CHATD_TEST_DROP_ANNOUNCEMENTS"
+
+
+def _drop_odd_announcements(fields: dict) -> bool:
+    return fields.get("e") == "msg" and int(fields["s"]) % 2 == 1
+
+
 class ClusterService(Service):
     """Cluster mode: this node's link to Redis (``chatd.cluster.redis.RedisFanout``).
 
@@ -380,6 +389,10 @@ class ChatdServer(InOrderService):
             from chatd.cluster.redis import RedisFanout
 
             self.fanout = RedisFanout(config.redis_url, reactor)
+            if os.environ.get(DROP_ANNOUNCEMENTS_HOOK) == "odd":
+                # The test suite's hook (tests/cluster/test_cluster_e2e.py): this
+                # node loses every odd-numbered room message's announcement.
+                self.fanout.drop = _drop_odd_announcements
         self.chat = ChatService(
             self.database, reactor, config.account_poll_seconds, telemetry=self.telemetry,
             mailbox_limit=config.mailbox_limit, fanout=self.fanout,

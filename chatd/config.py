@@ -232,6 +232,7 @@ class Config:
 OTHER_VARIABLES = (
     "CHATD_PASSWORD",  # chatd-client's password (docs/client.md)
     "CHATD_TEST_REQUIRE_ALL",  # the test suite's (README, Development)
+    "CHATD_TEST_DROP_ANNOUNCEMENTS",  # the test suite's hook (chatd/app.py, cluster mode)
 )
 
 
