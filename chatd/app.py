@@ -402,6 +402,9 @@ class ChatdServer(InOrderService):
         self.factory = ChatServerFactory(
             config, self.accounts, self.portal, reactor, telemetry=self.telemetry
         )
+        if self.fanout is not None:
+            # Cluster mode: every node's logins count in every node's throttle.
+            self.fanout.share_logins(self.factory.limits.logins)
         self.metrics.watch_server(self)
         self.storage = StorageService(
             self.database, self.hasher, reactor, str(config.bcrypt_workers)

@@ -263,6 +263,9 @@ class LoginThrottle:
         self._addresses = ExpiringTable(clock, ttl, capacity)
         self._accounts = ExpiringTable(clock, ttl, capacity)
         self._known = ExpiringTable(clock, KNOWN_ADDRESS_SECONDS, capacity)
+        # Cluster mode: called with ("failed" | "succeeded", address, account) for
+        # each login ended here, so the other nodes count it too (chatd/cluster).
+        self.on_change = None
 
     def delay(self, excess: int) -> float:
         """The lockout for the ``excess``-th failure since the limit was reached (from 1)."""
@@ -324,6 +327,13 @@ class LoginThrottle:
 
     def failed(self, address: str, account: str) -> None:
         """Count a wrong password (or unknown user) for the address and the account."""
+        self.failed_elsewhere(address, account)
+        if self.on_change is not None:
+            self.on_change("failed", address, account)
+
+    def failed_elsewhere(self, address: str, account: str) -> None:
+        """Count a failure another node of the cluster saw (or this one): no attempt of
+        this node ends, only the counts and lockouts change."""
         self._address_failed(address, account)
         record = self._accounts.get(account) or _Failures()
         record.count += 1
@@ -337,6 +347,12 @@ class LoginThrottle:
     def succeeded(self, address: str, account: str) -> None:
         """A right password: the account starts afresh, the address only as far as its
         failures were on this account; the address becomes one of the account's known-good."""
+        self.succeeded_elsewhere(address, account)
+        if self.on_change is not None:
+            self.on_change("succeeded", address, account)
+
+    def succeeded_elsewhere(self, address: str, account: str) -> None:
+        """A success another node of the cluster saw (or this one), as ``succeeded``."""
         record = self._addresses.get(address)
         if record is not None:
             record.count -= record.by_account.pop(account, 0)

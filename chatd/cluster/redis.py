@@ -45,6 +45,7 @@ from chatd.core.events import DirectMessage, RoomMessage
 log = Logger()
 
 ROOMS_CHANNEL = "chatd:rooms"
+LOGINS_CHANNEL = "chatd:logins"
 USER_CHANNEL = "chatd:user:"
 NODES_KEY = "chatd:nodes"
 NODE_KEY = "chatd:node:"
@@ -201,6 +202,8 @@ class RedisFanout:
         self._publisher = None
         self._subscriber = None
         self._local_users: dict[str, str] = {}
+        # Cluster mode's shared login throttle (share_logins): this node's.
+        self._throttle = None
         # The newest message of each room committed here while Redis was
         # away, announced when it is back: a node that heard nothing since
         # has nothing else to show it the gap.
@@ -327,6 +330,8 @@ class RedisFanout:
             self._subscriber = connection
             connection.whenDisconnected().addCallback(lambda _: self._subscriber_lost(connection))
             channels = [ROOMS_CHANNEL, *(USER_CHANNEL + key for key in self._local_users)]
+            if self._throttle is not None:
+                channels.append(LOGINS_CHANNEL)
             return connection.subscribe(channels)
 
         def subscribed(_) -> None:
@@ -438,6 +443,20 @@ class RedisFanout:
             self._publish(USER_CHANNEL + sender_key, dict(fields, to=sender_key))
         return reaching
 
+    # --- shared login throttling -----------------------------------------------
+
+    def share_logins(self, throttle) -> defer.Deferred:
+        """Make ``throttle`` (a ``LoginThrottle``) count every node's failed and
+        successful logins, so spreading guesses over nodes buys no more of them."""
+        self._throttle = throttle
+        throttle.on_change = self._login_ended
+        if self._subscriber is None:
+            return defer.succeed(None)  # subscribed to when connected
+        return _call(self._subscriber.subscribe, LOGINS_CHANNEL)
+
+    def _login_ended(self, outcome: str, address: str, account: str) -> None:
+        self._publish(LOGINS_CHANNEL, {"e": "login", "o": outcome, "a": address, "u": account})
+
     # --- presence ----------------------------------------------------------
 
     def user_arrived(self, user_key: str, name: str) -> defer.Deferred:
@@ -539,6 +558,11 @@ class RedisFanout:
                 service.announced(room_key, RoomMessage(
                     room, sender, text, int(at), msgid, int(seq), message_kind
                 ))
+        elif kind == "login" and self._throttle is not None:
+            if fields["o"] == "failed":
+                self._throttle.failed_elsewhere(fields["a"], fields["u"])
+            else:
+                self._throttle.succeeded_elsewhere(fields["a"], fields["u"])
         elif kind == "member":
             service.membership_announced(fields["r"], fields["u"], bool(fields["j"]))
         elif kind == "dm" and channel.startswith(USER_CHANNEL):

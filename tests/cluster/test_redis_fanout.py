@@ -275,3 +275,34 @@ async def test_a_dead_nodes_users_part_within_the_expiry(nodes, redis_server):  
     await bob_sees.until(lambda: [p.user for p in bob_sees.of_type(Parted)] == ["dave"])
     publisher = survivor.fanout._publisher
     assert await publisher.execute_command("EXISTS", USERS_KEY + doomed.fanout.node) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_logins_spread_over_nodes_are_limited_as_one(nodes):
+    """Guesses from one address split between two nodes: each node's throttle counts them
+    all, so the address is locked out on both after the limit, not after twice it."""
+    from twisted.internet import task
+
+    from chatd.auth.throttles import LoginThrottle
+
+    clock = task.Clock()
+    throttles = [LoginThrottle(clock, 4, 100, 60.0, 900.0) for _ in range(2)]
+    first, second = await nodes(), await nodes()
+    heard: list[defer.Deferred] = [defer.Deferred(), defer.Deferred()]
+    for node, throttle, done in zip((first, second), throttles, heard, strict=True):
+        await node.fanout.share_logins(throttle)
+        counted = throttle.failed_elsewhere
+
+        def failed_elsewhere(address, account, counted=counted, done=done, throttle=throttle):
+            counted(address, account)
+            if throttle.locked(address) and not done.called:
+                done.callback(None)
+
+        throttle.failed_elsewhere = failed_elsewhere
+    throttles[0].failed("192.0.2.7", "alice")
+    throttles[1].failed("192.0.2.7", "alice")
+    throttles[0].failed("192.0.2.7", "bob")
+    throttles[1].failed("192.0.2.7", "carol")
+    await defer.gatherResults([done.addTimeout(WAIT_SECONDS, reactor) for done in heard])
+    assert all(throttle.locked("192.0.2.7") for throttle in throttles)
+    assert not throttles[0].locked("198.51.100.1")
