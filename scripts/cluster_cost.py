@@ -57,7 +57,7 @@ async def run(clustered: bool, url: str | None, messages: int, per_turn: int) ->
         chat.startService()
         if fanout is not None:
             fanout.start()
-            await fanout.when_subscribed()
+            await fanout.when_ready()
         nodes.append((chat, fanout))
     alice = await nodes[0][0].start_session("alice", RecordingClient())
     bob_sees = Counting(messages)

@@ -226,8 +226,11 @@ class RedisFanout:
         self.published = 0
         self.received = 0
         self.reconnects = 0
-        # Fired (and replaced) each time the subscription is (re)made.
-        self._subscribed_waiters: list[defer.Deferred] = []
+        # Subscribed (SUBSCRIBE answered), and listed (a heartbeat answered):
+        # what when_ready waits for.
+        self._listening = False
+        self._listed = False
+        self._ready_waiters: list[defer.Deferred] = []
 
     # --- lifecycle -------------------------------------------------------
 
@@ -317,6 +320,7 @@ class RedisFanout:
     def _publisher_lost(self, connection) -> None:
         if self._publisher is connection:
             self._publisher = None
+            self._listed = False
             log.warn("redis connection lost: announcing nothing until it is back")
         if self._heartbeat.running:
             self._heartbeat.stop()
@@ -341,23 +345,30 @@ class RedisFanout:
             # Whatever was announced while nobody here listened is read back.
             if self.service is not None:
                 self.service.resync_rooms()
-            waiters, self._subscribed_waiters = self._subscribed_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._listening = True
+            self._wake_if_ready()
 
         return ready.addCallback(subscribe).addCallback(subscribed)
 
     def _subscriber_lost(self, connection) -> None:
         if self._subscriber is connection:
             self._subscriber = None
+            self._listening = False
 
-    def when_subscribed(self) -> defer.Deferred:
-        """Fires once this node listens on Redis (at once if it does now)."""
-        if self._subscriber is not None:
+    def when_ready(self) -> defer.Deferred:
+        """Fires once this node listens on Redis and is listed there (its first heartbeat
+        answered); at once if it is now."""
+        if self._listening and self._listed:
             return defer.succeed(None)
         waiter: defer.Deferred = defer.Deferred()
-        self._subscribed_waiters.append(waiter)
+        self._ready_waiters.append(waiter)
         return waiter
+
+    def _wake_if_ready(self) -> None:
+        if self._listening and self._listed:
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     @property
     def connected(self) -> bool:
@@ -521,6 +532,8 @@ class RedisFanout:
 
     def _beaten(self, answer: list) -> None:
         relisted, *gone = answer
+        self._listed = True
+        self._wake_if_ready()
         if int(relisted):
             self._register_users()
         if not gone or self.service is None:

@@ -103,7 +103,7 @@ def nodes(database, redis_server):  # noqa: F811
     async def start(**options) -> Node:
         node = Node(database, redis_server.url, **options)
         started.append(node)
-        await node.fanout.when_subscribed()
+        await node.fanout.when_ready()
         return node
 
     yield start
