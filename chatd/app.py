@@ -29,9 +29,8 @@ from chatd.ops.logs import log_observer
 from chatd.ops.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
 from chatd.ops.retention import RetentionService
 from chatd.ops.telemetry import Telemetry
-from chatd.storage.sqlite.database import Database
+from chatd.storage.backends import display_name, is_postgres_url, make_database
 from chatd.storage.sqlite.lock import DatabaseInUse, DatabaseLock, lock_database
-from chatd.storage.sqlite.schema import SCHEMA_VERSION
 
 log = Logger()
 
@@ -52,6 +51,8 @@ class StartError(Exception):
 
 def database_problem(path: str, error: BaseException) -> str:
     """Why the database at ``path`` could not be opened, in the operator's words."""
+    if is_postgres_url(path):
+        return postgres_problem(error)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         return f"directory {directory} does not exist"
@@ -68,6 +69,16 @@ def database_problem(path: str, error: BaseException) -> str:
         where = f" {error.filename}" if error.filename else ""
         return f"{error.strerror}{where}"
     return str(error) or type(error).__name__
+
+
+def postgres_problem(error: BaseException) -> str:
+    """Why a PostgreSQL database could not be used at start, in the operator's words."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if type(error).__module__.startswith("psycopg") and "connect" in text.lower():
+        return f"cannot connect to PostgreSQL: {text}"
+    if isinstance(error, RuntimeError):  # a newer schema
+        return text
+    return f"PostgreSQL refused to open the database: {text}"
 
 
 def listen_problem(error: BaseException) -> str:
@@ -117,7 +128,7 @@ class StorageService(Service):
     name = "storage"
 
     def __init__(
-        self, database: Database, hasher: PasswordHasher, reactor, workers_setting: str = ""
+        self, database, hasher: PasswordHasher, reactor, workers_setting: str = ""
     ) -> None:
         self.database = database
         self.hasher = hasher
@@ -157,13 +168,14 @@ class StorageService(Service):
         log.info(
             "database {path} open at schema version {version} (found {found})",
             path=self.database.path,
-            version=SCHEMA_VERSION,
+            version=self.database.SCHEMA_VERSION,
             found=found_version,
         )
 
     def _cannot_open(self, failure: Failure) -> None:
         path = self.database.path
-        raise StartError("CHATD_DB", path, database_problem(path, failure.value))
+        setting = getattr(self.database, "url", path)
+        raise StartError("CHATD_DB", path, database_problem(setting, failure.value))
 
     def _cannot_start_pool(self, failure: Failure) -> None:
         reason = failure.getErrorMessage() or failure.type.__name__
@@ -374,7 +386,7 @@ class ChatdServer(InOrderService):
         self.database_lock: DatabaseLock | None = None
         self.metrics = ChatdMetrics()
         self.telemetry = Telemetry(self.metrics, log_messages=config.log_messages)
-        self.database = Database(
+        self.database = make_database(
             config.db_path, reactor,
             on_commit=self.metrics.observe_commit, on_checkpoint=self.metrics.observe_checkpoint,
         )
@@ -478,7 +490,7 @@ class ChatdServer(InOrderService):
     def startService(self) -> None:
         """Start the storage, then the rest once it is ready; log the settings that matter."""
         self.telemetry.server_starting(
-            database=self.config.db_path,
+            database=display_name(self.config.db_path),
             registration="open" if self.config.registration_open else "closed",
             bcrypt_cost=self.config.bcrypt_rounds,
             metrics=self.config.metrics_listen or "off",
@@ -592,6 +604,9 @@ def claim_database(config: Config) -> DatabaseLock:
     standard error, the journal under systemd, rather than nothing at all.
     """
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    if is_postgres_url(config.db_path):
+        # PostgreSQL is shared by design (cluster nodes): there is no file to lock.
+        return DatabaseLock(display_name(config.db_path), None)
     return lock_database(config.db_path)
 
 

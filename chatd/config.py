@@ -196,7 +196,12 @@ class Config:
                     values[setting.name] = parse(raw)
                 except ValueError as error:
                     # A URL's password is never repeated in a message.
-                    shown = redacted_url(raw) if setting.name == "redis_url" else raw
+                    if setting.name == "redis_url":
+                        shown = redacted_url(raw)
+                    elif setting.name == "db_path":
+                        shown = _database_display(raw)
+                    else:
+                        shown = raw
                     raise ConfigError(f"{setting.metadata['env']}={shown!r}: {error}") from None
         return cls(**values)
 
@@ -509,10 +514,28 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _database(raw: str) -> str:
+    """A database file's path, or a ``postgresql://`` URL that libpq can parse."""
+    from chatd.storage.dialect import is_postgres_url
+
+    if is_postgres_url(raw):
+        from chatd.storage.postgres.schema import check_url
+
+        check_url(raw)
+    return raw
+
+
+def _database_display(raw: str) -> str:
+    """``CHATD_DB`` as a message may show it: a URL's password hidden."""
+    from chatd.storage.backends import display_name
+
+    return display_name(raw)
+
+
 _PARSERS = {
     "listen": _listen,
     "irc_listen": _listen_or_off,
-    "db_path": str,
+    "db_path": _database,
     "registration_open": _registration,
     "bcrypt_rounds": _int_between(4, 31),
     "rate_limit": _rate_limit,

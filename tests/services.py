@@ -48,6 +48,25 @@ class PostgresServer:
     directory: Path
     port: int
     user: str
+    # How the fixture ran pg_ctl: ``stop`` and ``start`` use the same.
+    pg_ctl: str = ""
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions are cut), as an outage would."""
+        subprocess.run(
+            _as_server_user([self.pg_ctl, "-D", str(self.directory / "data"), "-m", "fast",
+                             "-w", "stop"]),
+            check=True, capture_output=True,
+        )
+
+    def start(self) -> None:
+        """Start the server again on the same port and data; return once it accepts."""
+        subprocess.run(
+            _as_server_user([self.pg_ctl, "-D", str(self.directory / "data"), "-o", self.options,
+                             "-l", str(self.directory / "log"), "-w", "-t", "60", "start"]),
+            check=True, capture_output=True,
+        )
 
     def url(self, database: str = "postgres") -> str:
         """A ``postgresql://`` URL for ``database`` (trust authentication on loopback)."""
@@ -60,6 +79,15 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def fresh_database(self, prefix: str = "chatd") -> str:
+        """Create an empty database with a name no other test uses; return its URL."""
+        global _databases_made
+        _databases_made += 1
+        return self.create_database(f"{prefix}_{os.getpid()}_{_databases_made}")
+
+
+_databases_made = 0
 
 
 def _as_server_user(command: list[str]) -> list[str]:
@@ -93,7 +121,7 @@ def postgres_server():
         check=True, capture_output=True,
     )
     try:
-        yield PostgresServer(directory, port, user)
+        yield PostgresServer(directory, port, user, pg_ctl, options)
     finally:
         subprocess.run(
             _as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),

@@ -133,8 +133,15 @@ class ChatService(Service):
     def _poll_account_events(self) -> defer.Deferred:
         reading = self.database.read(transactions.account_events_since, self._last_account_event)
         reading.addCallback(self._apply_account_events)
-        reading.addErrback(lambda failure: log.failure("reading account events", failure))
+        reading.addErrback(self._account_poll_failed)
         return reading
+
+    @staticmethod
+    def _account_poll_failed(failure) -> None:
+        # A database out of reach (PostgreSQL restarting) logs its outage once itself.
+        if failure.check(ChatError) and failure.value.code == "unavailable":
+            return
+        log.failure("reading account events", failure)
 
     # What each account event ends sessions with; a ``create`` event means the
     # name was free, so a session still open under it is a deleted account's.

@@ -35,7 +35,7 @@ from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from chatd.storage.sqlite import schema
+from chatd.storage import transactions
 
 # The *_created series (one per labelled counter) double the scrape for no
 # use on a single long-running process; chatd is the only exporter in it.
@@ -317,12 +317,12 @@ class HealthPage(Resource):
             # Writes are refused for good: say why, and try only a read.
             probes = [
                 defer.succeed(f"database unavailable: {unavailable}"),
-                probe("read", self._database.read(schema.schema_version)),
+                probe("read", self._database.read(transactions.schema_version)),
             ]
         else:
             probes = [
-                probe("read", self._database.read(schema.schema_version)),
-                probe("write", self._database.write(schema.schema_version)),
+                probe("read", self._database.read(transactions.schema_version)),
+                probe("write", self._database.write(transactions.schema_version)),
             ]
         gathered = defer.gatherResults(probes)
         return gathered.addCallback(lambda problems: [p for p in problems if p])

@@ -8,11 +8,11 @@ after the batch holding that write has been committed, which is what lets
 the server answer ``OK`` only for data that survives ``kill -9``."""
 
 import secrets
-import sqlite3
 from contextlib import suppress
 
 from chatd.core.errors import ChatError
 from chatd.core.names import skeleton
+from chatd.storage.dialect import Connection, dialect_of
 from chatd.storage.rows import (
     ADMIN,
     LOBBY_KEY,
@@ -29,13 +29,13 @@ from chatd.storage.rows import (
     TableStats,
     Whois,
 )
-from chatd.storage.sqlite.schema import LEGACY_MSGID_SQL, SKELETON_SQL
+from chatd.storage.sqlite.schema import SKELETON_SQL
 
 # --- accounts --------------------------------------------------------------
 
 
 def create_user(
-    connection: sqlite3.Connection, name: str, password_hash: str, now: int
+    connection: Connection, name: str, password_hash: str, now: int
 ) -> int:
     """Add an account; return its id; raise ``user-exists`` if the name is taken in any case.
 
@@ -50,19 +50,18 @@ def create_user(
     ).fetchone()
     if look_alike is not None:
         raise ChatError("user-exists", f"{name} is taken: it looks like {look_alike[0]}")
-    try:
-        cursor = connection.execute(
-            "INSERT INTO users (name_key, name, password_hash, created_at, incarnation)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (name.lower(), name, password_hash, now, secrets.randbits(62) + 1),
-        )
-    except sqlite3.IntegrityError:
-        raise ChatError("user-exists", f"{name} is taken") from None
+    created = connection.execute(
+        "INSERT INTO users (name_key, name, password_hash, created_at, incarnation)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        (name.lower(), name, password_hash, now, secrets.randbits(62) + 1),
+    ).fetchone()
+    if created is None:
+        raise ChatError("user-exists", f"{name} is taken")
     record_account_event(connection, name.lower(), "create", now)
-    return cursor.lastrowid
+    return created[0]
 
 
-def find_account(connection: sqlite3.Connection, name_key: str) -> Account | None:
+def find_account(connection: Connection, name_key: str) -> Account | None:
     """Return the account stored under ``name_key``, or None."""
     row = connection.execute(
         "SELECT name, password_hash, banned, id, incarnation FROM users WHERE name_key = ?",
@@ -72,7 +71,7 @@ def find_account(connection: sqlite3.Connection, name_key: str) -> Account | Non
 
 
 def find_account_for_login(
-    connection: sqlite3.Connection, name_key: str
+    connection: Connection, name_key: str
 ) -> tuple[Account | None, int]:
     """The account under ``name_key`` and the newest account event id, read together.
 
@@ -83,7 +82,7 @@ def find_account_for_login(
 
 
 def account_changes_since(
-    connection: sqlite3.Connection, name_key: str, after_id: int
+    connection: Connection, name_key: str, after_id: int
 ) -> tuple[Account | None, list[str], int]:
     """The account under ``name_key`` now, the actions on that name since event
     ``after_id`` (oldest first), and the newest event id."""
@@ -96,7 +95,7 @@ def account_changes_since(
 
 
 def change_password_hash(
-    connection: sqlite3.Connection, identity: tuple[int, int], password_hash: str, now: int
+    connection: Connection, identity: tuple[int, int], password_hash: str, now: int
 ) -> int | None:
     """Set the password of the account ``identity`` (a password change); return the id
     of the ``passwd`` event that ends the account's other sessions, None if it is gone."""
@@ -114,7 +113,7 @@ def change_password_hash(
 
 
 def upgrade_password_hash(
-    connection: sqlite3.Connection, account_id: int, old_hash: str, new_hash: str
+    connection: Connection, account_id: int, old_hash: str, new_hash: str
 ) -> bool:
     """Replace an account's hash by the same password at the current cost, unless the
     password changed meanwhile; not a password change, so no event."""
@@ -125,14 +124,14 @@ def upgrade_password_hash(
     return cursor.rowcount == 1
 
 
-def user_exists(connection: sqlite3.Connection, name_key: str) -> bool:
+def user_exists(connection: Connection, name_key: str) -> bool:
     """Tell whether an account is stored under ``name_key``."""
     row = connection.execute("SELECT 1 FROM users WHERE name_key = ?", (name_key,)).fetchone()
     return row is not None
 
 
 def set_password_hash(
-    connection: sqlite3.Connection, name_key: str, password_hash: str, now: int | None = None
+    connection: Connection, name_key: str, password_hash: str, now: int | None = None
 ) -> bool:
     """Replace an account's password hash; return False if there is no such account.
 
@@ -147,10 +146,10 @@ def set_password_hash(
     return cursor.rowcount == 1
 
 
-def set_banned(connection: sqlite3.Connection, name_key: str, banned: bool, now: int) -> bool:
+def set_banned(connection: Connection, name_key: str, banned: bool, now: int) -> bool:
     """Ban or unban an account; return False if there is no such account."""
     cursor = connection.execute(
-        "UPDATE users SET banned = ? WHERE name_key = ?", (int(banned), name_key)
+        "UPDATE users SET banned = ? WHERE name_key = ?", (banned, name_key)
     )
     if cursor.rowcount != 1:
         return False
@@ -158,7 +157,7 @@ def set_banned(connection: sqlite3.Connection, name_key: str, banned: bool, now:
     return True
 
 
-def delete_user(connection: sqlite3.Connection, name_key: str, now: int) -> bool:
+def delete_user(connection: Connection, name_key: str, now: int) -> bool:
     """Delete an account and the direct messages waiting for it."""
     cursor = connection.execute("DELETE FROM users WHERE name_key = ?", (name_key,))
     if cursor.rowcount != 1:
@@ -167,28 +166,29 @@ def delete_user(connection: sqlite3.Connection, name_key: str, now: int) -> bool
     return True
 
 
-def list_users(connection: sqlite3.Connection) -> list[tuple[str, bool]]:
+def list_users(connection: Connection) -> list[tuple[str, bool]]:
     """Every account's name and whether it is banned, sorted case-insensitively."""
     rows = connection.execute("SELECT name, banned FROM users ORDER BY name_key")
     return [(name, bool(banned)) for name, banned in rows]
 
 
 def record_account_event(
-    connection: sqlite3.Connection, name_key: str, action: str, now: int
+    connection: Connection, name_key: str, action: str, now: int
 ) -> None:
     """Note a change the running server must act on (a ban, a deletion)."""
+    dialect_of(connection).serialize_account_events(connection)
     connection.execute(
         "INSERT INTO account_events (name_key, action, at) VALUES (?, ?, ?)",
         (name_key, action, now),
     )
 
 
-def last_account_event_id(connection: sqlite3.Connection) -> int:
+def last_account_event_id(connection: Connection) -> int:
     """The id of the newest account event, 0 when there is none."""
     return connection.execute("SELECT coalesce(max(id), 0) FROM account_events").fetchone()[0]
 
 
-def account_events_since(connection: sqlite3.Connection, after_id: int) -> list[AccountEvent]:
+def account_events_since(connection: Connection, after_id: int) -> list[AccountEvent]:
     """Account events newer than ``after_id``, oldest first."""
     rows = connection.execute(
         "SELECT id, name_key, action, room_key, user_name, detail FROM account_events"
@@ -202,11 +202,11 @@ def account_events_since(connection: sqlite3.Connection, after_id: int) -> list[
 
 
 def open_room(
-    connection: sqlite3.Connection, name: str, now: int, history_limit: int
+    connection: Connection, name: str, now: int, history_limit: int
 ) -> tuple[int, str, list[HistoryRow]]:
     """Find or create a room; return its id, display name and recent history."""
     connection.execute(
-        "INSERT OR IGNORE INTO rooms (name_key, name, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (name.lower(), name, now),
     )
     room_id, display_name = connection.execute(
@@ -216,7 +216,7 @@ def open_room(
 
 
 def require_sender(
-    connection: sqlite3.Connection, sender: str, account: tuple[int, int] | None = None
+    connection: Connection, sender: str, account: tuple[int, int] | None = None
 ) -> None:
     """Raise ``forbidden`` unless the account of ``sender`` (a display name) still exists,
     and is still ``account`` (its identity) when a session bound to one sends: a
@@ -237,7 +237,7 @@ def require_sender(
 
 
 def account_identities(
-    connection: sqlite3.Connection, name_keys: tuple[str, ...]
+    connection: Connection, name_keys: tuple[str, ...]
 ) -> dict[str, tuple[int, int]]:
     """The identity (users.id, users.incarnation) of each of ``name_keys`` that is an account."""
     identities = {}
@@ -251,7 +251,7 @@ def account_identities(
 
 
 def post_room_message(
-    connection: sqlite3.Connection,
+    connection: Connection,
     room_id: int,
     sender: str,
     text: str,
@@ -267,7 +267,7 @@ def post_room_message(
 
 
 def add_room_message(
-    connection: sqlite3.Connection,
+    connection: Connection,
     room_id: int,
     sender: str,
     text: str,
@@ -286,24 +286,33 @@ def add_room_message(
     (seq,) = connection.execute(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()
-    cursor = connection.execute(
+    insert = (
         "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (room_id, sender, text, now, kind, seq, msgid or ""),
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
-    if msgid is None:
-        connection.execute(
-            f"UPDATE room_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
-            (cursor.lastrowid,),
-        )
+    if msgid is not None:
+        connection.execute(insert, (room_id, sender, text, now, kind, seq, msgid))
+        return seq
+    (row_id,) = connection.execute(
+        insert + " RETURNING id", (room_id, sender, text, now, kind, seq, "")
+    ).fetchone()
+    connection.execute(
+        "UPDATE room_messages SET msgid = ? WHERE id = ?", (legacy_msgid(now, row_id), row_id)
+    )
     return seq
+
+
+def legacy_msgid(sent_at: int, row_id: int) -> str:
+    """The id storage gives a message written without one (the admin tools, scripts and
+    tests): the form migration 6 gave old messages, chatd.core.ids's layout with node 0000."""
+    return f"{sent_at:011x}0000{row_id & 1048575:05x}"
 
 
 _HISTORY_COLUMNS = "id, sender, text, sent_at, kind, seq, msgid"
 
 
 def recent_room_messages(
-    connection: sqlite3.Connection, room_id: int, limit: int
+    connection: Connection, room_id: int, limit: int
 ) -> list[HistoryRow]:
     """The last ``limit`` messages of a room, oldest first: one index range read."""
     rows = connection.execute(
@@ -315,19 +324,19 @@ def recent_room_messages(
 
 
 def room_history_bounds(
-    connection: sqlite3.Connection, room_id: int, count: int
+    connection: Connection, room_id: int, count: int
 ) -> tuple[int, int] | None:
     """The first and last sequence numbers of a room's last ``count`` messages, or None."""
     low, high = connection.execute(
         "SELECT min(seq), max(seq) FROM"
-        " (SELECT seq FROM room_messages WHERE room_id = ? ORDER BY seq DESC LIMIT ?)",
+        " (SELECT seq FROM room_messages WHERE room_id = ? ORDER BY seq DESC LIMIT ?) AS last",
         (room_id, count),
     ).fetchone()
     return None if low is None else (low, high)
 
 
 def room_messages_between(
-    connection: sqlite3.Connection, room_id: int, first_seq: int, last_seq: int, limit: int
+    connection: Connection, room_id: int, first_seq: int, last_seq: int, limit: int
 ) -> list[HistoryRow]:
     """Up to ``limit`` messages of a room numbered ``first_seq`` to ``last_seq``, in order."""
     rows = connection.execute(
@@ -338,7 +347,7 @@ def room_messages_between(
     return [HistoryRow(*row) for row in rows]
 
 
-def _user(connection: sqlite3.Connection, name_key: str) -> tuple[int, str]:
+def _user(connection: Connection, name_key: str) -> tuple[int, str]:
     """The id and display name of an account; ``no-such-user`` if there is none."""
     row = connection.execute(
         "SELECT id, name FROM users WHERE name_key = ?", (name_key,)
@@ -348,7 +357,7 @@ def _user(connection: sqlite3.Connection, name_key: str) -> tuple[int, str]:
     return row[0], row[1]
 
 
-def _room(connection: sqlite3.Connection, room_key: str) -> tuple[int, str, bool]:
+def _room(connection: Connection, room_key: str) -> tuple[int, str, bool]:
     """The id, display name and private flag of a room; ``no-such-room`` if none."""
     row = connection.execute(
         "SELECT id, name, private FROM rooms WHERE name_key = ?", (room_key,)
@@ -358,7 +367,7 @@ def _room(connection: sqlite3.Connection, room_key: str) -> tuple[int, str, bool
     return row[0], row[1], bool(row[2])
 
 
-def _membership(connection: sqlite3.Connection, room_id: int, user_id: int) -> bool | None:
+def _membership(connection: Connection, room_id: int, user_id: int) -> bool | None:
     """None when not a member, else whether the member is an operator."""
     row = connection.execute(
         "SELECT operator FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
@@ -366,7 +375,7 @@ def _membership(connection: sqlite3.Connection, room_id: int, user_id: int) -> b
     return None if row is None else bool(row[0])
 
 
-def room_operators(connection: sqlite3.Connection, room_id: int) -> tuple[str, ...]:
+def room_operators(connection: Connection, room_id: int) -> tuple[str, ...]:
     """The display names of a room's operators, sorted case-insensitively."""
     rows = connection.execute(
         "SELECT u.name FROM room_members AS m JOIN users AS u ON u.id = m.user_id"
@@ -377,7 +386,7 @@ def room_operators(connection: sqlite3.Connection, room_id: int) -> tuple[str, .
 
 
 def load_room(
-    connection: sqlite3.Connection, name: str, now: int, history_limit: int
+    connection: Connection, name: str, now: int, history_limit: int
 ) -> RoomState:
     """Find (or create) a room; return all the server keeps of it."""
     room_id, display_name, recent = open_room(connection, name, now, history_limit)
@@ -388,7 +397,7 @@ def load_room(
     return RoomState(room_id, display_name, topic, setter, bool(private), operators, recent)
 
 
-def join_room(connection: sqlite3.Connection, name: str, user_key: str, now: int) -> str:
+def join_room(connection: Connection, name: str, user_key: str, now: int) -> str:
     """Make a user a member of a room, creating it; return the room's display name.
 
     The user who creates a room (any but #lobby) is its first operator. A
@@ -397,7 +406,7 @@ def join_room(connection: sqlite3.Connection, name: str, user_key: str, now: int
     """
     user_id, _ = _user(connection, user_key)
     created = connection.execute(
-        "INSERT OR IGNORE INTO rooms (name_key, name, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (name.lower(), name, now),
     ).rowcount
     room_id, display_name, private = _room(connection, name.lower())
@@ -416,13 +425,13 @@ def join_room(connection: sqlite3.Connection, name: str, user_key: str, now: int
     operator = bool(created) and name.lower() != LOBBY_KEY
     connection.execute(
         "INSERT INTO room_members (room_id, user_id, operator, joined_at) VALUES (?, ?, ?, ?)",
-        (room_id, user_id, int(operator), now),
+        (room_id, user_id, operator, now),
     )
     return display_name
 
 
 def enter_room(
-    connection: sqlite3.Connection,
+    connection: Connection,
     name: str,
     user_key: str,
     now: int,
@@ -440,7 +449,7 @@ def enter_room(
 
 
 def arrive(
-    connection: sqlite3.Connection,
+    connection: Connection,
     user_key: str,
     now: int,
     loaded: frozenset[str] = frozenset(),
@@ -475,14 +484,16 @@ def arrive(
         (user_id,),
     ).fetchall()
     if invites:
-        connection.execute("UPDATE room_invites SET delivered = 1 WHERE user_id = ?", (user_id,))
+        connection.execute(
+            "UPDATE room_invites SET delivered = TRUE WHERE user_id = ?", (user_id,)
+        )
     (away,) = connection.execute(
         "UPDATE users SET last_seen = ? WHERE id = ? RETURNING away", (now, user_id)
     ).fetchone()
     return Arrival(rooms, [(room, by) for room, by in invites], away)
 
 
-def leave_room(connection: sqlite3.Connection, room_id: int, user_key: str) -> bool:
+def leave_room(connection: Connection, room_id: int, user_key: str) -> bool:
     """End a membership (``/part``); return whether there was one."""
     return (
         connection.execute(
@@ -494,7 +505,7 @@ def leave_room(connection: sqlite3.Connection, room_id: int, user_key: str) -> b
     )
 
 
-def set_topic(connection: sqlite3.Connection, room_id: int, text: str, setter: str) -> None:
+def set_topic(connection: Connection, room_id: int, text: str, setter: str) -> None:
     """Set (or, with empty text, clear) a room's topic."""
     connection.execute(
         "UPDATE rooms SET topic = ?, topic_setter = ? WHERE id = ?", (text, setter, room_id)
@@ -502,7 +513,7 @@ def set_topic(connection: sqlite3.Connection, room_id: int, text: str, setter: s
 
 
 def set_operator(
-    connection: sqlite3.Connection, room_id: int, user_key: str, operator: bool
+    connection: Connection, room_id: int, user_key: str, operator: bool
 ) -> tuple[str, tuple[str, ...]]:
     """Make a member an operator or not; return their name and the room's operators.
 
@@ -511,7 +522,7 @@ def set_operator(
     user_id, name = _user(connection, user_key)
     changed = connection.execute(
         "UPDATE room_members SET operator = ? WHERE room_id = ? AND user_id = ?",
-        (int(operator), room_id, user_id),
+        (operator, room_id, user_id),
     ).rowcount
     if not changed:
         raise ChatError("no-such-user", f"{name} is not a member")
@@ -519,7 +530,7 @@ def set_operator(
 
 
 def remove_member(
-    connection: sqlite3.Connection, room_id: int, user_key: str
+    connection: Connection, room_id: int, user_key: str
 ) -> tuple[str, bool]:
     """Take a member out of a room (a kick); return their name and whether they were an operator.
 
@@ -536,14 +547,14 @@ def remove_member(
 
 
 def ban_user(
-    connection: sqlite3.Connection, room_id: int, user_key: str, by: str, now: int
+    connection: Connection, room_id: int, user_key: str, by: str, now: int
 ) -> Banned:
     """Ban an account from a room, ending its membership and invitation."""
     user_id, name = _user(connection, user_key)
     operator = _membership(connection, room_id, user_id)
     connection.execute(
-        "INSERT OR IGNORE INTO room_bans (room_id, user_id, banned_by, banned_at)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT INTO room_bans (room_id, user_id, banned_by, banned_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (room_id, user_id, by, now),
     )
     for table in ("room_members", "room_invites"):
@@ -553,7 +564,7 @@ def ban_user(
     return Banned(name, operator is not None, bool(operator))
 
 
-def room_bans(connection: sqlite3.Connection, room_id: int) -> list[tuple[str, str, int]]:
+def room_bans(connection: Connection, room_id: int) -> list[tuple[str, str, int]]:
     """A room's bans, oldest first: (banned account's name, banned by, when in ms)."""
     rows = connection.execute(
         "SELECT users.name, room_bans.banned_by, room_bans.banned_at FROM room_bans"
@@ -564,7 +575,7 @@ def room_bans(connection: sqlite3.Connection, room_id: int) -> list[tuple[str, s
     return [(name, by, at) for name, by, at in rows]
 
 
-def unban_user(connection: sqlite3.Connection, room_id: int, user_key: str) -> str:
+def unban_user(connection: Connection, room_id: int, user_key: str) -> str:
     """Lift an account's ban from a room; return its display name."""
     user_id, name = _user(connection, user_key)
     connection.execute(
@@ -573,13 +584,13 @@ def unban_user(connection: sqlite3.Connection, room_id: int, user_key: str) -> s
     return name
 
 
-def set_private(connection: sqlite3.Connection, room_id: int, private: bool) -> None:
+def set_private(connection: Connection, room_id: int, private: bool) -> None:
     """Make a room private (members and invited users only) or public."""
-    connection.execute("UPDATE rooms SET private = ? WHERE id = ?", (int(private), room_id))
+    connection.execute("UPDATE rooms SET private = ? WHERE id = ?", (private, room_id))
 
 
 def invite_user(
-    connection: sqlite3.Connection,
+    connection: Connection,
     room_id: int,
     user_key: str,
     by: str,
@@ -593,14 +604,16 @@ def invite_user(
     """
     user_id, name = _user(connection, user_key)
     connection.execute(
-        "INSERT OR REPLACE INTO room_invites (room_id, user_id, invited_by, invited_at, delivered)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (room_id, user_id, by, now, int(delivered)),
+        "INSERT INTO room_invites (room_id, user_id, invited_by, invited_at, delivered)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+        " invited_by = excluded.invited_by, invited_at = excluded.invited_at,"
+        " delivered = excluded.delivered",
+        (room_id, user_id, by, now, delivered),
     )
     return name
 
 
-def visible_rooms(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, int]]:
+def visible_rooms(connection: Connection, user_key: str) -> list[tuple[str, int]]:
     """Rooms with members, with how many, for ``/rooms``: private ones only to their members."""
     # Counted off the primary key's index, room by room; the asker's own rooms once.
     rows = connection.execute(
@@ -615,7 +628,7 @@ def visible_rooms(connection: sqlite3.Connection, user_key: str) -> list[tuple[s
     return [(name, count) for name, count in rows]
 
 
-def is_member(connection: sqlite3.Connection, room_key: str, user_key: str) -> bool:
+def is_member(connection: Connection, room_key: str, user_key: str) -> bool:
     """Tell whether a user is a member of a room."""
     row = connection.execute(
         "SELECT 1 FROM room_members AS m JOIN rooms AS r ON r.id = m.room_id"
@@ -641,23 +654,23 @@ def member_room_names(connection: sqlite3.Connection, user_key: str) -> list[tup
 # --- presence: away and last seen ----------------------------------------------
 
 
-def set_away(connection: sqlite3.Connection, user_key: str, text: str) -> None:
+def set_away(connection: Connection, user_key: str, text: str) -> None:
     """Set a user's away text; empty means back."""
     connection.execute("UPDATE users SET away = ? WHERE name_key = ?", (text, user_key))
 
 
-def set_last_seen(connection: sqlite3.Connection, user_key: str, now: int) -> None:
+def set_last_seen(connection: Connection, user_key: str, now: int) -> None:
     """Note that a user's last session ended now."""
     connection.execute("UPDATE users SET last_seen = ? WHERE name_key = ?", (now, user_key))
 
 
-def away_text(connection: sqlite3.Connection, user_key: str) -> str:
+def away_text(connection: Connection, user_key: str) -> str:
     """A user's away text, empty when not away or no such user."""
     row = connection.execute("SELECT away FROM users WHERE name_key = ?", (user_key,)).fetchone()
     return "" if row is None else row[0]
 
 
-def whois(connection: sqlite3.Connection, user_key: str, asker_key: str) -> Whois:
+def whois(connection: Connection, user_key: str, asker_key: str) -> Whois:
     """What ``/whois`` shows; the rooms are those the asker shares with the user."""
     row = connection.execute(
         "SELECT id, name, away, last_seen FROM users WHERE name_key = ?", (user_key,)
@@ -679,7 +692,7 @@ def whois(connection: sqlite3.Connection, user_key: str, asker_key: str) -> Whoi
 # --- the admin command line's room commands ------------------------------------
 
 
-def list_rooms(connection: sqlite3.Connection) -> list[RoomListing]:
+def list_rooms(connection: Connection) -> list[RoomListing]:
     """Every room, with its member count, privacy, operators and topic."""
     rows = connection.execute(
         "SELECT r.id, r.name, r.private, r.topic,"
@@ -693,7 +706,7 @@ def list_rooms(connection: sqlite3.Connection) -> list[RoomListing]:
 
 
 def record_room_event(
-    connection: sqlite3.Connection,
+    connection: Connection,
     action: str,
     room_key: str,
     user_key: str,
@@ -702,6 +715,7 @@ def record_room_event(
     now: int,
 ) -> None:
     """Note a room change the running server must show (``room-op``, ``room-kick``, ...)."""
+    dialect_of(connection).serialize_account_events(connection)
     connection.execute(
         "INSERT INTO account_events (name_key, action, at, room_key, user_name, detail)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -710,7 +724,7 @@ def record_room_event(
 
 
 def admin_room_change(
-    connection: sqlite3.Connection, action: str, room_key: str, user_key: str, detail: str, now: int
+    connection: Connection, action: str, room_key: str, user_key: str, detail: str, now: int
 ) -> str:
     """Do one ``chatd room`` command in the database and record it for the server.
 
@@ -746,7 +760,7 @@ def admin_room_change(
 
 
 def store_direct_message(
-    connection: sqlite3.Connection,
+    connection: Connection,
     recipient_key: str,
     sender: str,
     text: str,
@@ -772,7 +786,8 @@ def store_direct_message(
     recipient_id, name = row
     if limit is not None:
         (waiting,) = connection.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM stored_messages WHERE recipient_id = ? LIMIT ?)",
+            "SELECT count(*) FROM"
+            " (SELECT 1 FROM stored_messages WHERE recipient_id = ? LIMIT ?) AS waiting",
             (recipient_id, limit),
         ).fetchone()
         if waiting >= limit:
@@ -787,21 +802,21 @@ def store_direct_message(
         (recipient_id,),
     ).fetchone()
     sent_at = now if last is None or now > last[0] else last[0] + 1
-    cursor = connection.execute(
+    (row_id,) = connection.execute(
         "INSERT INTO stored_messages (recipient_id, sender, text, sent_at, msgid)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
         (recipient_id, sender, text, sent_at, msgid or ""),
-    )
+    ).fetchone()
     if msgid is None:
         connection.execute(
-            f"UPDATE stored_messages SET msgid = {LEGACY_MSGID_SQL} WHERE id = ?",
-            (cursor.lastrowid,),
+            "UPDATE stored_messages SET msgid = ? WHERE id = ?",
+            (legacy_msgid(sent_at, row_id), row_id),
         )
     return name
 
 
 def post_direct_message(
-    connection: sqlite3.Connection,
+    connection: Connection,
     recipient_key: str,
     sender: str,
     text: str,
@@ -817,7 +832,7 @@ def post_direct_message(
 
 
 def stored_messages_page(
-    connection: sqlite3.Connection, recipient_key: str, after_id: int, limit: int
+    connection: Connection, recipient_key: str, after_id: int, limit: int
 ) -> list[StoredRow]:
     """Up to ``limit`` messages waiting for a user with ids above ``after_id``, oldest first.
 
@@ -833,14 +848,14 @@ def stored_messages_page(
     return [StoredRow(*row) for row in rows]
 
 
-def delete_stored_messages(connection: sqlite3.Connection, ids: list[int]) -> int:
+def delete_stored_messages(connection: Connection, ids: list[int]) -> int:
     """Remove stored messages that were handed over; return how many were still there."""
     return connection.executemany(
         "DELETE FROM stored_messages WHERE id = ?", [(message_id,) for message_id in ids]
     ).rowcount
 
 
-def count_stored_messages(connection: sqlite3.Connection, recipient_key: str) -> int:
+def count_stored_messages(connection: Connection, recipient_key: str) -> int:
     """How many messages wait for a user."""
     return connection.execute(
         "SELECT count(*) FROM stored_messages AS s JOIN users AS u ON u.id = s.recipient_id"
@@ -852,7 +867,7 @@ def count_stored_messages(connection: sqlite3.Connection, recipient_key: str) ->
 # --- retention, erasure and statistics ----------------------------------------
 
 
-def purge_room_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+def purge_room_messages(connection: Connection, before: int, limit: int) -> int:
     """Delete up to ``limit`` room messages sent before ``before``, oldest first.
 
     Returns how many were deleted; fewer than ``limit`` means none are left.
@@ -864,7 +879,7 @@ def purge_room_messages(connection: sqlite3.Connection, before: int, limit: int)
     ).rowcount
 
 
-def purge_stored_messages(connection: sqlite3.Connection, before: int, limit: int) -> int:
+def purge_stored_messages(connection: Connection, before: int, limit: int) -> int:
     """Delete up to ``limit`` undelivered direct messages sent before ``before``."""
     return connection.execute(
         "DELETE FROM stored_messages WHERE id IN"
@@ -873,7 +888,7 @@ def purge_stored_messages(connection: sqlite3.Connection, before: int, limit: in
     ).rowcount
 
 
-def purge_account_events(connection: sqlite3.Connection, before: int, limit: int) -> int:
+def purge_account_events(connection: Connection, before: int, limit: int) -> int:
     """Delete up to ``limit`` account events recorded before ``before``, but never the newest.
 
     A running server only ever asks for events newer than the last it saw,
@@ -889,17 +904,17 @@ def purge_account_events(connection: sqlite3.Connection, before: int, limit: int
     ).rowcount
 
 
-def message_id_range(connection: sqlite3.Connection) -> tuple[int, int]:
+def message_id_range(connection: Connection) -> tuple[int, int]:
     """The lowest and highest ids of room and stored messages together (0, 0 if none)."""
     return connection.execute(
         "SELECT coalesce(min(low), 0), coalesce(max(high), 0) FROM ("
         " SELECT min(id) AS low, max(id) AS high FROM room_messages"
-        " UNION ALL SELECT min(id), max(id) FROM stored_messages)"
+        " UNION ALL SELECT min(id), max(id) FROM stored_messages) AS ranges"
     ).fetchone()
 
 
 def erase_messages_from(
-    connection: sqlite3.Connection, sender_key: str, first_id: int, last_id: int
+    connection: Connection, sender_key: str, first_id: int, last_id: int
 ) -> int:
     """Delete what ``sender_key`` wrote with ids in ``first_id..last_id``.
 
@@ -932,21 +947,15 @@ TABLES = (
 _TIMED_TABLES = ("room_messages", "stored_messages")
 
 
-def _table_bytes(connection: sqlite3.Connection) -> dict[str, int]:
-    """Bytes used by each table with its indexes; empty when SQLite lacks ``dbstat``."""
-    try:
-        rows = connection.execute(
-            "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d"
-            " LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return {}
-    return dict(rows)
+def schema_version(connection: Connection) -> int:
+    """The schema version the database is at (the health probe reads and writes this)."""
+    return dialect_of(connection).schema_version(connection)
 
 
-def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
+def database_stats(connection: Connection) -> DatabaseStats:
     """Counts and sizes of everything chatd keeps."""
-    sizes = _table_bytes(connection)
+    dialect = dialect_of(connection)
+    sizes = dialect.table_bytes(connection)
     tables = {}
     for table in TABLES:
         span = "min(sent_at), max(sent_at)" if table in _TIMED_TABLES else "NULL, NULL"
@@ -954,16 +963,13 @@ def database_stats(connection: sqlite3.Connection) -> DatabaseStats:
             f"SELECT count(*), {span} FROM {table}"
         ).fetchone()
         tables[table] = TableStats(rows, sizes.get(table), oldest, newest)
-
-    def pragma(name: str) -> int:
-        return connection.execute(f"PRAGMA {name}").fetchone()[0]
-
+    page_size, pages, free_pages = dialect.pages(connection)
     (banned,) = connection.execute("SELECT count(*) FROM users WHERE banned").fetchone()
     return DatabaseStats(
-        schema_version=pragma("user_version"),
-        page_size=pragma("page_size"),
-        pages=pragma("page_count"),
-        free_pages=pragma("freelist_count"),
+        schema_version=dialect.schema_version(connection),
+        page_size=page_size,
+        pages=pages,
+        free_pages=free_pages,
         banned_users=banned,
         tables=tables,
     )

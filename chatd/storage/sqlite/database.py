@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from chatd.core.errors import ChatError
 from chatd.storage.sqlite.schema import (
     BUSY_TIMEOUT_MS,
+    SCHEMA_VERSION,
     WAL_LIMIT_BYTES,
     connect,
     migrate,
@@ -123,6 +124,8 @@ class Database:
     fails with ``ChatError("unavailable")`` and nothing is checkpointed,
     while reads still answer from what was opened.
     """
+
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     def __init__(
         self,

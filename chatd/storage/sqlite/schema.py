@@ -141,10 +141,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-# A message id made by storage itself, for messages written without one (the
-# admin tools, scripts and tests): the migration's form, chatd.core.ids's layout.
-LEGACY_MSGID_SQL = "printf('%011x0000%05x', sent_at, id & 1048575)"
-
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
 SKELETON_SQL = (
     "replace(replace(replace(replace(replace(name_key,"

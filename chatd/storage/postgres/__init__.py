@@ -1,0 +1,1 @@
+"""PostgreSQL storage: ``CHATD_DB=postgresql://...`` (schema, migrations, the threaded Database)."""
