@@ -32,7 +32,8 @@ from chatd.config import Config, ConfigError
 from chatd.core.errors import ChatError
 from chatd.core.names import fold, require_room_name, require_strong_password, require_user_name
 from chatd.ops import dbtools
-from chatd.storage import transactions
+from chatd.storage import backends, transactions
+from chatd.storage.dialect import is_postgres_url
 from chatd.storage.sqlite import schema
 
 
@@ -87,7 +88,7 @@ def user_add(args, connection, config) -> str:
     name = _name(args)
     password_hash = hash_password(_read_password(args), config.bcrypt_rounds)
     try:
-        with schema.transaction(connection):
+        with backends.transaction(connection):
             transactions.create_user(connection, name, password_hash, _now())
     except ChatError as error:
         raise AdminError(error.text) from None
@@ -98,7 +99,7 @@ def user_passwd(args, connection, config) -> str:
     """Set an account's password."""
     name = _name(args)
     password_hash = hash_password(_read_password(args), config.bcrypt_rounds)
-    with schema.transaction(connection):
+    with backends.transaction(connection):
         if not transactions.set_password_hash(connection, fold(name), password_hash, _now()):
             raise AdminError(f"there is no user {name}")
     return f"password of {name} changed"
@@ -125,7 +126,7 @@ def user_del(args, connection, config) -> str:
     """
     name = _name(args)
     key = fold(name)
-    with schema.transaction(connection):
+    with backends.transaction(connection):
         # Read with the deletion: messages a new account of the same name sends later stay.
         _, last_id = transactions.message_id_range(connection)
         if not transactions.delete_user(connection, key, _now()):
@@ -134,10 +135,10 @@ def user_del(args, connection, config) -> str:
         return f"deleted {name}"
     erased = 0
     for first in range(1, last_id + 1, ERASE_WINDOW):
-        with schema.transaction(connection):
+        with backends.transaction(connection):
             last = min(first + ERASE_WINDOW - 1, last_id)
             erased += transactions.erase_messages_from(connection, key, first, last)
-    with schema.transaction(connection):
+    with backends.transaction(connection):
         transactions.record_account_event(connection, key, "erase", _now())
     return f"deleted {name} and {erased} messages they sent"
 
@@ -145,7 +146,7 @@ def user_del(args, connection, config) -> str:
 def _set_banned(banned: bool):
     def command(args, connection, config) -> str:
         name = _name(args)
-        with schema.transaction(connection):
+        with backends.transaction(connection):
             if not transactions.set_banned(connection, fold(name), banned, _now()):
                 raise AdminError(f"there is no user {name}")
         return f"{'banned' if banned else 'unbanned'} {name}"
@@ -157,7 +158,7 @@ def _set_banned(banned: bool):
 def user_kick(args, connection, config) -> str:
     """Close the account's live sessions (BYE kicked); it may log in again."""
     name = _name(args)
-    with schema.transaction(connection):
+    with backends.transaction(connection):
         if not transactions.user_exists(connection, fold(name)):
             raise AdminError(f"there is no user {name}")
         transactions.record_account_event(connection, fold(name), "kick", _now())
@@ -212,7 +213,7 @@ def _room_change(action: str, doc: str):
         if _CONTROL.search(detail):
             raise AdminError("the text may not contain control characters (other than TAB)")
         try:
-            with schema.transaction(connection):
+            with backends.transaction(connection):
                 return transactions.admin_room_change(
                     connection, action, fold(room), fold(user), detail, _now()
                 )
@@ -235,13 +236,24 @@ ROOM_COMMANDS = {
 
 
 def db_backup(args, path: str) -> str:
-    """Copy the database, consistently, while the server runs."""
+    """Copy the database, consistently, while the server runs (SQLite; PostgreSQL: pg_dump)."""
+    if is_postgres_url(path):
+        raise AdminError(
+            "on PostgreSQL, back up with pg_dump (pg_dump -Fc -f chatd.dump URL;"
+            " see docs/deploy.md), which also works while the server runs"
+        )
     result = dbtools.backup(path, args.path)
     return f"backed up {path} to {result.path}: {result.bytes} bytes in {result.seconds:.2f}s"
 
 
 def db_check(args, path: str) -> str:
     """Run SQLite's integrity check; exit status 1 when anything is wrong."""
+    if is_postgres_url(path):
+        problems = dbtools.postgres_problems(path)
+        shown = backends.display_name(path)
+        if problems:
+            raise AdminError(f"{shown} has problems:\n" + "\n".join(problems))
+        return f"{shown}: ok"
     connection = dbtools.open_existing(path)
     try:
         problems = dbtools.integrity_problems(connection)
@@ -254,11 +266,15 @@ def db_check(args, path: str) -> str:
 
 def db_stats(args, path: str) -> str:
     """Print row counts, time spans and sizes."""
+    if is_postgres_url(path):
+        return dbtools.postgres_stats_report(path)
     return dbtools.stats_report(path)
 
 
 def db_init(args, path: str) -> str:
     """Create the database (or bring an existing one to this chatd's schema)."""
+    if is_postgres_url(path):
+        return _postgres_init(path)
     target = Path(path)
     if not target.parent.is_dir():
         raise AdminError(f"directory {target.parent} does not exist")
@@ -276,7 +292,59 @@ def db_init(args, path: str) -> str:
     return f"upgraded {path} from schema version {found} to {schema.SCHEMA_VERSION}"
 
 
-DB_COMMANDS = {"init": db_init, "backup": db_backup, "check": db_check, "stats": db_stats}
+def _postgres_init(url: str) -> str:
+    from chatd.storage.postgres import schema as postgres_schema
+
+    shown = postgres_schema.display_url(url)
+    connection = postgres_schema.connect(url)
+    try:
+        found = postgres_schema.schema_version(connection)
+        if found > postgres_schema.SCHEMA_VERSION:
+            raise AdminError(
+                f"{shown}: schema version {found} is newer than this chatd's"
+                f" ({postgres_schema.SCHEMA_VERSION}); use the chatd that wrote it"
+            )
+        postgres_schema.migrate(connection)
+    finally:
+        connection.close()
+    version = postgres_schema.SCHEMA_VERSION
+    if found == 0:
+        return f"created chatd's tables in {shown} at schema version {version}"
+    if found == version:
+        return f"{shown} is already at schema version {found}"
+    return f"upgraded {shown} from schema version {found} to {version}"
+
+
+def db_copy(args, path: str) -> str:
+    """Copy a single-node SQLite database into PostgreSQL, verified by row counts.
+
+    Give the SQLite file and the postgresql:// URL of an empty database. Stop
+    the server first: what it writes during the copy would not be copied.
+    Every table is copied in one transaction, ids and all; the rows of each
+    table are counted on both sides before it commits, and any difference
+    keeps nothing.
+    """
+    from chatd.storage.postgres import copy
+
+    if not is_postgres_url(args.target):
+        raise AdminError(f"{args.target} is not a postgresql:// URL")
+    source = dbtools.open_existing(args.source)
+    try:
+        result = copy.copy_sqlite_to_postgres(source, args.target)
+    except copy.CopyError as error:
+        raise AdminError(str(error)) from None
+    finally:
+        source.close()
+    counts = ", ".join(f"{table} {rows}" for table, rows in result.rows.items())
+    return (
+        f"copied {args.source} to {backends.display_name(args.target)};"
+        f" rows (equal on both sides): {counts}"
+    )
+
+
+DB_COMMANDS = {
+    "init": db_init, "backup": db_backup, "check": db_check, "stats": db_stats, "copy": db_copy,
+}
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -313,7 +381,10 @@ def open_chatd_database(path: str) -> sqlite3.Connection:
 
     An older schema is migrated (as the server would on start); a missing
     file, a file that is not a chatd database and a newer schema are errors.
+    ``path`` may be a ``postgresql://`` URL: an empty database is an error there too.
     """
+    if is_postgres_url(path):
+        return _open_postgres(path)
     if not Path(path).exists():
         raise AdminError(f"there is no database at {path} (`chatd db init` creates one)")
     connection = _connect(path)
@@ -327,6 +398,34 @@ def open_chatd_database(path: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _open_postgres(url: str):
+    from chatd.storage.postgres import schema as postgres_schema
+
+    shown = postgres_schema.display_url(url)
+    connection = postgres_schema.connect(url)
+    try:
+        found = postgres_schema.schema_version(connection)
+        if found == 0:
+            raise AdminError(
+                f"{shown} is not a chatd database (empty; `chatd db init` makes it one)"
+            )
+        if found > postgres_schema.SCHEMA_VERSION:
+            raise AdminError(
+                f"{shown}: schema version {found} is newer than this chatd's"
+                f" ({postgres_schema.SCHEMA_VERSION}); use the chatd that wrote it"
+            )
+        postgres_schema.migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _postgres_error(error: Exception) -> bool:
+    """True for psycopg's errors (psycopg is imported only when PostgreSQL is used)."""
+    return type(error).__module__.startswith("psycopg")
 
 
 class _ParagraphsFormatter(argparse.HelpFormatter):
@@ -355,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chatd``."""
     parser = argparse.ArgumentParser(prog="chatd", description="chatd administration")
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
-    parser.add_argument("--db", help="the database file (default: $CHATD_DB or chatd.sqlite3)")
+    parser.add_argument(
+        "--db",
+        help="the database file or postgresql:// URL (default: $CHATD_DB or chatd.sqlite3)",
+    )
     areas = parser.add_subparsers(dest="area", required=True)
     user = areas.add_parser("user", help="manage accounts")
     actions = user.add_subparsers(dest="action", required=True)
@@ -406,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if action == "backup":
             sub.add_argument("path", help="the backup file to write (replaced if it exists)")
+        if action == "copy":
+            sub.add_argument("source", help="the SQLite database file to copy")
+            sub.add_argument("target", help="the postgresql:// URL of an empty database")
         sub.set_defaults(run=command)
     return parser
 
@@ -439,6 +544,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except sqlite3.Error as error:
         print(f"chatd: {path}: {_sqlite_problem(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if not _postgres_error(error):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"chatd: {backends.display_name(path)}: PostgreSQL: {reason}", file=sys.stderr)
         return 1
     except OSError as error:
         where = error.filename2 or error.filename

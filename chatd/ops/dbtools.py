@@ -148,6 +148,66 @@ def stats_report(path: str | os.PathLike) -> str:
         f"pages: {stats.pages} of {stats.page_size} bytes each, {stats.free_pages} free"
         f" ({_size(stats.free_pages * stats.page_size)} reclaimable by VACUUM)",
     ]
+    return "\n".join(lines + _table_lines(stats))
+
+
+# --- PostgreSQL (CHATD_DB=postgresql://...) ----------------------------------------
+#
+# Backups there are PostgreSQL's own business (pg_dump; docs/deploy.md).
+
+
+def open_postgres(url: str):
+    """Connect to the chatd database at ``url`` as it is: no migration."""
+    from chatd.storage.postgres import schema as postgres_schema
+
+    return postgres_schema.connect(url)
+
+
+def postgres_problems(url: str) -> list[str]:
+    """What is wrong with a chatd database on PostgreSQL: empty, newer, or unreadable.
+
+    PostgreSQL checks its own pages and constraints; this reads every table.
+    """
+    from chatd.storage.postgres import schema as postgres_schema
+
+    connection = open_postgres(url)
+    try:
+        version = postgres_schema.schema_version(connection)
+        if version == 0:
+            return ["not a chatd database (empty; `chatd db init` makes it one)"]
+        if version > postgres_schema.SCHEMA_VERSION:
+            return [
+                f"schema version {version} is newer than this chatd's"
+                f" ({postgres_schema.SCHEMA_VERSION})"
+            ]
+        transactions.database_stats(connection)
+    finally:
+        connection.close()
+    return []
+
+
+def postgres_stats_report(url: str) -> str:
+    """``chatd db stats`` on PostgreSQL: the database's size, and each table's rows and size."""
+    from chatd.storage.postgres import schema as postgres_schema
+
+    connection = open_postgres(url)
+    try:
+        # One snapshot for every count.
+        connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        stats = transactions.database_stats(connection)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    lines = [
+        f"database: {postgres_schema.display_url(url)}",
+        f"schema version: {stats.schema_version} (this chatd: {postgres_schema.SCHEMA_VERSION})",
+        f"size: {_size(stats.pages * stats.page_size)} in blocks of {stats.page_size} bytes",
+    ]
+    return "\n".join(lines + _table_lines(stats))
+
+
+def _table_lines(stats) -> list[str]:
+    lines = []
     for table, table_stats in stats.tables.items():
         line = f"{table.replace('_', ' ')}: {table_stats.rows}"
         if table == "users":
@@ -160,4 +220,4 @@ def stats_report(path: str | os.PathLike) -> str:
         if table_stats.bytes is not None:
             line += f", {_size(table_stats.bytes)}"
         lines.append(line)
-    return "\n".join(lines)
+    return lines
