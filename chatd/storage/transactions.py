@@ -638,7 +638,7 @@ def is_member(connection: Connection, room_key: str, user_key: str) -> bool:
     return row is not None
 
 
-def member_room_names(connection: sqlite3.Connection, user_key: str) -> list[tuple[str, str]]:
+def member_room_names(connection: Connection, user_key: str) -> list[tuple[str, str]]:
     """The (folded name, display name) of every room a user is a member of (cluster mode:
     the rooms to tell its ``PART`` in when the node it was on died)."""
     return [
