@@ -78,6 +78,13 @@ def test_twistd_finds_the_chatd_plugin_after_pip_install(tmp_path, editable):
     assert installed.returncode == 0, installed.stdout + installed.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # The installed commands name modules that exist (``chatd``, ``chatd-client``).
+    for program in ("chatd", "chatd-client"):
+        shown = subprocess.run(
+            [str(python.parent / program), "--version"], cwd=elsewhere,
+            env=clean_environment(), capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
+        )
+        assert shown.returncode == 0 and shown.stdout.startswith(program), shown.stderr
 
     usage = subprocess.run(
         [str(python), *TWISTD, "--help"], cwd=elsewhere, env=clean_environment(),
