@@ -412,7 +412,8 @@ class ChatdServer(InOrderService):
         self.accounts = Accounts(self.database, self.hasher, reactor, config.registration_open)
         self.portal = make_portal(self.chat, self.accounts)
         self.factory = ChatServerFactory(
-            config, self.accounts, self.portal, reactor, telemetry=self.telemetry
+            config, self.accounts, self.portal, reactor, telemetry=self.telemetry,
+            chat=self.chat,
         )
         if self.fanout is not None:
             # Cluster mode: every node's logins count in every node's throttle.

@@ -64,6 +64,8 @@ class Config:
     )
     db_path: str = field(default="chatd.sqlite3", metadata={"env": "CHATD_DB"})
     registration_open: bool = field(default=True, metadata={"env": "CHATD_REGISTRATION"})
+    # Guests (chatd/auth_gate.py): an IRC client that never logs in chats under its nick.
+    guests: bool = field(default=False, metadata={"env": "CHATD_GUESTS"})
     bcrypt_rounds: int = field(default=12, metadata={"env": "CHATD_BCRYPT_ROUNDS"})
     rate_limit: RateLimit | None = field(
         default=RateLimit(10.0, 40), metadata={"env": "CHATD_RATE_LIMIT"}
@@ -537,6 +539,7 @@ _PARSERS = {
     "irc_listen": _listen_or_off,
     "db_path": _database,
     "registration_open": _registration,
+    "guests": _on_off,
     "bcrypt_rounds": _int_between(4, 31),
     "rate_limit": _rate_limit,
     "byte_rate": _byte_rate,

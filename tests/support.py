@@ -215,7 +215,7 @@ class ChatHarness:
         self.portal = make_portal(self.chat, self.accounts)
         self.telemetry = self.chat.telemetry
         self.factory = ChatServerFactory(
-            self.config, self.accounts, self.portal, self.clock, self.telemetry
+            self.config, self.accounts, self.portal, self.clock, self.telemetry, chat=self.chat
         )
 
     def end_turn(self) -> None:

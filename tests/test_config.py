@@ -11,6 +11,7 @@ def test_defaults_need_no_configuration():
     assert config.listen == ("tcp:8004",)
     assert config.db_path == "chatd.sqlite3"
     assert config.registration_open is True
+    assert config.guests is False
     assert config.bcrypt_rounds == 12
     assert config.rate_limit == RateLimit(10.0, 40)
     assert config.line_limit == 4096
@@ -84,6 +85,8 @@ def test_config_is_frozen():
         ("CHATD_STORED_MESSAGE_DAYS", "OFF", "stored_message_days", None),
         ("CHATD_LOG_MESSAGES", "on", "log_messages", True),
         ("CHATD_LOG_MESSAGES", "Off", "log_messages", False),
+        ("CHATD_GUESTS", "on", "guests", True),
+        ("CHATD_GUESTS", "OFF", "guests", False),
         ("CHATD_SERVER_NAME", "chat.example.org", "server_name", "chat.example.org"),
         ("CHATD_BCRYPT_WORKERS", "1", "bcrypt_workers", 1),
         ("CHATD_BCRYPT_WORKERS", "64", "bcrypt_workers", 64),
@@ -104,6 +107,7 @@ def test_operational_settings_parse(variable, raw, field, value):
         ("CHATD_STORED_MESSAGE_DAYS", "-1"),
         ("CHATD_STORED_MESSAGE_DAYS", "inf"),
         ("CHATD_LOG_MESSAGES", "yes"),
+        ("CHATD_GUESTS", "1"),
         ("CHATD_SERVER_NAME", "my chat"),
         ("CHATD_BCRYPT_WORKERS", "0"),
         ("CHATD_BCRYPT_WORKERS", "65"),

@@ -57,6 +57,10 @@ class Accounts:
             self.on_created(fold(name))
         return name
 
+    def exists(self, name: str) -> defer.Deferred:
+        """Fire with whether an account is called ``name``."""
+        return self._database.read(transactions.user_exists, fold(name))
+
     @defer.inlineCallbacks
     def login_check(
         self, name: str, password: bytes, address: str | None = None, rehash: bool = True

@@ -30,21 +30,29 @@ from chatd.ops.telemetry import Telemetry
 class Gate:
     """Accounts, logins and the per-user limits, the same for every door."""
 
-    def __init__(self, config, limits: Limits, accounts, portal, telemetry: Telemetry) -> None:
+    def __init__(
+        self, config, limits: Limits, accounts, portal, telemetry: Telemetry, chat=None
+    ) -> None:
         self.config = config
         self.limits = limits
         self.accounts = accounts
         self.portal = portal
         self.telemetry = telemetry
+        # The chat service, for guests (who start a session without the portal).
+        self.chat = chat
 
     # accounts -------------------------------------------------------------------------
 
-    def register(self, name: str, password: str, address: str, peer: str) -> defer.Deferred:
+    def register(
+        self, name: str, password: str, address: str, peer: str, by=None
+    ) -> defer.Deferred:
         """Create an account; fire with its name.
 
         Limited per source address (``CHATD_REGISTRATION_LIMIT``): a
-        registration in flight holds its place until it ends.
+        registration in flight holds its place until it ends. A name a guest
+        is using may be registered only by that guest (its session ``by``).
         """
+        self._require_no_other_guest(name, by)
         try:
             reservation = self.limits.registrations.admit(address)
         except ChatError:
@@ -103,6 +111,42 @@ class Gate:
             return failure
 
         return checking.addCallbacks(succeeded, failed)
+
+    # guests ---------------------------------------------------------------------------
+
+    def guest(self, name: str, peer: str, mind) -> defer.Deferred:
+        """Start a guest's session under ``name`` (``CHATD_GUESTS=on``); fire with
+        ``(session, logout)``.
+
+        A guest has no account and no password: its name must be a valid
+        user name, no account's (``user-exists``: log in instead) and nobody's
+        online, guest or not (``user-exists``). Refused with ``forbidden`` when
+        guests are off.
+        """
+        if not self.config.guests:
+            raise ChatError("forbidden", "guests are not allowed here: log in")
+        require_user_name(name)
+        self._require_free(name)
+        checking = self.accounts.exists(name)
+
+        def checked(taken: bool) -> tuple:
+            if taken:
+                raise ChatError("user-exists", f"{name} is an account: log in to use it")
+            self._require_free(name)
+            session = self.chat.start_guest(name, mind)
+            self.telemetry.guest_started(name, peer)
+            return session, session.logout
+
+        return checking.addCallback(checked)
+
+    def _require_free(self, name: str) -> None:
+        if fold(name) in self.chat.users:
+            raise ChatError("user-exists", f"{name} is in use")
+
+    def _require_no_other_guest(self, name: str, by) -> None:
+        user = self.chat.users.get(fold(name)) if self.chat is not None else None
+        if user is not None and user.guest and (by is None or by.user is not user):
+            raise ChatError("user-exists", f"{name} is in use by a guest")
 
     def _check_password(
         self, name: str, candidates: tuple[bytes, ...], address: str, mind
@@ -208,6 +252,10 @@ class Gate:
         """
         storing = None
         if not session.is_online(require_user_name(user)):
+            if getattr(session, "guest", False):
+                raise ChatError(
+                    "forbidden", f"{user} is not online, and guests cannot leave messages: log in"
+                )
             keys = (address, "user:" + fold(session.name))
             storing = self.limits.stored_messages.admit(*keys)
             if storing is None:

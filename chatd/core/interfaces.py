@@ -35,6 +35,9 @@ class DisconnectReason(StrEnum):
     TOO_MANY_CONNECTIONS = "too-many-connections"  # over a connection limit
     BAD_CREDENTIALS = "bad-credentials"  # a door whose login cannot be retried (IRC's SASL)
     BINARY_MESSAGE = "binary-message"  # a binary WebSocket message
+    # A guest's nick is an account's now and its owner logged in (CHATD_GUESTS;
+    # guests come only through the IRC door, so the line door never says it).
+    NICK_TAKEN = "nick-taken"
 
 
 class IChatClient(Interface):

@@ -128,11 +128,16 @@ class User:
 
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
-        "account_id", "arriving", "away", "key", "mailbox", "name", "rooms", "sessions"
+        "account_id", "arriving", "away", "guest", "key", "mailbox", "name", "rooms", "sessions"
     )
 
-    def __init__(self, name: str, account_id: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, name: str, account_id: tuple[int, int] | None = None, guest: bool = False
+    ) -> None:
         self.name = name
+        # A guest (CHATD_GUESTS) has no account: its rooms live only in memory
+        # and its name is free again once its last session ends.
+        self.guest = guest
         # The identity (users.id, incarnation) of the account the sessions
         # logged into (None: not known,
         # for sessions started without a checked login, as in tests).

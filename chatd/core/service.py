@@ -196,7 +196,9 @@ class ChatService(Service):
         """An account was just created under ``name_key`` on this server: a session
         still open under the name is a deleted account's, and ends now."""
         user = self.users.get(name_key)
-        if user is not None:
+        # A guest under the name is the one that registered it (the gate
+        # refuses the names of the others): it keeps chatting until it logs in.
+        if user is not None and not user.guest:
             self.end_sessions(user, DisconnectReason.ACCOUNT_DELETED)
 
     def _apply_room_event(self, event: rows.AccountEvent) -> None:
@@ -269,6 +271,10 @@ class ChatService(Service):
         while they had no session.
         """
         user = self.users.get(fold(name))
+        if user is not None and user.guest:
+            # The account's owner logs in: a guest under its name gives way.
+            self.end_sessions(user, DisconnectReason.NICK_TAKEN)
+            user = self.users.get(fold(name))
         stale = user is not None and None not in (user.account_id, account_id)
         if stale and user.account_id != account_id:
             # A deleted account's sessions, not yet ended: they end now.
@@ -305,6 +311,21 @@ class ChatService(Service):
             return failure
 
         return ready.addCallbacks(lambda _: session, failed)
+
+    def start_guest(self, name: str, mind: IChatClient) -> Session:
+        """A guest's session (``CHATD_GUESTS``): bound to no account, in no room yet.
+
+        The gate has checked that ``name`` is no account's; here it must be
+        nobody's online (``user-exists``). The guest gets no stored messages
+        and keeps no rooms: it leaves them all when its session ends.
+        """
+        key = fold(name)
+        if key in self.users:
+            raise ChatError("user-exists", f"{name} is in use")
+        user = self.users[key] = User(name, None, guest=True)
+        session = Session(self, user, mind)
+        user.sessions.append(session)
+        return session
 
     def _arrive(self, session: Session) -> defer.Deferred:
         """A user's first session: rejoin #lobby and every room of the user, in order.
@@ -385,6 +406,8 @@ class ChatService(Service):
         else:
             for room in list(user.rooms.values()):
                 self._leave(user, room)
+        if user.guest:
+            return
         noting = self.database.write(transactions.set_last_seen, user.key, self.now())
         noting.addErrback(lambda failure: log.failure("noting when a user left", failure))
 
@@ -626,9 +649,14 @@ class ChatService(Service):
         """
         # Loaded in the same transaction unless the room is in memory already.
         load = None if fold(name) in self.rooms else HISTORY_ON_JOIN
-        joining = self.database.write(
-            transactions.enter_room, name, session.user.key, self.now(), load
-        )
+        if session.user.guest:
+            joining = self.database.write(
+                transactions.enter_room_as_guest, name, self.now(), load
+            )
+        else:
+            joining = self.database.write(
+                transactions.enter_room, name, session.user.key, self.now(), load
+            )
         joining.addCallback(lambda found: self._room_for(*found))
         return joining.addCallback(lambda room: self._enter(session, room))
 
@@ -744,6 +772,11 @@ class ChatService(Service):
     def kick(self, user: User, room: Room, target_key: str, reason: str) -> defer.Deferred:
         """An operator removes a member: ``KICK`` to all members, the kicked included."""
         self._require_operator(user, room)
+        target = self.users.get(target_key)
+        if target is not None and target.guest and room.key in target.rooms:
+            # A guest's membership is only in memory.
+            self._remove_member(room, target.name, user.name, reason)
+            return defer.succeed(room.name)
         writing = self.database.write(transactions.remove_member, room.id, target_key)
 
         def show(outcome: tuple[str, bool]) -> str:
@@ -870,16 +903,21 @@ class ChatService(Service):
         """
         now = self.now()
         message_id = self.message_ids.next(now)
-        committing = self.database.write(
-            transactions.post_room_message,
-            room.id,
-            user.name,
-            text,
-            now,
-            kind,
-            user.account_id,
-            message_id,
-        )
+        if user.guest:
+            committing = self.database.write(
+                transactions.post_guest_message, room.id, user.name, text, now, kind, message_id
+            )
+        else:
+            committing = self.database.write(
+                transactions.post_room_message,
+                room.id,
+                user.name,
+                text,
+                now,
+                kind,
+                user.account_id,
+                message_id,
+            )
         def queue(seq: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
             message = RoomMessage(room.name, user.name, text, now, message_id, seq, kind, origin)

@@ -16,9 +16,11 @@ from chatd.core.errors import ChatError
 from chatd.core.events import (
     Away,
     Event,
+    HistoryLine,
     RoomSummary,
     Roster,
     Topic,
+    history_line,
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, require_room_name, require_user_name
@@ -61,6 +63,11 @@ class Session:
     @property
     def name(self) -> str:
         return self.user.name
+
+    @property
+    def guest(self) -> bool:
+        """Whether this is a guest's session (``CHATD_GUESTS``), bound to no account."""
+        return self.user.guest
 
     def deliver(self, event: Event) -> None:
         """Hand ``event`` to the mind; a mind that fails is dropped, nobody else notices."""
@@ -177,6 +184,41 @@ class Session:
         room = self._room(room_name)
         return RoomHistory(self._service.database, room, min(count, HISTORY_MAX))
 
+    def history_window(
+        self,
+        room_name: str,
+        after: rows.HistoryMark | None,
+        before: rows.HistoryMark | None,
+        limit: int,
+        newest: bool,
+    ) -> defer.Deferred:
+        """A room's messages between two marks (IRC's ``draft/chathistory``), read
+        from the database; fire with their ``HistoryLine`` values, oldest first."""
+        room = self._room(room_name)
+        reading = self._service.database.read(
+            transactions.room_history_window, room.id, after, before,
+            min(limit, HISTORY_MAX), newest,
+        )
+        return reading.addCallback(_history_lines, room)
+
+    def history_around(
+        self, room_name: str, center: rows.HistoryMark, limit: int
+    ) -> defer.Deferred:
+        """A room's messages around a mark; fire with their ``HistoryLine`` values, oldest first."""
+        room = self._room(room_name)
+        reading = self._service.database.read(
+            transactions.room_history_around, room.id, center, min(limit, HISTORY_MAX)
+        )
+        return reading.addCallback(_history_lines, room)
+
+    def history_targets(self, after: int, before: int, limit: int) -> defer.Deferred:
+        """The user's rooms whose last message is between two times (Unix ms); fire
+        with ``(room name, time of that message)`` pairs, earliest first."""
+        room_ids = tuple(room.id for room in self.user.rooms.values())
+        return self._service.database.read(
+            transactions.room_history_targets, room_ids, after, before, min(limit, HISTORY_MAX)
+        )
+
     def room_count(self) -> int:
         return len(self.user.rooms)
 
@@ -200,3 +242,10 @@ class Session:
         self._service.end_sessions(
             self.user, DisconnectReason.PASSWORD_CHANGED, event_id, keep=self
         )
+
+
+def _history_lines(found: list[rows.HistoryRow], room: Room) -> list[HistoryLine]:
+    return [
+        history_line(room.name, r.sent_at, r.sender, r.text, r.kind, r.msgid, r.seq)
+        for r in found
+    ]

@@ -105,6 +105,10 @@ class Telemetry:
         self.metrics.logins.labels("ok").inc()
         log.info("login {user} from {peer}", chatd_event="login", user=user, peer=peer)
 
+    def guest_started(self, user: str, peer: str) -> None:
+        """A guest (``CHATD_GUESTS``) started chatting without an account."""
+        log.info("guest {user} from {peer}", chatd_event="guest", user=user, peer=peer)
+
     def login_failed(self, user: str, peer: str, reason: str) -> None:
         """A login failed: ``reason`` is the error code the client got.
 

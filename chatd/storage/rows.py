@@ -76,6 +76,15 @@ LOBBY_KEY = "#lobby"
 
 
 @dataclass(frozen=True)
+class HistoryMark:
+    """A point in a room's history named by a request (IRC's ``draft/chathistory``):
+    a message id, or else a time (Unix ms)."""
+
+    msgid: str = ""
+    time: int = 0
+
+
+@dataclass(frozen=True)
 class RoomState:
     """What the server keeps of a room while it has members online."""
 

@@ -22,6 +22,7 @@ from chatd.storage.rows import (
     Arrival,
     Banned,
     DatabaseStats,
+    HistoryMark,
     HistoryRow,
     RoomListing,
     RoomState,
@@ -266,6 +267,22 @@ def post_room_message(
     return add_room_message(connection, room_id, sender, text, now, kind, msgid)
 
 
+def post_guest_message(
+    connection: Connection,
+    room_id: int,
+    sender: str,
+    text: str,
+    now: int,
+    kind: str = SAY,
+    msgid: str | None = None,
+) -> int:
+    """What a guest's room message commits (``CHATD_GUESTS``): ``add_room_message``
+    unless an account has taken the guest's name meanwhile (``forbidden``)."""
+    if user_exists(connection, sender.lower()):
+        raise ChatError("forbidden", f"{sender} is an account now: log in to speak as {sender}")
+    return add_room_message(connection, room_id, sender, text, now, kind, msgid)
+
+
 def add_room_message(
     connection: Connection,
     room_id: int,
@@ -443,6 +460,28 @@ def enter_room(
     costs one commit either way.
     """
     display_name = join_room(connection, name, user_key, now)
+    if history_limit is None:
+        return display_name, None
+    return display_name, load_room(connection, display_name, now, history_limit)
+
+
+def enter_room_as_guest(
+    connection: Connection, name: str, now: int, history_limit: int | None
+) -> tuple[str, RoomState | None]:
+    """A guest's join (``CHATD_GUESTS``): ``enter_room`` without a membership row.
+
+    A guest has no account, so its membership lives only in memory: it
+    creates the room if there is none (as nobody's operator) and is
+    refused (``forbidden``) by a private room, which needs an invitation
+    only an account can keep.
+    """
+    connection.execute(
+        "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (name.lower(), name, now),
+    )
+    _room_id, display_name, private = _room(connection, name.lower())
+    if private:
+        raise ChatError("forbidden", f"{display_name} is private: guests cannot join it")
     if history_limit is None:
         return display_name, None
     return display_name, load_room(connection, display_name, now, history_limit)
@@ -649,6 +688,113 @@ def member_room_names(connection: Connection, user_key: str) -> list[tuple[str, 
             (user_key,),
         )
     ]
+
+
+def _mark_seq(connection: Connection, room_id: int, msgid: str) -> int | None:
+    """The sequence number of a room's message of id ``msgid``; None if it has none.
+
+    An id begins with the time it was made (chatd.ids), nearly always the
+    message's ``sent_at``: found through the time index first, and only
+    otherwise (a clock that stepped back) among the room's messages.
+    """
+    row = None
+    try:
+        made_at = int(msgid[:11], 16)
+    except ValueError:
+        made_at = None
+    if made_at is not None:
+        row = connection.execute(
+            "SELECT seq FROM room_messages WHERE sent_at = ? AND room_id = ? AND msgid = ?",
+            (made_at, room_id, msgid),
+        ).fetchone()
+    if row is None:
+        row = connection.execute(
+            "SELECT seq FROM room_messages WHERE room_id = ? AND msgid = ?", (room_id, msgid)
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def _mark_condition(
+    connection: Connection, room_id: int, mark: HistoryMark, operator: str
+) -> tuple[str, int | None]:
+    """An SQL condition placing messages against ``mark`` (``operator``: <, >, >=);
+    its value is None for a message id the room does not have."""
+    if mark.msgid:
+        return f"seq {operator} ?", _mark_seq(connection, room_id, mark.msgid)
+    return f"sent_at {operator} ?", mark.time
+
+
+def room_history_window(
+    connection: Connection,
+    room_id: int,
+    after: HistoryMark | None,
+    before: HistoryMark | None,
+    limit: int,
+    newest: bool,
+    from_mark: bool = False,
+) -> list[HistoryRow]:
+    """Up to ``limit`` messages of a room strictly after ``after`` and before
+    ``before`` (either may be None), oldest first: the newest of them if
+    ``newest``, else the oldest. ``from_mark`` includes the message at ``after``.
+    A message id the room does not have (expired, or never there) finds nothing.
+    """
+    conditions, arguments = ["room_id = ?"], [room_id]
+    if after is not None:
+        condition, value = _mark_condition(
+            connection, room_id, after, ">=" if from_mark else ">"
+        )
+        conditions.append(condition)
+        arguments.append(value)
+    if before is not None:
+        condition, value = _mark_condition(connection, room_id, before, "<")
+        conditions.append(condition)
+        arguments.append(value)
+    if None in arguments:
+        return []
+    order = "DESC" if newest else "ASC"
+    rows = connection.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM room_messages WHERE {' AND '.join(conditions)}"
+        f" ORDER BY seq {order} LIMIT ?",
+        (*arguments, limit),
+    ).fetchall()
+    found = [HistoryRow(*row) for row in rows]
+    return found[::-1] if newest else found
+
+
+def room_history_around(
+    connection: Connection, room_id: int, center: HistoryMark, limit: int
+) -> list[HistoryRow]:
+    """``limit`` messages of a room around ``center``, oldest first: ``(limit - 1) // 2``
+    before it, then the message at it (or the first after a time) and those after."""
+    earlier_count = (limit - 1) // 2
+    earlier = (
+        room_history_window(connection, room_id, None, center, earlier_count, True)
+        if earlier_count
+        else []
+    )
+    later = room_history_window(
+        connection, room_id, center, None, limit - earlier_count, False, from_mark=True
+    )
+    return earlier + later
+
+
+def room_history_targets(
+    connection: Connection, room_ids: tuple[int, ...], after: int, before: int, limit: int
+) -> list[tuple[str, int]]:
+    """Rooms among ``room_ids`` whose last message was sent strictly between ``after``
+    and ``before`` (Unix ms): ``(name, time of that message)``, earliest first, at most
+    ``limit``. Each room's last message is one read of its sequence index."""
+    found = []
+    for room_id in room_ids:
+        row = connection.execute(
+            "SELECT r.name, m.sent_at FROM room_messages AS m JOIN rooms AS r ON r.id = m.room_id"
+            " WHERE m.room_id = ? ORDER BY m.seq DESC LIMIT 1",
+            (room_id,),
+        ).fetchone()
+        if row is not None and after < row[1] < before:
+            found.append((row[0], row[1]))
+    found.sort(key=lambda target: (target[1], target[0].lower()))
+    return found[:limit]
 
 
 # --- presence: away and last seen ----------------------------------------------

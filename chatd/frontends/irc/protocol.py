@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -67,10 +69,12 @@ from chatd.frontends.irc.message import (
     MalformedMessage,
     Message,
     parse,
+    parse_tags,
     serialize,
 )
 from chatd.frontends.limits import Limits, SendQueue
 from chatd.ops.telemetry import Telemetry
+from chatd.storage.rows import HistoryMark
 
 log = Logger()
 
@@ -84,9 +88,23 @@ CAPABILITIES: dict[str, str] = {
     "account-tag": "",
     "multi-prefix": "",
     "away-notify": "",
+    "labeled-response": "",
+    "draft/chathistory": "",
+    "userhost-in-names": "",
 }
 NICKSERV = "NickServ"
 HISTORY_BATCH = "chathistory"
+# The most messages one CHATHISTORY request gets (ISUPPORT CHATHISTORY).
+CHATHISTORY_LIMIT = 100
+# The most base64 a SASL PLAIN login may take: two names and the longest
+# password, with room to spare.
+SASL_LIMIT = 4000
+# The most targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX).
+MESSAGE_TARGETS = 4
+# The longest user name (USER) shown by WHO and WHOIS.
+USERNAME_LIMIT = 10
+# Commands held while registration waits on a login; more are answered 451.
+HELD_LIMIT = 32
 
 
 def irc_time(milliseconds: int) -> str:
@@ -132,6 +150,8 @@ COMMANDS: dict[str, Command] = {
     "KICK": Command("irc_KICK", 2),
     "INVITE": Command("irc_INVITE", 2),
     "AWAY": Command("irc_AWAY", 0),
+    "CHATHISTORY": Command("irc_CHATHISTORY", 1),
+    "TIME": Command("irc_TIME", 0, "registered"),
 }
 
 # WHOX fields (``WHO <mask> %<fields>[,<token>]``), in the order 354 gives them.
@@ -155,6 +175,8 @@ class IRCConnection(Protocol):
         self._discarding = False
         self.nick: str | None = None
         self._user_seen = False
+        self.realname = ""
+        self.username = ""
         self._password: str | None = None
         self._negotiating = False
         self.caps: set[str] = set()
@@ -165,8 +187,22 @@ class IRCConnection(Protocol):
         self._logout: Callable[[], None] | None = None
         self._logging_in = False
         self._early: list[Event] | None = None
+        # Commands that came before the welcome, while registration waited on a
+        # login, or while a labeled command's reply was still being gathered.
+        self._held: list[Message] = []
+        # labeled-response: the labeled command being answered, and the Deferreds
+        # its reply waits for (None when no labeled command is running).
+        self._label: _Label | None = None
+        self._waits: list[defer.Deferred] | None = None
+        # A command's reply waits on the core: the next lines wait for it
+        # (read no further than the buffer), so replies come in command order.
+        self._waiting = False
+        self._output_slow = False
+        self._held_reading = False
+        self._reading_paused = False
         self._closing = False
         self._lost = False
+        self._quit_reason = "Connection closed"
         self.peer = ""
         self.address = ""
         self.guard = None
@@ -206,8 +242,8 @@ class IRCConnection(Protocol):
             self.transport,
             config.send_queue_soft,
             config.send_queue_limit,
-            self._reading(False),
-            self._reading(True),
+            self._output_filling,
+            self._output_drained,
             self._overflowed,
             clock=self.server.clock,
         )
@@ -215,16 +251,25 @@ class IRCConnection(Protocol):
         if not self.guard.opened():
             self.disconnect(DisconnectReason.TOO_MANY_CONNECTIONS)
 
-    def _reading(self, resume: bool) -> Callable[[], None]:
-        def change() -> None:
-            if self._lost:
-                return
-            if resume:
-                self.transport.resumeProducing()
-            else:
-                self.transport.pauseProducing()
+    def _output_filling(self) -> None:
+        self._output_slow = True
+        self._update_reading()
 
-        return change
+    def _output_drained(self) -> None:
+        self._output_slow = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read from the client unless its output is backed up or its lines are held."""
+        if self._lost:
+            return
+        wanted = self._output_slow or self._held_reading
+        if wanted and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not wanted and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     def _overflowed(self) -> None:
         self.server.telemetry.disconnected("slow-reader", self.peer, self._user_name())
@@ -248,7 +293,14 @@ class IRCConnection(Protocol):
                 bulk.done.chainDeferred(waiting.done)
         if self._logout is not None:
             logout, self._logout = self._logout, None
-            logout()
+            # The rooms' other IRC members see QUIT (with this reason) as the
+            # user leaves its rooms, if this was its last session.
+            key = self.session.user.key if self.session is not None else ""
+            self.server.quit_reasons[key] = self._quit_reason
+            try:
+                logout()
+            finally:
+                self.server.quit_reasons.pop(key, None)
 
     def _user_name(self) -> str | None:
         return self.session.name if self.session is not None else None
@@ -256,9 +308,21 @@ class IRCConnection(Protocol):
     # --- output ---------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        """Write one message (tags the client did not ask for are left out)."""
+        """Write one message (tags the client did not ask for are left out).
+
+        While a labeled command runs, what it causes is gathered for its reply
+        (``labeled-response``), or once that reply is a batch already on its
+        way, tagged as part of it.
+        """
         if self._closing:
             return
+        label = self._label
+        if label is not None:
+            if label.batch is None:
+                label.lines.append(message)
+                return
+            if "batch" not in message.tags:
+                message = _with_tags(message, batch=label.batch)
         if message.tags and "message-tags" not in self.caps:
             allowed = {
                 key: value
@@ -266,6 +330,7 @@ class IRCConnection(Protocol):
                 if (key == "time" and "server-time" in self.caps)
                 or (key == "account" and "account-tag" in self.caps)
                 or (key == "batch" and "batch" in self.caps)
+                or (key == "label" and "labeled-response" in self.caps)
             }
             message = Message(message.verb, message.params, message.source, allowed)
         data = (serialize(message) + "\r\n").encode("utf-8")
@@ -298,6 +363,8 @@ class IRCConnection(Protocol):
         """Say ``ERROR`` with the reason and close; nothing is answered after it."""
         if self._closing:
             return
+        if self._label is not None:
+            self._finish_label(run_held=False)
         self.server.telemetry.disconnected(reason, self.peer, self._user_name())
         self.send(Message("ERROR", (f"Closing link: {reason}",)))
         self._closing = True
@@ -314,7 +381,15 @@ class IRCConnection(Protocol):
         if self._closing:
             return
         self._buffer += data
-        while not self._closing:
+        if self._waiting and not self._held_reading and len(self._buffer) > LINE_LIMIT:
+            # A command is still answered and a line already waits behind it:
+            # stop reading until it is, so the buffer stays bounded.
+            self._held_reading = True
+            self._update_reading()
+        self._frame_lines()
+
+    def _frame_lines(self) -> None:
+        while not self._closing and not self._waiting:
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > self.server.max_line_bytes:
@@ -357,7 +432,12 @@ class IRCConnection(Protocol):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.fail("*", "INVALID_UTF8", "lines must be UTF-8; this one was dropped")
+            refusal = Message(
+                "FAIL", ("*", "INVALID_UTF8", "lines must be UTF-8; this one was dropped"),
+                self.host,
+            )
+            label = _label_of(tags_part) if "labeled-response" in self.caps else ""
+            self.send(_with_tags(refusal, label=label) if label else refusal)
             return
         try:
             message = parse(text)
@@ -368,6 +448,89 @@ class IRCConnection(Protocol):
     # --- commands -------------------------------------------------------------------
 
     def run(self, message: Message) -> None:
+        """Run one command; a labeled one (``labeled-response``) gets its reply gathered.
+
+        Commands that come while a labeled command's reply is still being
+        gathered wait for it (at most ``HELD_LIMIT``; more are dropped with
+        a ``FAIL``), so no other reply gets mixed into it.
+        """
+        if self._label is not None:
+            if len(self._held) >= HELD_LIMIT:
+                self.fail("*", "RATE_LIMITED", "too many commands at once; this one was dropped")
+            else:
+                self._held.append(message)
+            return
+        label = message.tags.get("label") if "labeled-response" in self.caps else None
+        if label:
+            self._label = _Label(label)
+        self._waits = []
+        try:
+            self._run(message)
+        finally:
+            waits, self._waits = self._waits, None
+            if waits:
+                self._waiting = True
+                gathered = defer.DeferredList(waits, consumeErrors=True)
+                gathered.addBoth(self._answered)
+            elif self._label is not None:
+                self._finish_label()
+
+    def _answered(self, _) -> None:
+        """The command that held the next lines is answered: run them now."""
+        self._waiting = False
+        if self._label is not None:
+            self._finish_label(run_held=False)
+        self._held_reading = False
+        self._update_reading()
+        self._run_held()
+        if not self._waiting and self._label is None:
+            self._frame_lines()
+
+    def _track(self, waiting: defer.Deferred) -> defer.Deferred:
+        """Note that the running command's reply is complete only once ``waiting`` fires."""
+        if self._waits is not None:
+            self._waits.append(waiting)
+        return waiting
+
+    def _stream_label(self) -> None:
+        """Open the labeled reply's batch now (a long reply is coming) and send what waited."""
+        label = self._label
+        if label is None or label.batch is not None:
+            return
+        self._batch_serial += 1
+        label.batch = f"l{self._batch_serial}"
+        waiting, label.lines = label.lines, []
+        self._label = None
+        self.send(Message(
+            "BATCH", (f"+{label.batch}", "labeled-response"), self.host, {"label": label.label}
+        ))
+        self._label = label
+        for message in waiting:
+            self.send(message)
+
+    def _finish_label(self, run_held: bool = True) -> None:
+        """Send a labeled command's reply: ACK for none, one tagged line, or a batch."""
+        label, self._label = self._label, None
+        if label is None:
+            return
+        if label.batch is not None:
+            self.send(Message("BATCH", (f"-{label.batch}",), self.host))
+        elif not label.lines:
+            self.send(Message("ACK", (), self.host, {"label": label.label}))
+        elif len(label.lines) == 1 or "batch" not in self.caps:
+            first, *rest = label.lines
+            self.send(_with_tags(first, label=label.label))
+            for message in rest:
+                self.send(message)
+        else:
+            self._label = label
+            self._stream_label()
+            self._label = None
+            self.send(Message("BATCH", (f"-{label.batch}",), self.host))
+        if run_held:
+            self._run_held()
+
+    def _run(self, message: Message) -> None:
         """Find the verb in the table, check its stage and parameters, and call it."""
         verb = message.command
         command = COMMANDS.get(verb)
@@ -376,6 +539,11 @@ class IRCConnection(Protocol):
                 self.reply(n.ERR_UNKNOWNCOMMAND, verb, "Unknown command")
             return
         if command.stage != "any" and not self.registered:
+            if self._logging_in and len(self._held) < HELD_LIMIT:
+                # Sent right behind NICK/USER while the login (or the guest's
+                # check) is in flight: run once it has ended.
+                self._held.append(message)
+                return
             self.reply(n.ERR_NOTREGISTERED, "You have not registered")
             return
         if command.stage == "session" and self.session is None:
@@ -436,7 +604,7 @@ class IRCConnection(Protocol):
         if not nick:
             self.reply(n.ERR_NONICKNAMEGIVEN, "No nickname given")
             return
-        if not is_user_name(nick):
+        if not is_user_name(nick) or fold(nick) == fold(NICKSERV):
             self.reply(n.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
             return
         if self.registered:
@@ -447,11 +615,17 @@ class IRCConnection(Protocol):
         self.nick = nick
         self._maybe_register()
 
-    def irc_USER(self, *_: str) -> None:
-        """USER: the user name and real name are not used, only noted as given."""
+    def irc_USER(self, _user: str, _mode: str, _unused: str, realname: str, *_: str) -> None:
+        """USER: the user name and the real name are shown by WHO and WHOIS."""
         if self.registered:
             self.reply(n.ERR_ALREADYREGISTERED, "You may not reregister")
             return
+        if not realname:
+            self.reply(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+            return
+        self.realname = realname
+        # Shown by WHO and WHOIS; the source of messages stays nick!nick@server.
+        self.username = _user[:USERNAME_LIMIT] if is_user_name(_user[:USERNAME_LIMIT]) else ""
         self._user_seen = True
         self._maybe_register()
 
@@ -464,7 +638,7 @@ class IRCConnection(Protocol):
 
     def irc_AUTHENTICATE(self, payload: str, *_: str) -> None:
         """SASL PLAIN (RFC 4616), base64 in chunks of at most 400 bytes."""
-        if self.session is not None or self._logging_in:
+        if (self.session is not None and not self.session.guest) or self._logging_in:
             self.reply(n.ERR_SASLALREADY, "You have already authenticated")
             return
         if self._sasl is None:
@@ -486,6 +660,11 @@ class IRCConnection(Protocol):
             return
         if payload != "+":
             self._sasl_chunks.append(payload)
+            if sum(len(chunk) for chunk in self._sasl_chunks) > SASL_LIMIT:
+                # No PLAIN login is this long: a client that keeps sending is refused.
+                self._sasl, self._sasl_chunks = None, []
+                self.reply(n.ERR_SASLFAIL, "SASL authentication failed: too long")
+                return
             if len(payload) == 400:
                 return
         encoded, self._sasl, self._sasl_chunks = "".join(self._sasl_chunks), None, []
@@ -499,7 +678,9 @@ class IRCConnection(Protocol):
         if authzid and authcid and fold(authzid.decode("utf-8", "replace")) != fold(account):
             self.reply(n.ERR_SASLFAIL, "SASL authentication failed")
             return
-        self._log_in(account, secret).addCallbacks(self._sasl_succeeded, self._sasl_failed)
+        self._track(
+            self._log_in(account, secret).addCallbacks(self._sasl_succeeded, self._sasl_failed)
+        )
 
     def _sasl_succeeded(self, name: str) -> None:
         self.reply(n.RPL_LOGGEDIN, self.source_of(name), name, f"You are now logged in as {name}")
@@ -522,7 +703,60 @@ class IRCConnection(Protocol):
             return
         if self._logging_in:
             return  # SASL still checking: the welcome follows its outcome
+        if self.session is None and self.server.config.guests:
+            self._start_guest()
+            return
         self._welcome()
+
+    def _start_guest(self) -> None:
+        """Chat as a guest under the nick (``CHATD_GUESTS=on``), through the gate.
+
+        Before the welcome a nick that is an account's or in use is answered
+        433 and the client may send another; after it (a failed login of a
+        guest), the client is told in a NOTICE.
+        """
+        nick = self.nick
+        self._logging_in = True
+        try:
+            starting = self.server.gate.guest(nick, self.peer, self)
+        except ChatError as error:
+            starting = defer.fail(error)
+
+        def started(login) -> None:
+            self._logging_in = False
+            session, logout = login
+            if self._lost:
+                logout()
+                return
+            self.guard.answers_pings()
+            self.guard.logged_in()
+            self.session, self._logout = session, logout
+            self._welcome()
+
+        def refused(failure: Failure) -> None:
+            self._logging_in = False
+            if self._lost:
+                return
+            if self.registered:
+                self.notice(f"You are not logged in: {self._why(failure)}")
+                return
+            self.nick = None
+            self.reply(n.ERR_NICKNAMEINUSE, nick, self._why(failure))
+            self._run_held()
+
+        starting.addCallbacks(started, refused)
+
+    def _end_guest(self) -> None:
+        """A guest logs in: its guest session ends, and its client leaves the guest's rooms."""
+        if self.session is None or not self.session.guest:
+            return
+        for room in self._joined_rooms():
+            self.send(Message("PART", (room,), self.source_of(self.nick or "")))
+        self._in_rooms.clear()
+        self._shown_ops.clear()
+        logout, self._logout, self.session = self._logout, None, None
+        if logout is not None:
+            logout()
 
     def _pass_failed(self, failure: Failure) -> None:
         self.reply(n.ERR_PASSWDMISMATCH, f"Password incorrect: {self._why(failure)}")
@@ -547,6 +781,14 @@ class IRCConnection(Protocol):
         if self.session is None:
             self._tell_how_to_log_in()
         self._release_early()
+        self._run_held()
+
+    def _run_held(self) -> None:
+        """Run the commands that waited, until one of them has to wait again."""
+        while self._held and self._label is None and not self._waiting and not self._closing:
+            if self._logging_in and not self.registered:
+                return
+            self.run(self._held.pop(0))
 
     def _release_early(self) -> None:
         early, self._early = self._early, None
@@ -569,6 +811,8 @@ class IRCConnection(Protocol):
         """Log in through the gate (the line door's throttles and checks); fire with the name."""
         if not is_user_name(name):
             return defer.fail(ChatError("bad-credentials", "unknown user or wrong password"))
+        was_guest = self.session is not None
+        self._end_guest()
         self._logging_in = True
         # The session's first events wait until the door has said what comes
         # before them: the welcome burst, or NickServ's nick change.
@@ -592,7 +836,9 @@ class IRCConnection(Protocol):
         def failed(failure: Failure):
             self._logging_in = False
             self._early = None
-            if self.registered or not self._negotiating:
+            if was_guest and not self._lost:
+                self._start_guest()  # back to chatting as the guest it was
+            elif self.registered or not self._negotiating:
                 self._maybe_register_after_failure()
             return failure
 
@@ -638,14 +884,14 @@ class IRCConnection(Protocol):
             self.fail("REGISTER", _REGISTER_FAILS.get(code, "ACCOUNT_NAME_INVALID"), name,
                       self._why(failure))
 
-        registering.addCallbacks(done, failed)
+        self._track(registering.addCallbacks(done, failed))
 
     def _register(self, name: str, password: str) -> defer.Deferred:
         """Create an account through the gate, under the line door's ``/register`` limits."""
-        if self.session is not None:
+        if self.session is not None and not self.session.guest:
             return defer.fail(ChatError("already-logged-in", "you are logged in already"))
         return defer.maybeDeferred(
-            self.server.gate.register, name, password, self.address, self.peer
+            self.server.gate.register, name, password, self.address, self.peer, self.session
         )
 
     def _nickserv(self, text: str) -> None:
@@ -654,17 +900,17 @@ class IRCConnection(Protocol):
         verb = words[0].upper() if words else ""
         reply = lambda line: self.notice(line, self.source_of(NICKSERV))  # noqa: E731
         if verb == "IDENTIFY" and len(words) in (2, 3):
-            if self.session is not None:
+            if self.session is not None and not self.session.guest:
                 reply("You are already identified")
                 return
             account, password = (words[1], words[2]) if len(words) == 3 else (self.nick, words[1])
             logging_in = self._log_in(account, password)
-            logging_in.addCallbacks(
+            self._track(logging_in).addCallbacks(
                 self._identified, lambda failure: reply(f"Login failed: {self._why(failure)}")
             )
         elif verb == "REGISTER" and len(words) == 2:
             registering = self._register(self.nick, words[1])
-            registering.addCallbacks(
+            self._track(registering).addCallbacks(
                 lambda name: reply(f"Account {name} created; /msg NickServ IDENTIFY <password>"),
                 lambda failure: reply(f"Registration failed: {self._why(failure)}"),
             )
@@ -680,9 +926,15 @@ class IRCConnection(Protocol):
     def irc_PONG(self, *_: str) -> None:
         """An answer to our PING: hearing anything is enough for the keep-alive."""
 
-    def irc_QUIT(self, *_: str) -> None:
-        """Leave: ERROR, then the connection closes."""
+    def irc_QUIT(self, reason: str | None = None, *_: str) -> None:
+        """Leave: ERROR, then the connection closes; the others see QUIT with the reason."""
+        self._quit_reason = f"Quit: {reason}" if reason else "Quit"
         self.disconnect(DisconnectReason.QUIT)
+
+    def irc_TIME(self, *_: str) -> None:
+        """TIME: the server's time (391)."""
+        now = datetime.fromtimestamp(self.server.clock.seconds(), UTC)
+        self.reply(n.RPL_TIME, self.host, now.strftime("%A %B %d %Y -- %H:%M:%S +00:00"))
 
     def irc_PRIVMSG(self, targets: str | None = None, text: str | None = None, *_: str) -> None:
         """PRIVMSG to rooms and users; NickServ gets its commands."""
@@ -701,6 +953,10 @@ class IRCConnection(Protocol):
         if not text:
             if not quiet:
                 self.reply(n.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        if targets.count(",") >= MESSAGE_TARGETS:
+            if not quiet:
+                self.reply(n.ERR_TOOMANYTARGETS, targets, f"At most {MESSAGE_TARGETS} targets")
             return
         for target in targets.split(","):
             if fold(target) == fold(NICKSERV):
@@ -729,7 +985,7 @@ class IRCConnection(Protocol):
             if not quiet:
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room, self._why(failure))
 
-        posting.addErrback(refused)
+        self._track(posting.addErrback(refused))
 
     def _direct(self, target: str, text: str, quiet: bool) -> None:
         try:
@@ -740,6 +996,8 @@ class IRCConnection(Protocol):
                 return
             if error.code == "rate-limited":
                 self.fail("PRIVMSG", "CANNOT_SEND", target, error.text)
+            elif error.code == "forbidden":
+                self.reply(n.ERR_NOSUCHNICK, target, f"No such nick ({error.text})")
             else:
                 self.reply(n.ERR_NOSUCHNICK, target, "No such nick")
             return
@@ -752,7 +1010,7 @@ class IRCConnection(Protocol):
             else:
                 self.fail("PRIVMSG", "CANNOT_SEND", target, self._why(failure))
 
-        sending.addErrback(refused)
+        self._track(sending.addErrback(refused))
 
     def irc_JOIN(self, rooms: str, keys: str | None = None, *_: str) -> None:
         """JOIN one or several rooms; rooms have no keys here, so a key is refused."""
@@ -773,7 +1031,7 @@ class IRCConnection(Protocol):
             except ChatError as error:
                 self._refuse_join(room, error)
                 continue
-            joining.addCallbacks(
+            self._track(joining).addCallbacks(
                 lambda name, room=room: self._joined(name),
                 lambda failure, room=room: self._join_failed(room, failure),
             )
@@ -804,13 +1062,19 @@ class IRCConnection(Protocol):
         """PART one or several rooms."""
         for room in rooms.split(","):
             try:
-                self.session.part(room)
+                parting = self.session.part(room)
             except ChatError:
                 self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+                continue
+            self._track(parting).addErrback(self._refused("PART", room))
 
     def irc_NAMES(self, rooms: str | None = None, *_: str) -> None:
-        """NAMES for the named rooms: 353 then 366 each."""
-        for room in (rooms or "").split(","):
+        """NAMES for the named rooms: 353 then 366 each; without one, every room you may
+        see (yours, and the public ones with members), then one 366."""
+        if not rooms:
+            self._names_of_all()
+            return
+        for room in rooms.split(","):
             if not room:
                 continue
             try:
@@ -819,6 +1083,13 @@ class IRCConnection(Protocol):
                 self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
                 continue
             self._names_reply(roster.room, roster.members, _folded(roster.operators))
+
+    def _names_of_all(self) -> None:
+        mine = self.session.user.rooms
+        for key, state in sorted(self.server.chat.rooms.items()):
+            if state.members and (key in mine or not state.private):
+                self._names_lines(state.name, state.member_names(), state.operators)
+        self.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
 
     def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
         """WHO for a room (352 per member) or a nick, then 315; WHOX (354) with ``%fields``."""
@@ -836,7 +1107,17 @@ class IRCConnection(Protocol):
                 self._who_reply(roster.room, member, fold(member) in operators, _whox(why))
             self.reply(n.RPL_ENDOFWHO, roster.room, "End of WHO list")
             return
-        if mask and fold(mask) in self.server.online_names():
+        if mask and ("*" in mask or "?" in mask):
+            # A mask: the online users it matches, but those invisible (+i)
+            # unless they share a room with you.
+            pattern, mine = fold(mask), self.session.user.rooms
+            for key, user in sorted(self.server.chat.users.items()):
+                visible = user is self.session.user or not self.server.is_invisible(key) or any(
+                    room in mine for room in user.rooms
+                )
+                if visible and fnmatchcase(key, pattern):
+                    self._who_reply("*", user.name, False, _whox(why))
+        elif mask and fold(mask) in self.server.online_names():
             name = self.server.online_names()[fold(mask)]
             self._who_reply("*", name, False, _whox(why))
         self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")
@@ -847,21 +1128,31 @@ class IRCConnection(Protocol):
         """One 352 (or WHOX 354) line: G when away, @ for a room operator."""
         user = self.server.chat.users.get(fold(name))
         flags = ("G" if user is not None and user.away else "H") + ("@" if operator else "")
+        username, realname = self.server.identity_of(name)
         if whox is None:
-            self.reply(n.RPL_WHOREPLY, channel, name, self.host, self.host, name, flags,
-                       f"0 {name}")
+            self.reply(n.RPL_WHOREPLY, channel, username, self.host, self.host, name, flags,
+                       f"0 {realname}")
             return
         fields, token = whox
+        account = "0" if user is not None and user.guest else name
         values = {
-            "t": token, "c": channel, "u": name, "i": "255.255.255.255", "h": self.host,
-            "s": self.host, "n": name, "f": flags, "d": "0", "l": "0", "a": name,
-            "o": "n/a", "r": name,
+            "t": token, "c": channel, "u": username, "i": "255.255.255.255", "h": self.host,
+            "s": self.host, "n": name, "f": flags, "d": "0", "l": "0", "a": account,
+            "o": "n/a", "r": realname,
         }
         self.reply(n.RPL_WHOSPCRPL, *(values[field] for field in WHOX_FIELDS if field in fields))
 
     def irc_WHOIS(self, *targets: str) -> None:
         """WHOIS: the account, the rooms you share, its away text; 401 when offline."""
         nick = targets[-1]
+        user = self.server.chat.users.get(fold(nick))
+        if user is not None and user.guest:
+            # A guest has no account to read: what there is is in memory.
+            mine = self.session.user.rooms
+            shared = [room.name for key, room in user.rooms.items() if key in mine]
+            self._whois_reply(WhoisInfo(user.name, True, None, tuple(shared), user.away))
+            self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+            return
         asking = defer.maybeDeferred(self.session.whois, nick)
         asking.addCallback(self._whois_reply)
 
@@ -874,6 +1165,7 @@ class IRCConnection(Protocol):
 
         asking.addErrback(unknown).addCallback(ended)
         asking.addErrback(lambda failure: log.failure("WHOIS", failure))
+        self._track(asking)
 
     def _refused(self, verb: str, *context: str) -> Callable[[Failure], None]:
         """An errback answering a refused command with the numeric IRC clients know."""
@@ -906,7 +1198,10 @@ class IRCConnection(Protocol):
             try:
                 topic = self.session.topic(room)
             except ChatError:
-                self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+                if fold(room) in self.server.chat.rooms:
+                    self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
+                else:
+                    self.reply(n.ERR_NOSUCHCHANNEL, room, "No such channel")
                 return
             if topic.text:
                 self._show_topic(topic)
@@ -914,7 +1209,7 @@ class IRCConnection(Protocol):
                 self.reply(n.RPL_NOTOPIC, topic.room, "No topic is set")
             return
         setting = defer.maybeDeferred(self.session.set_topic, room, text)
-        setting.addErrback(self._refused("TOPIC", room))
+        self._track(setting.addErrback(self._refused("TOPIC", room)))
 
     def _show_topic(self, topic: Topic) -> None:
         self.reply(n.RPL_TOPIC, topic.room, topic.text)
@@ -925,7 +1220,7 @@ class IRCConnection(Protocol):
         """KICK members out of a room (operators only); everyone in it sees the KICK."""
         for nick in nicks.split(","):
             kicking = defer.maybeDeferred(self.session.kick, room, nick, reason or self.nick)
-            kicking.addErrback(self._refused("KICK", room, nick))
+            self._track(kicking.addErrback(self._refused("KICK", room, nick)))
 
     def irc_INVITE(self, nick: str, room: str, *_: str) -> None:
         """INVITE a user into a room: 341 to you, an INVITE to them (if online)."""
@@ -934,7 +1229,7 @@ class IRCConnection(Protocol):
             self.reply(n.ERR_USERONCHANNEL, nick, room, "is already on channel")
             return
         inviting = defer.maybeDeferred(self.session.invite, room, nick)
-        inviting.addCallbacks(
+        self._track(inviting).addCallbacks(
             lambda name: self.reply(n.RPL_INVITING, nick, name),
             self._refused("INVITE", room, nick),
         )
@@ -949,7 +1244,7 @@ class IRCConnection(Protocol):
             else:
                 self.reply(n.RPL_UNAWAY, "You are no longer marked as being away")
 
-        setting.addCallbacks(done, self._refused("AWAY", "*"))
+        self._track(setting.addCallbacks(done, self._refused("AWAY", "*")))
 
     def irc_LIST(self, *_: str) -> None:
         """LIST: 321, a 322 per room with members, 323."""
@@ -961,7 +1256,7 @@ class IRCConnection(Protocol):
             self.reply(n.RPL_LISTEND, "End of /LIST")
 
         listing = self.session.rooms().addCallback(listed)
-        listing.addErrback(lambda failure: log.failure("LIST", failure))
+        self._track(listing.addErrback(lambda failure: log.failure("LIST", failure)))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
         """MODE: your own modes (+i only); a room's +o, +b (by nick mask), +i; +t is fixed."""
@@ -1006,13 +1301,13 @@ class IRCConnection(Protocol):
                     setting = defer.maybeDeferred(
                         self.session.set_operator, room, argument, sign == "+"
                     )
-                    setting.addErrback(self._refused("MODE", room, argument))
+                    self._track(setting.addErrback(self._refused("MODE", room, argument)))
                 else:
                     self._ban(state.name, sign, argument)
             elif letter == "i":
                 private = sign == "+"
                 setting = defer.maybeDeferred(self.session.set_private, room, private)
-                setting.addCallbacks(
+                self._track(setting).addCallbacks(
                     lambda name, change=sign + "i": self._tell_room_mode(name, change),
                     self._refused("MODE", room),
                 )
@@ -1030,7 +1325,7 @@ class IRCConnection(Protocol):
             self.notice(f"MODE: bans here are of accounts: give {room} +b nick!*@*, not {mask}")
             return
         banning = defer.maybeDeferred(self.session.ban, room, nick, sign == "+")
-        banning.addCallbacks(
+        self._track(banning).addCallbacks(
             lambda name: self._tell_room_mode(name, f"{sign}b", f"{nick}!*@*"),
             self._refused("MODE", room, nick),
         )
@@ -1044,7 +1339,125 @@ class IRCConnection(Protocol):
                 self.reply(n.RPL_BANLIST, room, f"{name}!*@*", by, str(when // 1000))
             self.reply(n.RPL_ENDOFBANLIST, room, "End of channel ban list")
 
-        listing.addCallbacks(show, self._refused("MODE", room))
+        self._track(listing.addCallbacks(show, self._refused("MODE", room)))
+
+    def irc_CHATHISTORY(self, subcommand: str, *arguments: str) -> None:
+        """draft/chathistory: a room's messages from the database, in a chathistory batch.
+
+        ``LATEST <room> <* | mark> <limit>``, ``BEFORE``/``AFTER``/``AROUND <room>
+        <mark> <limit>``, ``BETWEEN <room> <mark> <mark> <limit>`` (a mark is
+        ``msgid=<id>`` or ``timestamp=<time>``), and ``TARGETS <timestamp>
+        <timestamp> <limit>`` for the rooms you are in. Direct messages are not
+        kept once delivered, so a nick is no target here.
+        """
+        sub = subcommand.upper()
+        shapes = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4, "TARGETS": 3}
+        if sub not in shapes:
+            self.fail("CHATHISTORY", "INVALID_PARAMS", subcommand, "Unknown subcommand")
+            return
+        if len(arguments) < shapes[sub]:
+            self.fail("CHATHISTORY", "NEED_MORE_PARAMS", sub, "Not enough parameters")
+            return
+        try:
+            limit = int(arguments[shapes[sub] - 1])
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            self.fail("CHATHISTORY", "INVALID_PARAMS", sub, arguments[shapes[sub] - 1],
+                      "The limit must be a positive number")
+            return
+        limit = min(limit, CHATHISTORY_LIMIT)
+        if sub == "TARGETS":
+            self._history_targets(arguments[0], arguments[1], limit)
+            return
+        target = arguments[0]
+        if not target.startswith("#"):
+            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target,
+                      "Direct messages are not kept here once delivered")
+            return
+        try:
+            marks = [
+                None if (sub == "LATEST" and raw == "*") else _history_mark(raw)
+                for raw in arguments[1 : shapes[sub] - 1]
+            ]
+        except ValueError:
+            self.fail("CHATHISTORY", "INVALID_PARAMS", sub, " ".join(arguments[1:-1]),
+                      "A mark is msgid=<id> or timestamp=<YYYY-MM-DDThh:mm:ss.sssZ>")
+            return
+        session = self.session
+        try:
+            if sub == "LATEST":
+                reading = session.history_window(target, marks[0], None, limit, True)
+            elif sub == "BEFORE":
+                reading = session.history_window(target, None, marks[0], limit, True)
+            elif sub == "AFTER":
+                reading = session.history_window(target, marks[0], None, limit, False)
+            elif sub == "AROUND":
+                reading = session.history_around(target, marks[0], limit)
+            else:
+                first, second = marks
+                if _later(first, second):
+                    reading = session.history_window(target, second, first, limit, True)
+                else:
+                    reading = session.history_window(target, first, second, limit, False)
+        except ChatError:
+            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target, "You are not in that room")
+            return
+
+        def unknown(failure: Failure) -> None:
+            failure.trap(ChatError)
+            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target, failure.value.text)
+            return None
+
+        reading.addErrback(unknown)
+        reading.addCallback(self._send_history, target)
+        reading.addErrback(self._refused("CHATHISTORY", target))
+        self._track(reading)
+
+    def _send_history(self, lines, target: str) -> None:
+        """A chathistory batch of history events (None: the request failed already)."""
+        if lines is None:
+            return
+        batch = None
+        if "batch" in self.caps:
+            self._batch_serial += 1
+            batch = f"h{self._batch_serial}"
+            self.send(Message("BATCH", (f"+{batch}", HISTORY_BATCH, target), self.host))
+        for event in lines:
+            tags = self._tags(event.sender, event.at, event.message_id)
+            if batch is not None:
+                tags["batch"] = batch
+            self.send(Message(
+                "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender), tags
+            ))
+        if batch is not None:
+            self.send(Message("BATCH", (f"-{batch}",), self.host))
+
+    def _history_targets(self, first: str, second: str, limit: int) -> None:
+        """``CHATHISTORY TARGETS``: your rooms with their last message between two times."""
+        try:
+            times = sorted(_history_mark(raw, timestamps_only=True).time for raw in (first, second))
+        except ValueError:
+            self.fail("CHATHISTORY", "INVALID_PARAMS", "TARGETS", f"{first} {second}",
+                      "TARGETS takes two timestamp=<time> marks")
+            return
+        reading = self.session.history_targets(times[0], times[1], limit)
+
+        def show(targets: list[tuple[str, int]]) -> None:
+            batch = None
+            if "batch" in self.caps:
+                self._batch_serial += 1
+                batch = f"t{self._batch_serial}"
+                self.send(Message("BATCH", (f"+{batch}", "draft/chathistory-targets"), self.host))
+            for name, when in targets:
+                tags = {"batch": batch} if batch else {}
+                self.send(Message(
+                    "CHATHISTORY", ("TARGETS", name, irc_time(when)), self.host, tags
+                ))
+            if batch is not None:
+                self.send(Message("BATCH", (f"-{batch}",), self.host))
+
+        self._track(reading.addCallbacks(show, self._refused("CHATHISTORY", "*")))
 
     def _tell_room_mode(self, room: str, change: str, *arguments: str) -> None:
         """A mode change the core has no event for (+i, +b): to the room's IRC members."""
@@ -1073,6 +1486,10 @@ class IRCConnection(Protocol):
             # end); what it delivers next queues behind them in order.
             self._early.append(_EarlyBulk(source, defer.Deferred()))
             return defer.succeed(None)
+        if self._label is not None and "batch" in self.caps:
+            # A long reply to a labeled command: its batch opens now, and the
+            # pages are tagged as part of it as they are sent.
+            self._stream_label()
         bulk = BulkReply(source, encode=self._encode)
         if self._closing:
             bulk.cancel()
@@ -1138,7 +1555,9 @@ class IRCConnection(Protocol):
         and choice of tags; a connection only decides whether its own messages
         are hidden. While a bulk reply collects lines, they are rendered here.
         """
-        if self._collecting is not None:
+        if self._collecting is not None or self._label is not None:
+            # Collected for a bulk reply, or part of a labeled command's reply
+            # (its own echo): rendered one by one, through send.
             for message in messages:
                 self._render_room_message(message)
             return
@@ -1183,9 +1602,11 @@ class IRCConnection(Protocol):
         ):
             return
         target = event.recipient
+        # A live DM carries the time it was sent (server-time).
+        sent_at = event.at or int(self.server.clock.seconds() * 1000)
         self.send(Message(
             "PRIVMSG", (target, event.text), self.source_of(event.sender),
-            self._tags(event.sender, None, event.message_id),
+            self._tags(event.sender, sent_at, event.message_id),
         ))
 
     def _render_stored(self, event: StoredMessage) -> None:
@@ -1208,7 +1629,18 @@ class IRCConnection(Protocol):
         if self._is_me(event.user):
             self._in_rooms.discard(fold(event.room))
             self._shown_ops.pop(fold(event.room), None)
-        self.send(Message("PART", (event.room,), self.source_of(event.user)))
+        key = fold(event.user)
+        if key in self.server.chat.users or self._is_me(event.user):
+            self.send(Message("PART", (event.room,), self.source_of(event.user)))
+            return
+        # Its last session ended: IRC says QUIT, once, when the last room
+        # this client shares with the user lets it go.
+        for room_key in self._in_rooms:
+            state = self.server.chat.rooms.get(room_key)
+            if room_key != fold(event.room) and state is not None and key in state.members:
+                return
+        reason = self.server.quit_reasons.get(key, "Connection closed")
+        self.send(Message("QUIT", (reason,), self.source_of(event.user)))
 
     def _render_members(self, event: Members) -> None:
         """A room shown to this session (joined, or entered by a further session): NAMES."""
@@ -1231,17 +1663,24 @@ class IRCConnection(Protocol):
 
     def _names_reply(self, room: str, members: tuple[str, ...], operators: set[str]) -> None:
         """353s, as many names to a line as fit, then 366; @ marks an operator."""
+        self._names_lines(room, members, operators)
+        self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
+
+    def _names_lines(self, room: str, members, operators) -> None:
+        """353 lines for a room's members (``@`` for operators; folded names), split to fit
+        the line limit; with userhost-in-names each is ``nick!user@host``."""
         line: list[str] = []
         budget = LINE_LIMIT - 100 - len(self.host) - len(room)
         for member in members:
-            shown = ("@" if fold(member) in operators else "") + member
+            shown = ("@" if fold(member) in operators else "") + (
+                self.source_of(member) if "userhost-in-names" in self.caps else member
+            )
             if line and sum(len(name) + 1 for name in line) + len(shown) > budget:
                 self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
                 line = []
             line.append(shown)
         if line:
             self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
-        self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
 
     def _render_topic(self, event: Topic) -> None:
         self._close_history()
@@ -1288,7 +1727,8 @@ class IRCConnection(Protocol):
             self.reply(n.ERR_NOSUCHNICK, event.user, "No such nick (the account is offline)")
             return
         name = event.user
-        self.reply(n.RPL_WHOISUSER, name, name, self.host, "*", name)
+        username, realname = self.server.identity_of(name)
+        self.reply(n.RPL_WHOISUSER, name, username, self.host, "*", realname)
         rooms = []
         for room in event.shared_rooms:
             state = self.server.chat.rooms.get(fold(room))
@@ -1297,7 +1737,9 @@ class IRCConnection(Protocol):
         if rooms:
             self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
         self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
-        self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
+        user = self.server.chat.users.get(fold(name))
+        if user is None or not user.guest:
+            self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
         if event.away:
             self.reply(n.RPL_AWAY, name, event.away)
 
@@ -1326,6 +1768,29 @@ class IRCConnection(Protocol):
         self.notice(event.text)
 
 
+@dataclass
+class _Label:
+    """A labeled command's reply (``labeled-response``) while it is gathered."""
+
+    label: str
+    lines: list[Message] = field(default_factory=list)
+    # The id of the reply's batch once it is on its way.
+    batch: str | None = None
+
+
+def _label_of(tags_part: bytes) -> str:
+    """The ``label`` tag of a line's tags part (``@...``), read even if the line is not UTF-8."""
+    try:
+        return parse_tags(tags_part[1:].decode("utf-8")).get("label", "")
+    except (UnicodeDecodeError, ValueError):
+        return ""
+
+
+def _with_tags(message: Message, **tags: str) -> Message:
+    """``message`` with ``tags`` added to its own."""
+    return Message(message.verb, message.params, message.source, {**message.tags, **tags})
+
+
 @dataclass(frozen=True)
 class _EarlyBulk:
     """A bulk reply the core started before the welcome burst: sent after it."""
@@ -1349,6 +1814,44 @@ CTCP_ACTION = "\x01ACTION "
 def _folded(names: tuple[str, ...]) -> set[str]:
     """The folded forms of names, to test membership case-insensitively."""
     return {fold(name) for name in names}
+
+
+def _history_mark(raw: str, timestamps_only: bool = False) -> HistoryMark:
+    """A chathistory mark: ``msgid=<id>`` or ``timestamp=<ISO 8601 UTC>``; ValueError if not."""
+    kind, equals, value = raw.partition("=")
+    if not equals or not value:
+        raise ValueError(raw)
+    if kind == "msgid" and not timestamps_only:
+        return HistoryMark(msgid=value)
+    if kind != "timestamp":
+        raise ValueError(raw)
+    text = value[:-1] if value.endswith("Z") else value
+    for layout in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            moment = datetime.strptime(text, layout).replace(tzinfo=UTC)
+            break
+        except ValueError:
+            continue
+    else:
+        raise ValueError(raw)
+    return HistoryMark(time=calendar.timegm(moment.timetuple()) * 1000 + moment.microsecond // 1000)
+
+
+def _later(first: HistoryMark, second: HistoryMark) -> bool:
+    """Whether ``first`` names a later point than ``second`` (a BETWEEN going backwards).
+
+    Message ids begin with their time in hex (chatd.ids), so marks of either
+    kind compare by time; two ids of one millisecond compare as text.
+    """
+    def moment(mark: HistoryMark) -> tuple[int, str]:
+        if mark.msgid:
+            try:
+                return int(mark.msgid[:11], 16), mark.msgid
+            except ValueError:
+                return 0, mark.msgid
+        return mark.time, ""
+
+    return moment(first) > moment(second)
 
 
 def _whox(why: str) -> tuple[str, str] | None:
@@ -1402,8 +1905,12 @@ class IRCFactory(ServerFactory):
         self.limits = limits or Limits(config, clock)
         self.telemetry = telemetry or Telemetry()
         # Logins, registrations and the per-user limits: the same gate as the line door's.
-        self.gate = gate or Gate(config, self.limits, accounts, portal, self.telemetry)
+        self.gate = gate or Gate(
+            config, self.limits, accounts, portal, self.telemetry, chat=chat
+        )
         self.connections: set[IRCConnection] = set()
+        # The QUIT reason of each user whose last IRC session is ending now.
+        self.quit_reasons: dict[str, str] = {}
         watchers = getattr(chat, "away_watchers", None)
         if watchers is not None:
             watchers.append(self._away_changed)
@@ -1456,6 +1963,24 @@ class IRCFactory(ServerFactory):
         """A connection for one new client."""
         return IRCConnection(self)
 
+    def is_invisible(self, key: str) -> bool:
+        """Whether an IRC connection of the user of folded name ``key`` set user mode +i."""
+        return any(
+            connection._invisible
+            for connection in self.connections
+            if connection.session is not None and connection.session.user.key == key
+        )
+
+    def identity_of(self, name: str) -> tuple[str, str]:
+        """The user name and real name an IRC connection of ``name`` gave in USER
+        (the nick for either when none did, as for line-door users)."""
+        key = fold(name)
+        for connection in self.connections:
+            session = connection.session
+            if session is not None and session.user.key == key and connection.realname:
+                return connection.username or name, connection.realname
+        return name, name
+
     def online_names(self) -> dict[str, str]:
         """Display names of the users online now, by folded name."""
         return {key: user.name for key, user in self.chat.users.items()}
@@ -1474,6 +1999,12 @@ class IRCFactory(ServerFactory):
             "UTF8ONLY",
             f"LINELEN={LINE_LIMIT}",
             "WHOX",
+            f"CHATHISTORY={CHATHISTORY_LIMIT}",
+            f"TARGMAX=JOIN:,PART:,NAMES:,KICK:,PRIVMSG:{MESSAGE_TARGETS},"
+            f"NOTICE:{MESSAGE_TARGETS}",
+            "MSGREFTYPES=msgid,timestamp",
+            # Client-only tags (+tag) are not passed on: the core carries none.
+            "CLIENTTAGDENY=*",
         ]
 
     def disconnect_all(self, reason: DisconnectReason) -> defer.Deferred:

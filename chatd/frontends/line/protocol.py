@@ -614,7 +614,9 @@ class ChatServerFactory(ServerFactory):
 
     noisy = False
 
-    def __init__(self, config, accounts, portal, clock, telemetry: Telemetry | None = None):
+    def __init__(
+        self, config, accounts, portal, clock, telemetry: Telemetry | None = None, chat=None
+    ):
         self.config = config
         self.telemetry = telemetry or Telemetry()
         # Every event this door's sessions get is encoded once, here.
@@ -624,7 +626,7 @@ class ChatServerFactory(ServerFactory):
         self.clock = clock
         self.limits = Limits(config, clock)
         # Policy (throttles, limits, the portal) lives in the gate, shared with the other doors.
-        self.gate = Gate(config, self.limits, accounts, portal, self.telemetry)
+        self.gate = Gate(config, self.limits, accounts, portal, self.telemetry, chat=chat)
         self.connections: set[ChatProtocol] = set()
         self._all_closed: list[defer.Deferred] = []
 

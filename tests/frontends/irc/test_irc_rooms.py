@@ -65,12 +65,12 @@ def test_topic_set_shown_to_members_and_on_join(irc, bytewise):
 
 
 def test_topic_refusals(irc):
-    """A non-operator of a room with operators gets 482; a non-member 442."""
+    """A non-operator of a room with operators gets 482; a room that is not there 403."""
     alice, bob = in_dev(irc)
     assert bob.send("TOPIC #dev :mine now") == [
         ":chatd 482 bob #dev :only an operator of #dev may do that"
     ]
-    assert verbs(bob.send("TOPIC #elsewhere")) == ["442"]
+    assert verbs(bob.send("TOPIC #elsewhere")) == ["403"]
     assert verbs(bob.send("TOPIC")) == ["461"]
     assert alice.lines() == []
 
@@ -128,7 +128,7 @@ def test_mode_op_and_deop_render_for_all_and_in_names(irc, bytewise):
     assert alice.send("MODE #dev +o bob", bytewise=bytewise) == [":chatd MODE #dev +o bob"]
     assert bob.lines() == [":chatd MODE #dev +o bob"]
     assert ":chatd 353 alice = #dev :@alice @bob" in alice.send("NAMES #dev")
-    assert ":chatd 352 alice #dev bob chatd chatd bob H@ :0 bob" in alice.send("WHO #dev")
+    assert ":chatd 352 alice #dev u chatd chatd bob H@ :0 Real Name" in alice.send("WHO #dev")
     assert bob.send("MODE #dev -o alice", bytewise=bytewise) == [":chatd MODE #dev -o alice"]
     assert alice.lines() == [":chatd MODE #dev -o alice"]
     assert ":chatd 353 alice = #dev :alice @bob" in alice.send("NAMES #dev")
@@ -181,7 +181,7 @@ def test_away_numerics_away_notify_and_whois(irc, bytewise):
     ]
     assert alice.lines() == [":bob!bob@chatd AWAY :at lunch"]
     assert ":chatd 301 alice bob :at lunch" in alice.send("PRIVMSG bob :hi", bytewise=bytewise)
-    assert ":chatd 352 alice #lobby bob chatd chatd bob G :0 bob" in alice.send("WHO #lobby")
+    assert ":chatd 352 alice #lobby u chatd chatd bob G :0 Real Name" in alice.send("WHO #lobby")
     whois = alice.send("WHOIS bob", bytewise=bytewise)
     assert verbs(whois) == ["311", "319", "312", "330", "301", "318"]
     assert whois[1] == ":chatd 319 alice bob #lobby"
@@ -217,8 +217,8 @@ def test_whox_fields_in_their_order_with_the_token(irc, bytewise):
     alice, _bob = in_dev(irc)
     lines = alice.send("WHO #dev %tcuhnfar,42", bytewise=bytewise)
     assert lines == [
-        ":chatd 354 alice 42 #dev alice chatd alice H@ alice alice",
-        ":chatd 354 alice 42 #dev bob chatd bob H bob bob",
+        ":chatd 354 alice 42 #dev u chatd alice H@ alice :Real Name",
+        ":chatd 354 alice 42 #dev u chatd bob H bob :Real Name",
         ":chatd 315 alice #dev :End of WHO list",
     ]
     assert alice.send("WHO bob %na") == [

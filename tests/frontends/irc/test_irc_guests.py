@@ -1,0 +1,190 @@
+"""Guests (``CHATD_GUESTS=on``): IRC clients that chat under their nick without an account."""
+
+import dataclasses
+
+import pytest
+
+from chatd.config import Config
+from chatd.frontends.irc.message import parse
+from tests.frontends.irc.support import IRCHarness
+
+
+def guest_config(**changes) -> Config:
+    """The test harness's configuration with guests on."""
+    base = Config(
+        bcrypt_rounds=4, rate_limit=None, stored_message_limit=None, room_creation_limit=None,
+        guests=True,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def irc() -> IRCHarness:
+    """An in-memory server with guests on and the account alice."""
+    harness = IRCHarness(guest_config())
+    harness.account("alice")
+    return harness
+
+
+def verbs(lines):
+    """The verbs and numerics of ``lines``, in order."""
+    return [parse(line).verb for line in lines]
+
+
+def connect_guest(irc, nick, bytewise=False):
+    """A client that registers with NICK and USER only; return it and its lines."""
+    client = irc.irc_client()
+    return client, client.send(f"NICK {nick}", "USER u 0 * :Guest", bytewise=bytewise)
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_a_guest_is_welcomed_and_joins_nothing_by_itself(irc, bytewise):
+    """NICK and USER without a login: the welcome burst, no rooms, no 'log in' notice."""
+    _client, lines = connect_guest(irc, "visitor", bytewise)
+    assert verbs(lines)[0] == "001" and lines[0].startswith(":chatd 001 visitor ")
+    assert "376" in verbs(lines)
+    assert "JOIN" not in verbs(lines) and "NOTICE" not in verbs(lines)
+    assert irc.chat.users["visitor"].guest
+
+
+def test_a_guest_chats_with_an_account_on_the_line_door(irc):
+    """A guest joins #lobby and talks both ways with alice on the line door."""
+    guest, _ = connect_guest(irc, "visitor")
+    lines = guest.send("JOIN #lobby")
+    assert ":visitor!visitor@chatd JOIN #lobby" in lines
+    line = irc.client()
+    line.send("/login alice password1")
+    assert guest.lines()[-1] == ":alice!alice@chatd JOIN #lobby"
+    guest.send("PRIVMSG #lobby :hello from a guest")
+    assert any("visitor" in text and "hello from a guest" in text for text in line.lines())
+    line.send("/say #lobby welcome, guest")
+    assert guest.lines()[-1].endswith("PRIVMSG #lobby :welcome, guest")
+    # Direct messages between online users work both ways.
+    guest.send("PRIVMSG alice :psst")
+    assert any("psst" in text for text in line.lines())
+
+
+def test_an_accounts_name_is_refused_to_a_guest_with_433(irc):
+    """A nick that is an account's answers 433; another NICK then registers."""
+    client, lines = connect_guest(irc, "Alice")
+    assert verbs(lines) == ["433"]
+    assert "alice" not in irc.chat.users
+    lines = client.send("NICK alice_guest")
+    assert verbs(lines)[0] == "001"
+
+
+def test_a_nick_in_use_is_refused_and_freed_when_its_guest_leaves(irc):
+    """A second guest with the same nick gets 433; once the first quits the nick is free."""
+    first, _ = connect_guest(irc, "visitor")
+    second, lines = connect_guest(irc, "VISITOR")
+    assert verbs(lines) == ["433"]
+    first.send("JOIN #lobby")
+    first.send("QUIT :bye")
+    first.protocol.connectionLost(None)
+    assert "visitor" not in irc.chat.users
+    assert "visitor" not in irc.chat.rooms.get("#lobby").members if "#lobby" in irc.chat.rooms \
+        else True
+    lines = second.send("NICK visitor")
+    assert verbs(lines)[0] == "001"
+
+
+def test_the_nick_of_an_online_account_is_refused(irc):
+    """An account's session holds its name: a guest cannot take it."""
+    irc.account("bob")
+    line = irc.client()
+    line.send("/login bob password1")
+    _client, lines = connect_guest(irc, "bob")
+    assert verbs(lines) == ["433"]
+
+
+def test_a_guest_cannot_store_a_message_for_someone_offline(irc):
+    """A DM to an offline account is refused (401) and nothing is stored."""
+    guest, _ = connect_guest(irc, "visitor")
+    lines = guest.send("PRIVMSG alice :are you there?")
+    assert verbs(lines) == ["401"] and "guests cannot leave messages" in lines[0]
+    line = irc.client()
+    assert not any("are you there" in text for text in line.send("/login alice password1"))
+
+
+def test_a_guest_never_becomes_an_operator(irc):
+    """A guest opening a room is not its operator, and cannot be made one."""
+    guest, _ = connect_guest(irc, "visitor")
+    guest.send("JOIN #den")
+    assert not irc.chat.rooms["#den"].operators
+    lines = guest.send("MODE #den +o visitor")
+    assert verbs(lines) == ["482"]
+    # An account that joins later is no operator either (the room exists).
+    line = irc.client()
+    line.send("/login alice password1")
+    assert line.send("/join #den")[-1].startswith("OK")
+    reply = line.send("/op #den visitor")
+    assert reply and reply[-1].startswith("ERR")
+
+
+def test_an_operator_kicks_a_guest(irc):
+    """A guest's membership is only in memory: an operator's KICK removes it."""
+    line = irc.client()
+    line.send("/login alice password1")
+    line.send("/join #den")
+    guest, _ = connect_guest(irc, "visitor")
+    guest.send("JOIN #den")
+    line.lines()
+    assert line.send("/kick #den visitor out")[-1].startswith("OK")
+    assert guest.lines()[-1] == ":alice!alice@chatd KICK #den visitor out"
+    assert "#den" not in irc.chat.users["visitor"].rooms
+
+
+def test_a_guest_cannot_join_a_private_room(irc):
+    """A private room needs an invitation, which only an account keeps: 473."""
+    line = irc.client()
+    line.send("/login alice password1")
+    line.send("/join #den")
+    line.send("/private #den on")
+    guest, _ = connect_guest(irc, "visitor")
+    lines = guest.send("JOIN #den")
+    assert verbs(lines) == ["473"]
+
+
+def test_a_guest_registers_its_nick_then_identifies(irc):
+    """NickServ REGISTER from a guest creates its account; IDENTIFY leaves the guest's rooms
+    and logs in, back in #lobby as the account."""
+    guest, _ = connect_guest(irc, "newcomer")
+    guest.send("JOIN #den")
+    lines = guest.send("PRIVMSG NickServ :REGISTER password1")
+    assert "Account newcomer created" in lines[-1]
+    assert irc.chat.users["newcomer"].guest
+    lines = guest.send("PRIVMSG NickServ :IDENTIFY password1")
+    assert ":newcomer!newcomer@chatd PART #den" in lines
+    assert "900" in verbs(lines)
+    assert ":newcomer!newcomer@chatd JOIN #lobby" in lines
+    assert not irc.chat.users["newcomer"].guest
+
+
+def test_another_guests_nick_cannot_be_registered(irc):
+    """REGISTER of a name a guest is using fails for anyone but that guest."""
+    connect_guest(irc, "visitor")
+    other, _ = connect_guest(irc, "other")
+    lines = other.send("REGISTER visitor * password1")
+    assert lines[-1].startswith(":chatd FAIL REGISTER ACCOUNT_EXISTS visitor")
+
+
+def test_an_account_login_ends_a_guest_under_its_name(irc):
+    """An account made under a guest's name by another way than the gate (here the
+    accounts directly, as the admin tool would) wins: its login ends the guest."""
+    guest, _ = connect_guest(irc, "latecomer")
+    irc.accounts.register("latecomer", "password1")
+    assert irc.chat.users["latecomer"].guest
+    line = irc.client()
+    assert "OK login latecomer" in line.send("/login latecomer password1")
+    assert guest.lines()[-1].startswith("ERROR") and guest.transport.closed
+    assert not irc.chat.users["latecomer"].guest
+
+
+def test_with_guests_off_a_client_without_login_may_only_log_in():
+    """CHATD_GUESTS=off (the default): the welcome, a NOTICE saying how to log in, no JOIN."""
+    irc = IRCHarness(guest_config(guests=False))
+    client, lines = connect_guest(irc, "visitor")
+    assert verbs(lines)[0] == "001" and "NOTICE" in verbs(lines)
+    lines = client.send("JOIN #lobby")
+    assert verbs(lines) == ["NOTICE"] and "Log in first" in lines[0]
+    assert "visitor" not in irc.chat.users
