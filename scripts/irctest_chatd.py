@@ -56,6 +56,8 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             CHATD_DB=str(self.directory / "chatd.sqlite3"),
             CHATD_LISTEN="tcp:0:interface=127.0.0.1",
             CHATD_IRC_LISTEN=f"tcp:{port}:interface={hostname}",
+            # No web door: irctest needs none, and its default port may be taken.
+            CHATD_WEB_LISTEN="off",
             CHATD_SERVER_NAME="My.Little.Server",
             CHATD_GUESTS="on",
             CHATD_BCRYPT_ROUNDS="4",
