@@ -335,6 +335,35 @@ def test_one_failing_write_does_not_undo_its_batch(database):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_failing_write_keeps_nothing_and_the_rest_of_its_batch_commits(database):
+    """A write that fails after writing keeps none of it; the writes around it commit.
+
+    PostgreSQL's writer runs a batch without savepoints first: the failure
+    rolls it back and it runs again with a savepoint per write.
+    """
+
+    def half_then_fail(connection):
+        transactions.create_user(connection, "ghost", "hash", 0)
+        raise ChatError("forbidden", "changed its mind")
+
+    yield database.open()
+    results = yield defer.DeferredList(
+        [
+            database.write(transactions.create_user, "alice", "hash", 0),
+            database.write(half_then_fail),
+            database.write(transactions.create_user, "bob", "hash", 0),
+        ],
+        consumeErrors=True,
+    )
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].value.code == "forbidden"
+    users = yield database.read(transactions.list_users)
+    assert users == [("alice", False), ("bob", False)]
+    events = yield database.read(transactions.account_events_since, 0)
+    assert [event.name_key for event in events] == ["alice", "bob"]
+
+
+@pytest_twisted.inlineCallbacks
 def test_many_writes_are_grouped_into_few_commits(database):
     """Writes queued while the writer is busy are committed together, all in order."""
     yield database.open()
