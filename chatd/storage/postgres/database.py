@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from chatd.core.errors import ChatError
 from chatd.storage.dialect import PostgresConnection
 from chatd.storage.postgres import schema
+from chatd.storage.queued import STOP, QueuedWork
 from chatd.storage.sqlite.database import MAX_BATCH, unavailable_error
 
 # While the server cannot be reached, how often an idle thread tries again.
@@ -44,7 +45,6 @@ RETRY_SECONDS = 1.0
 BATCH_ATTEMPTS = 5
 
 log = Logger()
-_STOP = object()
 
 
 class _Retry(Exception):
@@ -55,7 +55,7 @@ class _WriteFailed(Exception):
     """A write of a batch run without savepoints failed: run the batch again with them."""
 
 
-class Database:
+class Database(QueuedWork):
     """The server's handle on a PostgreSQL database: a writer and a reader thread.
 
     ``path`` is the URL without its password, for logs. ``on_commit`` hears
@@ -116,35 +116,6 @@ class Database:
         self._writes.put((body, args, done))
         return done
 
-    @property
-    def queued_writes(self) -> int:
-        """How many writes wait for the writer thread (roughly: it is another thread)."""
-        return self._writes.qsize()
-
-    def read(self, body: Callable[..., Any], *args: Any) -> Deferred:
-        """Run ``body(connection, *args)`` on the reader thread (autocommit, as SQLite's)."""
-        done: Deferred = Deferred()
-        self._reads.put((body, args, done))
-        return done
-
-    def close(self) -> Deferred:
-        """Finish every queued write, then close both connections."""
-        if self._closed is None:
-            self._closed = Deferred()
-            remaining = [len(self._threads)]
-
-            def one_stopped(_: object) -> None:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    self._closed.callback(None)
-
-            self._stopped = one_stopped
-            if not self._threads:
-                self._closed.callback(None)
-            self._writes.put(_STOP)
-            self._reads.put(_STOP)
-        return self._closed
-
     # --- connections that break and come back ----------------------------------
 
     def _connect(self, role: str) -> PostgresConnection | None:
@@ -182,13 +153,6 @@ class Database:
             with suppress(Exception):  # already broken: nothing to close cleanly
                 connection.close()
 
-    def _report(self, outcomes: list[tuple[Deferred, Any]]) -> None:
-        for done, outcome in outcomes:
-            if isinstance(outcome, Failure):
-                done.errback(outcome)
-            else:
-                done.callback(outcome)
-
     # --- the writer ------------------------------------------------------------
 
     def _run_writer(self, opened: Deferred) -> None:
@@ -207,12 +171,12 @@ class Database:
                 if connection is None:
                     connection = self._connect("writer")
                 continue
-            while len(batch) < MAX_BATCH and batch[-1] is not _STOP:
+            while len(batch) < MAX_BATCH and batch[-1] is not STOP:
                 try:
                     batch.append(self._writes.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is _STOP:
+            if batch[-1] is STOP:
                 stopping = True
                 batch.pop()
             if not batch:
@@ -319,7 +283,7 @@ class Database:
                 if connection is None:
                     connection = self._connect("reader")
                 continue
-            if item is _STOP:
+            if item is STOP:
                 break
             body, args, done = item
             if connection is None:

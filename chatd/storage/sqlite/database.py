@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.core.errors import ChatError
+from chatd.storage.queued import STOP, QueuedWork
 from chatd.storage.sqlite.schema import (
     BUSY_TIMEOUT_MS,
     SCHEMA_VERSION,
@@ -45,7 +46,6 @@ IDLE_WAL_BYTES = 4 * 1024 * 1024
 
 
 log = Logger()
-_STOP = object()
 
 
 class FileGuard:
@@ -98,7 +98,7 @@ def unavailable_error() -> ChatError:
     return ChatError("unavailable", "the server cannot store anything now; try again later")
 
 
-class Database:
+class Database(QueuedWork):
     """The server's handle on the database: a writer, a reader and a checkpointer thread.
 
     ``write`` queues a transaction body for the writer; the writer takes
@@ -199,33 +199,9 @@ class Database:
         self._writes.put((body, args, done))
         return done
 
-    @property
-    def queued_writes(self) -> int:
-        """How many writes wait for the writer thread (roughly: it is another thread)."""
-        return self._writes.qsize()
-
-    def read(self, body: Callable[..., Any], *args: Any) -> Deferred:
-        """Run ``body(connection, *args)`` on the reader thread."""
-        done: Deferred = Deferred()
-        self._reads.put((body, args, done))
-        return done
-
-    def close(self) -> Deferred:
-        """Finish every queued write, then close both connections."""
-        if self._closed is None:
-            self._closed = Deferred()
-            remaining = [len(self._threads)]
-
-            def one_stopped(_: object) -> None:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    self._closed.callback(None)
-
-            self._stopped = one_stopped
-            self._writes.put(_STOP)
-            self._reads.put(_STOP)
-            self._stopping.set()
-        return self._closed
+    def _closing(self) -> None:
+        # The checkpointer waits on this event, not on a queue.
+        self._stopping.set()
 
     def _close(self, connection: sqlite3.Connection) -> None:
         """Close a connection, unless the files are not the ones opened.
@@ -236,13 +212,6 @@ class Database:
         """
         if self.unavailable is None:
             connection.close()
-
-    def _report(self, outcomes: list[tuple[Deferred, Any]]) -> None:
-        for done, outcome in outcomes:
-            if isinstance(outcome, Failure):
-                done.errback(outcome)
-            else:
-                done.callback(outcome)
 
     def _check_files(self) -> bool:
         """True while the files are the ones opened; else make the database unavailable."""
@@ -283,12 +252,12 @@ class Database:
             except queue.Empty:
                 self._bound_wal(connection, idle=True)
                 continue
-            while len(batch) < MAX_BATCH and batch[-1] is not _STOP:
+            while len(batch) < MAX_BATCH and batch[-1] is not STOP:
                 try:
                     batch.append(self._writes.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is _STOP:
+            if batch[-1] is STOP:
                 stopping = True
                 batch.pop()
             if batch:
@@ -433,7 +402,7 @@ class Database:
         connection = connect(self.path)
         while True:
             item = self._reads.get()
-            if item is _STOP:
+            if item is STOP:
                 break
             body, args, done = item
             try:
