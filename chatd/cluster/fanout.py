@@ -16,6 +16,8 @@ from typing import Any
 
 from twisted.internet import defer
 
+from chatd.cluster.presence import ClusterPresence
+
 
 class LocalFanout:
     """One node alone: announcements go nowhere, and no other node's arrive.
@@ -26,6 +28,8 @@ class LocalFanout:
     """
 
     ordered = False
+    # Nobody online elsewhere, ever (never written to on one node).
+    presence = ClusterPresence()
 
     def attach(self, service: Any) -> None:
         """The service that receives what other nodes announce (none, here)."""
@@ -37,8 +41,18 @@ class LocalFanout:
         """Announce a direct message; fires with the number of nodes that took it: 0."""
         return defer.succeed(0)
 
-    def membership(self, room_key: str, room: str, user: str, joined: bool) -> None:
-        """Announce that ``user`` joined (or left) ``room`` for the cluster: nobody to tell."""
+    def membership(
+        self, room_key: str, room: str, user: str, joined: bool, changed: bool = False
+    ) -> None:
+        """Announce that ``user`` joined (or left) ``room`` for the cluster (``changed``: by
+        ``/join`` or ``/part``, so its sessions elsewhere follow): nobody to tell."""
+
+    def user_state(self, user_key: str, state: Any) -> None:
+        """Tell the other nodes ``user_key``'s rooms and away text here: nobody to tell."""
+
+    def account_event(self, event_id: int | None) -> None:
+        """Announce that account event ``event_id`` was recorded (None: one not known by
+        number), for the other nodes to read it now: nobody to tell."""
 
     def user_arrived(self, user_key: str, name: str) -> defer.Deferred:
         """``user_key`` got its first session here; fires with whether it was online elsewhere."""

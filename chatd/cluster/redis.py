@@ -40,6 +40,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd.cluster.presence import ClusterPresence, UserState
 from chatd.core.events import DirectMessage, RoomMessage
 
 log = Logger()
@@ -90,13 +91,17 @@ return 0
 
 # The heartbeat: keep this node alive; take (once) the user lists of nodes
 # whose keys expired, answering each user of theirs not online on a live node.
-# Answers {1 if this node was not listed (it had been taken for dead), users...}.
+# Answers {1 if this node was not listed (it had been taken for dead), the
+# number of live nodes, the live nodes..., the users gone...}.
 _HEARTBEAT = """
 redis.call('SET', ARGV[2] .. ARGV[1], '1', 'PX', ARGV[4])
 local relisted = redis.call('SADD', KEYS[1], ARGV[1])
-local gone = {relisted}
+local live = {}
+local gone = {}
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[2] .. node) == 0 and redis.call('SREM', KEYS[1], node) == 1 then
+  if redis.call('EXISTS', ARGV[2] .. node) == 1 then
+    table.insert(live, node)
+  elseif redis.call('SREM', KEYS[1], node) == 1 then
     local users = redis.call('HGETALL', ARGV[3] .. node)
     redis.call('DEL', ARGV[3] .. node)
     for i = 1, #users, 2 do
@@ -109,7 +114,10 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
-return gone
+local answer = {relisted, #live}
+for _, node in ipairs(live) do table.insert(answer, node) end
+for _, name in ipairs(gone) do table.insert(answer, name) end
+return answer
 """
 
 
@@ -231,6 +239,18 @@ class RedisFanout:
         self._listening = False
         self._listed = False
         self._ready_waiters: list[defer.Deferred] = []
+        # The other nodes' users and their rooms (WHO across nodes).
+        self.presence = ClusterPresence()
+        # Heartbeats sent so far, and the one that was the last sent when each
+        # node was last heard from: a node heard from after a heartbeat was
+        # sent is not dropped on that heartbeat's answer (it may have started
+        # since the answer's list was made).
+        self._beats_sent = 0
+        self._heard_in: dict[str, int] = {}
+        # Set when the publishing connection comes (back): what this node has
+        # is told whole at the next heartbeat answered (changes made while
+        # Redis was away were not told).
+        self._tell_all = False
 
     # --- lifecycle -------------------------------------------------------
 
@@ -262,6 +282,8 @@ class RedisFanout:
         publisher = self._publisher
         if publisher is not None:
             try:
+                # The other nodes drop this node's users from their WHO at once.
+                yield self._publish(ROOMS_CHANNEL, {"e": "bye"})
                 yield _call(
                     publisher.execute_command, "DEL", NODE_KEY + self.node, USERS_KEY + self.node
                 )
@@ -309,6 +331,7 @@ class RedisFanout:
             # Back on Redis: this node and its users are listed again, and
             # the rooms it wrote to meanwhile are announced up to date.
             self._register_users()
+            self._tell_all = True
             unannounced, self._unannounced = self._unannounced, {}
             if unannounced:
                 self._publish(ROOMS_CHANNEL, {"e": "msgs", "m": list(unannounced.values())})
@@ -342,9 +365,11 @@ class RedisFanout:
             if self._subscribed_once:
                 self.reconnects += 1
             self._subscribed_once = True
-            # Whatever was announced while nobody here listened is read back.
+            # Whatever was announced while nobody here listened is read back,
+            # and every node is asked for its users (WHO across nodes).
             if self.service is not None:
                 self.service.resync_rooms()
+            self._publish(ROOMS_CHANNEL, {"e": "hello"})
             self._listening = True
             self._wake_if_ready()
 
@@ -435,12 +460,35 @@ class RedisFanout:
         if batch:
             self._publish(ROOMS_CHANNEL, {"e": "msgs", "m": batch})
 
-    def membership(self, room_key: str, room: str, user: str, joined: bool) -> None:
-        """Announce, once for the cluster, that ``user`` joined or left ``room``."""
+    def membership(
+        self, room_key: str, room: str, user: str, joined: bool, changed: bool = False
+    ) -> None:
+        """Announce, once for the cluster, that ``user`` joined or left ``room`` (``changed``:
+        by ``/join`` or ``/part``: its sessions on the other nodes follow)."""
         # After the messages before it: a member's last words come before its PART.
         self._send_batch()
         self._publish(ROOMS_CHANNEL, {"e": "member", "r": room_key, "room": room,
-                                      "u": user, "j": int(joined)})
+                                      "u": user, "j": int(joined), "m": int(changed)})
+
+    def account_event(self, event_id: int | None) -> None:
+        """Announce that account event ``event_id`` was recorded here (a kick, a ban, a
+        password change...): every node reads the new events now, not at its next poll."""
+        self._publish(ROOMS_CHANNEL, {"e": "events", "i": event_id})
+
+    def user_state(self, user_key: str, state: UserState | None) -> None:
+        """Tell the other nodes how ``user_key`` is here now (None: no session here)."""
+        self._publish(ROOMS_CHANNEL, {
+            "e": "where", "u": user_key, "s": None if state is None else state.to_wire(),
+        })
+
+    def _tell_users(self) -> None:
+        """Tell the other nodes every user here, replacing what they knew of this node."""
+        if self.service is None:
+            return
+        states = self.service.local_presence()
+        self._publish(ROOMS_CHANNEL, {
+            "e": "node", "s": {key: state.to_wire() for key, state in states.items()},
+        })
 
     def direct_message(
         self, recipient_key: str, sender_key: str, message: DirectMessage
@@ -520,22 +568,33 @@ class RedisFanout:
         publisher = self._publisher
         if publisher is None:
             return None
+        self._beats_sent += 1
         beating = _call(
             publisher.eval, _HEARTBEAT, [NODES_KEY],
             [self.node, NODE_KEY, USERS_KEY, str(self._expiry_ms)],
         )
-        beating.addCallback(self._beaten)
+        beating.addCallback(self._beaten, self._beats_sent)
         beating.addErrback(lambda failure: log.warn(
             "redis heartbeat failed: {error}", error=failure.getErrorMessage()
         ))
         return beating
 
-    def _beaten(self, answer: list) -> None:
-        relisted, *gone = answer
-        self._listed = True
-        self._wake_if_ready()
+    def _beaten(self, answer: list, beat: int) -> None:
+        relisted, live_count, *rest = answer
+        live, gone = rest[: int(live_count)], rest[int(live_count):]
         if int(relisted):
             self._register_users()
+        if int(relisted) or self._tell_all:
+            self._tell_all = False
+            self._tell_users()
+        self._listed = True
+        self._wake_if_ready()
+        # Nodes whose keys expired (dead, or stopped without a word) leave WHO.
+        listed = set(live)
+        for node in self.presence.nodes():
+            if node not in listed and self._heard_in.get(node, 0) < beat:
+                self.presence.forget_node(node)
+                self._heard_in.pop(node, None)
         if not gone or self.service is None:
             return
         # Users of a dead node, online nowhere now: PART for the cluster.
@@ -548,8 +607,10 @@ class RedisFanout:
     def _received(self, channel: str, data: str) -> None:
         try:
             fields = json.loads(data)
-            if fields.get("n") == self.node:
+            origin = fields.get("n")
+            if origin == self.node:
                 return  # this node's own, delivered here already
+            self._heard_in[origin] = self._beats_sent
             if self.drop is not None and fields["e"] != "msgs" and self.drop(fields):
                 return
             self.received += 1
@@ -576,8 +637,27 @@ class RedisFanout:
                 self._throttle.failed_elsewhere(fields["a"], fields["u"])
             else:
                 self._throttle.succeeded_elsewhere(fields["a"], fields["u"])
+        elif kind == "events":
+            service.account_events_announced(fields.get("i"))
+        elif kind == "where":
+            state = fields["s"]
+            self.presence.set(
+                fields["n"], fields["u"], None if state is None else UserState.from_wire(state)
+            )
+        elif kind == "node":
+            self.presence.replace_node(fields["n"], {
+                key: UserState.from_wire(state) for key, state in fields["s"].items()
+            })
+        elif kind == "hello":
+            self._tell_users()
+        elif kind == "bye":
+            self.presence.forget_node(fields["n"])
+            self._heard_in.pop(fields["n"], None)
         elif kind == "member":
-            service.membership_announced(fields["r"], fields["u"], bool(fields["j"]))
+            service.membership_announced(
+                fields["r"], fields["u"], bool(fields["j"]), fields.get("room", ""),
+                bool(fields.get("m")),
+            )
         elif kind == "dm" and channel.startswith(USER_CHANNEL):
             service.direct_announced(fields["to"], DirectMessage(
                 fields["f"], fields["u"], fields["t"], fields["i"], int(fields["a"]),

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.cluster.fanout import LocalFanout
+from chatd.cluster.presence import RoomSeat, UserState
 from chatd.cluster.sequencer import RoomSequencer
 from chatd.core.bulk import EventPages
 from chatd.core.errors import ChatError
@@ -36,6 +37,7 @@ from chatd.core.events import (
     Operators,
     Parted,
     RoomMessage,
+    Roster,
     Topic,
     WhoisInfo,
     history_line,
@@ -98,6 +100,17 @@ class ChatService(Service):
         self._account_poll.clock = clock
         self._account_poll_seconds = account_poll_seconds
         self._last_account_event = 0
+        # The account-event read in flight, if any, and whether another must
+        # follow it (an announcement came while it was reading).
+        self._polling: defer.Deferred | None = None
+        self._poll_again = False
+        # Room events this node recorded and showed itself (a kick made in one
+        # of its sessions): its poll skips them, so nobody is told twice.
+        self._applied_here: set[int] = set()
+        # Cluster mode: users whose state (rooms, operator status, away text)
+        # changed this turn, told to the other nodes at its end (WHO there).
+        self._presence_changed: set[str] = set()
+        self._telling_presence = None
         # Called with (user, away text) whenever a user's away text changes:
         # doors that tell others about it (IRC's away-notify) listen here.
         self.away_watchers: list = []
@@ -131,10 +144,49 @@ class ChatService(Service):
             self._account_poll.stop()
 
     def _poll_account_events(self) -> defer.Deferred:
+        """Read and act on the account events newer than the last one seen: one read at a
+        time; asked again while one is reading, another follows it."""
+        if self._polling is not None:
+            self._poll_again = True
+            return defer.succeed(None)
         reading = self.database.read(transactions.account_events_since, self._last_account_event)
         reading.addCallback(self._apply_account_events)
         reading.addErrback(self._account_poll_failed)
+        self._polling = reading
+
+        def done(_) -> None:
+            self._polling = None
+            if self._poll_again:
+                self._poll_again = False
+                self._poll_account_events()
+
+        reading.addBoth(done)
         return reading
+
+    def account_events_announced(self, event_id: int | None) -> None:
+        """Another node (or the admin command line) recorded account event ``event_id``
+        (None: one not known by number): read the new events now, not at the next poll."""
+        if not self._account_poll.running:
+            return  # not started: the first poll starts from the newest event anyway
+        if event_id is None or event_id > self._last_account_event:
+            self._poll_account_events()
+
+    def _made_here(self, event_id: int | None, show) -> None:
+        """A change made in a session here and recorded as room event ``event_id``: ``show``
+        it now (unless the poll has shown it already) and tell the other nodes."""
+        if event_id is not None and event_id <= self._last_account_event:
+            pass  # the poll read it before its commit was reported here: shown
+        else:
+            if event_id is not None:
+                self._applied_here.add(event_id)
+            show()
+        if event_id is not None:
+            self.fanout.account_event(event_id)
+
+    def announce_account_event(self, event_id: int | None) -> None:
+        """Tell the other nodes that account event ``event_id`` was recorded here (a
+        password change, an account created): they act on it now, not at their next poll."""
+        self.fanout.account_event(event_id)
 
     @staticmethod
     def _account_poll_failed(failure) -> None:
@@ -155,7 +207,12 @@ class ChatService(Service):
 
     def _apply_account_events(self, events: list[rows.AccountEvent]) -> None:
         for event in events:
+            if event.id <= self._last_account_event:
+                continue  # read by an earlier read too (they may overlap)
             self._last_account_event = event.id
+            if event.id in self._applied_here:
+                self._applied_here.discard(event.id)
+                continue  # made in a session here, and shown then
             if event.room_key is not None:
                 self._apply_room_event(event)
                 continue
@@ -196,6 +253,8 @@ class ChatService(Service):
         """An account was just created under ``name_key`` on this server: a session
         still open under the name is a deleted account's, and ends now."""
         user = self.users.get(name_key)
+        # The other nodes end theirs when they read the account's create event.
+        self.announce_account_event(None)
         # A guest under the name is the one that registered it (the gate
         # refuses the names of the others): it keeps chatting until it logs in.
         if user is not None and not user.guest:
@@ -211,9 +270,13 @@ class ChatService(Service):
         if room is None:
             return
         action = event.action.removeprefix("room-")
+        # Made in a session (on another node): by that operator; else by the admin.
+        by = event.actor or rows.ADMIN
         if action == "topic":
-            room.topic, room.topic_setter = event.detail, rows.ADMIN
-            room.broadcast(Topic(room.name, rows.ADMIN, event.detail))
+            room.topic, room.topic_setter = event.detail, by
+            if event.actor:
+                room.topic_time = self.now()
+            room.broadcast(Topic(room.name, by, event.detail))
         elif action in ("op", "deop"):
             operators = dict(room.operators)
             if action == "op":
@@ -223,7 +286,84 @@ class ChatService(Service):
             self._change_operators(room, operators.values())
         elif action in ("kick", "ban") and event.user_name:
             reason = "banned" if action == "ban" else event.detail
-            self._remove_member(room, event.user_name, rows.ADMIN, reason)
+            self._remove_member(room, event.user_name, by, reason)
+
+    # --- cluster mode: this node's users, as the other nodes list them ------------
+
+    def state_of(self, user: User) -> UserState:
+        """``user`` as the other nodes' ``WHO`` shows it: name, away text, rooms."""
+        return UserState(user.name, user.away, tuple(
+            RoomSeat(room.key, room.name, user.key in room.operators, room.private)
+            for room in user.rooms.values()
+        ))
+
+    def local_presence(self) -> dict[str, UserState]:
+        """Every user with a session here, for a node that asks for them all."""
+        return {key: self.state_of(user) for key, user in self.users.items()}
+
+    def _touch(self, user_key: str) -> None:
+        """Cluster mode: ``user_key``'s rooms, operator status or away text changed, or its
+        last session here ended: tell the other nodes at the end of the turn."""
+        if not self.fanout.ordered:
+            return
+        self._presence_changed.add(user_key)
+        if self._telling_presence is None:
+            self._telling_presence = self._clock.callLater(0, self._tell_presence)
+
+    def _tell_presence(self) -> None:
+        self._telling_presence = None
+        changed, self._presence_changed = self._presence_changed, set()
+        for key in sorted(changed):
+            self._tell_now(key)
+
+    def _tell_now(self, user_key: str) -> None:
+        """Tell the other nodes ``user_key``'s state now: before a ``JOIN`` or ``PART`` that
+        is announced, so a node that shows it lists (or stops listing) the user already."""
+        if not self.fanout.ordered:
+            return
+        self._presence_changed.discard(user_key)
+        user = self.users.get(user_key)
+        self.fanout.user_state(user_key, None if user is None else self.state_of(user))
+
+    def member_names(self, room: Room) -> tuple[str, ...]:
+        """The members of a loaded room online here or (cluster mode) on another node,
+        sorted case-insensitively."""
+        elsewhere = self.fanout.presence.members(room.key)
+        if not elsewhere:
+            return room.member_names()
+        names = {key: name for key, (name, _operator) in elsewhere.items()}
+        names.update((user.key, user.name) for user in room.members.values())
+        return tuple(sorted(names.values(), key=str.lower))
+
+    def roster(self, key: str, asker: User) -> Roster:
+        """What ``WHO`` answers ``asker`` for the room of folded name ``key``: its members
+        online on any node and its operators; ``no-such-room`` when nobody is in it (or it
+        is private and ``asker`` not a member)."""
+        room = self.rooms.get(key)
+        if room is not None and room.members:
+            if room.private and room.key not in asker.rooms:
+                raise ChatError("no-such-room", f"nobody is in {room.name}")
+            return Roster(room.name, self.member_names(room), room.operator_names())
+        # Not loaded here: its members are all on other nodes (and not the asker).
+        seat = self.fanout.presence.room(key)
+        if seat is None or seat.private:
+            raise ChatError("no-such-room", f"nobody is in {key}")
+        members = self.fanout.presence.members(key)
+        names = sorted((name for name, _operator in members.values()), key=str.lower)
+        operators = sorted((name for name, op in members.values() if op), key=str.lower)
+        return Roster(seat.room_name, tuple(names), tuple(operators))
+
+    def is_online(self, user_key: str) -> bool:
+        """Whether ``user_key`` has a session here or (cluster mode) on another node."""
+        return user_key in self.users or self.fanout.presence.user(user_key) is not None
+
+    def away_of(self, user_key: str) -> str:
+        """The away text of a user online here or on another node; empty if none."""
+        user = self.users.get(user_key)
+        if user is not None:
+            return user.away
+        elsewhere = self.fanout.presence.user(user_key)
+        return "" if elsewhere is None else elsewhere.away
 
     # --- sessions --------------------------------------------------------
 
@@ -325,6 +465,7 @@ class ChatService(Service):
         user = self.users[key] = User(name, None, guest=True)
         session = Session(self, user, mind)
         user.sessions.append(session)
+        self._touch(key)
         return session
 
     def _arrive(self, session: Session) -> defer.Deferred:
@@ -402,6 +543,7 @@ class ChatService(Service):
             return
         del self.users[user.key]
         if self.fanout.ordered:
+            self._tell_now(user.key)
             self._leave_cluster(user)
         else:
             for room in list(user.rooms.values()):
@@ -626,12 +768,49 @@ class ChatService(Service):
         reading.addCallback(part)
         reading.addErrback(lambda failure: log.failure("announcing a dead node's users", failure))
 
-    def membership_announced(self, room_key: str, user_name: str, joined: bool) -> None:
-        """On another node ``user_name`` joined or left a room, for the whole cluster."""
+    def membership_announced(
+        self, room_key: str, user_name: str, joined: bool, room_name: str = "",
+        changed: bool = False,
+    ) -> None:
+        """On another node ``user_name`` joined or left a room, for the whole cluster.
+
+        ``changed``: by ``/join`` or ``/part`` (not by coming online or leaving): the
+        membership is the user's, so its sessions here join or leave the room too.
+        """
+        key = fold(user_name)
+        user = self.users.get(key)
+        if changed and user is not None and not user.guest:
+            if joined and room_key not in user.rooms:
+                self._join_here(user, room_name or room_key)
+            elif not joined and room_key in user.rooms:
+                self._parted(user, user.rooms[room_key])
+            return
         room = self.rooms.get(room_key)
-        if room is None or fold(user_name) in room.members:
+        if room is None or key in room.members:
+            return
+        if changed and not joined and key in room.operators:
+            # A member's /part ends its operator status with its membership.
+            operators = dict(room.operators)
+            del operators[key]
+            room.broadcast(Parted(room.name, user_name))
+            self._change_operators(room, operators.values())
             return
         room.broadcast((Joined if joined else Parted)(room.name, user_name))
+
+    def _join_here(self, user: User, room_name: str) -> None:
+        """``user`` joined a room on another node (committed there): its sessions here are
+        in it too, told by ``JOIN`` as a further session on one node is."""
+        opening = self._open_room(room_name)
+
+        def enter(room: Room) -> None:
+            if self.users.get(user.key) is user and user.sessions and room.key not in user.rooms:
+                room.add(user)
+                self._touch(user.key)
+                room.broadcast(Joined(room.name, user.name))
+            self._forget_if_empty(room)
+
+        opening.addCallback(enter)
+        opening.addErrback(lambda failure: log.failure("joining {room}", failure, room=room_name))
 
     def _wake_openers(self, result, key: str) -> None:
         for waiting in self._opening.pop(key):
@@ -658,14 +837,17 @@ class ChatService(Service):
                 transactions.enter_room, name, session.user.key, self.now(), load
             )
         joining.addCallback(lambda found: self._room_for(*found))
-        return joining.addCallback(lambda room: self._enter(session, room))
+        return joining.addCallback(lambda room: self._enter(session, room, changed=True))
 
-    def _enter(self, session: Session, room: Room, announce: bool = True) -> defer.Deferred | str:
+    def _enter(
+        self, session: Session, room: Room, announce: bool = True, changed: bool = False
+    ) -> defer.Deferred | str:
         """Put a member's user into a loaded room and make it the session's current room.
 
         Fires with the room's name (at once, or once its HISTORY is written).
         ``announce`` False: the members know the user already (cluster mode: it
-        is online on another node), so no ``JOIN``.
+        is online on another node), so no ``JOIN``. ``changed``: a ``/join`` (the user's
+        sessions on the other nodes join too), not a user coming online.
         """
         user = session.user
         # Membership is the user's: it joins while any session of it is
@@ -673,9 +855,11 @@ class ChatService(Service):
         shown = None
         if user.sessions and room.key not in user.rooms:
             room.add(user)
+            self._touch(user.key)
             if announce:
                 room.broadcast(Joined(room.name, user.name))
-                self.fanout.membership(room.key, room.name, user.name, True)
+                self._tell_now(user.key)
+                self.fanout.membership(room.key, room.name, user.name, True, changed=changed)
             if session.active:
                 shown = self._show_room(session, room)
         if session.active:
@@ -691,7 +875,7 @@ class ChatService(Service):
         # Committed messages are in room.recent before they are flushed: send
         # them now, or the session would get them as HISTORY and then as MSG.
         room.flush()
-        session.deliver(Members(room.name, room.member_names()))
+        session.deliver(Members(room.name, self.member_names(room)))
         for line in room.extra_lines():
             session.deliver(line)
         # A snapshot: what the room says from now on comes after it, as MSG.
@@ -701,8 +885,14 @@ class ChatService(Service):
         """``user`` leaves ``room``; sessions that had it current move to their latest."""
         if room.key not in user.rooms:
             return  # gone already: kicked, or the last session ended, meanwhile
+        self._parted(user, room)
+        self._tell_now(user.key)
+        self.fanout.membership(room.key, room.name, user.name, False, changed=True)
+
+    def _parted(self, user: User, room: Room) -> None:
+        """``user`` left ``room`` (``/part``, here or on another node): ``PART`` to its
+        members, the user's sessions among them, and out."""
         room.broadcast(Parted(room.name, user.name))
-        self.fanout.membership(room.key, room.name, user.name, False)
         self._leave(user, room, announce=False)
         for session in user.sessions:
             if session.current is room:
@@ -723,7 +913,14 @@ class ChatService(Service):
         before = room.operator_names()
         room.set_operators(names)
         if room.operator_names() != before:
+            self._operators_changed(room)
             room.broadcast(Operators(room.name, room.operator_names()))
+
+    def _operators_changed(self, room: Room) -> None:
+        """Cluster mode: the other nodes' ``WHO`` shows this node's members of ``room`` anew
+        (their operator status, or the room's privacy, changed)."""
+        for key in room.members:
+            self._touch(key)
 
     def _remove_member(self, room: Room, name: str, by: str, reason: str) -> None:
         """``name`` was kicked or banned from ``room`` (committed): ``KICK`` to all, then out."""
@@ -731,6 +928,7 @@ class ChatService(Service):
         user = self.users.get(fold(name))
         if user is not None and room.key in user.rooms:
             room.remove(user)
+            self._touch(user.key)
             for session in user.sessions:
                 if session.current is room:
                     session.current = user.latest_room()
@@ -744,12 +942,17 @@ class ChatService(Service):
         """Set a room's topic: an operator, or any member of a room without operators."""
         if room.operators:
             self._require_operator(user, room)
-        writing = self.database.write(transactions.set_topic, room.id, text, user.name)
+        writing = self.database.write(
+            transactions.change_topic, room.id, room.key, text, user.name, self.now()
+        )
 
-        def show(_) -> str:
-            room.topic, room.topic_setter = text, user.name
-            room.topic_time = self.now()
-            room.broadcast(Topic(room.name, user.name, text))
+        def show(event_id: int) -> str:
+            def topic() -> None:
+                room.topic, room.topic_setter = text, user.name
+                room.topic_time = self.now()
+                room.broadcast(Topic(room.name, user.name, text))
+
+            self._made_here(event_id, topic)
             return room.name
 
         return writing.addCallback(show)
@@ -759,12 +962,20 @@ class ChatService(Service):
     ) -> defer.Deferred:
         """An operator makes a member an operator, or not: ``OPS`` to all members."""
         self._require_operator(user, room)
-        writing = self.database.write(transactions.set_operator, room.id, target_key, operator)
+        writing = self.database.write(
+            transactions.change_operator, room.id, room.key, target_key, operator, user.name,
+            self.now(),
+        )
 
-        def show(outcome: tuple[str, tuple[str, ...]]) -> str:
-            _name, operators = outcome
-            room.set_operators(operators)
-            room.broadcast(Operators(room.name, room.operator_names()))
+        def show(outcome: tuple[str, tuple[str, ...], int]) -> str:
+            _name, operators, event_id = outcome
+
+            def change() -> None:
+                room.set_operators(operators)
+                self._operators_changed(room)
+                room.broadcast(Operators(room.name, room.operator_names()))
+
+            self._made_here(event_id, change)
             return room.name
 
         return writing.addCallback(show)
@@ -777,10 +988,14 @@ class ChatService(Service):
             # A guest's membership is only in memory.
             self._remove_member(room, target.name, user.name, reason)
             return defer.succeed(room.name)
-        writing = self.database.write(transactions.remove_member, room.id, target_key)
+        writing = self.database.write(
+            transactions.kick_from_room, room.id, room.key, target_key, user.name, reason,
+            self.now(),
+        )
 
-        def show(outcome: tuple[str, bool]) -> str:
-            self._remove_member(room, outcome[0], user.name, reason)
+        def show(outcome: tuple[str, int]) -> str:
+            name, event_id = outcome
+            self._made_here(event_id, partial(self._remove_member, room, name, user.name, reason))
             return room.name
 
         return writing.addCallback(show)
@@ -792,12 +1007,15 @@ class ChatService(Service):
             lifting = self.database.write(transactions.unban_user, room.id, target_key)
             return lifting.addCallback(lambda _: room.name)
         writing = self.database.write(
-            transactions.ban_user, room.id, target_key, user.name, self.now()
+            transactions.ban_from_room, room.id, room.key, target_key, user.name, self.now()
         )
 
-        def show(outcome: rows.Banned) -> str:
-            if outcome.was_member:
-                self._remove_member(room, outcome.name, user.name, "banned")
+        def show(outcome: tuple[rows.Banned, int | None]) -> str:
+            banned, event_id = outcome
+            if banned.was_member:
+                self._made_here(
+                    event_id, partial(self._remove_member, room, banned.name, user.name, "banned")
+                )
             return room.name
 
         return writing.addCallback(show)
@@ -809,6 +1027,8 @@ class ChatService(Service):
 
         def done(_) -> str:
             room.private = private
+            # The other nodes' WHO hides a private room from those not in it.
+            self._operators_changed(room)
             return room.name
 
         return writing.addCallback(done)
@@ -842,6 +1062,7 @@ class ChatService(Service):
 
         def done(_) -> str:
             user.away = text
+            self._touch(user.key)
             for watcher in self.away_watchers:
                 watcher(user, text)
             return text
@@ -853,15 +1074,16 @@ class ChatService(Service):
         reading = self.database.read(transactions.whois, target_key, session.user.key)
 
         def known(found: rows.Whois) -> WhoisInfo:
-            online = self.users.get(target_key)
-            away = found.away if online is None else online.away
+            online = self.is_online(target_key)
+            away = self.away_of(target_key) if online else found.away
             rooms = tuple(found.shared_rooms)
-            return WhoisInfo(found.name, online is not None, found.last_seen, rooms, away)
+            return WhoisInfo(found.name, online, found.last_seen, rooms, away)
 
         return reading.addCallback(known)
 
     def _leave(self, user: User, room: Room, announce: bool = True) -> None:
         room.remove(user)
+        self._touch(user.key)
         if announce:
             room.broadcast(Parted(room.name, user.name))
         self._forget_if_empty(room)

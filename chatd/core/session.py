@@ -120,13 +120,12 @@ class Session:
     def who(self, room_name: str | None = None) -> Roster:
         if room_name is None:
             room = self._room(None)
-        else:
-            require_room_name(room_name)
-            room = self._service.rooms.get(fold(room_name))
-            hidden = room is not None and room.private and room.key not in self.user.rooms
-            if room is None or not room.members or hidden:
-                raise ChatError("no-such-room", f"nobody is in {room_name}")
-        return Roster(room.name, room.member_names(), room.operator_names())
+            return Roster(room.name, self._service.member_names(room), room.operator_names())
+        require_room_name(room_name)
+        try:
+            return self._service.roster(fold(room_name), self.user)
+        except ChatError:
+            raise ChatError("no-such-room", f"nobody is in {room_name}") from None
 
     def rooms(self) -> defer.Deferred:
         reading = self._service.database.read(transactions.visible_rooms, self.user.key)
@@ -242,6 +241,8 @@ class Session:
         self._service.end_sessions(
             self.user, DisconnectReason.PASSWORD_CHANGED, event_id, keep=self
         )
+        # The user's sessions on the other nodes of a cluster end too, now.
+        self._service.announce_account_event(event_id)
 
 
 def _history_lines(found: list[rows.HistoryRow], room: Room) -> list[HistoryLine]:

@@ -423,6 +423,23 @@ def _open_postgres(url: str):
     return connection
 
 
+def _tell_the_cluster(url: str) -> None:
+    """Cluster mode: announce the change on Redis, so every node shows it at once; if
+    Redis cannot be reached, the nodes' poll finds it (a warning says so)."""
+    from chatd.cluster.notify import announce_account_events
+    from chatd.config import redacted_url
+
+    try:
+        announce_account_events(url)
+    except OSError as error:
+        print(
+            f"chatd: warning: CHATD_REDIS={redacted_url(url)}: could not announce the change"
+            f" ({error or type(error).__name__}); the nodes see it within"
+            " CHATD_ACCOUNT_POLL_SECONDS",
+            file=sys.stderr,
+        )
+
+
 def _postgres_error(error: Exception) -> bool:
     """True for psycopg's errors (psycopg is imported only when PostgreSQL is used)."""
     return type(error).__module__.startswith("psycopg")
@@ -539,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                 output = args.run(args, connection, config)
             finally:
                 connection.close()
+            if config.redis_url is not None and args.action != "list":
+                _tell_the_cluster(config.redis_url)
     except (AdminError, dbtools.DatabaseToolError) as error:
         print(f"chatd: {error}", file=sys.stderr)
         return 1

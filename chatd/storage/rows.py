@@ -59,7 +59,8 @@ class AccountEvent:
 
     Room events (``action`` starting ``room-``) name the room by its key, the
     user by ``name_key`` and ``user_name``, and carry the topic or the kick's
-    reason in ``detail``.
+    reason in ``detail``, and who made them in ``actor`` (an operator's name
+    for those made in a session; empty for the admin command line's).
     """
 
     id: int
@@ -68,6 +69,7 @@ class AccountEvent:
     room_key: str | None = None
     user_name: str = ""
     detail: str = ""
+    actor: str = ""
 
 
 # --- membership, topics, operators, bans, invites -----------------------------

@@ -192,7 +192,7 @@ def last_account_event_id(connection: Connection) -> int:
 def account_events_since(connection: Connection, after_id: int) -> list[AccountEvent]:
     """Account events newer than ``after_id``, oldest first."""
     rows = connection.execute(
-        "SELECT id, name_key, action, room_key, user_name, detail FROM account_events"
+        "SELECT id, name_key, action, room_key, user_name, detail, actor FROM account_events"
         " WHERE id > ? ORDER BY id",
         (after_id,),
     )
@@ -859,14 +859,17 @@ def record_room_event(
     user_name: str,
     detail: str,
     now: int,
-) -> None:
-    """Note a room change the running server must show (``room-op``, ``room-kick``, ...)."""
+    actor: str = "",
+) -> int:
+    """Note a room change the running server must show (``room-op``, ``room-kick``, ...);
+    return its event id. ``actor``: the operator who made it in a session."""
     dialect_of(connection).serialize_account_events(connection)
-    connection.execute(
-        "INSERT INTO account_events (name_key, action, at, room_key, user_name, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (user_key, action, now, room_key, user_name, detail),
-    )
+    (event_id,) = connection.execute(
+        "INSERT INTO account_events (name_key, action, at, room_key, user_name, detail, actor)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (user_key, action, now, room_key, user_name, detail, actor),
+    ).fetchone()
+    return event_id
 
 
 def admin_room_change(
@@ -900,6 +903,57 @@ def admin_room_change(
         raise ValueError(f"unknown room action {action}")
     record_room_event(connection, "room-" + action, room_key, user_key, user_name, detail, now)
     return done
+
+
+# --- room changes made in sessions, recorded for every node -------------------
+#
+# Each returns the id of the room event it records in the same transaction:
+# the node that made the change shows it at once, and every other node of a
+# cluster shows it when it reads that event (told by Redis, or by its poll).
+
+
+def kick_from_room(
+    connection: Connection, room_id: int, room_key: str, user_key: str, by: str,
+    reason: str, now: int,
+) -> tuple[str, int]:
+    """An operator's kick: ``remove_member``; return the member's name and the event id."""
+    name, _operator = remove_member(connection, room_id, user_key)
+    event_id = record_room_event(
+        connection, "room-kick", room_key, user_key, name, reason, now, by
+    )
+    return name, event_id
+
+
+def ban_from_room(
+    connection: Connection, room_id: int, room_key: str, user_key: str, by: str, now: int
+) -> tuple[Banned, int | None]:
+    """An operator's ban: ``ban_user``; the event (None: not a member, nothing to show)."""
+    banned = ban_user(connection, room_id, user_key, by, now)
+    if not banned.was_member:
+        return banned, None
+    event_id = record_room_event(
+        connection, "room-ban", room_key, user_key, banned.name, "banned", now, by
+    )
+    return banned, event_id
+
+
+def change_operator(
+    connection: Connection, room_id: int, room_key: str, user_key: str, operator: bool,
+    by: str, now: int,
+) -> tuple[str, tuple[str, ...], int]:
+    """An operator's op or deop: ``set_operator``; also the event id."""
+    name, operators = set_operator(connection, room_id, user_key, operator)
+    action = "room-op" if operator else "room-deop"
+    event_id = record_room_event(connection, action, room_key, user_key, name, "", now, by)
+    return name, operators, event_id
+
+
+def change_topic(
+    connection: Connection, room_id: int, room_key: str, text: str, by: str, now: int
+) -> int:
+    """A member's topic: ``set_topic``; return the event id."""
+    set_topic(connection, room_id, text, by)
+    return record_room_event(connection, "room-topic", room_key, "", "", text, now, by)
 
 
 # --- direct messages kept for offline users --------------------------------

@@ -26,7 +26,7 @@ class FakeFanout(LocalFanout):
     def room_message(self, room_key, message) -> None:
         self.announced.append(("msg", room_key, message.seq, message.text))
 
-    def membership(self, room_key, room, user, joined) -> None:
+    def membership(self, room_key, room, user, joined, changed=False) -> None:
         self.announced.append(("member", room_key, user, joined))
 
     def user_arrived(self, user_key, name) -> defer.Deferred:

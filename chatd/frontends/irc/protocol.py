@@ -1085,10 +1085,15 @@ class IRCConnection(Protocol):
             self._names_reply(roster.room, roster.members, _folded(roster.operators))
 
     def _names_of_all(self) -> None:
-        mine = self.session.user.rooms
-        for key, state in sorted(self.server.chat.rooms.items()):
-            if state.members and (key in mine or not state.private):
-                self._names_lines(state.name, state.member_names(), state.operators)
+        chat = self.server.chat
+        # Cluster mode: rooms whose members are all on other nodes too.
+        keys = set(chat.rooms) | set(chat.fanout.presence.room_keys())
+        for key in sorted(keys):
+            try:
+                roster = chat.roster(key, self.session.user)
+            except ChatError:
+                continue  # nobody in it, or private and not ours
+            self._names_lines(roster.room, roster.members, _folded(roster.operators))
         self.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
 
     def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
@@ -1117,9 +1122,8 @@ class IRCConnection(Protocol):
                 )
                 if visible and fnmatchcase(key, pattern):
                     self._who_reply("*", user.name, False, _whox(why))
-        elif mask and fold(mask) in self.server.online_names():
-            name = self.server.online_names()[fold(mask)]
-            self._who_reply("*", name, False, _whox(why))
+        elif mask and fold(mask) in (online := self.server.online_names()):
+            self._who_reply("*", online[fold(mask)], False, _whox(why))
         self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")
 
     def _who_reply(
@@ -1127,7 +1131,8 @@ class IRCConnection(Protocol):
     ) -> None:
         """One 352 (or WHOX 354) line: G when away, @ for a room operator."""
         user = self.server.chat.users.get(fold(name))
-        flags = ("G" if user is not None and user.away else "H") + ("@" if operator else "")
+        away = self.server.chat.away_of(fold(name))
+        flags = ("G" if away else "H") + ("@" if operator else "")
         username, realname = self.server.identity_of(name)
         if whox is None:
             self.reply(n.RPL_WHOREPLY, channel, username, self.host, self.host, name, flags,
@@ -1630,7 +1635,8 @@ class IRCConnection(Protocol):
             self._in_rooms.discard(fold(event.room))
             self._shown_ops.pop(fold(event.room), None)
         key = fold(event.user)
-        if key in self.server.chat.users or self._is_me(event.user):
+        if self.server.chat.is_online(key) or self._is_me(event.user):
+            # Online still (cluster mode: on another node, maybe): it left this room only.
             self.send(Message("PART", (event.room,), self.source_of(event.user)))
             return
         # Its last session ended: IRC says QUIT, once, when the last room
@@ -1982,8 +1988,10 @@ class IRCFactory(ServerFactory):
         return name, name
 
     def online_names(self) -> dict[str, str]:
-        """Display names of the users online now, by folded name."""
-        return {key: user.name for key, user in self.chat.users.items()}
+        """Display names of the users online now (cluster mode: on any node), by folded name."""
+        names = self.chat.fanout.presence.users()
+        names.update((key, user.name) for key, user in self.chat.users.items())
+        return names
 
     def isupport(self) -> list[str]:
         """The 005 tokens: only what is true of chatd."""

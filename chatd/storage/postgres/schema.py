@@ -105,6 +105,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX room_invites_by_user ON room_invites (user_id, delivered);
     """,
+    # SQLite's 7: who made a room event (a kick's operator, a topic's setter).
+    """
+    ALTER TABLE account_events ADD COLUMN actor text NOT NULL DEFAULT '';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -139,6 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE rooms SET last_seq =
         (SELECT coalesce(max(seq), 0) FROM room_messages WHERE room_id = rooms.id);
     """,
+    # 7: who made a room event (a kick's operator, a topic's setter): room
+    # changes made in sessions are recorded too, for the other nodes of a
+    # cluster (docs/cluster.md); empty for the admin command line's.
+    """
+    ALTER TABLE account_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
