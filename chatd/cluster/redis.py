@@ -11,9 +11,14 @@ Channels (docs/cluster.md):
 
 - ``chatd:rooms``: each committed room message (room, sequence number,
   message id, and the message itself riding along) and each membership
-  change told once for the cluster (``JOIN``/``PART``). Every node hears
-  every room: one subscription, and no race between loading a room and
-  subscribing to it.
+  change told once for the cluster (``JOIN``/``PART``; ``m`` when made by
+  ``/join`` or ``/part``, which move the user's sessions on every node).
+  Every node hears every room: one subscription, and no race between
+  loading a room and subscribing to it. Also: ``events`` (new account
+  events: every node reads them from the database now, not at its next
+  poll), and the presence mirror's ``where`` (one user's state on a node),
+  ``node`` (a node's whole list), ``hello`` (asking every node for its
+  list) and ``bye`` (a node stopping): see chatd/cluster/presence.py.
 - ``chatd:user:<name>``: direct messages to or from that user; a node
   subscribes while the user has a session on it, so ``PUBLISH``'s count of
   receivers says whether the DM reached a session anywhere.

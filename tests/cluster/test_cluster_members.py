@@ -32,7 +32,7 @@ class Bus:
     """What Redis is to the nodes: announcements handed on later, or lost when told to."""
 
     def __init__(self) -> None:
-        self.fanouts: list["LinkedFanout"] = []
+        self.fanouts: list[LinkedFanout] = []
         self.pending: list = []
         # Kinds of announcement lost on the way ("events", "member", "where").
         self.lost: set[str] = set()
@@ -263,7 +263,7 @@ def test_a_kick_on_one_node_takes_the_users_sessions_on_the_other_out(cluster):
     dave, dave_sees = login(cluster, cluster.b, "dave")
     dave.join("#side")
     cluster.pump()
-    alice.kick("#side", "bob", "spam").result
+    assert alice.kick("#side", "bob", "spam").result == "#side"
     cluster.pump()
     for mind in (alice_sees, bob_sees, dave_sees):
         kicks = [(e.room, e.user, e.by, e.reason) for e in of_type(mind, Kicked)]
@@ -282,7 +282,7 @@ def test_without_the_announcement_the_poll_still_brings_the_kick(cluster):
     """The announcement lost (Redis away): node b learns of the kick at its next poll."""
     alice, _, bob, bob_sees = side_room_with(cluster)
     cluster.bus.lost.add("events")
-    alice.kick("#side", "bob", "").result
+    assert alice.kick("#side", "bob", "").result == "#side"
     cluster.pump()
     assert "#side" in bob.user.rooms and of_type(bob_sees, Kicked) == []
     cluster.clock.advance(POLL_SECONDS)
@@ -294,7 +294,7 @@ def test_without_the_announcement_the_poll_still_brings_the_kick(cluster):
 def test_a_ban_on_one_node_keeps_the_user_out_on_the_other(cluster):
     """A ban on node a: bob is out on node b at once, and refused when joining again there."""
     alice, _, bob, bob_sees = side_room_with(cluster)
-    alice.ban("#side", "bob", True).result
+    assert alice.ban("#side", "bob", True).result == "#side"
     cluster.pump()
     assert [(e.user, e.reason) for e in of_type(bob_sees, Kicked)] == [("bob", "banned")]
     assert "#side" not in bob.user.rooms
@@ -307,8 +307,8 @@ def test_topic_and_operators_changed_on_one_node_show_on_the_other(cluster):
     """alice makes bob an operator and sets the topic on node a: bob's session on node b
     sees both, by alice, and node b's WHO marks bob; bob may now kick there."""
     alice, _, bob, bob_sees = side_room_with(cluster)
-    alice.set_operator("#side", "bob", True).result
-    alice.set_topic("#side", "hello").result
+    assert alice.set_operator("#side", "bob", True).result == "#side"
+    assert alice.set_topic("#side", "hello").result == "#side"
     cluster.pump()
     assert [e.operators for e in of_type(bob_sees, Operators)][-1] == ("alice", "bob")
     assert [(e.setter, e.text) for e in of_type(bob_sees, Topic)][-1] == ("alice", "hello")
@@ -355,15 +355,17 @@ def test_join_on_one_node_joins_the_users_sessions_on_the_other(cluster):
     carol.join("#side")
     bob_a, _ = login(cluster, cluster.a, "bob")
     bob_b, bob_b_sees = login(cluster, cluster.b, "bob")
-    bob_a.join("#side").result
+    assert bob_a.join("#side").result == "#side"
     cluster.pump()
     assert [e.room for e in of_type(bob_b_sees, Joined) if e.user == "bob"] == ["#side"]
     joins = [e.room for e in of_type(carol_sees, Joined) if e.user == "bob"]
     assert joins == ["#lobby", "#side"]
     assert "#side" in bob_b.user.rooms
     assert carol.who("#side").members == ("bob", "carol")
-    bob_b.say("from b", "#side").result
+    said = []
+    bob_b.say("from b", "#side").addCallback(said.append)
     cluster.pump()
+    assert said == ["#side"]
     said = [e.text for e in of_type(carol_sees, RoomMessage) if e.room == "#side"]
     assert said == ["from b"]
 
@@ -375,9 +377,9 @@ def test_part_on_one_node_parts_the_users_sessions_on_the_other(cluster):
     carol.join("#side")
     bob_a, _ = login(cluster, cluster.a, "bob")
     bob_b, bob_b_sees = login(cluster, cluster.b, "bob")
-    bob_a.join("#side").result
+    assert bob_a.join("#side").result == "#side"
     cluster.pump()
-    bob_a.part("#side").result
+    assert bob_a.part("#side").result == "#side"
     cluster.pump()
     assert "#side" not in bob_b.user.rooms
     assert [e.room for e in of_type(bob_b_sees, Parted) if e.user == "bob"] == ["#side"]

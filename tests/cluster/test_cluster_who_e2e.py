@@ -1,0 +1,98 @@
+"""Cluster mode end to end: WHO across nodes, moderation across nodes, a node killed.
+
+Real ``twistd`` nodes on one fresh database of the private PostgreSQL and
+the private redis-server (the ``cluster`` fixture of
+``test_cluster_e2e.py``). Clients are plain sockets, every read bounded by
+the client's timeout; what arrives later than a reply (another node's
+state) is waited for by asking again until a bounded deadline.
+"""
+
+import time
+
+from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
+from tests.serverproc import LineClient
+
+# A dead node's users stop counting at most 13 s after it died (10 s expiry +
+# one 3 s heartbeat, docs/cluster.md); the rest is room for a loaded machine.
+DEAD_NODE_DEADLINE_SECONDS = 13.0 + 12.0
+# Another node's state arrives within milliseconds; this bounds a wait for it.
+ARRIVAL_DEADLINE_SECONDS = 10.0
+
+
+def who(client: LineClient, room: str = "#lobby") -> list[str]:
+    """The members ``/who`` lists (sorted as the server sorts them)."""
+    for line in client.command(f"/who {room}"):
+        if line.startswith(f"WHO {room}"):
+            return line.split()[2:]
+    raise AssertionError(f"no WHO line for {room}")
+
+
+def who_until(client: LineClient, wanted: list[str], deadline: float, room: str = "#lobby"):
+    """Ask ``/who`` until it lists ``wanted``; the seconds that took. Fails past ``deadline``."""
+    started = time.monotonic()
+    while True:
+        members = who(client, room)
+        if members == wanted:
+            return time.monotonic() - started
+        assert time.monotonic() - started < deadline, f"{room}: {members}, not {wanted}"
+        time.sleep(0.1)
+
+
+def read_until(client: LineClient, prefix: str) -> str:
+    """Read lines until one starts with ``prefix`` (each read bounded by the timeout)."""
+    line = client.read_line()
+    while not line.startswith(prefix):
+        assert line, f"connection closed before {prefix!r}"
+        line = client.read_line()
+    return line
+
+
+def test_who_lists_the_members_of_every_node_with_operators(cluster):  # noqa: F811
+    """alice on node a, bob on node b: WHO on either lists both; in #side, opened by alice,
+    both nodes mark her its operator, and once alice is told bob's JOIN her WHO has him."""
+    first, second = cluster("a"), cluster("b")
+    alice, bob = first.connect(), second.connect()
+    alice.login("alice")
+    bob.login("bob")
+    who_until(alice, ["alice", "bob"], ARRIVAL_DEADLINE_SECONDS)
+    who_until(bob, ["alice", "bob"], ARRIVAL_DEADLINE_SECONDS)
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    joining = bob.command("/join #side")
+    assert "WHO #side alice bob" in joining and "OPS #side alice" in joining
+    # bob's state reaches node a before his JOIN does: told JOIN, alice's WHO lists him.
+    read_until(alice, "JOIN #side bob")
+    lines = alice.command("/who #side")
+    assert lines[-3:] == ["WHO #side alice bob", "OPS #side alice", "OK who #side"]
+
+
+def test_a_kick_and_a_ban_on_one_node_reach_the_session_on_the_other(cluster):  # noqa: F811
+    """alice (operator of #side) on node a kicks bob, whose session is on node b: bob is
+    told at once and is out of the room; after joining again her ban takes him out and
+    keeps him out."""
+    first, second = cluster("a"), cluster("b")
+    alice, bob = first.connect(), second.connect()
+    alice.login("alice")
+    bob.login("bob")
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    assert bob.command("/join #side")[-1] == "OK join #side"
+    assert alice.command("/kick #side bob enough")[-1] == "OK kick #side"
+    assert read_until(bob, "KICK ") == "KICK #side bob alice enough"
+    assert bob.command("/say #side still here?")[-1].startswith("ERR not-in-room")
+    assert bob.command("/join #side")[-1] == "OK join #side"
+    assert alice.command("/ban #side bob")[-1] == "OK ban #side"
+    assert read_until(bob, "KICK ") == "KICK #side bob alice banned"
+    assert bob.command("/join #side")[-1].startswith("ERR forbidden")
+    who_until(alice, ["alice"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+
+
+def test_a_node_killed_leaves_who_within_the_documented_bound(cluster):  # noqa: F811
+    """dave's node is killed with SIGKILL (nothing said, nothing cleaned up): WHO on alice's
+    node stops listing him within the documented 13 s (plus room for a loaded machine)."""
+    first, doomed = cluster("a"), cluster("c")
+    alice, dave = first.connect(), doomed.connect()
+    alice.login("alice")
+    dave.login("dave")
+    who_until(alice, ["alice", "dave"], ARRIVAL_DEADLINE_SECONDS)
+    doomed.kill()
+    took = who_until(alice, ["alice"], DEAD_NODE_DEADLINE_SECONDS)
+    print(f"dave left WHO {took:.1f} s after his node was killed")
