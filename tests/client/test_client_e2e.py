@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pexpect
 
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout's root: the client run is this checkout's, not whatever chatd the
+# venv would import from elsewhere.
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 
 # prompt_toolkit draws with escape sequences: styles, cursor moves, and cursor
