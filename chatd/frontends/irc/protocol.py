@@ -105,6 +105,8 @@ MESSAGE_TARGETS = 4
 USERNAME_LIMIT = 10
 # Commands held while registration waits on a login; more are answered 451.
 HELD_LIMIT = 32
+# The users whose QUIT one connection remembers having shown (_render_parted).
+QUIT_KEPT = 256
 
 
 def irc_time(milliseconds: int) -> str:
@@ -214,6 +216,11 @@ class IRCConnection(Protocol):
         self._invisible = False
         # The rooms this connection has shown its client joining (folded names).
         self._in_rooms: set[str] = set()
+        # Users whose QUIT this client was shown (folded names, the latest
+        # QUIT_KEPT): the PARTs of the same departure from the other rooms are
+        # not shown again (cluster mode: a user of another node leaves each
+        # room by a PART of its own) until the user JOINs again.
+        self._quit_shown: dict[str, None] = {}
         # The operators this client was shown per room (folded room -> folded
         # names), so a change of the core's list is rendered as MODE +o/-o.
         self._shown_ops: dict[str, set[str]] = {}
@@ -1627,6 +1634,7 @@ class IRCConnection(Protocol):
         self._close_history()
         if self._is_me(event.user):
             self._in_rooms.add(fold(event.room))
+        self._quit_shown.pop(fold(event.user), None)
         self.send(Message("JOIN", (event.room,), self.source_of(event.user)))
 
     def _render_parted(self, event: Parted) -> None:
@@ -1645,6 +1653,11 @@ class IRCConnection(Protocol):
             state = self.server.chat.rooms.get(room_key)
             if room_key != fold(event.room) and state is not None and key in state.members:
                 return
+        if key in self._quit_shown:
+            return
+        self._quit_shown[key] = None
+        if len(self._quit_shown) > QUIT_KEPT:
+            del self._quit_shown[next(iter(self._quit_shown))]
         reason = self.server.quit_reasons.get(key, "Connection closed")
         self.send(Message("QUIT", (reason,), self.source_of(event.user)))
 
