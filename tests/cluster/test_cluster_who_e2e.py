@@ -19,19 +19,27 @@ DEAD_NODE_DEADLINE_SECONDS = 13.0 + 12.0
 ARRIVAL_DEADLINE_SECONDS = 10.0
 
 
-def who(client: LineClient, room: str = "#lobby") -> list[str]:
-    """The members ``/who`` lists (sorted as the server sorts them)."""
-    for line in client.command(f"/who {room}"):
+def who(client: LineClient, room: str = "#lobby", seen: list[str] | None = None) -> list[str]:
+    """The members ``/who`` lists (sorted as the server sorts them); every line read is
+    added to ``seen``."""
+    lines = client.command(f"/who {room}")
+    if seen is not None:
+        seen += lines
+    for line in lines:
         if line.startswith(f"WHO {room}"):
             return line.split()[2:]
     raise AssertionError(f"no WHO line for {room}")
 
 
-def who_until(client: LineClient, wanted: list[str], deadline: float, room: str = "#lobby"):
-    """Ask ``/who`` until it lists ``wanted``; the seconds that took. Fails past ``deadline``."""
+def who_until(
+    client: LineClient, wanted: list[str], deadline: float, room: str = "#lobby",
+    seen: list[str] | None = None,
+) -> float:
+    """Ask ``/who`` until it lists ``wanted``; the seconds that took. Fails past ``deadline``.
+    Every line read is added to ``seen``."""
     started = time.monotonic()
     while True:
-        members = who(client, room)
+        members = who(client, room, seen)
         if members == wanted:
             return time.monotonic() - started
         assert time.monotonic() - started < deadline, f"{room}: {members}, not {wanted}"
@@ -75,8 +83,11 @@ def test_a_kick_and_a_ban_on_one_node_reach_the_session_on_the_other(cluster):  
     bob.login("bob")
     assert alice.command("/join #side")[-1] == "OK join #side"
     assert bob.command("/join #side")[-1] == "OK join #side"
+    sent = time.monotonic()
     assert alice.command("/kick #side bob enough")[-1] == "OK kick #side"
     assert read_until(bob, "KICK ") == "KICK #side bob alice enough"
+    print(f"the kick reached the other node's session {time.monotonic() - sent:.3f} s after it"
+          " was sent")
     assert bob.command("/say #side still here?")[-1].startswith("ERR not-in-room")
     assert bob.command("/join #side")[-1] == "OK join #side"
     assert alice.command("/ban #side bob")[-1] == "OK ban #side"
@@ -96,3 +107,29 @@ def test_a_node_killed_leaves_who_within_the_documented_bound(cluster):  # noqa:
     doomed.kill()
     took = who_until(alice, ["alice"], DEAD_NODE_DEADLINE_SECONDS)
     print(f"dave left WHO {took:.1f} s after his node was killed")
+
+
+def test_a_user_on_two_nodes_joins_and_parts_once_for_the_cluster(cluster):  # noqa: F811
+    """bob logs in on node b, then on node a too: alice (node a) sees one JOIN; his session
+    on b ends, then the one on a: she sees one PART, after the last."""
+    first, second = cluster("a"), cluster("b")
+    alice, bob_there = first.connect(), second.connect()
+    alice.login("alice")
+    bob_there.login("bob")
+    read_until(alice, "JOIN #lobby bob")
+    bob_here = first.connect()
+    bob_here.login("bob")
+    # A JOIN for bob's second session would have gone to alice before his login's OK.
+    lines = alice.command("/who #lobby")
+    assert "WHO #lobby alice bob" in lines
+    assert not [line for line in lines if line.startswith("JOIN ")]
+    assert bob_there.command("/quit")[-1].startswith("OK")
+    bob_there.close()
+    seen: list[str] = []
+    assert who(alice, seen=seen) == ["alice", "bob"]
+    assert bob_here.command("/quit")[-1].startswith("OK")
+    bob_here.close()
+    seen += alice.until(lambda line: line.startswith("PART "))
+    # Two more round trips: a PART told twice would be here by now.
+    assert who(alice, seen=seen) == who(alice, seen=seen) == ["alice"]
+    assert [line for line in seen if line.startswith(("JOIN ", "PART "))] == ["PART #lobby bob"]
