@@ -57,7 +57,8 @@ def read_until(client: LineClient, prefix: str) -> str:
 
 def test_who_lists_the_members_of_every_node_with_operators(cluster):  # noqa: F811
     """alice on node a, bob on node b: WHO on either lists both; in #side, opened by alice,
-    both nodes mark her its operator, and once alice is told bob's JOIN her WHO has him."""
+    both nodes mark her its operator, and once alice is told bob's JOIN her WHO has him;
+    /rooms answers alike on both."""
     first, second = cluster("a"), cluster("b")
     alice, bob = first.connect(), second.connect()
     alice.login("alice")
@@ -71,6 +72,10 @@ def test_who_lists_the_members_of_every_node_with_operators(cluster):  # noqa: F
     read_until(alice, "JOIN #side bob")
     lines = alice.command("/who #side")
     assert lines[-3:] == ["WHO #side alice bob", "OPS #side alice", "OK who #side"]
+    # /rooms counts from the shared database: the same on every node.
+    for client in (alice, bob):
+        rooms = client.command("/rooms")
+        assert rooms[-3:] == ["ROOM #lobby 2", "ROOM #side 2", "OK rooms"]
 
 
 def test_a_kick_and_a_ban_on_one_node_reach_the_session_on_the_other(cluster):  # noqa: F811

@@ -135,6 +135,22 @@ async def test_join_and_part_on_one_node_move_the_users_sessions_on_the_other(no
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_password_change_on_one_node_ends_the_session_on_the_other(nodes, database):  # noqa: F811
+    """bob changes his password in a session on one node: his session on the other node
+    ends at once (BYE password-changed), the one that changed it stays."""
+    first, second = await nodes(), await nodes()
+    changer, _ = await login(first, "bob")
+    other = EndingClient()
+    await login(second, "bob", other)
+    identity = database.write(transactions.find_account, "bob").result.identity
+    event_id = database.write(transactions.change_password_hash, identity, "new", 1).result
+    changer.password_changed(event_id)
+    await wait(other, lambda: other.closed_with is not None)
+    assert other.closed_with == DisconnectReason.PASSWORD_CHANGED
+    assert changer.active and "bob" not in second.chat.users
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_admin_command_lines_announcement_ends_sessions_on_every_node(
     nodes, database, redis_server  # noqa: F811
 ):
