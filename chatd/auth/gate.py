@@ -243,8 +243,10 @@ class Gate:
             raise
         return joining.addBoth(joined)
 
-    def message(self, session, user: str, text: str, address: str) -> defer.Deferred:
-        """``session.message(user, text)`` under the limit on stored messages.
+    def message(
+        self, session, user: str, text: str, address: str, kind: str = "say", tags=()
+    ) -> defer.Deferred:
+        """``session.message(user, text, kind, tags)`` under the limit on stored messages.
 
         Storing for someone offline writes to the database: limited per
         address and per account (``CHATD_STORED_MESSAGE_LIMIT``), counting the
@@ -265,7 +267,7 @@ class Gate:
                     + self.limits.stored_messages.wait_text(*keys),
                 )
         if storing is None:
-            return session.message(user, text)
+            return session.message(user, text, kind, tags)
 
         def sent(result):
             stored = not isinstance(result, Failure) and result[1] == "stored"
@@ -273,7 +275,7 @@ class Gate:
             return result
 
         try:
-            sending = session.message(user, text)
+            sending = session.message(user, text, kind, tags)
         except Exception:
             storing.unused()
             raise

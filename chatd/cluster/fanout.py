@@ -4,10 +4,11 @@
 nothing to tell anyone, nothing arrives, and the core delivers each commit
 as it is reported, exactly as it always did (rooms get no sequencer). In
 cluster mode it is a ``RedisFanout`` (chatd/cluster/redis.py): the core
-announces each committed room message, each direct message and each
-membership change there, and the fan-out hands what the other nodes
-announced back to the core (``ChatService.announced``, ``direct_announced``,
-``membership_announced``, ``resync_rooms``).
+announces each committed room message, each direct message, each
+membership change and the client-only tags of a TAGMSG there, and the
+fan-out hands what the other nodes announced back to the core
+(``ChatService.announced``, ``direct_announced``, ``membership_announced``,
+``tag_announced``, ``resync_rooms``).
 
 This module imports nothing of the core, so the core may import it.
 """
@@ -42,10 +43,20 @@ class LocalFanout:
         return defer.succeed(0)
 
     def membership(
-        self, room_key: str, room: str, user: str, joined: bool, changed: bool = False
+        self,
+        room_key: str,
+        room: str,
+        user: str,
+        joined: bool,
+        changed: bool = False,
+        reason: str = "",
     ) -> None:
-        """Announce that ``user`` joined (or left) ``room`` for the cluster (``changed``: by
-        ``/join`` or ``/part``, so its sessions elsewhere follow): nobody to tell."""
+        """Announce that ``user`` joined (or left, saying ``reason``) ``room`` for the
+        cluster (``changed``: by ``/join`` or ``/part``, so its sessions elsewhere
+        follow): nobody to tell."""
+
+    def tag_message(self, room_key: str, event: Any) -> None:
+        """Announce client-only tags sent to a room (IRC's TAGMSG): nobody to tell."""
 
     def user_state(self, user_key: str, state: Any) -> None:
         """Tell the other nodes ``user_key``'s rooms and away text here: nobody to tell."""

@@ -10,10 +10,12 @@ room is read from its last delivered message on.
 Channels (docs/cluster.md):
 
 - ``chatd:rooms``: each committed room message (room, sequence number,
-  message id, and the message itself riding along) and each membership
-  change told once for the cluster (``JOIN``/``PART``; ``m`` when made by
-  ``/join`` or ``/part``, which move the user's sessions on every node).
-  Every node hears every room: one subscription, and no race between
+  message id, and the message itself riding along, with its client-only
+  tags if any) and each membership change told once for the cluster
+  (``JOIN``/``PART``, with the PART's reason; ``m`` when made by ``/join``
+  or ``/part``, which move the user's sessions on every node), and the
+  client-only tags sent to a room (IRC's ``TAGMSG``: live only, never read
+  back). Every node hears every room: one subscription, and no race between
   loading a room and subscribing to it. Also: ``events`` (new account
   events: every node reads them from the database now, not at its next
   poll), and the presence mirror's ``where`` (one user's state on a node),
@@ -46,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.cluster.presence import ClusterPresence, UserState
-from chatd.core.events import DirectMessage, RoomMessage
+from chatd.core.events import DirectMessage, RoomMessage, TagMessage
 
 log = Logger()
 
@@ -449,6 +451,9 @@ class RedisFanout:
             room_key, message.room, message.seq, message.message_id, message.at,
             message.sender, message.text, message.kind,
         ]
+        if message.tags:
+            # Client-only tags ride along (a gap read back from the database has none).
+            entry.append([list(pair) for pair in message.tags])
         if self._publisher is None:
             self._unannounced[room_key] = entry
             return
@@ -466,14 +471,32 @@ class RedisFanout:
             self._publish(ROOMS_CHANNEL, {"e": "msgs", "m": batch})
 
     def membership(
-        self, room_key: str, room: str, user: str, joined: bool, changed: bool = False
+        self,
+        room_key: str,
+        room: str,
+        user: str,
+        joined: bool,
+        changed: bool = False,
+        reason: str = "",
     ) -> None:
         """Announce, once for the cluster, that ``user`` joined or left ``room`` (``changed``:
-        by ``/join`` or ``/part``: its sessions on the other nodes follow)."""
+        by ``/join`` or ``/part``: its sessions on the other nodes follow; ``reason``: what
+        a PART said)."""
         # After the messages before it: a member's last words come before its PART.
         self._send_batch()
-        self._publish(ROOMS_CHANNEL, {"e": "member", "r": room_key, "room": room,
-                                      "u": user, "j": int(joined), "m": int(changed)})
+        fields = {"e": "member", "r": room_key, "room": room, "u": user, "j": int(joined),
+                  "m": int(changed)}
+        if reason:
+            fields["p"] = reason
+        self._publish(ROOMS_CHANNEL, fields)
+
+    def tag_message(self, room_key: str, event: TagMessage) -> None:
+        """Announce client-only tags sent to a room (TAGMSG): live only, never read back."""
+        self._send_batch()
+        self._publish(ROOMS_CHANNEL, {
+            "e": "tag", "r": room_key, "f": event.sender, "room": event.target,
+            "g": [list(pair) for pair in event.tags], "i": event.message_id, "a": event.at,
+        })
 
     def account_event(self, event_id: int | None) -> None:
         """Announce that account event ``event_id`` was recorded here (a kick, a ban, a
@@ -502,6 +525,10 @@ class RedisFanout:
         nodes listening for the recipient (0: none, or Redis away)."""
         fields = {"e": "dm", "f": message.sender, "u": message.recipient, "t": message.text,
                   "i": message.message_id, "a": message.at}
+        if message.kind != "say":
+            fields["k"] = message.kind
+        if message.tags:
+            fields["g"] = [list(pair) for pair in message.tags]
         reaching = self._publish(USER_CHANNEL + recipient_key, dict(fields, to=recipient_key))
         if sender_key != recipient_key:
             self._publish(USER_CHANNEL + sender_key, dict(fields, to=sender_key))
@@ -631,11 +658,12 @@ class RedisFanout:
         kind = fields["e"]
         if kind == "msgs":
             drop = self.drop
-            for room_key, room, seq, msgid, at, sender, text, message_kind in fields["m"]:
+            for room_key, room, seq, msgid, at, sender, text, message_kind, *more in fields["m"]:
                 if drop is not None and drop({"e": "msg", "r": room_key, "s": seq}):
                     continue
+                tags = tuple((str(k), str(v)) for k, v in more[0]) if more else ()
                 service.announced(room_key, RoomMessage(
-                    room, sender, text, int(at), msgid, int(seq), message_kind
+                    room, sender, text, int(at), msgid, int(seq), message_kind, None, tags
                 ))
         elif kind == "login" and self._throttle is not None:
             if fields["o"] == "failed":
@@ -661,9 +689,16 @@ class RedisFanout:
         elif kind == "member":
             service.membership_announced(
                 fields["r"], fields["u"], bool(fields["j"]), fields.get("room", ""),
-                bool(fields.get("m")),
+                bool(fields.get("m")), str(fields.get("p", "")),
             )
+        elif kind == "tag":
+            tags = tuple((str(k), str(v)) for k, v in fields["g"])
+            service.tag_announced(fields["r"], TagMessage(
+                fields["f"], fields["room"], tags, fields["i"], int(fields["a"])
+            ))
         elif kind == "dm" and channel.startswith(USER_CHANNEL):
+            tags = tuple((str(k), str(v)) for k, v in fields.get("g", ()))
             service.direct_announced(fields["to"], DirectMessage(
                 fields["f"], fields["u"], fields["t"], fields["i"], int(fields["a"]),
+                None, str(fields.get("k", "say")), tags,
             ))

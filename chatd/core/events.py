@@ -12,11 +12,73 @@ session whose command caused the event (``Session.origin``), or None: a
 door tells its own echo from another session of the same user by it.
 """
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-# Message kinds: said, or done (``/me waves``).
+from chatd.core.errors import ChatError
+
+# Message kinds: said, done (``/me waves``), or a notice (IRC's ``NOTICE``: a
+# message no program should answer automatically). All three are stored.
 SAY = "say"
 ACTION = "action"
+NOTICE = "notice"
+KINDS = frozenset({SAY, ACTION, NOTICE})
+
+# Client-only tags (IRCv3 message-tags: ``+draft/reply``, ``+typing``, ...): pairs
+# of key and unescaped value that clients attach to a message for each other.
+# The core carries them with live messages only (they are not stored), bounded
+# by the size IRCv3 gives a client's tags on the wire.
+ClientTags = tuple[tuple[str, str], ...]
+# The most bytes of client tags a message carries, as written on the wire
+# (``key=value`` joined by ``;``, values escaped): IRCv3's 4,094 bytes of tags.
+CLIENT_TAGS_MAX_BYTES = 4094
+# A client-only tag key: ``+``, an optional vendor (a host name) and ``/``, a name.
+_CLIENT_TAG_KEY = re.compile(r"\+(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?/)?[A-Za-z0-9-]+")
+# The longest PART reason the core passes on (characters); longer ones are cut.
+PART_REASON_MAX = 300
+
+
+def is_client_tag_key(key: str) -> bool:
+    """Whether ``key`` is a client-only tag key: ``+``, an optional ``vendor/``, a name."""
+    return _CLIENT_TAG_KEY.fullmatch(key) is not None
+
+
+def client_tags(pairs: Iterable[tuple[str, str]]) -> ClientTags:
+    """Check client-only tags and return them as the core carries them.
+
+    Each key must be a client-only key (``+``, optional ``vendor/``, a name of
+    letters, digits and ``-``), given once; a value may not hold NUL. The tags,
+    written as on the wire, may take at most ``CLIENT_TAGS_MAX_BYTES``: else
+    ``ChatError('bad-arguments')``.
+    """
+    tags = tuple((str(key), str(value)) for key, value in pairs)
+    seen = set()
+    size = 0
+    for key, value in tags:
+        if not is_client_tag_key(key) or key in seen or "\0" in value:
+            raise ChatError("bad-arguments", f"not a client-only tag: {key[:40]}")
+        seen.add(key)
+        size += len(key.encode()) + (1 + _escaped_size(value) if value else 0) + 1
+    if size - 1 > CLIENT_TAGS_MAX_BYTES:
+        raise ChatError(
+            "bad-arguments", f"client-only tags take at most {CLIENT_TAGS_MAX_BYTES} bytes"
+        )
+    return tags
+
+
+def _escaped_size(value: str) -> int:
+    """The bytes of a tag value escaped for the wire (``;``, space, ``\\``, CR, LF: two)."""
+    return len(value.encode()) + sum(value.count(c) for c in "; \\\r\n")
+
+
+def part_reason(reason: str | None) -> str:
+    """A PART reason as the core passes it on: at most ``PART_REASON_MAX`` characters,
+    line ends and NUL turned into spaces (no door can carry them)."""
+    if not reason:
+        return ""
+    cleaned = reason.replace("\r", " ").replace("\n", " ").replace("\0", " ")
+    return cleaned[:PART_REASON_MAX]
 
 
 class Event:
@@ -32,7 +94,8 @@ class Event:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class RoomMessage(Event):
-    """Someone said (``kind`` ``say``) or did (``action``) something in a room."""
+    """Someone said (``kind`` ``say``), did (``action``) or noticed (``notice``)
+    something in a room; ``tags``: the client-only tags it came with (live only)."""
 
     room: str
     sender: str
@@ -43,6 +106,7 @@ class RoomMessage(Event):
     seq: int = 0
     kind: str = SAY
     origin: int | None = None
+    tags: ClientTags = ()
 
     def as_history(self) -> "HistoryLine":
         """The same message as it is replayed later."""
@@ -69,12 +133,29 @@ class RoomMessages(Event):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class DirectMessage(Event):
-    """A direct message, seen by every session of sender and recipient."""
+    """A direct message (``kind`` ``say`` or ``notice``), seen by every session of
+    sender and recipient; ``tags``: its client-only tags (live only)."""
 
     sender: str
     recipient: str
     text: str
     # The message's id (chatd.core.ids), the same whether delivered or stored.
+    message_id: str = ""
+    at: int = 0
+    origin: int | None = None
+    kind: str = SAY
+    tags: ClientTags = ()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TagMessage(Event):
+    """Client-only tags with no text (IRC's ``TAGMSG``: typing, reactions), to a room
+    (``target`` starts with ``#``) or a user. Delivered live to the sessions online,
+    never stored; doors without client tags ignore it."""
+
+    sender: str
+    target: str
+    tags: ClientTags
     message_id: str = ""
     at: int = 0
     origin: int | None = None
@@ -90,10 +171,11 @@ class Joined(Event):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Parted(Event):
-    """A user stopped being a member of a room."""
+    """A user stopped being a member of a room (``reason``: what they said, if anything)."""
 
     room: str
     user: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -123,7 +205,7 @@ class RoomSummary(Event):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class HistoryLine(Event):
-    """A past room message (``kind`` ``say`` or ``action``), replayed."""
+    """A past room message (``kind`` ``say``, ``action`` or ``notice``), replayed."""
 
     room: str
     at: int
@@ -144,7 +226,7 @@ def history_line(
     message_id: str = "",
     seq: int = 0,
 ) -> HistoryLine:
-    """The replay of a stored room message of ``kind`` (``say`` or ``action``)."""
+    """The replay of a stored room message of ``kind`` (``say``, ``action``, ``notice``)."""
     return HistoryLine(room, at, sender, text, message_id, seq, kind)
 
 

@@ -67,17 +67,30 @@ class IChatSession(Interface):
         "An opaque id of this session; the events it causes carry it as ``origin``."
     )
 
-    def say(text: str, room_name: str | None = None) -> defer.Deferred:
-        """Post to the named or current room; fire with the room's name."""
+    def say(text: str, room_name: str | None = None, tags=()) -> defer.Deferred:
+        """Post to the named or current room; fire with the room's name.
+
+        ``tags``: client-only tags (``events.client_tags``) for the live message.
+        """
+
+    def notice(text: str, room_name: str, tags=()) -> defer.Deferred:
+        """Post a notice (IRC's NOTICE: never answered automatically) to a room; stored
+        with its kind; fire with the room's name."""
 
     def join(room_name: str) -> defer.Deferred:
         """Join a room (creating it) and make it current; fire with its name."""
 
-    def part(room_name: str | None = None) -> defer.Deferred:
-        """Leave the named or current room for good; fire with its name."""
+    def part(room_name: str | None = None, reason: str = "") -> defer.Deferred:
+        """Leave the named or current room for good, saying ``reason`` (cut to
+        ``events.PART_REASON_MAX``) in the ``Parted`` event; fire with its name."""
 
-    def message(recipient: str, text: str) -> defer.Deferred:
-        """Send a direct message; fire with ``(recipient, 'delivered' or 'stored')``."""
+    def message(recipient: str, text: str, kind: str = "say", tags=()) -> defer.Deferred:
+        """Send a direct message (``kind`` ``say`` or ``notice``, with client-only
+        ``tags``); fire with ``(recipient, 'delivered' or 'stored')``."""
+
+    def tag(target: str, tags) -> str:
+        """Send client-only ``tags`` alone (IRC's TAGMSG) to a room you are in or to a user
+        online, live only (``no-such-user`` for one offline); return the target's name."""
 
     def who(room_name: str | None = None) -> Roster:
         """The members and operators of the named or current room."""
@@ -92,7 +105,7 @@ class IChatSession(Interface):
         at a time as the client reads; ``room_name`` on it is the room's name.
         """
 
-    def act(text: str, room_name: str | None = None) -> defer.Deferred:
+    def act(text: str, room_name: str | None = None, tags=()) -> defer.Deferred:
         """Post an action (``/me``) to the named or current room; fire with the room's name."""
 
     def topic(room_name: str) -> Topic:

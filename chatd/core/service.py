@@ -29,6 +29,8 @@ from chatd.cluster.sequencer import RoomSequencer
 from chatd.core.bulk import EventPages
 from chatd.core.errors import ChatError
 from chatd.core.events import (
+    SAY,
+    ClientTags,
     DirectMessage,
     Invited,
     Joined,
@@ -38,6 +40,7 @@ from chatd.core.events import (
     Parted,
     RoomMessage,
     Roster,
+    TagMessage,
     Topic,
     WhoisInfo,
     history_line,
@@ -770,9 +773,10 @@ class ChatService(Service):
 
     def membership_announced(
         self, room_key: str, user_name: str, joined: bool, room_name: str = "",
-        changed: bool = False,
+        changed: bool = False, reason: str = "",
     ) -> None:
-        """On another node ``user_name`` joined or left a room, for the whole cluster.
+        """On another node ``user_name`` joined or left a room (a PART saying ``reason``),
+        for the whole cluster.
 
         ``changed``: by ``/join`` or ``/part`` (not by coming online or leaving): the
         membership is the user's, so its sessions here join or leave the room too.
@@ -783,7 +787,7 @@ class ChatService(Service):
             if joined and room_key not in user.rooms:
                 self._join_here(user, room_name or room_key)
             elif not joined and room_key in user.rooms:
-                self._parted(user, user.rooms[room_key])
+                self._parted(user, user.rooms[room_key], reason)
             return
         room = self.rooms.get(room_key)
         if room is None or key in room.members:
@@ -792,10 +796,13 @@ class ChatService(Service):
             # A member's /part ends its operator status with its membership.
             operators = dict(room.operators)
             del operators[key]
-            room.broadcast(Parted(room.name, user_name))
+            room.broadcast(Parted(room.name, user_name, reason))
             self._change_operators(room, operators.values())
             return
-        room.broadcast((Joined if joined else Parted)(room.name, user_name))
+        if joined:
+            room.broadcast(Joined(room.name, user_name))
+        else:
+            room.broadcast(Parted(room.name, user_name, reason))
 
     def _join_here(self, user: User, room_name: str) -> None:
         """``user`` joined a room on another node (committed there): its sessions here are
@@ -881,18 +888,21 @@ class ChatService(Service):
         # A snapshot: what the room says from now on comes after it, as MSG.
         return session.mind.deliver_bulk(EventPages(tuple(room.recent)))
 
-    def part(self, user: User, room: Room) -> None:
-        """``user`` leaves ``room``; sessions that had it current move to their latest."""
+    def part(self, user: User, room: Room, reason: str = "") -> None:
+        """``user`` leaves ``room`` (saying ``reason``, if anything); sessions that had it
+        current move to their latest."""
         if room.key not in user.rooms:
             return  # gone already: kicked, or the last session ended, meanwhile
-        self._parted(user, room)
+        self._parted(user, room, reason)
         self._tell_now(user.key)
-        self.fanout.membership(room.key, room.name, user.name, False, changed=True)
+        self.fanout.membership(
+            room.key, room.name, user.name, False, changed=True, reason=reason
+        )
 
-    def _parted(self, user: User, room: Room) -> None:
-        """``user`` left ``room`` (``/part``, here or on another node): ``PART`` to its
-        members, the user's sessions among them, and out."""
-        room.broadcast(Parted(room.name, user.name))
+    def _parted(self, user: User, room: Room, reason: str = "") -> None:
+        """``user`` left ``room`` (``/part``, here or on another node, saying ``reason``):
+        ``PART`` to its members, the user's sessions among them, and out."""
+        room.broadcast(Parted(room.name, user.name, reason))
         self._leave(user, room, announce=False)
         for session in user.sessions:
             if session.current is room:
@@ -1116,8 +1126,12 @@ class ChatService(Service):
         text: str,
         kind: str = rows.SAY,
         origin: int | None = None,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
         """Commit a room message, then show it to every member; fire with the room's name.
+
+        ``tags`` (client-only tags, checked by ``events.client_tags``) go with the
+        live message only: history keeps the text and its kind.
 
         Messages committed in one reactor turn go out together at its end
         (``flush``), each session getting them in one write; the Deferred
@@ -1142,7 +1156,9 @@ class ChatService(Service):
             )
         def queue(seq: int) -> defer.Deferred:
             self.telemetry.room_message(room.name, user.name, text)
-            message = RoomMessage(room.name, user.name, text, now, message_id, seq, kind, origin)
+            message = RoomMessage(
+                room.name, user.name, text, now, message_id, seq, kind, origin, tags
+            )
             shown: defer.Deferred = defer.Deferred()
             sequencer = room.sequencer
             if sequencer is None:
@@ -1178,12 +1194,20 @@ class ChatService(Service):
                 shown.callback(room.name)
 
     def direct_message(
-        self, sender: User, recipient_key: str, text: str, origin: int | None = None
+        self,
+        sender: User,
+        recipient_key: str,
+        text: str,
+        origin: int | None = None,
+        kind: str = SAY,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
         """Deliver a direct message, or store it for an offline recipient.
 
         Fires with ``(recipient display name, 'delivered' | 'stored', away
         text)``; a stored message is committed before the sender is told so.
+        ``kind`` (``say`` or ``notice``) and the client-only ``tags`` go with a
+        delivered message; a stored one keeps its text only (it arrives as said).
 
         A DM between sessions bound to accounts goes out once both accounts
         are found unchanged: a name deleted and registered again (by the admin
@@ -1196,9 +1220,9 @@ class ChatService(Service):
                 transactions.account_identities, (sender.key, recipient_key)
             )
             return checking.addCallback(
-                self._identities_checked, sender, recipient_key, text, origin
+                self._identities_checked, sender, recipient_key, text, origin, kind, tags
             )
-        return self._direct_message(sender, recipient_key, text, origin)
+        return self._direct_message(sender, recipient_key, text, origin, kind, tags)
 
     def _identities_checked(
         self,
@@ -1207,6 +1231,8 @@ class ChatService(Service):
         recipient_key: str,
         text: str,
         origin: int | None = None,
+        kind: str = SAY,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
         if sender.account_id is not None and identities.get(sender.key) != sender.account_id:
             raise ChatError("forbidden", "your account has been deleted")
@@ -1215,30 +1241,42 @@ class ChatService(Service):
         if bound and identities.get(recipient_key) != recipient.account_id:
             # The sessions of the account that had the name: they end now.
             self.end_sessions(recipient, DisconnectReason.ACCOUNT_DELETED)
-        return self._direct_message(sender, recipient_key, text, origin)
+        return self._direct_message(sender, recipient_key, text, origin, kind, tags)
 
     def _direct_message(
-        self, sender: User, recipient_key: str, text: str, origin: int | None = None
+        self,
+        sender: User,
+        recipient_key: str,
+        text: str,
+        origin: int | None = None,
+        kind: str = SAY,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
         recipient = self.users.get(recipient_key)
         now = self.now()
         message_id = self.message_ids.next(now)
         if recipient is not None:
-            message = DirectMessage(sender.name, recipient.name, text, message_id, now, origin)
+            message = DirectMessage(
+                sender.name, recipient.name, text, message_id, now, origin, kind, tags
+            )
             recipient.deliver(message)
             if recipient is not sender:
                 sender.deliver(message)
             if self.fanout.ordered:
                 # Both users' sessions on the other nodes (the origin is this node's).
-                elsewhere = DirectMessage(sender.name, recipient.name, text, message_id, now)
+                elsewhere = DirectMessage(
+                    sender.name, recipient.name, text, message_id, now, None, kind, tags
+                )
                 self.fanout.direct_message(recipient_key, sender.key, elsewhere)
             self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
             return defer.succeed((recipient.name, "delivered", recipient.away))
         if self.fanout.ordered:
             return self._direct_message_elsewhere(
-                sender, recipient_key, text, origin, now, message_id
+                sender, recipient_key, text, origin, now, message_id, kind, tags
             )
-        return self._store_direct_message(sender, recipient_key, text, origin, now, message_id)
+        return self._store_direct_message(
+            sender, recipient_key, text, origin, now, message_id, kind, tags
+        )
 
     def _direct_message_elsewhere(
         self,
@@ -1248,6 +1286,8 @@ class ChatService(Service):
         origin: int | None,
         now: int,
         message_id: str,
+        kind: str = SAY,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
         """Cluster mode, a recipient with no session here: hand the DM to the nodes that have
         one (``delivered``), or store it when none took it (``stored``): Redis away, or the
@@ -1258,21 +1298,23 @@ class ChatService(Service):
             if account is None:
                 # Stored is what refuses an unknown name, as on one node.
                 return self._store_direct_message(
-                    sender, recipient_key, text, origin, now, message_id
+                    sender, recipient_key, text, origin, now, message_id, kind, tags
                 )
-            message = DirectMessage(sender.name, account.name, text, message_id, now)
+            message = DirectMessage(
+                sender.name, account.name, text, message_id, now, None, kind, tags
+            )
             announcing = self.fanout.direct_message(recipient_key, sender.key, message)
             return announcing.addCallback(taken, account.name)
 
         def taken(nodes: int, recipient_name: str) -> defer.Deferred:
             if not nodes:
                 return self._store_direct_message(
-                    sender, recipient_key, text, origin, now, message_id
+                    sender, recipient_key, text, origin, now, message_id, kind, tags
                 )
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=False)
-            sender.deliver(
-                DirectMessage(sender.name, recipient_name, text, message_id, now, origin)
-            )
+            sender.deliver(DirectMessage(
+                sender.name, recipient_name, text, message_id, now, origin, kind, tags
+            ))
             reading = self.database.read(transactions.away_text, recipient_key)
             reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
             return reading.addCallback(lambda away: (recipient_name, "delivered", away))
@@ -1287,8 +1329,14 @@ class ChatService(Service):
         origin: int | None,
         now: int,
         message_id: str,
+        kind: str = SAY,
+        tags: ClientTags = (),
     ) -> defer.Deferred:
-        """Store a DM for a recipient with no session; fire once committed."""
+        """Store a DM for a recipient with no session; fire once committed.
+
+        The store keeps the text (``kind`` and ``tags`` are not stored: the
+        recipient gets it as said); the sender's sessions see it as sent.
+        """
         storing = self.database.write(
             transactions.post_direct_message,
             recipient_key,
@@ -1302,12 +1350,57 @@ class ChatService(Service):
 
         def stored(recipient_name: str) -> defer.Deferred:
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
-            sender.deliver(
-                DirectMessage(sender.name, recipient_name, text, message_id, now, origin)
-            )
+            sender.deliver(DirectMessage(
+                sender.name, recipient_name, text, message_id, now, origin, kind, tags
+            ))
             reading = self.database.read(transactions.away_text, recipient_key)
             # Stored is stored: failing to read the away text must not say otherwise.
             reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
             return reading.addCallback(lambda away: (recipient_name, "stored", away))
 
         return storing.addCallback(stored)
+
+    # --- client-only tags (IRC's TAGMSG) ------------------------------------
+
+    def tag_room(
+        self, user: User, room: Room, tags: ClientTags, origin: int | None = None
+    ) -> str:
+        """Show client-only ``tags`` (no text) to every member of ``room`` now; not stored.
+
+        Returns the room's name. In cluster mode the members on other nodes
+        get it too (``fanout.tag_message``), live and unordered with messages.
+        """
+        now = self.now()
+        event = TagMessage(user.name, room.name, tags, self.message_ids.next(now), now, origin)
+        room.broadcast(event)
+        if self.fanout.ordered:
+            self.fanout.tag_message(room.key, TagMessage(
+                user.name, room.name, tags, event.message_id, now
+            ))
+        return room.name
+
+    def tag_direct(
+        self, sender: User, recipient_key: str, tags: ClientTags, origin: int | None = None
+    ) -> str:
+        """Show client-only ``tags`` to a user online (every session of both users).
+
+        Nothing is stored: a recipient with no session is ``no-such-user``.
+        Returns the recipient's display name.
+        """
+        recipient = self.users.get(recipient_key)
+        if recipient is None:
+            raise ChatError("no-such-user", "nobody by that name is online")
+        now = self.now()
+        event = TagMessage(
+            sender.name, recipient.name, tags, self.message_ids.next(now), now, origin
+        )
+        recipient.deliver(event)
+        if recipient is not sender:
+            sender.deliver(event)
+        return recipient.name
+
+    def tag_announced(self, room_key: str, event: TagMessage) -> None:
+        """Another node's client-only tags to a room: its members here get them."""
+        room = self.rooms.get(room_key)
+        if room is not None:
+            room.broadcast(event)

@@ -14,13 +14,18 @@ from zope.interface import implementer
 
 from chatd.core.errors import ChatError
 from chatd.core.events import (
+    NOTICE,
+    SAY,
     Away,
+    ClientTags,
     Event,
     HistoryLine,
     RoomSummary,
     Roster,
     Topic,
+    client_tags,
     history_line,
+    part_reason,
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, require_room_name, require_user_name
@@ -88,8 +93,19 @@ class Session:
             raise ChatError("not-in-room", f"you are not in {room_name}")
         return room
 
-    def say(self, text: str, room_name: str | None = None) -> defer.Deferred:
-        return self._service.post(self.user, self._room(room_name), text, origin=self.origin)
+    def say(
+        self, text: str, room_name: str | None = None, tags: ClientTags = ()
+    ) -> defer.Deferred:
+        checked = client_tags(tags)
+        return self._service.post(
+            self.user, self._room(room_name), text, origin=self.origin, tags=checked
+        )
+
+    def notice(self, text: str, room_name: str, tags: ClientTags = ()) -> defer.Deferred:
+        checked = client_tags(tags)
+        return self._service.post(
+            self.user, self._room(room_name), text, NOTICE, self.origin, checked
+        )
 
     def join(self, room_name: str) -> defer.Deferred:
         require_room_name(room_name)
@@ -99,15 +115,23 @@ class Session:
             return defer.succeed(room.name)
         return self._service.join(self, room_name)
 
-    def part(self, room_name: str | None = None) -> defer.Deferred:
+    def part(self, room_name: str | None = None, reason: str = "") -> defer.Deferred:
         room = self._room(room_name)
+        said = part_reason(reason)
         leaving = self._service.database.write(transactions.leave_room, room.id, self.user.key)
-        leaving.addCallback(lambda _: self._service.part(self.user, room))
+        leaving.addCallback(lambda _: self._service.part(self.user, room, said))
         return leaving.addCallback(lambda _: room.name)
 
-    def message(self, recipient: str, text: str) -> defer.Deferred:
+    def message(
+        self, recipient: str, text: str, kind: str = SAY, tags: ClientTags = ()
+    ) -> defer.Deferred:
         require_user_name(recipient)
-        sending = self._service.direct_message(self.user, fold(recipient), text, self.origin)
+        if kind not in (SAY, NOTICE):
+            raise ChatError("bad-arguments", f"a direct message is said or a notice, not {kind}")
+        checked = client_tags(tags)
+        sending = self._service.direct_message(
+            self.user, fold(recipient), text, self.origin, kind, checked
+        )
 
         def tell_away(outcome: tuple[str, str, str]) -> tuple[str, str]:
             name, delivery, away = outcome
@@ -133,10 +157,20 @@ class Session:
             lambda found: [RoomSummary(name, count) for name, count in found]
         )
 
-    def act(self, text: str, room_name: str | None = None) -> defer.Deferred:
+    def act(
+        self, text: str, room_name: str | None = None, tags: ClientTags = ()
+    ) -> defer.Deferred:
+        checked = client_tags(tags)
         return self._service.post(
-            self.user, self._room(room_name), text, rows.ACTION, self.origin
+            self.user, self._room(room_name), text, rows.ACTION, self.origin, checked
         )
+
+    def tag(self, target: str, tags: ClientTags) -> str:
+        checked = client_tags(tags)
+        if target.startswith("#"):
+            return self._service.tag_room(self.user, self._room(target), checked, self.origin)
+        require_user_name(target)
+        return self._service.tag_direct(self.user, fold(target), checked, self.origin)
 
     def topic(self, room_name: str) -> Topic:
         room = self._room(room_name)

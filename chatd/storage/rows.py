@@ -32,9 +32,11 @@ class StoredRow:
     msgid: str = ""
 
 
-# Message kinds: what was said, and an action (``/me waves``).
+# Message kinds: what was said, an action (``/me waves``), and a notice (IRC's
+# NOTICE). The kind column is free text: a new kind needs no migration.
 SAY = "say"
 ACTION = "action"
+NOTICE = "notice"
 # Who a change made by the admin command line is shown as coming from: not
 # a valid user name, so it can never be mistaken for one.
 ADMIN = "*admin"

@@ -26,8 +26,11 @@ class FakeFanout(LocalFanout):
     def room_message(self, room_key, message) -> None:
         self.announced.append(("msg", room_key, message.seq, message.text))
 
-    def membership(self, room_key, room, user, joined, changed=False) -> None:
+    def membership(self, room_key, room, user, joined, changed=False, reason="") -> None:
         self.announced.append(("member", room_key, user, joined))
+
+    def tag_message(self, room_key, event) -> None:
+        self.announced.append(("tag", room_key, event.tags))
 
     def user_arrived(self, user_key, name) -> defer.Deferred:
         return defer.succeed(self.elsewhere)

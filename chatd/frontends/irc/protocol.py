@@ -42,6 +42,8 @@ from chatd.core.bulk import BulkReply, PageSource
 from chatd.core.errors import ChatError
 from chatd.core.events import (
     ACTION,
+    NOTICE,
+    SAY,
     Away,
     DirectMessage,
     Event,
@@ -57,8 +59,10 @@ from chatd.core.events import (
     RoomMessages,
     RoomSummary,
     StoredMessage,
+    TagMessage,
     Topic,
     WhoisInfo,
+    is_client_tag_key,
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, is_user_name
@@ -141,6 +145,7 @@ COMMANDS: dict[str, Command] = {
     "MOTD": Command("irc_MOTD", 0, "registered"),
     "PRIVMSG": Command("irc_PRIVMSG", 0, "registered"),
     "NOTICE": Command("irc_NOTICE", 0, "registered"),
+    "TAGMSG": Command("irc_TAGMSG", 1),
     "JOIN": Command("irc_JOIN", 1),
     "PART": Command("irc_PART", 1),
     "NAMES": Command("irc_NAMES", 0),
@@ -211,6 +216,8 @@ class IRCConnection(Protocol):
         self.output: SendQueue | None = None
         self._history_open = False
         self._batch_serial = 0
+        # The tags of the command being run (its client-only tags are passed on).
+        self._tags_in: dict[str, str] = {}
         # While a bulk reply's page is encoded, rendered lines are collected here.
         self._collecting: list[bytes] | None = None
         self._invisible = False
@@ -433,7 +440,9 @@ class IRCConnection(Protocol):
         body = line
         if line.startswith(b"@"):
             tags_part, _, body = line.partition(b" ")
-        if len(tags_part) > CLIENT_TAGS_LIMIT or len(body) + 2 > LINE_LIMIT:
+        # IRCv3: at most 4,094 bytes of tags from a client, not counting the
+        # '@' before them (nor the space after).
+        if len(tags_part) - 1 > CLIENT_TAGS_LIMIT or len(body) + 2 > LINE_LIMIT:
             self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
             return
         try:
@@ -559,10 +568,22 @@ class IRCConnection(Protocol):
         if len(message.params) < command.min_params:
             self.reply(n.ERR_NEEDMOREPARAMS, verb, "Not enough parameters")
             return
+        self._tags_in = message.tags
         try:
             getattr(self, command.handler)(*message.params)
         except ChatError as error:
             self.notice(f"{verb}: {error.text}")
+        finally:
+            self._tags_in = {}
+
+    def _client_tags_in(self) -> tuple[tuple[str, str], ...]:
+        """The running command's client-only tags (``+key``), from a client that asked for
+        message-tags; other tags, and keys that are not well formed, are not passed on."""
+        if "message-tags" not in self.caps:
+            return ()
+        return tuple(
+            (key, value) for key, value in self._tags_in.items() if is_client_tag_key(key)
+        )
 
     def _tell_how_to_log_in(self) -> None:
         self.notice(
@@ -948,8 +969,33 @@ class IRCConnection(Protocol):
         self._message("PRIVMSG", targets, text)
 
     def irc_NOTICE(self, targets: str | None = None, text: str | None = None, *_: str) -> None:
-        """NOTICE is PRIVMSG that never causes an error reply (RFC 2812)."""
+        """NOTICE: chatd's notice kind of message, which never causes an error reply
+        (RFC 2812); it reaches IRC clients as NOTICE and is kept in history as one."""
         self._message("NOTICE", targets, text)
+
+    def irc_TAGMSG(self, targets: str, *_: str) -> None:
+        """TAGMSG: client-only tags alone (typing, reactions) to rooms or users online.
+
+        Only from a client that asked for message-tags (others have no tags to
+        send: ignored, as Ergo does); delivered live to clients that asked for
+        message-tags, never stored.
+        """
+        if "message-tags" not in self.caps:
+            return
+        tags = self._client_tags_in()
+        if targets.count(",") >= MESSAGE_TARGETS:
+            self.reply(n.ERR_TOOMANYTARGETS, targets, f"At most {MESSAGE_TARGETS} targets")
+            return
+        for target in targets.split(","):
+            if fold(target) == fold(NICKSERV):
+                continue
+            try:
+                self.session.tag(target, tags)
+            except ChatError as error:
+                if target.startswith("#"):
+                    self.reply(n.ERR_CANNOTSENDTOCHAN, target, error.text)
+                else:
+                    self.reply(n.ERR_NOSUCHNICK, target, "No such nick")
 
     def _message(self, verb: str, targets: str | None, text: str | None) -> None:
         quiet = verb == "NOTICE"
@@ -965,24 +1011,29 @@ class IRCConnection(Protocol):
             if not quiet:
                 self.reply(n.ERR_TOOMANYTARGETS, targets, f"At most {MESSAGE_TARGETS} targets")
             return
+        tags = self._client_tags_in()
         for target in targets.split(","):
             if fold(target) == fold(NICKSERV):
                 self._nickserv(text)
             elif self.session is None:
                 self._tell_how_to_log_in()
             elif target.startswith("#"):
-                self._say(target, text, quiet)
+                self._say(target, text, quiet, tags)
             else:
-                self._direct(target, text, quiet)
+                self._direct(target, text, quiet, tags)
 
-    def _say(self, room: str, text: str, quiet: bool) -> None:
+    def _say(self, room: str, text: str, quiet: bool, tags=()) -> None:
         action = text.startswith(CTCP_ACTION) and text.endswith("\x01") and len(text) > 9
-        if action:
+        if action and not quiet:
             # CTCP ACTION (/me in IRC clients) is chatd's action: ACTION on the line door.
             text = text[len(CTCP_ACTION) : -1]
         try:
-            post = self.session.act if action else self.session.say
-            posting = post(text, room)
+            if quiet:
+                posting = self.session.notice(text, room, tags)
+            elif action:
+                posting = self.session.act(text, room, tags)
+            else:
+                posting = self.session.say(text, room, tags)
         except ChatError as error:
             if not quiet:
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room, error.text)
@@ -994,10 +1045,12 @@ class IRCConnection(Protocol):
 
         self._track(posting.addErrback(refused))
 
-    def _direct(self, target: str, text: str, quiet: bool) -> None:
+    def _direct(self, target: str, text: str, quiet: bool, tags=()) -> None:
         try:
             # Through the gate: storing for someone away is limited as on every door.
-            sending = self.server.gate.message(self.session, target, text, self.address)
+            sending = self.server.gate.message(
+                self.session, target, text, self.address, NOTICE if quiet else SAY, tags
+            )
         except ChatError as error:
             if quiet:
                 return
@@ -1065,11 +1118,11 @@ class IRCConnection(Protocol):
         user = getattr(self.session, "user", None)
         return [room.name for room in user.rooms.values()] if user is not None else []
 
-    def irc_PART(self, rooms: str, *_: str) -> None:
-        """PART one or several rooms."""
+    def irc_PART(self, rooms: str, reason: str | None = None, *_: str) -> None:
+        """PART one or several rooms, with an optional reason every member's client sees."""
         for room in rooms.split(","):
             try:
-                parting = self.session.part(room)
+                parting = self.session.part(room, reason or "")
             except ChatError:
                 self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
                 continue
@@ -1440,7 +1493,8 @@ class IRCConnection(Protocol):
             if batch is not None:
                 tags["batch"] = batch
             self.send(Message(
-                "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender), tags
+                _verb(event), (event.room, _ctcp_action(event)), self.source_of(event.sender),
+                tags,
             ))
         if batch is not None:
             self.send(Message("BATCH", (f"-{batch}",), self.host))
@@ -1543,9 +1597,12 @@ class IRCConnection(Protocol):
         return self._is_own_echo(event.origin) and "echo-message" not in self.caps
 
     def _room_message(self, event: RoomMessage) -> Message:
+        tags = self._tags(event.sender, event.at, event.message_id)
+        if event.tags:
+            # Client-only tags: send() keeps them for clients with message-tags only.
+            tags.update(event.tags)
         return Message(
-            "PRIVMSG", (event.room, _ctcp_action(event)), self.source_of(event.sender),
-            self._tags(event.sender, event.at, event.message_id),
+            _verb(event), (event.room, _ctcp_action(event)), self.source_of(event.sender), tags
         )
 
     def _is_own_echo(self, origin: int | None) -> bool:
@@ -1605,21 +1662,54 @@ class IRCConnection(Protocol):
         return data
 
     def _render_direct(self, event: DirectMessage) -> None:
-        # The sender's other sessions see it, and this one with echo-message;
-        # a DM to oneself is shown as received.
-        if (
-            self._is_own_echo(event.origin)
-            and "echo-message" not in self.caps
-            and not self._is_me(event.recipient)
-        ):
-            return
-        target = event.recipient
         # A live DM carries the time it was sent (server-time).
         sent_at = event.at or int(self.server.clock.seconds() * 1000)
-        self.send(Message(
-            "PRIVMSG", (target, event.text), self.source_of(event.sender),
-            self._tags(event.sender, sent_at, event.message_id),
+        tags = self._tags(event.sender, sent_at, event.message_id)
+        tags.update(event.tags)
+        verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
+        self._send_direct(event, Message(
+            verb, (event.recipient, event.text), self.source_of(event.sender), tags
         ))
+
+    def _send_direct(self, event: DirectMessage | TagMessage, message: Message) -> None:
+        """A direct message (or TAGMSG) as this connection shows it.
+
+        The sender's other sessions see it, and this one with echo-message. A
+        message to oneself is shown as received; with echo-message it comes
+        twice, as Ergo sends it: the delivery, then the echo, which alone is the
+        labeled reply (labeled-response).
+        """
+        own = self._is_own_echo(event.origin)
+        echo = "echo-message" in self.caps
+        to_me = self._is_me(event.recipient if isinstance(event, DirectMessage) else event.target)
+        if own and not echo and not to_me:
+            return
+        if own and echo and to_me:
+            self._send_unlabeled(message)
+        self.send(message)
+
+    def _send_unlabeled(self, message: Message) -> None:
+        """Send ``message`` outside the running labeled command's reply."""
+        label, self._label = self._label, None
+        try:
+            self.send(message)
+        finally:
+            self._label = label
+
+    def _render_tag(self, event: TagMessage) -> None:
+        """Client-only tags alone, as TAGMSG: only to clients that asked for message-tags."""
+        if "message-tags" not in self.caps:
+            return
+        self._close_history()
+        tags = self._tags(event.sender, event.at, event.message_id)
+        tags.update(event.tags)
+        message = Message("TAGMSG", (event.target,), self.source_of(event.sender), tags)
+        if event.target.startswith("#"):
+            if self._is_own_echo(event.origin) and "echo-message" not in self.caps:
+                return
+            self.send(message)
+            return
+        self._send_direct(event, message)
 
     def _render_stored(self, event: StoredMessage) -> None:
         self.send(Message(
@@ -1645,7 +1735,8 @@ class IRCConnection(Protocol):
         key = fold(event.user)
         if self.server.chat.is_online(key) or self._is_me(event.user):
             # Online still (cluster mode: on another node, maybe): it left this room only.
-            self.send(Message("PART", (event.room,), self.source_of(event.user)))
+            params = (event.room, event.reason) if event.reason else (event.room,)
+            self.send(Message("PART", params, self.source_of(event.user)))
             return
         # Its last session ended: IRC says QUIT, once, when the last room
         # this client shares with the user lets it go.
@@ -1776,7 +1867,7 @@ class IRCConnection(Protocol):
                 ))
             tags["batch"] = self._history_id
         text = _ctcp_action(event)
-        self.send(Message("PRIVMSG", (event.room, text), self.source_of(event.sender), tags))
+        self.send(Message(_verb(event), (event.room, text), self.source_of(event.sender), tags))
 
     def _close_history(self) -> None:
         if self._history_open:
@@ -1881,6 +1972,11 @@ def _whox(why: str) -> tuple[str, str] | None:
     return fields, token or "0"
 
 
+def _verb(event: RoomMessage | HistoryLine) -> str:
+    """The IRC verb of a room message: NOTICE for chatd's notice kind, else PRIVMSG."""
+    return "NOTICE" if event.kind == NOTICE else "PRIVMSG"
+
+
 def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
     """A room message's text, or an action's as IRC's CTCP ACTION (``/me``)."""
     if event.kind == ACTION:
@@ -1892,6 +1988,7 @@ _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     RoomMessage: IRCConnection._render_room_event,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
+    TagMessage: IRCConnection._render_tag,
     StoredMessage: IRCConnection._render_stored,
     Joined: IRCConnection._render_joined,
     Parted: IRCConnection._render_parted,
@@ -2022,10 +2119,9 @@ class IRCFactory(ServerFactory):
             "WHOX",
             f"CHATHISTORY={CHATHISTORY_LIMIT}",
             f"TARGMAX=JOIN:,PART:,NAMES:,KICK:,PRIVMSG:{MESSAGE_TARGETS},"
-            f"NOTICE:{MESSAGE_TARGETS}",
+            f"NOTICE:{MESSAGE_TARGETS},TAGMSG:{MESSAGE_TARGETS}",
             "MSGREFTYPES=msgid,timestamp",
-            # Client-only tags (+tag) are not passed on: the core carries none.
-            "CLIENTTAGDENY=*",
+            # No CLIENTTAGDENY: every well-formed client-only tag is passed on.
         ]
 
     def disconnect_all(self, reason: DisconnectReason) -> defer.Deferred:

@@ -31,6 +31,7 @@ from chatd.core.events import (
     Notice,
     Operators,
     RoomSummary,
+    TagMessage,
     WhoisInfo,
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
@@ -159,7 +160,13 @@ class ChatProtocol(LineReceiver):
     # --- IChatClient ----------------------------------------------------
 
     def deliver(self, event: Event) -> None:
-        """Write an event the service sent this session."""
+        """Write an event the service sent this session.
+
+        Client-only tags alone (IRC's TAGMSG) have no line here: the line
+        protocol carries no tags, so such an event is ignored.
+        """
+        if type(event) is TagMessage:
+            return
         if not self._closing:
             wire, kind = self.server.encoder(event)
             self.server.telemetry.delivered(kind, len(wire), event.count)

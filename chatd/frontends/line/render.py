@@ -41,6 +41,8 @@ def format_timestamp(milliseconds: int) -> str:
 
 
 def _room_message(event: RoomMessage) -> tuple[str, ...]:
+    # A notice (IRC's NOTICE) is a message like any other here: MSG, and
+    # HISTORY when replayed (the protocol's forms are fixed; its kind is kept).
     line_type = "ACTION" if event.kind == ACTION else "MSG"
     return (line_type, event.room, event.sender, event.text)
 
