@@ -306,3 +306,32 @@ async def test_failed_logins_spread_over_nodes_are_limited_as_one(nodes):
     await defer.gatherResults([done.addTimeout(WAIT_SECONDS, reactor) for done in heard])
     assert all(throttle.locked("192.0.2.7") for throttle in throttles)
     assert not throttles[0].locked("198.51.100.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_notices_part_reasons_and_client_tags_cross_nodes(nodes, database):
+    """What the IRC door needs of the core crosses nodes too: a room notice with client
+    tags (kind and tags), a PART's reason, tags alone to a room (TAGMSG, not stored),
+    and a DM notice with its tags."""
+    from chatd.core.events import NOTICE, TagMessage
+
+    first, second = await nodes(), await nodes()
+    alice, _ = await first.login("alice")
+    _bob, bob_sees = await second.login("bob")
+    await alice.notice("heads up", "#lobby", (("+draft/reply", "m1"),))
+    await bob_sees.until(lambda: bob_sees.said() == ["heads up"])
+    [notice] = [e for e in bob_sees.of_type(RoomMessage) if e.text == "heads up"]
+    assert (notice.kind, notice.tags) == (NOTICE, (("+draft/reply", "m1"),))
+    alice.tag("#lobby", (("+typing", "active"),))
+    await bob_sees.until(lambda: bob_sees.of_type(TagMessage))
+    [tagged] = bob_sees.of_type(TagMessage)
+    assert (tagged.sender, tagged.target, tagged.tags) == (
+        "alice", "#lobby", (("+typing", "active"),)
+    )
+    await alice.message("bob", "psst", NOTICE, (("+a", "1"),))
+    await bob_sees.until(lambda: bob_sees.of_type(DirectMessage))
+    [direct] = bob_sees.of_type(DirectMessage)
+    assert (direct.kind, direct.tags, direct.text) == (NOTICE, (("+a", "1"),), "psst")
+    await alice.part("#lobby", "see you")
+    await bob_sees.until(lambda: bob_sees.of_type(Parted))
+    assert [(e.user, e.reason) for e in bob_sees.of_type(Parted)] == [("alice", "see you")]
