@@ -64,9 +64,9 @@ class LinkedFanout(LocalFanout):
         elsewhere = dataclasses.replace(message, origin=None)
         self.bus.send(self, "msg", lambda f: f.service.announced(room_key, elsewhere))
 
-    def membership(self, room_key, room, user, joined, changed=False) -> None:
+    def membership(self, room_key, room, user, joined, changed=False, reason="") -> None:
         self.bus.send(self, "member", lambda f: f.service.membership_announced(
-            room_key, user, joined, room, changed
+            room_key, user, joined, room, changed, reason
         ))
 
     def user_state(self, user_key, state) -> None:
