@@ -385,3 +385,16 @@ def test_part_on_one_node_parts_the_users_sessions_on_the_other(cluster):
     assert [e.room for e in of_type(bob_b_sees, Parted) if e.user == "bob"] == ["#side"]
     assert [e.room for e in of_type(carol_sees, Parted) if e.user == "bob"] == ["#side"]
     assert carol.who("#side").members == ("carol",)
+
+
+def test_a_part_reason_reaches_the_other_node_and_the_users_own_sessions_there(cluster):
+    """bob parts #side on node b saying why: alice (node a) sees the PART with the reason;
+    bob's own session on node a leaves the room with the same reason."""
+    _alice, alice_sees, bob, _bob_sees = side_room_with(cluster)
+    _bob_there, bob_there_sees = login(cluster, cluster.a, "bob")
+    bob.part("#side", "off to lunch")
+    cluster.pump()
+    parts = [(e.room, e.user, e.reason) for e in of_type(alice_sees, Parted)]
+    assert parts == [("#side", "bob", "off to lunch")]
+    own = [(e.room, e.reason) for e in of_type(bob_there_sees, Parted)]
+    assert own == [("#side", "off to lunch")]
