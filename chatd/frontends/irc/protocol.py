@@ -111,6 +111,10 @@ USERNAME_LIMIT = 10
 HELD_LIMIT = 32
 # The users whose QUIT one connection remembers having shown (_render_parted).
 QUIT_KEPT = 256
+# Messages whose commits a connection may wait on at once, reading on behind them
+# (at most CHATD_PIPELINE_DEPTH, as on the line door): unlabeled, they have no reply
+# but a refusal, so nothing after them needs to wait for their commit.
+PIPELINED_VERBS = frozenset({"PRIVMSG", "NOTICE"})
 
 
 def irc_time(milliseconds: int) -> str:
@@ -204,6 +208,10 @@ class IRCConnection(Protocol):
         # A command's reply waits on the core: the next lines wait for it
         # (read no further than the buffer), so replies come in command order.
         self._waiting = False
+        # Pipelined messages (PRIVMSG, NOTICE) whose commits are still awaited; any
+        # other command waits until they are all answered ("draining").
+        self._posts_in_flight = 0
+        self._draining = False
         self._output_slow = False
         self._held_reading = False
         self._reading_paused = False
@@ -477,6 +485,14 @@ class IRCConnection(Protocol):
                 self._held.append(message)
             return
         label = message.tags.get("label") if "labeled-response" in self.caps else None
+        pipelined = not label and message.command in PIPELINED_VERBS
+        in_flight = self._posts_in_flight
+        if in_flight and (not pipelined or in_flight >= self.server.config.pipeline_depth):
+            # Anything else (or one message too many) runs once the messages in
+            # flight are answered, so its effects and replies come after theirs.
+            self._held.insert(0, message)
+            self._waiting = self._draining = True
+            return
         if label:
             self._label = _Label(label)
         self._waits = []
@@ -485,11 +501,22 @@ class IRCConnection(Protocol):
         finally:
             waits, self._waits = self._waits, None
             if waits:
-                self._waiting = True
                 gathered = defer.DeferredList(waits, consumeErrors=True)
-                gathered.addBoth(self._answered)
+                if pipelined:
+                    self._posts_in_flight += 1
+                    gathered.addBoth(self._post_answered)
+                else:
+                    self._waiting = True
+                    gathered.addBoth(self._answered)
             elif self._label is not None:
                 self._finish_label()
+
+    def _post_answered(self, _) -> None:
+        """A pipelined message is answered; the last of them lets a waiting command run."""
+        self._posts_in_flight -= 1
+        if self._draining and not self._posts_in_flight:
+            self._draining = False
+            self._answered(None)
 
     def _answered(self, _) -> None:
         """The command that held the next lines is answered: run them now."""
