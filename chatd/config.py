@@ -289,9 +289,15 @@ def check_endpoint(description: str) -> None:
     """
     from twisted.internet.endpoints import serverFromString
 
+    from chatd.frontends.proxy import split_proxy_prefix
     from chatd.frontends.tls import _SSL_POSITIONAL as _SSL_ARGUMENTS
     from chatd.frontends.tls import parse_description
 
+    inner = split_proxy_prefix(description)
+    if inner is not None:
+        # Behind a load balancer (chatd/frontends/proxy.py): the endpoint inside counts.
+        check_endpoint(inner)
+        return
     kind, args, kwargs = parse_description(description)
     if kind.lower() == "systemd":
         # Its sockets are inherited: what it can be given is only known at start.

@@ -22,8 +22,15 @@ Three dialects: ``chatd`` (HELLO, /register, /login, /join, ``MSG <room> <sender
 SASL, JOIN, PRIVMSG; fanout and maxrate only). ``--websocket`` speaks the chatd dialect
 through chatd's web door (one line per WebSocket text message; the compare target ``web``).
 The compare targets ``irc`` and ``ngircd`` are chatd's IRC door and Debian's ngIRCd (started
-by the bench with a configuration of its own, without limits). It only ever talks to
-loopback.
+by the bench with a configuration of its own, without limits).
+
+* ``cluster``  ``compare`` with the cluster targets: ``pg`` (one node on PostgreSQL),
+  ``pg-redis`` (the same node with Redis fan-out on: the cost of the bus) and
+  ``pg-redis-2`` (two nodes, sessions taking turns between them, so most deliveries
+  cross Redis). It starts a private PostgreSQL and redis-server in its work directory
+  (or uses ``--postgres-url``/``--redis-url``), a fresh database for every run.
+
+It only ever talks to loopback.
 """
 
 from __future__ import annotations
@@ -243,8 +250,10 @@ class ServerWatch:
 
     SAMPLE_SECONDS = 0.05
 
-    def __init__(self, pid: int | None):
+    def __init__(self, pid: int | None, *more_pids: int):
         self.pid = pid
+        # Cluster targets run several nodes: their CPU and RSS are summed.
+        self.pids = [p for p in (pid, *more_pids) if p is not None]
         self.peak_rss_kb = 0
         self._task: asyncio.Task | None = None
         self._cpu_start = 0.0
@@ -253,16 +262,16 @@ class ServerWatch:
 
     def rss_kb(self) -> int | None:
         """The server's resident set now, in kB."""
-        if self.pid is None:
+        if not self.pids:
             return None
-        return read_memory_kb(self.pid)["VmRSS"]
+        return sum(read_memory_kb(pid)["VmRSS"] for pid in self.pids)
 
     def start(self) -> None:
         """Begin an interval: remember CPU counters and sample RSS until :meth:`stop`."""
         self._wall_start = time.monotonic()
         self._bench_cpu_start = time.process_time()
-        if self.pid is not None:
-            self._cpu_start = read_cpu_seconds(self.pid)
+        if self.pids:
+            self._cpu_start = sum(read_cpu_seconds(pid) for pid in self.pids)
             self.peak_rss_kb = self.rss_kb() or 0
             self._task = asyncio.get_running_loop().create_task(self._sample())
 
@@ -281,17 +290,22 @@ class ServerWatch:
             "bench_cpu": round(bench_cpu, 3),
             "bench_saturated": bench_cpu >= BENCH_SATURATED_CPU,
         }
-        if self.pid is not None:
+        if self.pids:
             if self._task is not None:
                 self._task.cancel()
             with contextlib.suppress(OSError):
-                cpu = read_cpu_seconds(self.pid) - self._cpu_start
+                cpu = sum(read_cpu_seconds(pid) for pid in self.pids) - self._cpu_start
                 rss = self.rss_kb() or 0
                 self.peak_rss_kb = max(self.peak_rss_kb, rss)
                 result["server_cpu"] = round(cpu / wall, 3)
                 result["server_rss_mb"] = round(rss / 1024, 1)
                 result["server_peak_rss_mb"] = round(self.peak_rss_kb / 1024, 1)
         return result
+
+
+def watch_servers(args) -> ServerWatch:
+    """A :class:`ServerWatch` of the scenario's server, or of every node of a cluster."""
+    return ServerWatch(args.server_pid, *getattr(args, "more_server_pids", ()))
 
 
 # --------------------------------------------------------------------------- client
@@ -731,6 +745,13 @@ def source_address(index: int) -> str:
     return f"127.2.{block // 250}.{block % 250 + 1}"
 
 
+def port_of_session(args, index: int) -> int:
+    """The port the ``index``-th session connects to: with several nodes (``args.ports``,
+    the cluster targets) sessions take turns, so senders and readers are split too."""
+    ports = getattr(args, "ports", None) or (args.port,)
+    return ports[index % len(ports)]
+
+
 async def connect(host: str, port: int, dialect: str, timeout: float = 30.0,
                   source: str | None = None, websocket: bool = False) -> BenchClient:
     """Open a connection (from ``source``, a loopback address); for chatd wait for HELLO.
@@ -785,7 +806,7 @@ async def open_sessions(args, count: int, *, room: str | None, prefix: str,
 
     async def open_one(index: int) -> None:
         async with gate:
-            client = await connect(args.host, args.port, args.dialect,
+            client = await connect(args.host, port_of_session(args, index), args.dialect,
                                    source=source_address(index),
                                    websocket=getattr(args, "websocket", False))
             clients[index] = client
@@ -1049,7 +1070,7 @@ async def open_room(args, deadline: float) -> tuple[list[BenchClient], list[Benc
 async def scenario_fanout(args) -> dict:
     """C clients in one room, S senders, R msg/s for D seconds (one or more rates)."""
     deadline = time.monotonic() + args.time_limit
-    watch = ServerWatch(args.server_pid)
+    watch = watch_servers(args)
     clients, senders = await open_room(args, deadline)
     try:
         samplers = pick_latency_samplers(len(clients), args.latency_sample)
@@ -1074,7 +1095,7 @@ def next_rates(start: float, factor: float, steps: int) -> list[float]:
 async def scenario_maxrate(args) -> dict:
     """Climb the rate ladder until a step fails, then bisect once or twice; bounded."""
     deadline = time.monotonic() + args.time_limit
-    watch = ServerWatch(args.server_pid)
+    watch = watch_servers(args)
     clients, senders = await open_room(args, deadline)
     steps: list[dict] = []
     try:
@@ -1156,7 +1177,7 @@ async def scenario_sessions(args) -> dict:
     if args.dialect == "irc":
         raise BenchError("sessions speaks the line protocol (chatd) or the baseline's, not IRC")
     deadline = time.monotonic() + args.time_limit
-    watch = ServerWatch(args.server_pid)
+    watch = watch_servers(args)
     room = getattr(args, "room", None)
     prefix = f"{args.user_prefix}{'l' if room == LOBBY else 's'}"
     first = await open_sessions(args, 1, room=room, prefix=prefix, deadline=deadline)
@@ -1253,7 +1274,7 @@ async def scenario_storm(args) -> dict:
         raise BenchError("storm speaks the line protocol (chatd) or the baseline's, not IRC")
     deadline = time.monotonic() + args.time_limit
     prefix = f"{args.user_prefix}l"
-    watch = ServerWatch(args.server_pid)
+    watch = watch_servers(args)
     pinger_client, = await open_sessions(args, 1, room=None, prefix=f"{prefix}p",
                                          deadline=deadline)
     clients: list[BenchClient] = []
@@ -1463,6 +1484,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from_compare = sub.add_parser("compare", help="start servers, run scenarios, summarize")
     add_compare_arguments(from_compare)
+    cluster = sub.add_parser("cluster", help="compare chatd on PostgreSQL alone, with Redis "
+                             "fan-out, and as two nodes")
+    add_compare_arguments(cluster, targets=",".join(CLUSTER_TARGETS),
+                          scenarios="fanout,maxrate-100")
     return parser
 
 
@@ -1507,17 +1532,24 @@ def run_scenario(args) -> dict:
 
 # --------------------------------------------------------------------------- compare driver
 
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the compare driver."""
-    parser.add_argument("--targets", default="baseline,chatd",
+def add_compare_arguments(parser: argparse.ArgumentParser, *, targets: str = "baseline,chatd",
+                          scenarios: str = "fanout,maxrate,sessions,storm,history") -> None:
+    """Options of the compare driver (``cluster`` is the same with other defaults)."""
+    parser.add_argument("--targets", default=targets,
                         help="comma-separated: baseline, chatd, web (chatd through its "
                              "web door, over WebSocket), irc (chatd's IRC door), ngircd "
-                             "(ngIRCd, for irc to be compared with)")
+                             "(ngIRCd, for irc to be compared with), pg, pg-redis, "
+                             "pg-redis-2 (chatd on PostgreSQL: alone, with Redis fan-out, "
+                             "two nodes)")
+    parser.add_argument("--postgres-url", help="cluster targets: a PostgreSQL server to create "
+                        "the runs' databases on (default: a private one the bench starts)")
+    parser.add_argument("--redis-url", help="cluster targets: a Redis server (default: a "
+                        "private redis-server the bench starts)")
     parser.add_argument("--irc-login", choices=["pass", "sasl"], default="pass",
                         help="how the irc target's clients log in")
     parser.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd",
                         help="the ngIRCd program of the ngircd target")
-    parser.add_argument("--scenarios", default="fanout,maxrate,sessions,storm,history",
+    parser.add_argument("--scenarios", default=scenarios,
                         help="comma-separated scenario presets, see PRESETS")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--preset", choices=["full", "smoke"], default="full")
@@ -1544,8 +1576,10 @@ class Preset:
     time_limit: float = 300.0
 
 
-# fanout and maxrate are the scenarios that also run over IRC.
-FANOUT_TARGETS = ("baseline", "chatd", "web", "irc", "ngircd")
+# chatd on PostgreSQL alone, with Redis fan-out, and as two nodes (``scripts/bench.py cluster``).
+CLUSTER_TARGETS = ("pg", "pg-redis", "pg-redis-2")
+# fanout and maxrate are the scenarios that also run over IRC and in cluster mode.
+FANOUT_TARGETS = ("baseline", "chatd", "web", "irc", "ngircd", *CLUSTER_TARGETS)
 
 MAXRATE_COMMON = {"senders": 10, "factor": 1.5, "max_steps": 14, "refine": 2, "duration": 3.0,
                   "grace": 2.0, "quiet": 10.0, "latency_sample": 16, "size": 64}
@@ -1630,9 +1664,10 @@ def metric(record: dict, path: tuple[str, ...]) -> float | None:
 
 
 # The ratios the summary shows, (numerator, denominator), when both targets ran.
-RATIOS = (("chatd", "baseline"), ("web", "chatd"), ("irc", "ngircd"))
+RATIOS = (("chatd", "baseline"), ("web", "chatd"), ("irc", "ngircd"), ("pg-redis", "pg"),
+          ("pg-redis-2", "pg-redis"))
 # The order of the targets' columns.
-TARGET_ORDER = ("baseline", "chatd", "web", "irc", "ngircd")
+TARGET_ORDER = ("baseline", "chatd", "web", "irc", "ngircd", *CLUSTER_TARGETS)
 
 
 def summarize(records: list[dict]) -> str:
@@ -1757,8 +1792,12 @@ class ManagedServer:
 
     def __init__(self, target: str, run_dir: Path, cpu: int, chatd_root: Path,
                  db_path: Path | None = None, bcrypt_rounds: int = 4,
-                 ngircd: str = "/usr/sbin/ngircd"):
+                 ngircd: str = "/usr/sbin/ngircd", *, db_url: str | None = None,
+                 redis_url: str | None = None, name: str | None = None):
         self.target = target
+        # The cluster targets: chatd on PostgreSQL (db_url), with Redis fan-out (redis_url).
+        self.db_url = db_url
+        self.redis_url = redis_url
         self.ngircd = ngircd
         self.run_dir = run_dir
         self.cpu = cpu
@@ -1768,7 +1807,7 @@ class ManagedServer:
         self.port = 0
         self.line_port = 0
         self.process: subprocess.Popen | None = None
-        self.log_path = run_dir / f"{target}.log"
+        self.log_path = run_dir / f"{name or target}.log"
 
     @property
     def dialect(self) -> str:
@@ -1798,7 +1837,7 @@ class ManagedServer:
             "CHATD_LISTEN": f"tcp:{line_port}:interface={LOOPBACK}",
             "CHATD_IRC_LISTEN": (f"tcp:{self.port}:interface={LOOPBACK}"
                                  if self.target == "irc" else "off"),
-            "CHATD_DB": str(self.db_path),
+            "CHATD_DB": self.db_url or str(self.db_path),
             "CHATD_BCRYPT_ROUNDS": str(self.bcrypt_rounds),
             "CHATD_RATE_LIMIT": "off",
             # The default total of 4096 is for a small VPS; the sessions scenario opens 10,000.
@@ -1807,6 +1846,8 @@ class ManagedServer:
                                  if self.target == "web" else "off"),
             "PYTHONPATH": str(self.chatd_root),
         })
+        if self.redis_url:
+            env["CHATD_REDIS"] = self.redis_url
         twistd = Path(sys.executable).with_name("twistd")
         runner = ([str(twistd)] if twistd.exists()
                   else [sys.executable, "-m", "twisted.scripts.twistd"])
@@ -1843,16 +1884,184 @@ class ManagedServer:
                 break
             with contextlib.suppress(OSError), socket.create_connection(
                     (LOOPBACK, self.port), timeout=1.0):
-                return
+                if self.ready():
+                    return
             time.sleep(0.05)
         self.stop()
         tail = self.log_path.read_text(errors="replace")[-2000:]
         raise BenchError(f"{self.target} did not start listening:\n{tail}")
 
+    def ready(self) -> bool:
+        """Whether the listening server is ready: with Redis, once it is subscribed."""
+        if not self.redis_url:
+            return True
+        log = self.log_path.read_text(errors="replace")
+        return re.search(r"redis \S+ connected", log) is not None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
         if self.process is not None:
             stop_process(self.process)
+
+
+class NodeGroup:
+    """Several chatd nodes on one database and one Redis, started and stopped together.
+
+    It stands where a :class:`ManagedServer` would: ``port`` and ``pid`` are the first
+    node's, ``ports`` and ``pids`` every node's (the scenarios spread sessions over the
+    ports and sum the nodes' CPU and RSS). Every node is pinned to the same core: on a
+    2-core machine the other core is the load generator's.
+    """
+
+    def __init__(self, target: str, count: int, run_dir: Path, cpu: int, chatd_root: Path,
+                 bcrypt_rounds: int, db_url: str, redis_url: str):
+        self.target = target
+        self.nodes = [ManagedServer(target, run_dir, cpu, chatd_root, None, bcrypt_rounds,
+                                    db_url=db_url, redis_url=redis_url,
+                                    name=f"{target}-node{index + 1}")
+                      for index in range(count)]
+        self.dialect = "chatd"
+
+    @property
+    def port(self) -> int:
+        """The first node's line port."""
+        return self.nodes[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        """Every node's line port."""
+        return [node.port for node in self.nodes]
+
+    @property
+    def pid(self) -> int:
+        """The first node's process id."""
+        return self.nodes[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        """Every node's process id."""
+        return [node.pid for node in self.nodes]
+
+    def start(self) -> None:
+        """Start the nodes one after the other; stop them all if one fails."""
+        try:
+            for node in self.nodes:
+                node.start(timeout=60.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+
+class PrivateServices:
+    """The PostgreSQL and redis-server the cluster targets stand on, private to one compare.
+
+    Either given (``--postgres-url``, ``--redis-url``) or started here in the work
+    directory on free loopback ports (PostgreSQL as the ``postgres`` user when the bench
+    runs as root: it refuses root), and stopped at the end. Every run gets a database of
+    its own, so no run reads another's rooms.
+    """
+
+    def __init__(self, work_dir: Path, postgres_url: str | None, redis_url: str | None):
+        self.work_dir = work_dir
+        self.postgres_url = postgres_url
+        self.redis_url = redis_url
+        self._pg_data: Path | None = None
+        self._redis: subprocess.Popen | None = None
+        self._made = 0
+
+    def start(self) -> None:
+        """Start whatever was not given."""
+        if self.postgres_url is None:
+            self.postgres_url = self._start_postgres()
+        if self.redis_url is None:
+            self.redis_url = self._start_redis()
+
+    @staticmethod
+    def _as_postgres(command: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+    @staticmethod
+    def _postgres_program(name: str) -> str:
+        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        if found:
+            return str(found[-1])
+        if shutil.which(name):
+            return name
+        raise BenchError(f"{name} not found: install the Debian package postgresql")
+
+    def _start_postgres(self) -> str:
+        directory = self.work_dir / "postgres"
+        directory.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
+        self._pg_data = directory / "data"
+        port = free_port()
+        subprocess.run(self._as_postgres([self._postgres_program("initdb"), "-D",
+                                          str(self._pg_data), "-A", "trust", "-U", "chatd",
+                                          "-E", "UTF8"]), check=True, capture_output=True)
+        # Durability as a production server would keep it: fsync and synchronous commit on.
+        options = f"-p {port} -k {directory} -c listen_addresses={LOOPBACK}"
+        subprocess.run(self._as_postgres([self._postgres_program("pg_ctl"), "-D",
+                                          str(self._pg_data), "-o", options, "-l",
+                                          str(directory / "log"), "-w", "-t", "60", "start"]),
+                       check=True, capture_output=True)
+        return f"postgresql://chatd@{LOOPBACK}:{port}/postgres"
+
+    def _start_redis(self) -> str:
+        program = shutil.which("redis-server")
+        if program is None:
+            raise BenchError("redis-server not found: install the Debian package redis-server")
+        port = free_port()
+        self._redis = subprocess.Popen(
+            [program, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly",
+             "no", "--dir", str(self.work_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 1):
+                return f"redis://{LOOPBACK}:{port}/0"
+            time.sleep(0.05)
+        raise BenchError("redis-server did not start listening")
+
+    def fresh_database(self, label: str) -> str:
+        """Create an empty database for one run; return its URL."""
+        import psycopg
+
+        self._made += 1
+        name = re.sub(r"[^a-z0-9_]", "_", f"bench_{label}_{os.getpid()}_{self._made}".lower())
+        with psycopg.connect(self.postgres_url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = self.postgres_url.rpartition("/")
+        return f"{base}/{name}"
+
+    def stop(self) -> None:
+        """Stop what was started here."""
+        if self._redis is not None:
+            stop_process(self._redis, grace=3.0)
+        if self._pg_data is not None:
+            subprocess.run(self._as_postgres([self._postgres_program("pg_ctl"), "-D",
+                                              str(self._pg_data), "-m", "immediate", "-w",
+                                              "stop"]), capture_output=True)
+
+
+def make_server(target: str, work_dir: Path, args, chatd_root: Path, preset: Preset,
+                db_path: Path, services: PrivateServices | None):
+    """The server (or group of nodes) for one run of ``target``."""
+    if target not in CLUSTER_TARGETS:
+        return ManagedServer(target, work_dir, args.server_cpu, chatd_root, db_path,
+                             preset.bcrypt_rounds, args.ngircd)
+    db_url = services.fresh_database(f"{preset.label}_{target}")
+    redis_url = services.redis_url if target != "pg" else None
+    if target == "pg-redis-2":
+        return NodeGroup(target, 2, work_dir, args.server_cpu, chatd_root,
+                         preset.bcrypt_rounds, db_url, redis_url)
+    return ManagedServer(target, work_dir, args.server_cpu, chatd_root, None,
+                         preset.bcrypt_rounds, args.ngircd, db_url=db_url, redis_url=redis_url)
 
 
 def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
@@ -1866,6 +2075,9 @@ def scenario_args(preset: Preset, server: ManagedServer, time_limit: float,
     args.irc_login = "none" if server.target == "ngircd" else irc_login
     args.irc_oper = NGIRCD_OPER if server.target == "ngircd" else None
     args.server_pid = server.pid
+    if isinstance(server, NodeGroup):
+        args.ports = server.ports
+        args.more_server_pids = server.pids[1:]
     args.time_limit = time_limit
     args.user_prefix = f"bench{run}" if preset.scenario == "storm" else "bench"
     return args
@@ -1927,7 +2139,12 @@ def compare(args) -> dict:
         owned_dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
         work_dir = Path(owned_dir.name)
     records = []
+    services = None
+    if any(target in CLUSTER_TARGETS for target in targets):
+        services = PrivateServices(work_dir, args.postgres_url, args.redis_url)
     try:
+        if services is not None:
+            services.start()
         for preset in presets:
             db_path = work_dir / f"{preset.label}.sqlite3"
             if "chatd" in targets and preset.history_messages:
@@ -1939,8 +2156,8 @@ def compare(args) -> dict:
                     remaining = deadline - time.monotonic()
                     if remaining < 10:
                         raise BenchError("compare ran out of its time limit")
-                    server = ManagedServer(target, work_dir, args.server_cpu, chatd_root,
-                                           db_path, preset.bcrypt_rounds, args.ngircd)
+                    server = make_server(target, work_dir, args, chatd_root, preset, db_path,
+                                         services)
                     server.start()
                     try:
                         record = run_preset_once(preset, server,
@@ -1956,6 +2173,8 @@ def compare(args) -> dict:
                           file=sys.stderr, flush=True)
     finally:
         stop_every_server()
+        if services is not None:
+            services.stop()
         if owned_dir is not None:
             owned_dir.cleanup()
     summary = summarize(records)
@@ -1981,7 +2200,7 @@ def main(argv: list[str] | None = None) -> int:
     # The last resort against a hang anywhere: the alarm stops our servers and exits.
     signal.alarm(int(args.time_limit) + 60)
     try:
-        if args.scenario == "compare":
+        if args.scenario in ("compare", "cluster"):
             report = compare(args)
             print(report["summary"])
             return 1 if any(r.get("error") for r in report["records"]) else 0

@@ -30,6 +30,8 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from chatd.frontends.proxy import proxy_endpoint, split_proxy_prefix
+
 log = Logger()
 
 # Twisted's _parseSSL takes its arguments in this order when given by position.
@@ -153,7 +155,13 @@ def server_endpoint(reactor, description: str):
 
     Other descriptions (``tcp:``, ``tcp6:``, ``unix:``, ...) go to Twisted's
     ``serverFromString`` unchanged, with ``None`` for the TLS part.
+    ``haproxy:<description>`` is that endpoint behind a load balancer: each
+    connection starts with a PROXY header (``chatd/frontends/proxy.py``).
     """
+    inner = split_proxy_prefix(description)
+    if inner is not None:
+        endpoint, tls = server_endpoint(reactor, inner)
+        return proxy_endpoint(reactor, endpoint), tls
     prefix, args, kwargs = parse_description(description)
     if prefix.lower() != "ssl":
         return serverFromString(reactor, description), None
