@@ -3,10 +3,16 @@
 import io
 
 import pytest
+from hypothesis import settings
 
 from chatd.ops import admin
 from tests.services import postgres_server, redis_server  # noqa: F401 (fixtures)
 from tests.support import ChatHarness
+
+# Tests never assert timings: hypothesis's per-example deadline (200 ms) would
+# fail a correct test on a machine busy with other work.
+settings.register_profile("chatd", deadline=None)
+settings.load_profile("chatd")
 
 
 @pytest.fixture
