@@ -287,6 +287,8 @@ class ChatService(Service):
             else:
                 operators.pop(event.name_key, None)
             self._change_operators(room, operators.values())
+        elif action == "private":
+            self._privacy_changed(room, event.detail == "on")
         elif action in ("kick", "ban") and event.user_name:
             reason = "banned" if action == "ban" else event.detail
             self._remove_member(room, event.user_name, by, reason)
@@ -1033,15 +1035,21 @@ class ChatService(Service):
     def set_private(self, user: User, room: Room, private: bool) -> defer.Deferred:
         """An operator makes a room private (members and the invited only) or public."""
         self._require_operator(user, room)
-        writing = self.database.write(transactions.set_private, room.id, private)
+        writing = self.database.write(
+            transactions.change_private, room.id, room.key, private, user.name, self.now()
+        )
 
-        def done(_) -> str:
-            room.private = private
-            # The other nodes' WHO hides a private room from those not in it.
-            self._operators_changed(room)
+        def done(event_id: int) -> str:
+            self._made_here(event_id, partial(self._privacy_changed, room, private))
             return room.name
 
         return writing.addCallback(done)
+
+    def _privacy_changed(self, room: Room, private: bool) -> None:
+        """A room became private (or public), here or on another node."""
+        room.private = private
+        # The other nodes' WHO hides a private room from those not in it.
+        self._operators_changed(room)
 
     def invite(self, user: User, room: Room, target_key: str) -> defer.Deferred:
         """Invite a user: any member of a public room, an operator of a private one.

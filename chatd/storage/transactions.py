@@ -948,6 +948,15 @@ def change_operator(
     return name, operators, event_id
 
 
+def change_private(
+    connection: Connection, room_id: int, room_key: str, private: bool, by: str, now: int
+) -> int:
+    """An operator's /private: ``set_private``; return the event id (detail ``on``/``off``)."""
+    set_private(connection, room_id, private)
+    detail = "on" if private else "off"
+    return record_room_event(connection, "room-private", room_key, "", "", detail, now, by)
+
+
 def change_topic(
     connection: Connection, room_id: int, room_key: str, text: str, by: str, now: int
 ) -> int:

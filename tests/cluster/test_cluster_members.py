@@ -316,6 +316,23 @@ def test_topic_and_operators_changed_on_one_node_show_on_the_other(cluster):
     assert alice.who("#side").operators == ("alice", "bob")
 
 
+def test_a_room_made_private_on_one_node_is_private_on_the_other(cluster):
+    """#side is loaded on node b too (bob is in it there): once alice makes it private on
+    node a, carol (no member, on b) is told nobody is in it, as on one node."""
+    alice, _, _bob, _ = side_room_with(cluster)
+    carol, _ = login(cluster, cluster.b, "carol")
+    assert carol.who("#side").members == ("alice", "bob")
+    assert alice.set_private("#side", True).result == "#side"
+    cluster.pump()
+    assert cluster.b.rooms["#side"].private
+    with pytest.raises(ChatError) as refused:
+        carol.who("#side")
+    assert refused.value.code == "no-such-room"
+    assert alice.set_private("#side", False).result == "#side"
+    cluster.pump()
+    assert carol.who("#side").members == ("alice", "bob")
+
+
 def test_a_password_change_ends_the_users_sessions_on_every_node(cluster):
     """bob changes his password in a session on node a: his session there stays, his other
     session on a and his session on b end at once (BYE password-changed)."""

@@ -1203,12 +1203,25 @@ class IRCConnection(Protocol):
             # A mask: the online users it matches, but those invisible (+i)
             # unless they share a room with you.
             pattern, mine = fold(mask), self.session.user.rooms
-            for key, user in sorted(self.server.chat.users.items()):
+            chat = self.server.chat
+            shown = {}
+            for key, user in chat.users.items():
                 visible = user is self.session.user or not self.server.is_invisible(key) or any(
                     room in mine for room in user.rooms
                 )
                 if visible and fnmatchcase(key, pattern):
-                    self._who_reply("*", user.name, False, _whox(why))
+                    shown[key] = user.name
+            # Cluster mode: users of other nodes, whose +i this node cannot know: only
+            # those who share a room with you.
+            presence = chat.fanout.presence
+            for key, name in presence.users().items():
+                if key in shown or key in chat.users or not fnmatchcase(key, pattern):
+                    continue
+                state = presence.user(key)
+                if state is not None and any(seat.room_key in mine for seat in state.rooms):
+                    shown[key] = name
+            for key in sorted(shown):
+                self._who_reply("*", shown[key], False, _whox(why))
         elif mask and fold(mask) in (online := self.server.online_names()):
             self._who_reply("*", online[fold(mask)], False, _whox(why))
         self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")

@@ -67,6 +67,18 @@ def test_who_and_whois_of_a_nick_on_another_node(irc):
     assert whois[3] == ":chatd 301 alice bob :at lunch"
 
 
+def test_who_with_a_mask_finds_users_of_other_nodes_who_share_a_room(irc):
+    """WHO *b*: bob (another node, shares #lobby with alice) is found; carol (another node,
+    +i unknown here, shares nothing with alice) is not, as an invisible user would not be."""
+    alice = irc.irc_client()
+    alice.login_with_pass("alice")
+    assert alice.send("WHO *o*") == [
+        ":chatd 352 alice * bob chatd chatd bob G :0 bob",
+        ":chatd 315 alice *o* :End of WHO list",
+    ]
+    assert alice.send("WHO c*") == [":chatd 315 alice c* :End of WHO list"]
+
+
 def test_a_part_of_a_user_still_online_elsewhere_is_a_part_not_a_quit(irc):
     """bob /parts #lobby on his node: alice's client gets PART; once bob is online nowhere,
     his departure renders as one QUIT, not one per room shared; after he JOINs again, his
