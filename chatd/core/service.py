@@ -269,6 +269,10 @@ class ChatService(Service):
         A room nobody online is in needs nothing: it is loaded from the
         database, change included, when someone comes back to it.
         """
+        if event.action == "room-invite":
+            # The invited user need not be in the room (nor the room loaded here).
+            self._invited(event.name_key, event.detail, event.actor or rows.ADMIN)
+            return
         room = self.rooms.get(event.room_key)
         if room is None:
             return
@@ -1045,6 +1049,12 @@ class ChatService(Service):
 
         return writing.addCallback(done)
 
+    def _invited(self, target_key: str, room_name: str, by: str) -> None:
+        """Show ``target_key``'s sessions here an invitation to ``room_name``."""
+        target = self.users.get(target_key)
+        if target is not None:
+            target.deliver(Invited(room_name, by))
+
     def _privacy_changed(self, room: Room, private: bool) -> None:
         """A room became private (or public), here or on another node."""
         room.private = private
@@ -1055,19 +1065,21 @@ class ChatService(Service):
         """Invite a user: any member of a public room, an operator of a private one.
 
         The invitation lets the user into a private room once; a user with
-        no session is shown it at their next login.
+        no session (on any node) is shown it at their next login. In cluster
+        mode the invitation is a room event, so the user's sessions on the
+        other nodes are shown it at once too.
         """
         if room.private:
             self._require_operator(user, room)
-        online = target_key in self.users
+        online = self.is_online(target_key)
         writing = self.database.write(
-            transactions.invite_user, room.id, target_key, user.name, self.now(), online
+            transactions.invite_to_room, room.id, room.key, room.name, target_key, user.name,
+            self.now(), online,
         )
 
-        def show(_name: str) -> str:
-            target = self.users.get(target_key)
-            if target is not None:
-                target.deliver(Invited(room.name, user.name))
+        def show(outcome: tuple[str, int]) -> str:
+            _name, event_id = outcome
+            self._made_here(event_id, partial(self._invited, target_key, room.name, user.name))
             return room.name
 
         return writing.addCallback(show)

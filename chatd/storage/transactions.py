@@ -948,6 +948,19 @@ def change_operator(
     return name, operators, event_id
 
 
+def invite_to_room(
+    connection: Connection, room_id: int, room_key: str, room_name: str, user_key: str,
+    by: str, now: int, delivered: bool,
+) -> tuple[str, int]:
+    """An invitation made in a session: ``invite_user``; the user's name and the event id
+    (``detail``: the room's display name, for nodes that have not loaded it)."""
+    name = invite_user(connection, room_id, user_key, by, now, delivered)
+    event_id = record_room_event(
+        connection, "room-invite", room_key, user_key, name, room_name, now, by
+    )
+    return name, event_id
+
+
 def change_private(
     connection: Connection, room_id: int, room_key: str, private: bool, by: str, now: int
 ) -> int:

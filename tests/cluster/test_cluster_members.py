@@ -19,7 +19,16 @@ from twisted.internet import defer, task
 from chatd.cluster.fanout import LocalFanout
 from chatd.cluster.presence import ClusterPresence, RoomSeat, UserState
 from chatd.core.errors import ChatError
-from chatd.core.events import Joined, Kicked, Members, Operators, Parted, RoomMessage, Topic
+from chatd.core.events import (
+    Invited,
+    Joined,
+    Kicked,
+    Members,
+    Operators,
+    Parted,
+    RoomMessage,
+    Topic,
+)
 from chatd.core.interfaces import DisconnectReason
 from chatd.core.service import ChatService
 from chatd.storage import transactions
@@ -331,6 +340,23 @@ def test_a_room_made_private_on_one_node_is_private_on_the_other(cluster):
     assert alice.set_private("#side", False).result == "#side"
     cluster.pump()
     assert carol.who("#side").members == ("alice", "bob")
+
+
+def test_an_invitation_on_one_node_reaches_the_users_session_on_the_other(cluster):
+    """alice (node a) invites carol, whose session is on node b: carol is shown it at
+    once, and not again at her next login (it was delivered)."""
+    alice, _, _bob, _ = side_room_with(cluster)
+    carol, carol_sees = login(cluster, cluster.b, "carol")
+    assert alice.invite("#side", "carol").result == "#side"
+    cluster.pump()
+    assert [(e.room, e.by) for e in of_type(carol_sees, Invited)] == [("#side", "alice")]
+    carol.logout()
+    cluster.pump()
+    _carol, again = login(cluster, cluster.a, "carol")
+    assert of_type(again, Invited) == []
+    cluster.clock.advance(POLL_SECONDS)
+    cluster.pump()
+    assert len(of_type(carol_sees, Invited)) == 1
 
 
 def test_a_password_change_ends_the_users_sessions_on_every_node(cluster):
