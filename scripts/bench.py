@@ -1971,6 +1971,7 @@ class PrivateServices:
         self.postgres_url = postgres_url
         self.redis_url = redis_url
         self._pg_data: Path | None = None
+        self._pg_dir: Path | None = None
         self._redis: subprocess.Popen | None = None
         self._made = 0
 
@@ -1995,8 +1996,10 @@ class PrivateServices:
         raise BenchError(f"{name} not found: install the Debian package postgresql")
 
     def _start_postgres(self) -> str:
-        directory = self.work_dir / "postgres"
-        directory.mkdir(exist_ok=True)
+        # A directory of its own outside the work directory: as root, PostgreSQL runs
+        # as the postgres user, who may not enter a root-owned temporary directory.
+        directory = Path(tempfile.mkdtemp(prefix="chatd-bench-pg-"))
+        self._pg_dir = directory
         if os.geteuid() == 0:
             shutil.chown(directory, "postgres", "postgres")
         self._pg_data = directory / "data"
@@ -2047,6 +2050,8 @@ class PrivateServices:
             subprocess.run(self._as_postgres([self._postgres_program("pg_ctl"), "-D",
                                               str(self._pg_data), "-m", "immediate", "-w",
                                               "stop"]), capture_output=True)
+        if self._pg_dir is not None:
+            shutil.rmtree(self._pg_dir, ignore_errors=True)
 
 
 def make_server(target: str, work_dir: Path, args, chatd_root: Path, preset: Preset,

@@ -11,7 +11,8 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from tests.programs import require_module
+from tests.programs import require_module, require_program
+from tests.services import _postgres_bin
 from tests.test_bench import BENCH_PATH, ROOT, bench
 
 
@@ -23,18 +24,19 @@ def test_sessions_take_turns_between_the_nodes_of_a_cluster_target():
     assert {bench.port_of_session(one_server, i) for i in range(4)} == {1000}
 
 
-def test_cluster_smoke_run_delivers_everything_on_one_and_two_nodes(
-        tmp_path, postgres_server, redis_server):
+def test_cluster_smoke_run_delivers_everything_on_one_and_two_nodes(tmp_path):
     """One node on PostgreSQL, one with Redis fan-out, two nodes with the sessions split
     (so the senders' messages cross Redis to the other node's readers): each delivers
-    every message to every session, summarizes, and leaves no node running."""
+    every message to every session, summarizes, and leaves no node running. The bench
+    starts its own PostgreSQL and redis-server, as an operator's run would."""
     require_module("psycopg", "psycopg[binary]")
     require_module("txredisapi", "txredisapi")
+    _postgres_bin("initdb")
+    require_program("redis-server", "redis-server")
     out = tmp_path / "report.json"
     completed = subprocess.run(
         [sys.executable, str(BENCH_PATH), "cluster", "--preset", "smoke", "--runs", "1",
-         "--scenarios", "fanout", "--postgres-url", postgres_server.url(),
-         "--redis-url", redis_server.url, "--work-dir", str(tmp_path / "work"),
+         "--scenarios", "fanout", "--work-dir", str(tmp_path / "work"),
          "--out", str(out), "--time-limit", "240"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr[-3000:]
