@@ -292,6 +292,9 @@ class Renderer:
     def _render_history(self, room: str, timestamp: str, sender: str, text: str) -> str:
         return f"{self._past('past', timestamp)} {self._room_tag(room)} <{sender}> {text}"
 
+    def _render_historydm(self, timestamp: str, sender: str, recipient: str, text: str) -> str:
+        return f"{self._past('past', timestamp)} {self._dm_tag(sender, recipient)} {text}"
+
     def _render_stored(self, timestamp: str, sender: str, text: str) -> str:
         recipient = self._whoami() or "you"
         return f"{self._past('stored', timestamp)} {self._dm_tag(sender, recipient)} {text}"

@@ -242,6 +242,22 @@ class StoredMessage(Event):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
+class DirectHistoryLine(Event):
+    """A past direct message of a conversation, replayed: ``peer`` is the other side
+    (whose conversation it is, as the reader asked for it), ``sender`` wrote it to
+    ``recipient``."""
+
+    peer: str
+    at: int
+    sender: str
+    recipient: str
+    text: str
+    # The message's id (chatd.core.ids), the one it was delivered with.
+    message_id: str = ""
+    kind: str = SAY
+
+
+@dataclass(frozen=True, eq=False, slots=True)
 class Notice(Event):
     """A line for humans."""
 

@@ -105,6 +105,14 @@ class IChatSession(Interface):
         at a time as the client reads; ``room_name`` on it is the room's name.
         """
 
+    def direct_history(user_name: str, count: int) -> PageSource:
+        """The last ``count`` messages (at most ``HISTORY_MAX``) of the user's conversation
+        with ``user_name``, both ways, as ``DirectHistoryLine`` pages (none for a guest).
+
+        Kept apart from the stored messages of a mailbox: every direct message an
+        account takes part in is kept (until retention removes it), delivered or not.
+        """
+
     def act(text: str, room_name: str | None = None, tags=()) -> defer.Deferred:
         """Post an action (``/me``) to the named or current room; fire with the room's name."""
 

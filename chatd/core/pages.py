@@ -1,7 +1,8 @@
 """Long replies the core hands a door as page sources, read as the client reads.
 
 ``Mailbox`` is a user's stored direct messages, deleted only once a page was
-handed over whole; ``RoomHistory`` a room's last messages in sequence order.
+handed over whole; ``RoomHistory`` a room's last messages in sequence order;
+``DirectHistory`` the last messages of a conversation between two users.
 """
 
 from twisted.internet import defer
@@ -9,9 +10,11 @@ from twisted.logger import Logger
 
 from chatd.core.bulk import PAGE_LINES, Page, PageSource
 from chatd.core.events import (
+    DirectHistoryLine,
     StoredMessage,
     history_line,
 )
+from chatd.core.names import fold
 from chatd.core.rooms import Room
 from chatd.storage import rows, transactions
 from chatd.storage.sqlite.database import Database
@@ -121,3 +124,55 @@ class RoomHistory(PageSource):
                 for row in rows
             ]
         )
+
+
+class DirectHistory(PageSource):
+    """The last ``count`` messages of ``owner_key``'s conversation with ``peer``, read
+    from the database a page at a time (oldest first); nothing when ``owner_key`` is
+    None (a guest keeps no history)."""
+
+    def __init__(self, database: Database, owner_key: str | None, peer: str, count: int) -> None:
+        self._database = database
+        self._owner_key = owner_key
+        self.peer = peer
+        self._peer_key = fold(peer)
+        self._count = count
+        self._next_id: int | None = None
+        self._last_id = 0
+
+    def next_page(self) -> defer.Deferred:
+        if self._owner_key is None:
+            return defer.succeed(None)
+        if self._next_id is None:
+            reading = self._database.read(
+                transactions.direct_history_bounds, self._owner_key, self._peer_key, self._count
+            )
+            return reading.addCallback(self._bounded)
+        if self._next_id > self._last_id:
+            return defer.succeed(None)
+        reading = self._database.read(
+            transactions.direct_history_between,
+            self._owner_key,
+            self._peer_key,
+            self._next_id,
+            self._last_id,
+            PAGE_LINES,
+        )
+        return reading.addCallback(self._page)
+
+    def _bounded(self, bounds: tuple[int, int] | None) -> defer.Deferred | None:
+        if bounds is None:
+            return None
+        self._next_id, self._last_id = bounds
+        return self.next_page()
+
+    def _page(self, found: list[rows.DirectRow]) -> Page | None:
+        if not found:
+            return None
+        self._next_id = found[-1].id + 1
+        return Page([
+            DirectHistoryLine(
+                self.peer, row.sent_at, row.sender, row.recipient, row.text, row.msgid, row.kind
+            )
+            for row in found
+        ])

@@ -48,6 +48,7 @@ class Room:
         topic_setter: str = "",
         private: bool = False,
         operators: Iterable[str] = (),
+        topic_open: bool = False,
     ) -> None:
         self.id = room_id
         self.name = name
@@ -59,7 +60,12 @@ class Room:
         # When the topic was set (ms), if this server saw it happen; 0: unknown.
         self.topic_time = 0
         self.private = private
-        # Every operator, online or not: folded name -> display name.
+        # IRC's MODE -t: every member may set the topic though the room has operators.
+        self.topic_open = topic_open
+        # The guest (CHATD_GUESTS) that opened the room, while it stays: an operator
+        # kept only here, never in the database (folded name -> display name).
+        self.guest_operators: dict[str, str] = {}
+        # Every operator, online or not (and the guest one): folded name -> display name.
         self.operators: dict[str, str] = {}
         self.set_operators(operators)
         self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
@@ -106,8 +112,26 @@ class Room:
         return tuple(sorted((user.name for user in self.members.values()), key=str.lower))
 
     def set_operators(self, names: Iterable[str]) -> None:
-        """Replace the operators by ``names`` (display names)."""
+        """Replace the operators by ``names`` (display names); the guest operator stays."""
         self.operators = {fold(name): name for name in names}
+        self.operators.update(self.guest_operators)
+
+    def add_guest_operator(self, user: "User") -> None:
+        """Make the guest that opened the room its operator, in memory only."""
+        self.guest_operators[user.key] = user.name
+        self.operators[user.key] = user.name
+
+    def drop_guest_operator(self, key: str) -> bool:
+        """The guest ``key`` is no operator any more (it left, or was deopped); return
+        whether it was one."""
+        if self.guest_operators.pop(key, None) is None:
+            return False
+        self.operators.pop(key, None)
+        return True
+
+    def topic_locked(self) -> bool:
+        """Whether only operators may set the topic: the room has some, and no ``-t``."""
+        return bool(self.operators) and not self.topic_open
 
     def operator_names(self) -> tuple[str, ...]:
         """Operators' display names, sorted case-insensitively."""

@@ -568,6 +568,7 @@ class ChatService(Service):
         rooms = list(user.rooms.values())
         for room in rooms:
             room.remove(user)
+            room.drop_guest_operator(user.key)
         leaving = self.fanout.user_left(user.key)
 
         def told(elsewhere: bool) -> None:
@@ -688,6 +689,7 @@ class ChatService(Service):
             state.topic_setter,
             state.private,
             state.operators,
+            state.topic_open,
         )
         if self.fanout.ordered:
             self._start_sequencer(room)
@@ -845,15 +847,32 @@ class ChatService(Service):
             joining = self.database.write(
                 transactions.enter_room_as_guest, name, self.now(), load
             )
-        else:
-            joining = self.database.write(
-                transactions.enter_room, name, session.user.key, self.now(), load
-            )
+            return joining.addCallback(self._guest_entering, session)
+        joining = self.database.write(
+            transactions.enter_room, name, session.user.key, self.now(), load
+        )
         joining.addCallback(lambda found: self._room_for(*found))
         return joining.addCallback(lambda room: self._enter(session, room, changed=True))
 
+    def _guest_entering(self, found, session: Session) -> defer.Deferred:
+        """A guest's join: the guest that opened the room (it had no row: no members, no
+        history, no state) is its operator, in memory, for as long as it stays there;
+        a room that existed before, which accounts may live in, gives a guest no power."""
+        name, state, created = found
+        opener = created and fold(name) != rows.LOBBY_KEY
+
+        def enter(room: Room):
+            return self._enter(session, room, changed=True, guest_operator=opener)
+
+        return self._room_for(name, state).addCallback(enter)
+
     def _enter(
-        self, session: Session, room: Room, announce: bool = True, changed: bool = False
+        self,
+        session: Session,
+        room: Room,
+        announce: bool = True,
+        changed: bool = False,
+        guest_operator: bool = False,
     ) -> defer.Deferred | str:
         """Put a member's user into a loaded room and make it the session's current room.
 
@@ -867,6 +886,8 @@ class ChatService(Service):
         # left, though the one that asked may have gone meanwhile.
         shown = None
         if user.sessions and room.key not in user.rooms:
+            if guest_operator and user.guest and not room.members:
+                room.add_guest_operator(user)
             room.add(user)
             self._touch(user.key)
             if announce:
@@ -924,6 +945,24 @@ class ChatService(Service):
         if user.key not in room.operators:
             raise ChatError("forbidden", f"only an operator of {room.name} may do that")
 
+    @staticmethod
+    def _require_lasting(user: User, what: str) -> None:
+        """A guest operator's power ends when it leaves: it may not leave behind what
+        only an operator could undo (a ban, a private room nobody could invite to)."""
+        if user.guest:
+            raise ChatError("forbidden", f"guests may not {what}: log in to do that")
+
+    def set_topic_open(self, user: User, room: Room, topic_open: bool) -> defer.Deferred:
+        """An operator lets every member set the topic (IRC's ``-t``), or only operators."""
+        self._require_operator(user, room)
+        writing = self.database.write(transactions.set_topic_open, room.id, topic_open)
+
+        def done(_) -> str:
+            room.topic_open = topic_open
+            return room.name
+
+        return writing.addCallback(done)
+
     def _change_operators(self, room: Room, names: Iterable[str]) -> None:
         """Replace a room's operators, telling its members when they changed."""
         before = room.operator_names()
@@ -948,15 +987,18 @@ class ChatService(Service):
             for session in user.sessions:
                 if session.current is room:
                     session.current = user.latest_room()
-        if fold(name) in room.operators:
+        if room.drop_guest_operator(fold(name)):
+            room.broadcast(Operators(room.name, room.operator_names()))
+        elif fold(name) in room.operators:
             operators = dict(room.operators)
             del operators[fold(name)]
             self._change_operators(room, operators.values())
         self._forget_if_empty(room)
 
     def set_topic(self, user: User, room: Room, text: str) -> defer.Deferred:
-        """Set a room's topic: an operator, or any member of a room without operators."""
-        if room.operators:
+        """Set a room's topic: an operator, or any member of a room without operators
+        or whose topic is open to all (``-t``)."""
+        if room.topic_locked():
             self._require_operator(user, room)
         writing = self.database.write(
             transactions.change_topic, room.id, room.key, text, user.name, self.now()
@@ -976,8 +1018,24 @@ class ChatService(Service):
     def set_operator(
         self, user: User, room: Room, target_key: str, operator: bool
     ) -> defer.Deferred:
-        """An operator makes a member an operator, or not: ``OPS`` to all members."""
+        """An operator makes a member an operator, or not: ``OPS`` to all members.
+
+        A guest is never made one (its status could outlive what it may be
+        trusted with); the guest operator of a room it opened may be deopped
+        (by itself too): that is in memory only.
+        """
         self._require_operator(user, room)
+        target = self.users.get(target_key)
+        if target is not None and target.guest and room.key in target.rooms:
+            if operator:
+                if target_key in room.operators:
+                    return defer.succeed(room.name)
+                raise ChatError(
+                    "forbidden", f"{target.name} is a guest: guests are not made operators"
+                )
+            if room.drop_guest_operator(target_key):
+                room.broadcast(Operators(room.name, room.operator_names()))
+            return defer.succeed(room.name)
         writing = self.database.write(
             transactions.change_operator, room.id, room.key, target_key, operator, user.name,
             self.now(),
@@ -1019,6 +1077,7 @@ class ChatService(Service):
     def ban(self, user: User, room: Room, target_key: str, banned: bool) -> defer.Deferred:
         """An operator bans an account (a member is kicked: ``banned``), or lifts a ban."""
         self._require_operator(user, room)
+        self._require_lasting(user, "ban or unban")
         if not banned:
             lifting = self.database.write(transactions.unban_user, room.id, target_key)
             return lifting.addCallback(lambda _: room.name)
@@ -1039,6 +1098,7 @@ class ChatService(Service):
     def set_private(self, user: User, room: Room, private: bool) -> defer.Deferred:
         """An operator makes a room private (members and the invited only) or public."""
         self._require_operator(user, room)
+        self._require_lasting(user, "make a room private or public")
         writing = self.database.write(
             transactions.change_private, room.id, room.key, private, user.name, self.now()
         )
@@ -1116,6 +1176,9 @@ class ChatService(Service):
         self._touch(user.key)
         if announce:
             room.broadcast(Parted(room.name, user.name))
+        if room.drop_guest_operator(user.key):
+            # A guest's operator status ends with its stay.
+            room.broadcast(Operators(room.name, room.operator_names()))
         self._forget_if_empty(room)
 
     def forget_history_before(self, before: int) -> None:
@@ -1275,28 +1338,81 @@ class ChatService(Service):
         recipient = self.users.get(recipient_key)
         now = self.now()
         message_id = self.message_ids.next(now)
-        if recipient is not None:
-            message = DirectMessage(
-                sender.name, recipient.name, text, message_id, now, origin, kind, tags
-            )
-            recipient.deliver(message)
-            if recipient is not sender:
-                sender.deliver(message)
+        if recipient is None:
             if self.fanout.ordered:
-                # Both users' sessions on the other nodes (the origin is this node's).
-                elsewhere = DirectMessage(
-                    sender.name, recipient.name, text, message_id, now, None, kind, tags
+                return self._direct_message_elsewhere(
+                    sender, recipient_key, text, origin, now, message_id, kind, tags
                 )
-                self.fanout.direct_message(recipient_key, sender.key, elsewhere)
-            self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
-            return defer.succeed((recipient.name, "delivered", recipient.away))
-        if self.fanout.ordered:
-            return self._direct_message_elsewhere(
+            return self._store_direct_message(
                 sender, recipient_key, text, origin, now, message_id, kind, tags
             )
-        return self._store_direct_message(
-            sender, recipient_key, text, origin, now, message_id, kind, tags
+        owners = _history_owners(sender, recipient.key, recipient.guest)
+        if not owners:
+            # Between two guests: nothing is kept, nothing to wait for.
+            return self._deliver_direct(
+                sender, recipient, text, origin, now, message_id, kind, tags
+            )
+        # Kept in the history first: a client that saw the message finds it there.
+        recording = self.database.write(
+            transactions.record_direct_message,
+            sender.name, recipient.name, text, now, message_id, owners,
+            kind, sender.account_id,
         )
+        recording.addErrback(self._history_unavailable)
+        was_guest = recipient.guest
+
+        def recorded(_) -> defer.Deferred:
+            current = self.users.get(recipient_key)
+            if current is not None:
+                return self._deliver_direct(
+                    sender, current, text, origin, now, message_id, kind, tags
+                )
+            if was_guest:
+                raise ChatError("no-such-user", f"{recipient.name} has left")
+            # Gone while the history was written: the mailbox keeps it for the next login.
+            return self._store_direct_message(
+                sender, recipient_key, text, origin, now, message_id, kind, tags,
+                history=False,
+            )
+
+        return recording.addCallback(recorded)
+
+    @staticmethod
+    def _history_unavailable(failure: Failure) -> None:
+        """A live DM goes out without the database (as it always did): only its history
+        is missing. Any other failure (``forbidden``: the sender was deleted) stands."""
+        failure.trap(ChatError)
+        if failure.value.code != "unavailable":
+            return failure
+        log.warn("a direct message was delivered without being kept in the history")
+        return None
+
+    def _deliver_direct(
+        self,
+        sender: User,
+        recipient: User,
+        text: str,
+        origin: int | None,
+        now: int,
+        message_id: str,
+        kind: str = SAY,
+        tags: ClientTags = (),
+    ) -> defer.Deferred:
+        """Hand a live DM to both users' sessions (here and, in cluster mode, elsewhere)."""
+        message = DirectMessage(
+            sender.name, recipient.name, text, message_id, now, origin, kind, tags
+        )
+        recipient.deliver(message)
+        if recipient is not sender:
+            sender.deliver(message)
+        if self.fanout.ordered:
+            # Both users' sessions on the other nodes (the origin is this node's).
+            elsewhere = DirectMessage(
+                sender.name, recipient.name, text, message_id, now, None, kind, tags
+            )
+            self.fanout.direct_message(recipient.key, sender.key, elsewhere)
+        self.telemetry.direct_message(sender.name, recipient.name, text, stored=False)
+        return defer.succeed((recipient.name, "delivered", recipient.away))
 
     def _direct_message_elsewhere(
         self,
@@ -1320,16 +1436,27 @@ class ChatService(Service):
                 return self._store_direct_message(
                     sender, recipient_key, text, origin, now, message_id, kind, tags
                 )
+            # Kept in both accounts' history before any node shows it.
+            recording = self.database.write(
+                transactions.record_direct_message,
+                sender.name, account.name, text, now, message_id,
+                _history_owners(sender, recipient_key, False), kind, sender.account_id,
+            )
+            recording.addErrback(self._history_unavailable)
+            return recording.addCallback(announce, account.name)
+
+        def announce(_, recipient_name: str) -> defer.Deferred:
             message = DirectMessage(
-                sender.name, account.name, text, message_id, now, None, kind, tags
+                sender.name, recipient_name, text, message_id, now, None, kind, tags
             )
             announcing = self.fanout.direct_message(recipient_key, sender.key, message)
-            return announcing.addCallback(taken, account.name)
+            return announcing.addCallback(taken, recipient_name)
 
         def taken(nodes: int, recipient_name: str) -> defer.Deferred:
             if not nodes:
                 return self._store_direct_message(
-                    sender, recipient_key, text, origin, now, message_id, kind, tags
+                    sender, recipient_key, text, origin, now, message_id, kind, tags,
+                    history=False,
                 )
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=False)
             sender.deliver(DirectMessage(
@@ -1351,8 +1478,11 @@ class ChatService(Service):
         message_id: str,
         kind: str = SAY,
         tags: ClientTags = (),
+        history: bool = True,
     ) -> defer.Deferred:
-        """Store a DM for a recipient with no session; fire once committed.
+        """Store a DM for a recipient with no session; fire once committed. With
+        ``history`` it is kept in the accounts' history (with its ``kind``) in the same
+        transaction.
 
         The store keeps the text (``kind`` and ``tags`` are not stored: the
         recipient gets it as said); the sender's sessions see it as sent.
@@ -1366,6 +1496,8 @@ class ChatService(Service):
             self.mailbox_limit,
             sender.account_id,
             message_id,
+            history and not sender.guest,
+            kind,
         )
 
         def stored(recipient_name: str) -> defer.Deferred:
@@ -1424,3 +1556,10 @@ class ChatService(Service):
         room = self.rooms.get(room_key)
         if room is not None:
             room.broadcast(event)
+
+def _history_owners(sender: User, recipient_key: str, recipient_guest: bool) -> tuple[str, ...]:
+    """Whose history keeps a DM: the folded names of the accounts taking part (no guest)."""
+    owners = [] if sender.guest else [sender.key]
+    if not recipient_guest and recipient_key not in owners:
+        owners.append(recipient_key)
+    return tuple(owners)

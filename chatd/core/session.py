@@ -18,6 +18,7 @@ from chatd.core.events import (
     SAY,
     Away,
     ClientTags,
+    DirectHistoryLine,
     Event,
     HistoryLine,
     RoomSummary,
@@ -29,7 +30,7 @@ from chatd.core.events import (
 )
 from chatd.core.interfaces import DisconnectReason, IChatClient, IChatSession
 from chatd.core.names import fold, require_room_name, require_user_name
-from chatd.core.pages import RoomHistory
+from chatd.core.pages import DirectHistory, RoomHistory
 from chatd.core.rooms import HISTORY_MAX, Room, User
 from chatd.storage import rows, transactions
 
@@ -197,6 +198,11 @@ class Session:
     def set_private(self, room_name: str, private: bool) -> defer.Deferred:
         return self._service.set_private(self.user, self._room(room_name), private)
 
+    def set_topic_open(self, room_name: str, topic_open: bool) -> defer.Deferred:
+        """Let every member set the room's topic, or only its operators (IRC's ``-t``/``+t``);
+        fire with the room's name."""
+        return self._service.set_topic_open(self.user, self._room(room_name), topic_open)
+
     def invite(self, room_name: str, user_name: str) -> defer.Deferred:
         room = self._room(room_name)
         require_user_name(user_name)
@@ -245,11 +251,67 @@ class Session:
         return reading.addCallback(_history_lines, room)
 
     def history_targets(self, after: int, before: int, limit: int) -> defer.Deferred:
-        """The user's rooms whose last message is between two times (Unix ms); fire
-        with ``(room name, time of that message)`` pairs, earliest first."""
+        """The user's rooms and conversations whose last message is between two times
+        (Unix ms); fire with ``(room or user name, time of that message)`` pairs,
+        earliest first."""
         room_ids = tuple(room.id for room in self.user.rooms.values())
-        return self._service.database.read(
-            transactions.room_history_targets, room_ids, after, before, min(limit, HISTORY_MAX)
+        limit = min(limit, HISTORY_MAX)
+        database = self._service.database
+        reading = database.read(transactions.room_history_targets, room_ids, after, before, limit)
+        if self.user.guest:
+            return reading
+
+        def with_conversations(rooms: list[tuple[str, int]]) -> defer.Deferred:
+            conversations = database.read(
+                transactions.direct_history_targets, self.user.key, after, before, limit
+            )
+            return conversations.addCallback(
+                lambda found: sorted(rooms + found, key=lambda t: (t[1], t[0].lower()))[:limit]
+            )
+
+        return reading.addCallback(with_conversations)
+
+    def direct_history_window(
+        self,
+        user_name: str,
+        after: rows.HistoryMark | None,
+        before: rows.HistoryMark | None,
+        limit: int,
+        newest: bool,
+    ) -> defer.Deferred:
+        """``history_window`` for the user's conversation with ``user_name``: fire with
+        its ``DirectHistoryLine`` values, oldest first (none for a guest, who keeps none)."""
+        require_user_name(user_name)
+        if self.user.guest:
+            return defer.succeed([])
+        reading = self._service.database.read(
+            transactions.direct_history_window, self.user.key, fold(user_name), after, before,
+            min(limit, HISTORY_MAX), newest,
+        )
+        return reading.addCallback(_direct_lines, user_name)
+
+    def direct_history_around(
+        self, user_name: str, center: rows.HistoryMark, limit: int
+    ) -> defer.Deferred:
+        """``history_around`` for the user's conversation with ``user_name``."""
+        require_user_name(user_name)
+        if self.user.guest:
+            return defer.succeed([])
+        reading = self._service.database.read(
+            transactions.direct_history_around, self.user.key, fold(user_name), center,
+            min(limit, HISTORY_MAX),
+        )
+        return reading.addCallback(_direct_lines, user_name)
+
+    def direct_history(self, user_name: str, count: int) -> "DirectHistory":
+        """The last ``count`` messages of the conversation with ``user_name`` as a page
+        source (the line door's ``/history <user>``); empty for a guest."""
+        require_user_name(user_name)
+        return DirectHistory(
+            self._service.database,
+            None if self.user.guest else self.user.key,
+            user_name,
+            min(count, HISTORY_MAX),
         )
 
     def room_count(self) -> int:
@@ -282,5 +344,12 @@ class Session:
 def _history_lines(found: list[rows.HistoryRow], room: Room) -> list[HistoryLine]:
     return [
         history_line(room.name, r.sent_at, r.sender, r.text, r.kind, r.msgid, r.seq)
+        for r in found
+    ]
+
+
+def _direct_lines(found: list[rows.DirectRow], peer: str) -> list[DirectHistoryLine]:
+    return [
+        DirectHistoryLine(peer, r.sent_at, r.sender, r.recipient, r.text, r.msgid, r.kind)
         for r in found
     ]

@@ -1,6 +1,7 @@
 """Retention: old rows are deleted in the background, a small batch at a time.
 
-``CHATD_ROOM_HISTORY_DAYS`` bounds how long room messages are kept and
+``CHATD_ROOM_HISTORY_DAYS`` bounds how long room messages (and the history of
+direct messages, ``direct_history``) are kept and
 ``CHATD_STORED_MESSAGE_DAYS`` how long an undelivered direct message waits
 for its recipient; either may be ``off`` (the default: keep forever).
 Account events (the bans and deletions the admin command line leaves for the
@@ -59,6 +60,8 @@ class RetentionService(Service):
             (table, purge, days)
             for table, purge, days in (
                 ("room_messages", transactions.purge_room_messages, room_history_days),
+                # The history of direct messages is history too: kept as long.
+                ("direct_history", transactions.purge_direct_history, room_history_days),
                 ("stored_messages", transactions.purge_stored_messages, stored_message_days),
                 ("account_events", transactions.purge_account_events, ACCOUNT_EVENT_DAYS),
             )

@@ -56,6 +56,19 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class DirectRow:
+    """A past direct message of a conversation (``direct_history``)."""
+
+    id: int
+    sender: str
+    recipient: str
+    text: str
+    sent_at: int
+    kind: str = SAY
+    msgid: str = ""
+
+
+@dataclass(frozen=True)
 class AccountEvent:
     """An administrative change to an account or a room that live sessions must see.
 
@@ -99,6 +112,8 @@ class RoomState:
     private: bool
     operators: tuple[str, ...]
     recent: list[HistoryRow]
+    # IRC's MODE -t: every member may set the topic, operators or not.
+    topic_open: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from chatd.storage.rows import (
     Arrival,
     Banned,
     DatabaseStats,
+    DirectRow,
     HistoryMark,
     HistoryRow,
     RoomListing,
@@ -407,11 +408,13 @@ def load_room(
 ) -> RoomState:
     """Find (or create) a room; return all the server keeps of it."""
     room_id, display_name, recent = open_room(connection, name, now, history_limit)
-    topic, setter, private = connection.execute(
-        "SELECT topic, topic_setter, private FROM rooms WHERE id = ?", (room_id,)
+    topic, setter, private, topic_open = connection.execute(
+        "SELECT topic, topic_setter, private, topic_open FROM rooms WHERE id = ?", (room_id,)
     ).fetchone()
     operators = room_operators(connection, room_id)
-    return RoomState(room_id, display_name, topic, setter, bool(private), operators, recent)
+    return RoomState(
+        room_id, display_name, topic, setter, bool(private), operators, recent, bool(topic_open)
+    )
 
 
 def join_room(connection: Connection, name: str, user_key: str, now: int) -> str:
@@ -467,24 +470,26 @@ def enter_room(
 
 def enter_room_as_guest(
     connection: Connection, name: str, now: int, history_limit: int | None
-) -> tuple[str, RoomState | None]:
-    """A guest's join (``CHATD_GUESTS``): ``enter_room`` without a membership row.
+) -> tuple[str, RoomState | None, bool]:
+    """A guest's join (``CHATD_GUESTS``): ``enter_room`` without a membership row; also
+    says whether this join created the room.
 
     A guest has no account, so its membership lives only in memory: it
-    creates the room if there is none (as nobody's operator) and is
+    creates the room if there is none (its operator only in memory, for as
+    long as it stays: the service's business, never a row here) and is
     refused (``forbidden``) by a private room, which needs an invitation
     only an account can keep.
     """
-    connection.execute(
+    created = connection.execute(
         "INSERT INTO rooms (name_key, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (name.lower(), name, now),
-    )
+    ).rowcount == 1
     _room_id, display_name, private = _room(connection, name.lower())
     if private:
         raise ChatError("forbidden", f"{display_name} is private: guests cannot join it")
     if history_limit is None:
-        return display_name, None
-    return display_name, load_room(connection, display_name, now, history_limit)
+        return display_name, None, created
+    return display_name, load_room(connection, display_name, now, history_limit), created
 
 
 def arrive(
@@ -621,6 +626,11 @@ def unban_user(connection: Connection, room_id: int, user_key: str) -> str:
         "DELETE FROM room_bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
     )
     return name
+
+
+def set_topic_open(connection: Connection, room_id: int, topic_open: bool) -> None:
+    """Let every member set a room's topic (IRC's ``MODE -t``), or only its operators."""
+    connection.execute("UPDATE rooms SET topic_open = ? WHERE id = ?", (topic_open, room_id))
 
 
 def set_private(connection: Connection, room_id: int, private: bool) -> None:
@@ -795,6 +805,173 @@ def room_history_targets(
             found.append((row[0], row[1]))
     found.sort(key=lambda target: (target[1], target[0].lower()))
     return found[:limit]
+
+
+# --- the history of direct messages ----------------------------------------------
+#
+# Apart from the mailbox (stored_messages: kept until delivered), every direct
+# message that an account takes part in is kept in direct_history, one copy
+# per account taking part (owner_id), under the other side's folded name
+# (peer_key): a DM between two accounts is two rows, one to oneself one row,
+# one between an account and a guest one row (the account's), and one between
+# two guests none. A conversation is read in row order (the order of commits).
+
+
+def record_direct_message(
+    connection: Connection,
+    sender: str,
+    recipient: str,
+    text: str,
+    now: int,
+    msgid: str,
+    owners: tuple[str, ...],
+    kind: str = SAY,
+    account: tuple[int, int] | None = None,
+) -> int:
+    """Keep a direct message in the history of each of ``owners`` (folded names of the
+    accounts taking part: the sender's and the recipient's, those that are accounts);
+    return how many copies were kept. An owner that is no account keeps none.
+
+    When the sender is among ``owners`` it must still exist (as ``account``, the
+    identity its session is bound to, if given): ``forbidden`` otherwise.
+    """
+    sender_key = sender.lower()
+    if sender_key in owners:
+        require_sender(connection, sender, account)
+    kept = 0
+    for owner_key in dict.fromkeys(owners):
+        peer = recipient if owner_key == sender_key else sender
+        kept += connection.execute(
+            "INSERT INTO direct_history"
+            " (owner_id, peer_key, peer, sender, recipient, text, sent_at, kind, msgid)"
+            " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM users WHERE name_key = ?",
+            (peer.lower(), peer, sender, recipient, text, now, kind, msgid, owner_key),
+        ).rowcount
+    return kept
+
+
+_DIRECT_COLUMNS = "id, sender, recipient, text, sent_at, kind, msgid"
+
+
+def _owner_id(connection: Connection, owner_key: str) -> int | None:
+    row = connection.execute("SELECT id FROM users WHERE name_key = ?", (owner_key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _direct_mark_id(
+    connection: Connection, owner_id: int, peer_key: str, msgid: str
+) -> int | None:
+    """The row id of the message ``msgid`` in a conversation; None if it has none."""
+    row = connection.execute(
+        "SELECT id FROM direct_history WHERE owner_id = ? AND peer_key = ? AND msgid = ?",
+        (owner_id, peer_key, msgid),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def direct_history_window(
+    connection: Connection,
+    owner_key: str,
+    peer_key: str,
+    after: HistoryMark | None,
+    before: HistoryMark | None,
+    limit: int,
+    newest: bool,
+    from_mark: bool = False,
+) -> list[DirectRow]:
+    """``room_history_window`` for the conversation of account ``owner_key`` with
+    ``peer_key``: up to ``limit`` of its messages strictly between the marks, oldest
+    first (the newest of them if ``newest``). Nothing for a name that is no account,
+    or a message id the conversation does not have."""
+    owner_id = _owner_id(connection, owner_key)
+    if owner_id is None:
+        return []
+    conditions, arguments = ["owner_id = ?", "peer_key = ?"], [owner_id, peer_key]
+    for mark, operator in ((after, ">=" if from_mark else ">"), (before, "<")):
+        if mark is None:
+            continue
+        if mark.msgid:
+            conditions.append(f"id {operator} ?")
+            arguments.append(_direct_mark_id(connection, owner_id, peer_key, mark.msgid))
+        else:
+            conditions.append(f"sent_at {operator} ?")
+            arguments.append(mark.time)
+    if None in arguments:
+        return []
+    order = "DESC" if newest else "ASC"
+    rows = connection.execute(
+        f"SELECT {_DIRECT_COLUMNS} FROM direct_history WHERE {' AND '.join(conditions)}"
+        f" ORDER BY id {order} LIMIT ?",
+        (*arguments, limit),
+    ).fetchall()
+    found = [DirectRow(*row) for row in rows]
+    return found[::-1] if newest else found
+
+
+def direct_history_around(
+    connection: Connection, owner_key: str, peer_key: str, center: HistoryMark, limit: int
+) -> list[DirectRow]:
+    """``room_history_around`` for a conversation."""
+    earlier_count = (limit - 1) // 2
+    earlier = (
+        direct_history_window(connection, owner_key, peer_key, None, center, earlier_count, True)
+        if earlier_count
+        else []
+    )
+    later = direct_history_window(
+        connection, owner_key, peer_key, center, None, limit - earlier_count, False,
+        from_mark=True,
+    )
+    return earlier + later
+
+
+def direct_history_targets(
+    connection: Connection, owner_key: str, after: int, before: int, limit: int
+) -> list[tuple[str, int]]:
+    """The conversations of ``owner_key`` whose last message was sent strictly between
+    ``after`` and ``before`` (Unix ms): ``(the other side's name, that message's time)``,
+    earliest first, at most ``limit``."""
+    owner_id = _owner_id(connection, owner_key)
+    if owner_id is None:
+        return []
+    rows = connection.execute(
+        "SELECT d.peer, d.sent_at FROM direct_history AS d JOIN"
+        " (SELECT max(id) AS id FROM direct_history WHERE owner_id = ? GROUP BY peer_key)"
+        " AS last ON last.id = d.id WHERE d.sent_at > ? AND d.sent_at < ?"
+        " ORDER BY d.sent_at, d.peer_key LIMIT ?",
+        (owner_id, after, before, limit),
+    ).fetchall()
+    return [(peer, sent_at) for peer, sent_at in rows]
+
+
+def direct_history_bounds(
+    connection: Connection, owner_key: str, peer_key: str, count: int
+) -> tuple[int, int] | None:
+    """The first and last row ids of a conversation's last ``count`` messages, or None."""
+    owner_id = _owner_id(connection, owner_key)
+    if owner_id is None:
+        return None
+    low, high = connection.execute(
+        "SELECT min(id), max(id) FROM (SELECT id FROM direct_history"
+        " WHERE owner_id = ? AND peer_key = ? ORDER BY id DESC LIMIT ?) AS last",
+        (owner_id, peer_key, count),
+    ).fetchone()
+    return None if low is None else (low, high)
+
+
+def direct_history_between(
+    connection: Connection, owner_key: str, peer_key: str, first_id: int, last_id: int,
+    limit: int,
+) -> list[DirectRow]:
+    """Up to ``limit`` messages of a conversation with row ids ``first_id`` to ``last_id``,
+    oldest first."""
+    rows = connection.execute(
+        f"SELECT {_DIRECT_COLUMNS} FROM direct_history WHERE owner_id ="
+        " (SELECT id FROM users WHERE name_key = ?) AND peer_key = ? AND id BETWEEN ? AND ?"
+        " ORDER BY id LIMIT ?",
+        (owner_key, peer_key, first_id, last_id, limit),
+    ).fetchall()
+    return [DirectRow(*row) for row in rows]
 
 
 # --- presence: away and last seen ----------------------------------------------
@@ -1046,11 +1223,19 @@ def post_direct_message(
     limit: int | None = None,
     account: tuple[int, int] | None = None,
     msgid: str | None = None,
+    history: bool = False,
+    kind: str = SAY,
 ) -> str:
     """What a session's stored DM commits: ``store_direct_message`` if its sender still
-    exists (as ``account``, the identity its session is bound to, if given)."""
+    exists (as ``account``, the identity its session is bound to, if given), and with
+    ``history`` the message in both accounts' history (``record_direct_message``) too."""
     require_sender(connection, sender, account)
-    return store_direct_message(connection, recipient_key, sender, text, now, limit, msgid)
+    name = store_direct_message(connection, recipient_key, sender, text, now, limit, msgid)
+    if history and msgid is not None:
+        record_direct_message(
+            connection, sender, name, text, now, msgid, (sender.lower(), recipient_key), kind
+        )
+    return name
 
 
 def stored_messages_page(
@@ -1110,6 +1295,15 @@ def purge_stored_messages(connection: Connection, before: int, limit: int) -> in
     ).rowcount
 
 
+def purge_direct_history(connection: Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` messages of direct-message history sent before ``before``."""
+    return connection.execute(
+        "DELETE FROM direct_history WHERE id IN"
+        " (SELECT id FROM direct_history WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
+
+
 def purge_account_events(connection: Connection, before: int, limit: int) -> int:
     """Delete up to ``limit`` account events recorded before ``before``, but never the newest.
 
@@ -1127,11 +1321,13 @@ def purge_account_events(connection: Connection, before: int, limit: int) -> int
 
 
 def message_id_range(connection: Connection) -> tuple[int, int]:
-    """The lowest and highest ids of room and stored messages together (0, 0 if none)."""
+    """The lowest and highest ids of room and stored messages and of direct-message
+    history together (0, 0 if none)."""
     return connection.execute(
         "SELECT coalesce(min(low), 0), coalesce(max(high), 0) FROM ("
         " SELECT min(id) AS low, max(id) AS high FROM room_messages"
-        " UNION ALL SELECT min(id), max(id) FROM stored_messages) AS ranges"
+        " UNION ALL SELECT min(id), max(id) FROM stored_messages"
+        " UNION ALL SELECT min(id), max(id) FROM direct_history) AS ranges"
     ).fetchone()
 
 
@@ -1140,7 +1336,8 @@ def erase_messages_from(
 ) -> int:
     """Delete what ``sender_key`` wrote with ids in ``first_id..last_id``.
 
-    Both room history and undelivered direct messages; senders are kept by
+    Room history, undelivered direct messages and the copies of direct messages
+    in other accounts' history (its own went with the account); senders are kept by
     display name, so this compares folded names. Working through a bounded
     id window keeps each transaction short on a table with no sender index.
     Once the account's deletion has committed, no message of it can commit
@@ -1148,7 +1345,7 @@ def erase_messages_from(
     the deleting transaction bounds every message the account ever sent.
     """
     deleted = 0
-    for table in ("room_messages", "stored_messages"):
+    for table in ("room_messages", "stored_messages", "direct_history"):
         deleted += connection.execute(
             f"DELETE FROM {table} WHERE id BETWEEN ? AND ? AND lower(sender) = ?",
             (first_id, last_id, sender_key),
@@ -1165,8 +1362,9 @@ TABLES = (
     "room_members",
     "room_bans",
     "room_invites",
+    "direct_history",
 )
-_TIMED_TABLES = ("room_messages", "stored_messages")
+_TIMED_TABLES = ("room_messages", "stored_messages", "direct_history")
 
 
 def schema_version(connection: Connection) -> int:

@@ -103,6 +103,10 @@ def make_single_node(path: str) -> None:
             transactions.add_room_message(connection, lobby_id, "alice", f"m{number}", 10 + number)
         transactions.add_room_message(connection, room_id, "bob", "private", 40)
         transactions.store_direct_message(connection, "carol", "alice", "psst", 50)
+        transactions.record_direct_message(
+            connection, "alice", "bob", "hi", 60, "id", ("alice", "bob")
+        )
+        transactions.set_topic_open(connection, room_id, True)
     connection.close()
 
 

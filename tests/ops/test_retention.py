@@ -26,6 +26,9 @@ def fill(database: InlineDatabase, ages_ms: list[int]) -> None:
         for age in ages_ms:
             transactions.add_room_message(connection, room_id, "alice", "hello", NOW_MS - age)
             transactions.store_direct_message(connection, "bob", "alice", "psst", NOW_MS - age)
+            transactions.record_direct_message(
+                connection, "alice", "bob", "psst", NOW_MS - age, "id", ("bob",)
+            )
             transactions.record_account_event(connection, "carol", "ban", NOW_MS - age)
 
 
@@ -50,6 +53,7 @@ def test_purges_exactly_what_is_past_its_age():
     kept = [NOW_MS - limit, NOW_MS - limit + 1, NOW_MS]
     assert remaining(database, "room_messages") == kept
     assert remaining(database, "stored_messages") == kept
+    assert remaining(database, "direct_history") == kept
     # Account events always go after ACCOUNT_EVENT_DAYS: all but the newest are older.
     assert remaining(database, "account_events") == [NOW_MS]
 
@@ -68,6 +72,10 @@ def test_each_table_has_its_own_age_and_off_keeps_everything():
         assert remaining(database, "room_messages") == (
             expect_all if history_days is None else expect_recent
         )
+        # The history of direct messages goes with room history's age.
+        assert remaining(database, "direct_history") == (
+            expect_all if history_days is None else expect_recent
+        )
         assert remaining(database, "stored_messages") == (
             expect_all if stored_days is None else expect_recent
         )
@@ -82,9 +90,11 @@ def test_deletes_in_small_batches_each_its_own_write():
     service = retention(database, clock, room_history_days=1, batch=3)
     writes_before = database.writes
     service.purge()
-    # room_messages: 3 + 3 + 3 + 1; account_events (older than 7 days: none here): 1.
-    assert database.writes - writes_before == 5
+    # room_messages and direct_history: 3 + 3 + 3 + 1 each; account_events (older than
+    # 7 days: none here): 1.
+    assert database.writes - writes_before == 9
     assert remaining(database, "room_messages") == [NOW_MS]
+    assert remaining(database, "direct_history") == [NOW_MS]
 
 
 def test_runs_in_the_background_on_the_clock():

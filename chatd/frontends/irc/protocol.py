@@ -45,6 +45,7 @@ from chatd.core.events import (
     NOTICE,
     SAY,
     Away,
+    DirectHistoryLine,
     DirectMessage,
     Event,
     HistoryLine,
@@ -1156,7 +1157,8 @@ class IRCConnection(Protocol):
             self._track(parting).addErrback(self._refused("PART", room))
 
     def irc_NAMES(self, rooms: str | None = None, *_: str) -> None:
-        """NAMES for the named rooms: 353 then 366 each; without one, every room you may
+        """NAMES for the named room: 353s then 366; for several (``#a,#b``) the 353s of
+        each, then one 366 naming them all as asked; without one, every room you may
         see (yours, and the public ones with members), then one 366."""
         if not rooms:
             self._names_of_all()
@@ -1167,9 +1169,9 @@ class IRCConnection(Protocol):
             try:
                 roster = self.session.who(room)
             except ChatError:
-                self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
                 continue
-            self._names_reply(roster.room, roster.members, _folded(roster.operators))
+            self._names_lines(roster.room, roster.members, _folded(roster.operators))
+        self.reply(n.RPL_ENDOFNAMES, rooms, "End of /NAMES list")
 
     def _names_of_all(self) -> None:
         chat = self.server.chat
@@ -1364,7 +1366,7 @@ class IRCConnection(Protocol):
         self._track(listing.addErrback(lambda failure: log.failure("LIST", failure)))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
-        """MODE: your own modes (+i only); a room's +o, +b (by nick mask), +i; +t is fixed."""
+        """MODE: your own modes (+i only); a room's +o, +b (by nick mask), +i, +t."""
         if target.startswith("#"):
             self._room_mode(target, changes)
             return
@@ -1386,8 +1388,8 @@ class IRCConnection(Protocol):
             self.reply(n.ERR_NOTONCHANNEL, room, "You're not on that channel")
             return
         if not changes:
-            # +t: chatd lets only operators set the topic whenever a room has any.
-            modes = "+" + ("i" if state.private else "") + ("t" if state.operators else "")
+            # t: only operators may set the topic (a room without any has no lock).
+            modes = "+" + ("i" if state.private else "") + ("t" if state.topic_locked() else "")
             self.reply(n.RPL_CHANNELMODEIS, state.name, modes)
             return
         arguments = list(changes[1:])
@@ -1417,9 +1419,11 @@ class IRCConnection(Protocol):
                     self._refused("MODE", room),
                 )
             elif letter == "t":
-                self.reply(n.ERR_UNKNOWNMODE, "t",
-                           "Topic lock is not a switch here: while a room has operators"
-                           " only they set its topic, otherwise every member may")
+                setting = defer.maybeDeferred(self.session.set_topic_open, room, sign == "-")
+                self._track(setting).addCallbacks(
+                    lambda name, change=sign + "t": self._tell_room_mode(name, change),
+                    self._refused("MODE", room),
+                )
             else:
                 self.reply(n.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
 
@@ -1452,8 +1456,9 @@ class IRCConnection(Protocol):
         ``LATEST <room> <* | mark> <limit>``, ``BEFORE``/``AFTER``/``AROUND <room>
         <mark> <limit>``, ``BETWEEN <room> <mark> <mark> <limit>`` (a mark is
         ``msgid=<id>`` or ``timestamp=<time>``), and ``TARGETS <timestamp>
-        <timestamp> <limit>`` for the rooms you are in. Direct messages are not
-        kept once delivered, so a nick is no target here.
+        <timestamp> <limit>`` for the rooms you are in and the people you have
+        exchanged direct messages with. A nick as target reads your conversation
+        with it (an account's history; a guest keeps none).
         """
         sub = subcommand.upper()
         shapes = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4, "TARGETS": 3}
@@ -1476,10 +1481,7 @@ class IRCConnection(Protocol):
             self._history_targets(arguments[0], arguments[1], limit)
             return
         target = arguments[0]
-        if not target.startswith("#"):
-            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target,
-                      "Direct messages are not kept here once delivered")
-            return
+        direct = not target.startswith("#")
         try:
             marks = [
                 None if (sub == "LATEST" and raw == "*") else _history_mark(raw)
@@ -1490,23 +1492,27 @@ class IRCConnection(Protocol):
                       "A mark is msgid=<id> or timestamp=<YYYY-MM-DDThh:mm:ss.sssZ>")
             return
         session = self.session
+        # A nick's history is your conversation with it (both ways).
+        window = session.direct_history_window if direct else session.history_window
+        around = session.direct_history_around if direct else session.history_around
         try:
             if sub == "LATEST":
-                reading = session.history_window(target, marks[0], None, limit, True)
+                reading = window(target, marks[0], None, limit, True)
             elif sub == "BEFORE":
-                reading = session.history_window(target, None, marks[0], limit, True)
+                reading = window(target, None, marks[0], limit, True)
             elif sub == "AFTER":
-                reading = session.history_window(target, marks[0], None, limit, False)
+                reading = window(target, marks[0], None, limit, False)
             elif sub == "AROUND":
-                reading = session.history_around(target, marks[0], limit)
+                reading = around(target, marks[0], limit)
             else:
                 first, second = marks
                 if _later(first, second):
-                    reading = session.history_window(target, second, first, limit, True)
+                    reading = window(target, second, first, limit, True)
                 else:
-                    reading = session.history_window(target, first, second, limit, False)
-        except ChatError:
-            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target, "You are not in that room")
+                    reading = window(target, first, second, limit, False)
+        except ChatError as error:
+            why = error.text if direct else "You are not in that room"
+            self.fail("CHATHISTORY", "INVALID_TARGET", sub, target, why)
             return
 
         def unknown(failure: Failure) -> None:
@@ -1532,8 +1538,10 @@ class IRCConnection(Protocol):
             tags = self._tags(event.sender, event.at, event.message_id)
             if batch is not None:
                 tags["batch"] = batch
+            # A room's line is to the room; a conversation's to whom it was sent.
+            to = event.recipient if isinstance(event, DirectHistoryLine) else event.room
             self.send(Message(
-                _verb(event), (event.room, _ctcp_action(event)), self.source_of(event.sender),
+                _verb(event), (to, _ctcp_action(event)), self.source_of(event.sender),
                 tags,
             ))
         if batch is not None:

@@ -144,7 +144,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "history",
             "<room> [<count>]",
-            "show the last messages of a room you are in (50; 1 to 500)",
+            "show the last messages of a room you are in (50; 1 to 500);"
+            " with a user instead of a room, your direct messages with them",
         ),
         Command(
             "me",

@@ -531,6 +531,10 @@ class ChatProtocol(LineReceiver):
             wanted = HISTORY_MAX if len(digits) > len(str(HISTORY_MAX)) else int(digits)
         else:
             raise COMMANDS["history"].bad_arguments("<count> is a whole number from 1")
+        if not room.startswith("#"):
+            # A user: your conversation with them, both ways (an extension).
+            conversation = self.session.direct_history(room, wanted)
+            return self.deliver_bulk(conversation).addCallback(lambda _: conversation.peer)
         history = self.session.history(room, wanted)
         # Answered once the last line is written: a client that does not read
         # holds one page in memory, and its next line waits unread.

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from chatd.core.events import (
     ACTION,
     Away,
+    DirectHistoryLine,
     DirectMessage,
     Event,
     HistoryLine,
@@ -67,6 +68,9 @@ LINES: dict[type, Callable[[Event], tuple[str, ...]]] = {
     Members: lambda e: ("WHO", e.room, " ".join(e.members)),
     RoomSummary: lambda e: ("ROOM", e.room, str(e.member_count)),
     HistoryLine: _history,
+    DirectHistoryLine: lambda e: (
+        "HISTORYDM", format_timestamp(e.at), e.sender, e.recipient, e.text
+    ),
     StoredMessage: lambda e: ("STORED", format_timestamp(e.at), e.sender, e.text),
     Notice: lambda e: ("INFO", e.text),
     Topic: lambda e: ("TOPIC", e.room, e.setter, e.text),

@@ -37,6 +37,8 @@ FIELD_COUNTS: dict[str, int] = {
     # chatd's extensions (docs/protocol.md): actions, away, whois.
     "ACTION": 3,
     "HISTORYACTION": 4,
+    # /history <user>: a past direct message, HISTORYDM <time> <sender> <recipient> <text>.
+    "HISTORYDM": 4,
     "AWAY": 2,
     "WHOIS": 4,
 }

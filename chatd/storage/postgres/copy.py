@@ -39,6 +39,7 @@ COPY_ORDER = (
     "room_members",
     "room_bans",
     "room_invites",
+    "direct_history",
 )
 
 

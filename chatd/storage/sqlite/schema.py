@@ -145,6 +145,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE account_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
     """,
+    # 8: the history of direct messages (IRC's draft/chathistory, /history
+    # <user>), apart from the mailbox (stored_messages), which keeps a message
+    # only until it is delivered. Each account taking part in a conversation
+    # keeps its own copy of each message (owner_id; peer_key is the other
+    # side's folded name, a guest's too), so an account's deletion takes its
+    # copies with it and a name registered again sees nothing of the old one's.
+    # rooms.topic_open: MODE -t, anyone in a room with operators may set the topic.
+    """
+    CREATE TABLE direct_history (
+        id INTEGER PRIMARY KEY,
+        owner_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        peer_key TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'say',
+        msgid TEXT NOT NULL
+    );
+    CREATE INDEX direct_history_by_peer ON direct_history (owner_id, peer_key, id);
+    CREATE INDEX direct_history_by_time ON direct_history (sent_at);
+    ALTER TABLE rooms ADD COLUMN topic_open INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.

@@ -1,4 +1,5 @@
-"""draft/chathistory over the IRC door: a room's messages from the database."""
+"""draft/chathistory over the IRC door: a room's messages (and see test_irc_dm_history.py
+for a conversation's direct messages), from the database."""
 
 import pytest
 
@@ -146,16 +147,18 @@ def test_bad_requests_fail_with_their_code(room):
         assert lines[0].startswith(":chatd FAIL CHATHISTORY INVALID_PARAMS BEFORE"), mark
 
 
-def test_rooms_you_are_not_in_and_nicks_are_invalid_targets(irc, room):
-    """Not a member (or no such room): INVALID_TARGET; a nick too, as DMs are not kept."""
+def test_rooms_you_are_not_in_are_invalid_targets(irc, room):
+    """Not a member (or no such room): INVALID_TARGET; a nick is no room but a
+    conversation (an empty one here); a nick that is no valid name: INVALID_TARGET."""
     bob = irc.irc_client()
     bob.login_with_pass("bob", caps=CAPS)
     for target in ("#den", "#nowhere"):
         lines = bob.send(f"CHATHISTORY LATEST {target} * 10")
         assert lines[0].startswith(f":chatd FAIL CHATHISTORY INVALID_TARGET LATEST {target} ")
     lines = bob.send("CHATHISTORY LATEST alice * 10")
-    assert lines[0].startswith(":chatd FAIL CHATHISTORY INVALID_TARGET LATEST alice ")
-    assert "not kept" in lines[0]
+    assert [parse(line).verb for line in lines] == ["BATCH", "BATCH"]
+    lines = bob.send("CHATHISTORY LATEST a!b * 10")
+    assert lines[0].startswith(":chatd FAIL CHATHISTORY INVALID_TARGET LATEST a!b ")
 
 
 def test_targets_lists_your_rooms_by_their_last_message(irc, room):

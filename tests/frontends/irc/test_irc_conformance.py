@@ -23,6 +23,21 @@ def test_userhost_in_names(irc):
     assert lines[0] == ":chatd 353 alice = #lobby alice!alice@chatd"
 
 
+def test_names_of_several_rooms_ends_once(irc):
+    """NAMES #a,#b: the 353s of each room, then one 366 naming them as asked (irctest's
+    testNamesMultipleChannels2812); a room you cannot see adds no 353."""
+    alice = irc.irc_client()
+    alice.login_with_pass("alice")
+    alice.send("JOIN #dev")
+    lines = alice.send("NAMES #lobby,#dev,#nowhere")
+    assert lines == [
+        ":chatd 353 alice = #lobby alice",
+        ":chatd 353 alice = #dev @alice",
+        ":chatd 366 alice #lobby,#dev,#nowhere :End of /NAMES list",
+    ]
+    assert alice.send("NAMES #nowhere") == [":chatd 366 alice #nowhere :End of /NAMES list"]
+
+
 def test_a_live_direct_message_has_a_server_time(irc):
     """server-time: a DM delivered live carries the time it was sent."""
     alice = irc.irc_client()

@@ -31,6 +31,14 @@ def verbs(lines):
     return [parse(line).verb for line in lines]
 
 
+def names_of(lines):
+    """The names of the 353 replies among ``lines``."""
+    return [
+        name for line in lines if (message := parse(line)).verb == "353"
+        for name in message.params[-1].split()
+    ]
+
+
 def connect_guest(irc, nick, bytewise=False):
     """A client that registers with NICK and USER only; return it and its lines."""
     client = irc.irc_client()
@@ -106,19 +114,74 @@ def test_a_guest_cannot_store_a_message_for_someone_offline(irc):
     assert not any("are you there" in text for text in line.send("/login alice password1"))
 
 
-def test_a_guest_never_becomes_an_operator(irc):
-    """A guest opening a room is not its operator, and cannot be made one."""
+def test_a_guest_that_opens_a_room_is_its_operator_while_it_stays(irc):
+    """A guest opening a new room is its operator (NAMES @), in memory only: nothing in
+    the database's operators; it sets +t, kicks, sets the topic; an account joining later
+    is no operator; when the guest parts, the room has none and -t/+t are gone with it."""
     guest, _ = connect_guest(irc, "visitor")
-    guest.send("JOIN #den")
-    assert not irc.chat.rooms["#den"].operators
-    lines = guest.send("MODE #den +o visitor")
-    assert verbs(lines) == ["482"]
-    # An account that joins later is no operator either (the room exists).
+    lines = guest.send("JOIN #den")
+    assert names_of(lines) == ["@visitor"]
+    assert irc.chat.rooms["#den"].operators == {"visitor": "visitor"}
+    connection = irc.database.connection
+    assert connection.execute("SELECT count(*) FROM room_members").fetchone()[0] == 0
     line = irc.client()
     line.send("/login alice password1")
     assert line.send("/join #den")[-1].startswith("OK")
-    reply = line.send("/op #den visitor")
-    assert reply and reply[-1].startswith("ERR")
+    assert "OPS #den visitor" in line.send("/who #den")
+    assert line.send("/topic #den mine")[0].startswith("ERR forbidden")
+    assert guest.send("MODE #den -t")[-1] == ":visitor!visitor@chatd MODE #den -t"
+    assert line.send("/topic #den mine")[-1].startswith("OK")
+    guest.send("MODE #den +t")
+    assert line.send("/topic #den again")[0].startswith("ERR forbidden")
+    assert guest.send("TOPIC #den :the guest's")[-1].endswith("TOPIC #den :the guest's")
+    assert guest.send("MODE #den +o alice")[-1] == ":chatd MODE #den +o alice"
+    assert guest.send("MODE #den -o alice")[-1] == ":chatd MODE #den -o alice"
+    line.lines()
+    guest.send("KICK #den alice :bye")
+    assert line.lines() == ["KICK #den alice visitor bye"]
+    assert "#den" not in irc.chat.users["alice"].rooms
+    guest.send("PART #den")
+    assert "#den" not in irc.chat.rooms
+
+
+def test_a_guest_operator_may_not_leave_lasting_marks(irc):
+    """No bans and no +i from a guest operator (they would outlive its stay); it cannot
+    be made an operator of a room it did not open, nor make another guest one."""
+    guest, _ = connect_guest(irc, "visitor")
+    guest.send("JOIN #den")
+    assert verbs(guest.send("MODE #den +b alice")) == ["482"]
+    assert verbs(guest.send("MODE #den +i")) == ["482"]
+    other, _ = connect_guest(irc, "other")
+    other.send("JOIN #den")
+    guest.lines()
+    assert verbs(guest.send("MODE #den +o other")) == ["482"]
+    assert irc.chat.rooms["#den"].operators == {"visitor": "visitor"}
+    assert verbs(other.send("TOPIC #den :not mine")) == ["482"]
+    # The lobby and any room that existed before: no guest is their operator.
+    other.send("JOIN #lobby")
+    assert "other" not in irc.chat.rooms["#lobby"].operators
+    line = irc.client()
+    line.send("/login alice password1")
+    line.send("/join #old")
+    line.send("/part #old")
+    third, _ = connect_guest(irc, "third")
+    lines = third.send("JOIN #old")
+    assert names_of(lines) == ["third"]
+    assert verbs(third.send("MODE #old +o third")) == ["482"]
+
+
+def test_a_guest_operator_that_quits_leaves_the_room_without_one(irc):
+    """The guest's operator status goes with it: the others see it go (OPS, MODE -o)."""
+    guest, _ = connect_guest(irc, "visitor")
+    guest.send("JOIN #den")
+    line = irc.client()
+    line.send("/login alice password1")
+    line.send("/join #den")
+    line.lines()
+    guest.send("QUIT :bye")
+    assert line.lines() == ["PART #den visitor", "OPS #den"]
+    assert irc.chat.rooms["#den"].operators == {}
+    assert line.send("/topic #den anyone now")[-1].startswith("OK")
 
 
 def test_an_operator_kicks_a_guest(irc):

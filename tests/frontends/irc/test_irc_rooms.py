@@ -155,15 +155,32 @@ def test_mode_ban_by_nick_mask_kicks_lists_and_lifts(irc):
     assert bob.send("JOIN #dev")[0] == ":bob!bob@chatd JOIN #dev"
 
 
-def test_mode_t_is_shown_not_switched(irc):
-    """+t is on while a room has operators (chatd's rule); setting it is refused with 472."""
+def test_mode_t_is_a_switch_of_operators(irc):
+    """+t is on while a room has operators, unless an operator set -t (kept in the
+    database: the room loaded again still has it); a room without operators has no lock;
+    only operators switch it (482)."""
     alice = irc.irc_client()
     alice.login_with_pass("alice")
     assert alice.send("MODE #lobby") == [":chatd 324 alice #lobby +"]
+    assert verbs(alice.send("MODE #lobby -t")) == ["482"]
     alice.send("JOIN #dev")
     assert alice.send("MODE #dev") == [":chatd 324 alice #dev +t"]
-    refused = alice.send("MODE #dev +t")
-    assert verbs(refused) == ["472"] and "operators" in refused[0]
+    assert alice.send("MODE #dev -t") == [":alice!alice@chatd MODE #dev -t"]
+    assert alice.send("MODE #dev") == [":chatd 324 alice #dev +"]
+    bob = irc.irc_client()
+    bob.login_with_pass("bob")
+    bob.send("JOIN #dev")
+    assert bob.send("TOPIC #dev :bob's topic")[-1].endswith("TOPIC #dev :bob's topic")
+    assert verbs(bob.send("MODE #dev +t")) == ["482"]
+    bob.send("PART #dev")
+    alice.send("QUIT")
+    bob.send("QUIT")
+    assert "#dev" not in irc.chat.rooms
+    alice = irc.irc_client()
+    alice.login_with_pass("alice")  # back in #dev, loaded from the database
+    assert alice.send("MODE #dev") == [":chatd 324 alice #dev +"]
+    alice.send("MODE #dev +t")
+    assert alice.send("MODE #dev") == [":chatd 324 alice #dev +t"]
     assert verbs(alice.send("MODE #dev +x")) == ["472"]
     assert verbs(alice.send("MODE #nowhere")) == ["442"]
 
