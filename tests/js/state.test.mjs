@@ -240,3 +240,22 @@ test("AWAY and WHOIS answers are shown as notices", () => {
   state.receive("WHOIS carol offline -");
   assert.equal(state.room("#lobby").items.at(-1).text, "carol: never logged in");
 });
+
+test("a conversation's history (/history <user>, HISTORYDM) replaces its past, keeps live DMs once", () => {
+  const state = loggedIn("alice", ["STORED 2026-11-25T09:30:00.000Z bob while you were out"]);
+  const conversation = state.conversation("bob");
+  assert.equal(conversation.historyAsked, false);
+  const request = state.sent("/history bob 50");
+  request.sentAfter = 0;
+  state.receive("HISTORYDM 2026-11-25T09:00:00.000Z alice bob earlier");
+  state.receive("DM bob alice live meanwhile");
+  state.receive("HISTORYDM 2026-11-25T09:30:00.000Z bob alice while you were out");
+  state.receive("HISTORYDM 2026-11-25T09:40:00.000Z bob alice live meanwhile");
+  state.receive("OK history bob");
+  assert.deepEqual(texts(conversation), ["earlier", "while you were out", "live meanwhile"]);
+  assert.ok(conversation.items.slice(0, 2).every((entry) => entry.past));
+  assert.equal(conversation.items[0].time, Date.parse("2026-11-25T09:00:00.000Z"));
+  // Three of the 50 asked for: nothing older to load.
+  assert.equal(state.hasOlder(conversation), false);
+  assert.deepEqual([...state.conversations.keys()], ["bob"]);
+});

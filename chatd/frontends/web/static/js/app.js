@@ -239,7 +239,7 @@ function render() {
   ui.viewTopic.title = room && room.topicSetter ? `set by ${room.topicSetter}` : "";
   ui.roomActions.hidden = !room;
   ui.chat.classList.toggle("no-members", !room);
-  ui.older.hidden = !room || !state.hasOlder(room);
+  ui.older.hidden = !target || !state.hasOlder(target);
   renderRoomList(ui.roomList, state, choose);
   renderConversationList(ui.dmList, state, choose);
   renderAllRooms(ui.allRooms, state, joinRoom);
@@ -252,6 +252,14 @@ function choose(type, name) {
   // The server's current room (where /me and plain text go) follows the room shown.
   if (type === "room" && !state.isShown("room", name)) send(`/join ${name}`);
   state.show(type, name);
+  const conversation = type === "dm" ? state.shown() : null;
+  if (conversation && !conversation.historyAsked) {
+    // The conversation's past direct messages, once (older ones as the reader scrolls up).
+    conversation.historyAsked = true;
+    send(`/history ${conversation.peer} ${conversation.historyWanted}`, {
+      sentAfter: nextItemId() - 1,
+    });
+  }
   renderNext.toBottom = true;
   closePanels();
   scheduleRender();
@@ -354,10 +362,14 @@ const memberActions = {
 };
 
 function loadOlder() {
-  const room = state.view && state.view.type === "room" ? state.shown() : null;
-  if (!room || !state.hasOlder(room) || state.pending.some((c) => c.command === "history")) return;
-  room.historyWanted = Math.min(HISTORY_MAX, room.historyWanted + HISTORY_STEP);
-  send(`/history ${room.name} ${room.historyWanted}`, { sentAfter: nextItemId() - 1, keepPosition: true });
+  // A room's older messages, or a conversation's (its name is the other's).
+  const target = state.shown();
+  if (!target || !state.hasOlder(target) || state.pending.some((c) => c.command === "history")) {
+    return;
+  }
+  target.historyWanted = Math.min(HISTORY_MAX, target.historyWanted + HISTORY_STEP);
+  const name = target.peer ?? target.name;
+  send(`/history ${name} ${target.historyWanted}`, { sentAfter: nextItemId() - 1, keepPosition: true });
 }
 ui.older.addEventListener("click", loadOlder);
 ui.messages.addEventListener("scroll", () => {

@@ -28,6 +28,8 @@ export const LINE_KINDS = {
   HISTORYACTION: ["room", "time", "sender", "text"],
   AWAY: ["user", "text"],
   WHOIS: ["user", "status", "seen", "rooms"],
+  // Extension: /history <user>, a conversation's past direct messages.
+  HISTORYDM: ["time", "sender", "recipient", "text"],
 };
 
 // Fields that hold a list of names separated by single spaces.

@@ -78,7 +78,16 @@ export class ChatState {
   conversation(peer) {
     let conversation = this.conversations.get(fold(peer));
     if (!conversation) {
-      conversation = { peer, items: [], unread: 0 };
+      conversation = {
+        peer,
+        items: [],
+        unread: 0,
+        // Its history is asked for (/history <peer>) when it is first shown.
+        historyAsked: false,
+        historyWanted: HISTORY_STEP,
+        pastCount: 0,
+        olderAvailable: true,
+      };
       this.conversations.set(fold(peer), conversation);
     }
     return conversation;
@@ -134,7 +143,8 @@ export class ChatState {
     return !!me && fold(name) === fold(me);
   }
 
-  /** Whether scrolling up can show more: the room had as much history as was asked for. */
+  /** Whether scrolling up can show more: the room (or conversation) had as much
+   * history as was asked for. */
   hasOlder(room) {
     return room.olderAvailable && room.pastCount >= room.historyWanted;
   }
@@ -259,6 +269,18 @@ const HANDLERS = {
   HISTORYACTION(event) {
     pastMessage.call(this, "action", event);
   },
+  HISTORYDM(event) {
+    const peer = this.isMe(event.sender) ? event.recipient : event.sender;
+    const fields = { sender: event.sender, text: event.text, time: event.time, past: true };
+    const running = this.running();
+    if (running && running.command === "history" && fold(running.argument) === fold(peer)) {
+      running.collected.push(item("message", fields));
+      return;
+    }
+    const conversation = this.conversation(peer);
+    conversation.pastCount += 1;
+    this.add(conversation, item("message", fields));
+  },
   AWAY(event) {
     this.notice(`${event.user} is away: ${event.text}`);
   },
@@ -354,7 +376,10 @@ const FINISH = {
     if (command.show) this.show("room", event.text);
   },
   history(command) {
-    const room = this.rooms.get(fold(command.argument));
+    // A room's, or (a user's name) a conversation's.
+    const room = command.argument.startsWith("#")
+      ? this.rooms.get(fold(command.argument))
+      : this.conversation(command.argument);
     if (!room) return;
     // The answer is the latest N messages: it replaces what was shown from
     // history, and messages that came live since stay after it.
