@@ -49,6 +49,8 @@ class Room:
         private: bool = False,
         operators: Iterable[str] = (),
         topic_open: bool = False,
+        voiced: Iterable[str] = (),
+        moderated: bool = False,
     ) -> None:
         self.id = room_id
         self.name = name
@@ -62,6 +64,11 @@ class Room:
         self.private = private
         # IRC's MODE -t: every member may set the topic though the room has operators.
         self.topic_open = topic_open
+        # IRC's +v and +m: in a moderated room only operators and voiced members
+        # speak. Voiced members (folded name -> display name): accounts' voice is
+        # kept with their membership, a guest's only here while it stays.
+        self.voiced: dict[str, str] = {fold(name): name for name in voiced}
+        self.moderated = moderated
         # The guest (CHATD_GUESTS) that opened the room, while it stays: an operator
         # kept only here, never in the database (folded name -> display name).
         self.guest_operators: dict[str, str] = {}
@@ -128,6 +135,10 @@ class Room:
             return False
         self.operators.pop(key, None)
         return True
+
+    def may_speak(self, key: str) -> bool:
+        """Whether the user ``key`` may speak here: anyone, unless the room is moderated."""
+        return not self.moderated or key in self.operators or key in self.voiced
 
     def topic_locked(self) -> bool:
         """Whether only operators may set the topic: the room has some, and no ``-t``."""

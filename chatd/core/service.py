@@ -690,6 +690,8 @@ class ChatService(Service):
             state.private,
             state.operators,
             state.topic_open,
+            state.voiced,
+            state.moderated,
         )
         if self.fanout.ordered:
             self._start_sequencer(room)
@@ -931,6 +933,8 @@ class ChatService(Service):
         ``PART`` to its members, the user's sessions among them, and out."""
         room.broadcast(Parted(room.name, user.name, reason))
         self._leave(user, room, announce=False)
+        # Voice goes with the membership.
+        room.voiced.pop(user.key, None)
         for session in user.sessions:
             if session.current is room:
                 session.current = user.latest_room()
@@ -951,6 +955,44 @@ class ChatService(Service):
         only an operator could undo (a ban, a private room nobody could invite to)."""
         if user.guest:
             raise ChatError("forbidden", f"guests may not {what}: log in to do that")
+
+    def set_voice(self, user: User, room: Room, target_key: str, voice: bool) -> defer.Deferred:
+        """An operator gives a member voice (IRC's ``+v``: it may speak in a moderated
+        room) or takes it; fire with the room's name. A guest's voice is kept in
+        memory while it stays; an account's with its membership."""
+        self._require_operator(user, room)
+        target = self.users.get(target_key)
+        if target is not None and target.guest:
+            if room.key not in target.rooms:
+                raise ChatError("no-such-user", f"{target.name} is not a member")
+            if voice:
+                room.voiced[target_key] = target.name
+            else:
+                room.voiced.pop(target_key, None)
+            return defer.succeed(room.name)
+        writing = self.database.write(transactions.set_voice, room.id, target_key, voice)
+
+        def done(name: str) -> str:
+            if voice:
+                room.voiced[target_key] = name
+            else:
+                room.voiced.pop(target_key, None)
+            return room.name
+
+        return writing.addCallback(done)
+
+    def set_moderated(self, user: User, room: Room, moderated: bool) -> defer.Deferred:
+        """An operator lets only operators and voiced members speak (IRC's ``+m``), or
+        everyone; not a guest (a moderated room it left would have nobody to lift it)."""
+        self._require_operator(user, room)
+        self._require_lasting(user, "make a room moderated or not")
+        writing = self.database.write(transactions.set_moderated, room.id, moderated)
+
+        def done(_) -> str:
+            room.moderated = moderated
+            return room.name
+
+        return writing.addCallback(done)
 
     def set_topic_open(self, user: User, room: Room, topic_open: bool) -> defer.Deferred:
         """An operator lets every member set the topic (IRC's ``-t``), or only operators."""
@@ -987,6 +1029,7 @@ class ChatService(Service):
             for session in user.sessions:
                 if session.current is room:
                     session.current = user.latest_room()
+        room.voiced.pop(fold(name), None)
         if room.drop_guest_operator(fold(name)):
             room.broadcast(Operators(room.name, room.operator_names()))
         elif fold(name) in room.operators:
@@ -1179,6 +1222,8 @@ class ChatService(Service):
         if room.drop_guest_operator(user.key):
             # A guest's operator status ends with its stay.
             room.broadcast(Operators(room.name, room.operator_names()))
+        if user.guest:
+            room.voiced.pop(user.key, None)
         self._forget_if_empty(room)
 
     def forget_history_before(self, before: int) -> None:
@@ -1220,6 +1265,10 @@ class ChatService(Service):
         (``flush``), each session getting them in one write; the Deferred
         fires after that, so the sender sees its message before the ``OK``.
         """
+        if not room.may_speak(user.key):
+            raise ChatError(
+                "forbidden", f"{room.name} is moderated: only operators and voiced members speak"
+            )
         now = self.now()
         message_id = self.message_ids.next(now)
         if user.guest:

@@ -198,6 +198,16 @@ class Session:
     def set_private(self, room_name: str, private: bool) -> defer.Deferred:
         return self._service.set_private(self.user, self._room(room_name), private)
 
+    def set_voice(self, room_name: str, user_name: str, voice: bool) -> defer.Deferred:
+        """Give a member voice (IRC's ``+v``) or take it; fire with the room's name."""
+        room = self._room(room_name)
+        require_user_name(user_name)
+        return self._service.set_voice(self.user, room, fold(user_name), voice)
+
+    def set_moderated(self, room_name: str, moderated: bool) -> defer.Deferred:
+        """Make the room moderated (IRC's ``+m``) or not; fire with the room's name."""
+        return self._service.set_moderated(self.user, self._room(room_name), moderated)
+
     def set_topic_open(self, room_name: str, topic_open: bool) -> defer.Deferred:
         """Let every member set the room's topic, or only its operators (IRC's ``-t``/``+t``);
         fire with the room's name."""

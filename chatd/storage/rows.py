@@ -114,6 +114,9 @@ class RoomState:
     recent: list[HistoryRow]
     # IRC's MODE -t: every member may set the topic, operators or not.
     topic_open: bool = False
+    # IRC's +v (members who may speak in a moderated room) and +m.
+    voiced: tuple[str, ...] = ()
+    moderated: bool = False
 
 
 @dataclass(frozen=True)

@@ -408,13 +408,45 @@ def load_room(
 ) -> RoomState:
     """Find (or create) a room; return all the server keeps of it."""
     room_id, display_name, recent = open_room(connection, name, now, history_limit)
-    topic, setter, private, topic_open = connection.execute(
-        "SELECT topic, topic_setter, private, topic_open FROM rooms WHERE id = ?", (room_id,)
+    topic, setter, private, topic_open, moderated = connection.execute(
+        "SELECT topic, topic_setter, private, topic_open, moderated FROM rooms WHERE id = ?",
+        (room_id,),
     ).fetchone()
     operators = room_operators(connection, room_id)
     return RoomState(
-        room_id, display_name, topic, setter, bool(private), operators, recent, bool(topic_open)
+        room_id, display_name, topic, setter, bool(private), operators, recent,
+        bool(topic_open), room_voiced(connection, room_id), bool(moderated),
     )
+
+
+def room_voiced(connection: Connection, room_id: int) -> tuple[str, ...]:
+    """The display names of a room's voiced members (IRC's +v), sorted case-insensitively."""
+    rows = connection.execute(
+        "SELECT u.name FROM room_members AS m JOIN users AS u ON u.id = m.user_id"
+        " WHERE m.room_id = ? AND m.voice ORDER BY u.name_key",
+        (room_id,),
+    )
+    return tuple(row[0] for row in rows)
+
+
+def set_voice(connection: Connection, room_id: int, user_key: str, voice: bool) -> str:
+    """Give a member voice (IRC's +v) or take it; return their display name.
+
+    ``no-such-user`` when there is no such account or it is not a member.
+    """
+    user_id, name = _user(connection, user_key)
+    changed = connection.execute(
+        "UPDATE room_members SET voice = ? WHERE room_id = ? AND user_id = ?",
+        (voice, room_id, user_id),
+    ).rowcount
+    if not changed:
+        raise ChatError("no-such-user", f"{name} is not a member")
+    return name
+
+
+def set_moderated(connection: Connection, room_id: int, moderated: bool) -> None:
+    """Let only operators and voiced members speak in a room (IRC's +m), or everyone."""
+    connection.execute("UPDATE rooms SET moderated = ? WHERE id = ?", (moderated, room_id))
 
 
 def join_room(connection: Connection, name: str, user_key: str, now: int) -> str:

@@ -1196,9 +1196,10 @@ class IRCConnection(Protocol):
             except ChatError:
                 self.reply(n.RPL_ENDOFWHO, mask, "End of WHO list")
                 return
-            operators = _folded(roster.operators)
+            operators, voiced = _folded(roster.operators), self._voiced_in(roster.room)
             for member in roster.members:
-                self._who_reply(roster.room, member, fold(member) in operators, _whox(why))
+                marks = self._prefix(fold(member), operators, voiced)
+                self._who_reply(roster.room, member, marks, _whox(why))
             self.reply(n.RPL_ENDOFWHO, roster.room, "End of WHO list")
             return
         if mask and ("*" in mask or "?" in mask):
@@ -1223,18 +1224,18 @@ class IRCConnection(Protocol):
                 if state is not None and any(seat.room_key in mine for seat in state.rooms):
                     shown[key] = name
             for key in sorted(shown):
-                self._who_reply("*", shown[key], False, _whox(why))
+                self._who_reply("*", shown[key], "", _whox(why))
         elif mask and fold(mask) in (online := self.server.online_names()):
-            self._who_reply("*", online[fold(mask)], False, _whox(why))
+            self._who_reply("*", online[fold(mask)], "", _whox(why))
         self.reply(n.RPL_ENDOFWHO, mask or "*", "End of WHO list")
 
     def _who_reply(
-        self, channel: str, name: str, operator: bool, whox: tuple[str, str] | None
+        self, channel: str, name: str, marks: str, whox: tuple[str, str] | None
     ) -> None:
-        """One 352 (or WHOX 354) line: G when away, @ for a room operator."""
+        """One 352 (or WHOX 354) line: G when away, then the member's prefix (@, +)."""
         user = self.server.chat.users.get(fold(name))
         away = self.server.chat.away_of(fold(name))
-        flags = ("G" if away else "H") + ("@" if operator else "")
+        flags = ("G" if away else "H") + marks
         username, realname = self.server.identity_of(name)
         if whox is None:
             self.reply(n.RPL_WHOREPLY, channel, username, self.host, self.host, name, flags,
@@ -1366,7 +1367,7 @@ class IRCConnection(Protocol):
         self._track(listing.addErrback(lambda failure: log.failure("LIST", failure)))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
-        """MODE: your own modes (+i only); a room's +o, +b (by nick mask), +i, +t."""
+        """MODE: your own modes (+i only); a room's +o, +v, +b (by nick mask), +i, +m, +t."""
         if target.startswith("#"):
             self._room_mode(target, changes)
             return
@@ -1389,7 +1390,10 @@ class IRCConnection(Protocol):
             return
         if not changes:
             # t: only operators may set the topic (a room without any has no lock).
-            modes = "+" + ("i" if state.private else "") + ("t" if state.topic_locked() else "")
+            modes = (
+                "+" + ("i" if state.private else "") + ("m" if state.moderated else "")
+                + ("t" if state.topic_locked() else "")
+            )
             self.reply(n.RPL_CHANNELMODEIS, state.name, modes)
             return
         arguments = list(changes[1:])
@@ -1399,12 +1403,22 @@ class IRCConnection(Protocol):
                 sign = letter
             elif letter == "b" and not arguments:
                 self._list_bans(state.name)
-            elif letter in "ob":
+            elif letter in "obv":
                 if not arguments:
                     self.reply(n.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
                     return
                 argument = arguments.pop(0)
-                if letter == "o":
+                if letter == "v":
+                    setting = defer.maybeDeferred(
+                        self.session.set_voice, room, argument, sign == "+"
+                    )
+                    self._track(setting).addCallbacks(
+                        lambda name, change=sign + "v", nick=argument: self._tell_room_mode(
+                            name, change, nick
+                        ),
+                        self._refused("MODE", room, argument),
+                    )
+                elif letter == "o":
                     setting = defer.maybeDeferred(
                         self.session.set_operator, room, argument, sign == "+"
                     )
@@ -1416,6 +1430,12 @@ class IRCConnection(Protocol):
                 setting = defer.maybeDeferred(self.session.set_private, room, private)
                 self._track(setting).addCallbacks(
                     lambda name, change=sign + "i": self._tell_room_mode(name, change),
+                    self._refused("MODE", room),
+                )
+            elif letter == "m":
+                setting = defer.maybeDeferred(self.session.set_moderated, room, sign == "+")
+                self._track(setting).addCallbacks(
+                    lambda name, change=sign + "m": self._tell_room_mode(name, change),
                     self._refused("MODE", room),
                 )
             elif letter == "t":
@@ -1824,13 +1844,26 @@ class IRCConnection(Protocol):
         self._names_lines(room, members, operators)
         self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
 
+    def _voiced_in(self, room: str) -> dict[str, str]:
+        """The voiced members (+v) of a room this server has loaded (folded names)."""
+        state = self.server.chat.rooms.get(fold(room))
+        return state.voiced if state is not None else {}
+
+    def _prefix(self, key: str, operators, voiced) -> str:
+        """A member's prefix: ``@`` for an operator, ``+`` for voice; both with
+        multi-prefix, else the higher."""
+        marks = ("@" if key in operators else "") + ("+" if key in voiced else "")
+        return marks if "multi-prefix" in self.caps else marks[:1]
+
     def _names_lines(self, room: str, members, operators) -> None:
-        """353 lines for a room's members (``@`` for operators; folded names), split to fit
-        the line limit; with userhost-in-names each is ``nick!user@host``."""
+        """353 lines for a room's members (``@`` for operators, ``+`` for voice; folded
+        names), split to fit the line limit; with userhost-in-names each is
+        ``nick!user@host``."""
+        voiced = self._voiced_in(room)
         line: list[str] = []
         budget = LINE_LIMIT - 100 - len(self.host) - len(room)
         for member in members:
-            shown = ("@" if fold(member) in operators else "") + (
+            shown = self._prefix(fold(member), operators, voiced) + (
                 self.source_of(member) if "userhost-in-names" in self.caps else member
             )
             if line and sum(len(name) + 1 for name in line) + len(shown) > budget:
@@ -2160,8 +2193,8 @@ class IRCFactory(ServerFactory):
             "CHANNELLEN=33",
             "NICKLEN=32",
             f"NETWORK={config.server_name}",
-            "PREFIX=(o)@",
-            "CHANMODES=b,,,it",
+            "PREFIX=(ov)@+",
+            "CHANMODES=b,,,imt",
             "UTF8ONLY",
             f"LINELEN={LINE_LIMIT}",
             "WHOX",

@@ -128,6 +128,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX direct_history_by_time ON direct_history (sent_at);
     ALTER TABLE rooms ADD COLUMN topic_open boolean NOT NULL DEFAULT false;
     """,
+    # 4 (SQLite's 9): voice and moderated rooms. See sqlite/schema.py.
+    """
+    ALTER TABLE room_members ADD COLUMN voice boolean NOT NULL DEFAULT false;
+    ALTER TABLE rooms ADD COLUMN moderated boolean NOT NULL DEFAULT false;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -146,8 +151,8 @@ IDENTITY_COLUMNS = {
 # The flags SQLite keeps as 0/1 and PostgreSQL as boolean.
 BOOLEAN_COLUMNS = {
     "users": ("banned",),
-    "rooms": ("private", "topic_open"),
-    "room_members": ("operator",),
+    "rooms": ("private", "topic_open", "moderated"),
+    "room_members": ("operator", "voice"),
     "room_invites": ("delivered",),
 }
 

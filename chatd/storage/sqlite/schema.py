@@ -169,6 +169,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX direct_history_by_time ON direct_history (sent_at);
     ALTER TABLE rooms ADD COLUMN topic_open INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9: voice (IRC's +v: a member who may speak in a moderated room, kept with
+    # the membership) and moderated rooms (+m: only operators and voiced
+    # members speak).
+    """
+    ALTER TABLE room_members ADD COLUMN voice INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN moderated INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.

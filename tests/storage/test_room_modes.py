@@ -1,0 +1,34 @@
+"""Room modes kept for IRC on both backends: voice (+v), moderated (+m), an open topic (-t)."""
+
+import pytest
+
+from chatd.core.errors import ChatError
+from chatd.storage import backends
+from chatd.storage import transactions as storage
+from tests.storage.test_storage import backend, connection, db_setting  # noqa: F401 (fixtures)
+
+
+def commit(opened, body, *arguments):
+    with backends.transaction(opened):
+        return body(opened, *arguments)
+
+
+def test_voice_moderated_and_topic_open_are_kept_with_the_room(connection):  # noqa: F811
+    """set_voice on a member (no-such-user otherwise), set_moderated and set_topic_open
+    come back in load_room; voice goes with the membership."""
+    for name in ("alice", "Bob"):
+        commit(connection, storage.create_user, name, "hash", 0)
+    commit(connection, storage.join_room, "#dev", "alice", 1)
+    commit(connection, storage.join_room, "#dev", "bob", 2)
+    room = storage.load_room(connection, "#dev", 3, 0)
+    assert (room.voiced, room.moderated, room.topic_open) == ((), False, False)
+    assert commit(connection, storage.set_voice, room.id, "bob", True) == "Bob"
+    commit(connection, storage.set_moderated, room.id, True)
+    commit(connection, storage.set_topic_open, room.id, True)
+    again = storage.load_room(connection, "#dev", 4, 0)
+    assert (again.voiced, again.moderated, again.topic_open) == (("Bob",), True, True)
+    commit(connection, storage.leave_room, room.id, "bob")
+    with pytest.raises(ChatError) as refused:
+        commit(connection, storage.set_voice, room.id, "bob", True)
+    assert refused.value.code == "no-such-user"
+    assert storage.load_room(connection, "#dev", 5, 0).voiced == ()
