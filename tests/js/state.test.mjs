@@ -253,7 +253,9 @@ test("a conversation's history (/history <user>, HISTORYDM) replaces its past, k
   state.receive("HISTORYDM 2026-11-25T09:40:00.000Z bob alice live meanwhile");
   state.receive("OK history bob");
   assert.deepEqual(texts(conversation), ["earlier", "while you were out", "live meanwhile"]);
-  assert.ok(conversation.items.slice(0, 2).every((entry) => entry.past));
+  assert.ok(conversation.items.every((entry) => entry.past));
+  // The stored message keeps its mark (✉) from before.
+  assert.deepEqual(conversation.items.map((entry) => !!entry.stored), [false, true, false]);
   assert.equal(conversation.items[0].time, Date.parse("2026-11-25T09:00:00.000Z"));
   // Three of the 50 asked for: nothing older to load.
   assert.equal(state.hasOlder(conversation), false);

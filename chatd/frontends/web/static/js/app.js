@@ -256,9 +256,8 @@ function choose(type, name) {
   if (conversation && !conversation.historyAsked) {
     // The conversation's past direct messages, once (older ones as the reader scrolls up).
     conversation.historyAsked = true;
-    send(`/history ${conversation.peer} ${conversation.historyWanted}`, {
-      sentAfter: nextItemId() - 1,
-    });
+    // What it shows already (stored messages, DMs of this session) stays, once.
+    send(`/history ${conversation.peer} ${conversation.historyWanted}`, { sentAfter: 0 });
   }
   renderNext.toBottom = true;
   closePanels();

@@ -384,14 +384,17 @@ const FINISH = {
     // The answer is the latest N messages: it replaces what was shown from
     // history, and messages that came live since stay after it.
     const older = command.collected;
-    const tail = older.slice(-HISTORY_STEP).map((entry) => `${entry.sender} ${entry.text}`);
-    const live = room.items.filter(
-      (entry) =>
-        !entry.past &&
-        entry.id > (command.sentAfter || 0) &&
-        // A message said while the request ran may be in the answer already.
-        !(entry.sender !== undefined && tail.includes(`${entry.sender} ${entry.text}`)),
+    const said = (entry) => `${entry.sender} ${entry.text}`;
+    const tail = older.slice(-HISTORY_STEP).map(said);
+    const recent = room.items.filter(
+      (entry) => !entry.past && entry.id > (command.sentAfter || 0),
     );
+    // A message said while the request ran may be in the answer already: shown
+    // once, from the answer, which keeps its mark (a stored one's ✉).
+    const answered = recent.filter((entry) => entry.sender !== undefined && tail.includes(said(entry)));
+    const stored = new Set(answered.filter((entry) => entry.stored).map(said));
+    for (const entry of older) if (stored.has(said(entry))) entry.stored = true;
+    const live = recent.filter((entry) => !answered.includes(entry));
     room.pastCount = older.length;
     room.olderAvailable = room.historyWanted < HISTORY_MAX;
     room.items = [...older, ...live];
