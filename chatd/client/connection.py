@@ -205,6 +205,80 @@ def make_endpoint(
     return wrapClientTLS(options, endpoint)
 
 
+def parse_host(text: str, default_port: int) -> tuple[str, int]:
+    """``--host`` as (host, port): ``name``, ``name:port``, ``[v6]:port`` or a bare IPv6
+    address; a value without a port takes ``default_port``. ``ValueError`` if malformed."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not [address] or [address]:port")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{text!r} names no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"the port in {text!r} must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def host_text(host: str, port: int) -> str:
+    """``host:port`` for people (IPv6 addresses in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@implementer(IStreamClientEndpoint)
+class FailoverEndpoint:
+    """Several servers (the nodes of a cluster): each connection goes to the next one.
+
+    ``connect`` starts with the server after the one the previous connection
+    went to (the first server at first) and falls through to the following
+    ones, each tried once, until one answers; it fails with the last
+    server's reason when none does. So a client whose node died reconnects
+    to another node at once instead of waiting for the dead one, and comes
+    back round to it later. ``on_connected(index)`` hears which server took
+    each connection. One server is simply that server, every time (a name
+    with several addresses is one server: ``HostnameEndpoint`` tries each
+    address it resolves to).
+    """
+
+    def __init__(
+        self,
+        endpoints: list[IStreamClientEndpoint],
+        on_connected: Callable[[int], None] = lambda index: None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.on_connected = on_connected
+        # The server the next connect starts with.
+        self._next = 0
+
+    @defer.inlineCallbacks
+    def connect(self, factory):
+        """Connect to the first of the servers, in turn from the next one, that answers."""
+        start = self._next
+        failure = None
+        for step in range(len(self.endpoints)):
+            index = (start + step) % len(self.endpoints)
+            try:
+                protocol = yield self.endpoints[index].connect(factory)
+            except Exception:
+                failure = Failure()
+                continue
+            # Lost later, the connection is made again to the next server.
+            self._next = (index + 1) % len(self.endpoints)
+            self.on_connected(index)
+            return protocol
+        self._next = (start + 1) % len(self.endpoints)
+        failure.raiseException()
+
+
 @implementer(IStreamClientEndpoint)
 class ReportingEndpoint:
     """An endpoint that tells ``on_failure`` why a connection attempt failed.

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from chatd import __version__
-from chatd.client.connection import make_endpoint
+from chatd.client.connection import FailoverEndpoint, host_text, make_endpoint, parse_host
 from chatd.client.render import Renderer, colour_wanted
 from chatd.client.runners import (
     EXIT_LOGIN_FAILED,
@@ -37,8 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
             "how it went (see docs/client.md)."
         ),
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (%(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (%(default)s)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        metavar="HOST[:PORT]",
+        help=(
+            f"server address ({DEFAULT_HOST}); give it several times for the nodes of a "
+            "cluster: a lost connection is made again to the next one"
+        ),
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="server port (%(default)s)"
+    )
     parser.add_argument("--tls", action="store_true", help="connect with TLS")
     parser.add_argument(
         "--ca",
@@ -74,7 +84,12 @@ def read_password(user: str, *, interactive: bool) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; returns the exit code."""
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    try:
+        servers = [parse_host(text, options.port) for text in options.host or [DEFAULT_HOST]]
+    except ValueError as problem:
+        parser.error(f"--host: {problem}")
     interactive = sys.stdin.isatty()
     ca_pem = None
     if options.ca:
@@ -100,20 +115,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     renderer = Renderer(
         colour=colour_wanted(sys.stdout), whoami=state.me, is_operator=state.is_operator
     )
-    endpoint = make_endpoint(
-        reactor, options.host, options.port, tls=options.tls or ca_pem is not None, ca_pem=ca_pem
-    )
-    address = f"{options.host}:{options.port}"
-    if interactive:
-        return _run_interactive(reactor, state, renderer, endpoint, address, options, password)
-    return _run_pipe(reactor, state, renderer, endpoint, address, options, password)
+    addresses = [host_text(host, port) for host, port in servers]
+    endpoint = FailoverEndpoint([
+        make_endpoint(reactor, host, port, tls=options.tls or ca_pem is not None, ca_pem=ca_pem)
+        for host, port in servers
+    ])
+    run = _run_interactive if interactive else _run_pipe
+    return run(reactor, state, renderer, endpoint, addresses, options, password)
 
 
 def _credentials(options: argparse.Namespace, password: str | None) -> tuple[str, str] | None:
     return (options.user, password) if options.user and password is not None else None
 
 
-def _run_interactive(reactor, state, renderer, endpoint, address, options, password) -> int:
+def _follow(endpoint: FailoverEndpoint, session: ChatSession, addresses: list[str]) -> None:
+    """Keep the session's address the server each connection went to."""
+
+    def connected_to(index: int) -> None:
+        session.address = addresses[index]
+
+    endpoint.on_connected = connected_to
+
+
+def _run_interactive(reactor, state, renderer, endpoint, addresses, options, password) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
 
     from chatd.client.terminal import TerminalInput
@@ -128,8 +152,9 @@ def _run_interactive(reactor, state, renderer, endpoint, address, options, passw
         show=show,
         raw=options.raw,
         raw_terminal=sys.stdout.isatty(),
-        address=address,
+        address=", ".join(addresses),
     )
+    _follow(endpoint, session, addresses)
     session.credentials = _credentials(options, password)
     client = InteractiveClient(
         reactor, session, endpoint, show=show, stop_reactor=_stopper(reactor)
@@ -137,7 +162,7 @@ def _run_interactive(reactor, state, renderer, endpoint, address, options, passw
     with patch_stdout(raw=True):
         terminal = TerminalInput(reactor, state, client.deliver)
         client.attach_terminal(terminal)
-        show(renderer.notice(f"connecting to {address}"))
+        show(renderer.notice(f"connecting to {', '.join(addresses)}"))
         terminal.start()
         reactor.callWhenRunning(client.start)
         reactor.run()
@@ -145,7 +170,7 @@ def _run_interactive(reactor, state, renderer, endpoint, address, options, passw
     return client.exit_code
 
 
-def _run_pipe(reactor, state, renderer, endpoint, address, options, password) -> int:
+def _run_pipe(reactor, state, renderer, endpoint, addresses, options, password) -> int:
     from chatd.client.terminal import PipeInput
 
     def show(text: str) -> None:
@@ -161,9 +186,10 @@ def _run_pipe(reactor, state, renderer, endpoint, address, options, password) ->
         show_problem=show_problem,
         raw=options.raw,
         raw_terminal=sys.stdout.isatty(),
-        address=address,
+        address=", ".join(addresses),
         show_greeting=False,
     )
+    _follow(endpoint, session, addresses)
     session.credentials = _credentials(options, password)
     client: PipeClient
 

@@ -392,3 +392,42 @@ def test_a_bare_passwd_asks_unseen_and_changes_a_password_with_spaces(chatd_serv
         alice.close()
     assert line_client.command("/login alice my old pass")[-1].startswith("ERR bad-credentials")
     assert line_client.command("/login alice a new pass phrase")[-1] == "OK login alice"
+
+
+def test_with_several_hosts_a_killed_server_is_left_for_the_next(tmp_path):
+    """Two servers (two nodes, as far as the client can tell), alice given both with
+    ``--host``: the one she is on is killed with ``kill -9``; she reconnects to the other
+    at once, logs in, rejoins, and chats there with bob."""
+    from tests.serverproc import ServerProcess
+
+    servers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        servers.append(ServerProcess(tmp_path / name).start())
+    first, second = servers
+    alice = None
+    try:
+        for server in servers:
+            register(server, "alice", "bob")
+        alice = Terminal(
+            first.port, "--host", f"127.0.0.1:{first.port}", "--host", f"127.0.0.1:{second.port}",
+            "--user", "alice", password="pw-alice-123",
+        )
+        alice.expect(f"connecting to 127.0.0.1:{first.port}, 127.0.0.1:{second.port}")
+        alice.expect("alice #lobby> ")
+        bob = second.connect()
+        bob.login("bob", "pw-bob-123")
+        first.kill()
+        alice.expect(f"! disconnected from 127.0.0.1:{first.port}")
+        alice.expect("* reconnected as alice; back in #lobby")
+        assert bob.read_line() == "JOIN #lobby alice"
+        alice.enter("made it across")
+        assert bob.read_line() == "MSG #lobby alice made it across"
+        assert bob.command("welcome")[-1] == "OK say #lobby"
+        alice.expect("[#lobby] <bob> welcome")
+        assert alice.quit() == 0
+    finally:
+        if alice is not None:
+            alice.close()
+        for server in servers:
+            server.stop()
