@@ -55,6 +55,38 @@ class InlineDatabase:
         return defer.succeed(None)
 
 
+class InlinePostgresDatabase(InlineDatabase):
+    """``InlineDatabase`` on PostgreSQL: the same transaction bodies on one psycopg
+    connection to ``url`` (migrated here), each write committed at once."""
+
+    def __init__(self, url: str) -> None:
+        from chatd.storage.postgres import schema as postgres_schema
+
+        self.path = url
+        self._schema = postgres_schema
+        self.connection = postgres_schema.connect(url)
+        postgres_schema.migrate(self.connection)
+        self.writes = 0
+        self.fail_writes: Exception | None = None
+
+    def write(self, body, *args) -> defer.Deferred:
+        """Run a write body in a transaction of its own."""
+        if self.fail_writes is not None:
+            return defer.fail(self.fail_writes)
+        self.writes += 1
+        try:
+            with self._schema.transaction(self.connection):
+                return defer.succeed(body(self.connection, *args))
+        except Exception as error:
+            return defer.fail(error)
+
+
+# What a ``ChatHarness`` made without a database uses: a fresh ``InlineDatabase``,
+# unless a test module points this at another maker (the contract on PostgreSQL,
+# tests/frontends/line/test_protocol.py).
+make_inline_database = InlineDatabase
+
+
 class InlineHasher(PasswordHasher):
     """The real bcrypt code at the lowest cost, run synchronously."""
 
@@ -200,7 +232,7 @@ class ChatHarness:
         )
         self.clock = task.Clock()
         self.clock.advance(1_764_064_800)
-        self.database = database or InlineDatabase()
+        self.database = database or make_inline_database()
         self.hasher = hasher or InlineHasher(self.config.bcrypt_rounds)
         self.hasher.start()
         self.chat = ChatService(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import defer, error
-from zope.interface import implementer
 from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
 
 from chatd.client.connection import FailoverEndpoint, host_text, parse_host
 from chatd.client.main import build_parser

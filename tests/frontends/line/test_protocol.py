@@ -1,17 +1,89 @@
 """The wire contract, line by line, over StringTransport with a fake clock.
 
-Each test runs twice: with every line handed to the protocol whole, and one
-byte per read, so framing never depends on how TCP splits the data.
+Each test runs three times: on SQLite with every line handed to the protocol
+whole, and one byte per read, so framing never depends on how TCP splits the
+data; and on PostgreSQL (``CHATD_DB=postgresql://``, a fresh database on the
+session's private server, tests/services.py), lines whole: the whole contract
+holds on a PostgreSQL single node. Framing does not depend on the database,
+so PostgreSQL is not run byte by byte as well.
 """
 
 import pytest
 
 from chatd.config import Config
 from chatd.frontends.line.render import format_timestamp
+from tests import support
+from tests.programs import require_module
 from tests.support import ChatHarness, Client
 
+# (database, bytewise) runs of each test; a test that does not take ``bytewise``
+# runs once per database.
+RUNS = [("sqlite", False), ("sqlite", True), ("postgres", False)]
 
-@pytest.fixture(params=[False, True], ids=["whole", "bytewise"])
+
+def pytest_generate_tests(metafunc):
+    """Every test on both databases; byte by byte only on SQLite."""
+    if "bytewise" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("store", "bytewise"), RUNS, ids=["whole", "bytewise", "postgresql"], indirect=True
+        )
+    else:
+        metafunc.parametrize("store", ["sqlite", "postgres"], ids=["sqlite", "postgresql"],
+                             indirect=True)
+
+
+class PostgresPool:
+    """Migrated PostgreSQL databases kept for the module's tests and emptied for each
+    (deleting the rows of a few small tables is far cheaper than a fresh database)."""
+
+    def __init__(self, server) -> None:
+        self._server = server
+        self._urls: list[str] = []
+
+    def take(self, index: int) -> support.InlinePostgresDatabase:
+        """The ``index``-th database of a test, empty, its identities started over."""
+        if index == len(self._urls):
+            self._urls.append(self._server.fresh_database("contract"))
+            return support.InlinePostgresDatabase(self._urls[index])
+        database = support.InlinePostgresDatabase(self._urls[index])
+        connection = database.connection
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> 'chatd_schema'"
+        ).fetchall()]
+        connection.execute("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY")
+        return database
+
+
+@pytest.fixture(scope="module")
+def postgres_pool(request) -> PostgresPool:
+    """The module's PostgreSQL databases on the session's private server."""
+    require_module("psycopg", "psycopg[binary]")
+    return PostgresPool(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(autouse=True)
+def store(request, monkeypatch):
+    """The database every ChatHarness of the test is made on: an in-memory SQLite, or
+    an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    pool = request.getfixturevalue("postgres_pool")
+    opened: list = []
+
+    def make() -> support.InlinePostgresDatabase:
+        database = pool.take(len(opened))
+        opened.append(database)
+        return database
+
+    monkeypatch.setattr(support, "make_inline_database", make)
+    yield "postgres"
+    for database in opened:
+        database.connection.close()
+
+
+@pytest.fixture
 def bytewise(request) -> bool:
     """Whether input reaches the protocol one byte per read."""
     return request.param
@@ -30,6 +102,14 @@ def chat(harness, bytewise):
 
     harness.client = client
     return harness
+
+
+def test_each_run_is_on_its_database(harness, store):
+    """The PostgreSQL runs really are on PostgreSQL (the harness took the pool's)."""
+    expected = support.InlinePostgresDatabase if store == "postgres" else support.InlineDatabase
+    assert type(harness.database) is expected
+    client = harness.logged_in("alice")
+    assert client.send("kept")[-1] == "OK say #lobby"
 
 
 # --- framing ------------------------------------------------------------------
