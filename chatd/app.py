@@ -416,8 +416,17 @@ class ChatdServer(InOrderService):
             chat=self.chat,
         )
         if self.fanout is not None:
-            # Cluster mode: every node's logins count in every node's throttle.
+            # Cluster mode: every node's logins count in every node's throttle,
+            # and registrations, bcrypt jobs and logins in flight are counted for
+            # the cluster in Redis (docs/cluster.md, "Shared limits").
             self.fanout.share_logins(self.factory.limits.logins)
+            from chatd.cluster.policy import SharedLimits
+
+            self.shared_limits = SharedLimits(
+                self.fanout, reactor, config.registration_limit, config.bcrypt_per_address
+            )
+            self.factory.gate.shared = self.shared_limits
+            self.hasher.shared = self.shared_limits
         self.metrics.watch_server(self)
         self.storage = StorageService(
             self.database, self.hasher, reactor, str(config.bcrypt_workers)

@@ -20,11 +20,17 @@ from twisted.python.failure import Failure
 
 from chatd.auth.accounts import BAD_CREDENTIALS
 from chatd.auth.cred import AddressedCredentials
+from chatd.auth.throttles import IN_FLIGHT_REFUSAL, RegistrationLimit
+from chatd.cluster.policy import UNSHARED
 from chatd.core.errors import ChatError
 from chatd.core.interfaces import IChatSession
 from chatd.core.names import PASSWORD_MAX_BYTES, fold, password_candidates, require_user_name
 from chatd.frontends.limits import Limits
 from chatd.ops.telemetry import Telemetry
+
+
+class _LoginRefused(Exception):
+    """The cluster's count of logins in flight from the address is full."""
 
 
 class Gate:
@@ -40,6 +46,9 @@ class Gate:
         self.telemetry = telemetry
         # The chat service, for guests (who start a session without the portal).
         self.chat = chat
+        # Cluster mode: the counts every node shares (a SharedLimits,
+        # chatd/cluster/policy.py), checked after this node's own limits.
+        self.shared = None
 
     # accounts -------------------------------------------------------------------------
 
@@ -58,14 +67,28 @@ class Gate:
         except ChatError:
             self.telemetry.limit_hit("registration", peer, None)
             raise
-        registering = self.accounts.register(name, password, address)
+        ticket = UNSHARED
+        if self.shared is None:
+            registering = self.accounts.register(name, password, address)
+        else:
+            def admitted(shared_ticket):
+                nonlocal ticket
+                if shared_ticket is None:
+                    self.telemetry.limit_hit("registration", peer, None)
+                    raise ChatError("too-many-attempts", RegistrationLimit.refusal)
+                ticket = shared_ticket
+                return self.accounts.register(name, password, address)
+
+            registering = self.shared.admit_registration(address).addCallback(admitted)
 
         def created(created_name: str) -> str:
             reservation.used()
+            ticket.end(used=True)
             return created_name
 
         def not_created(failure: Failure) -> Failure:
             reservation.abandoned()
+            ticket.end()
             return failure
 
         registering.addCallbacks(created, not_created)
@@ -90,14 +113,33 @@ class Gate:
             attempt.failed()
             self.telemetry.login_failed(name, peer, "bad-credentials")
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
-        checking = self._check_password(name, candidates, address, mind)
+        ticket = UNSHARED
+        if self.shared is None:
+            checking = self._check_password(name, candidates, address, mind)
+        else:
+            # The attempts from this address under way on every node count too.
+            def admitted(shared_ticket):
+                nonlocal ticket
+                if shared_ticket is None:
+                    self.telemetry.login_failed(name, peer, "too-many-attempts")
+                    raise _LoginRefused()
+                ticket = shared_ticket
+                return self._check_password(name, candidates, address, mind)
+
+            room = self.limits.logins.room(address)
+            checking = self.shared.admit_login(address, room).addCallback(admitted)
 
         def succeeded(login) -> tuple:
+            ticket.end()
             attempt.succeeded()
             _interface, session, logout = login
             return session, logout
 
         def failed(failure: Failure):
+            ticket.end()
+            if failure.check(_LoginRefused):
+                attempt.abandoned()
+                raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
             if failure.check(UnauthorizedLogin):
                 attempt.failed()
                 raise ChatError("bad-credentials", BAD_CREDENTIALS)

@@ -113,9 +113,11 @@ def check_password(password: bytes, stored: str) -> bool:
 class _Job:
     """One bcrypt job waiting in the fair queue for a worker."""
 
-    __slots__ = ("address", "args", "done", "function", "queued_at")
+    __slots__ = ("address", "args", "done", "function", "queued_at", "ticket")
 
     def __init__(self, function, args: tuple, address: str | None) -> None:
+        # The cluster's count of the address's jobs (chatd/cluster/policy.py), if shared.
+        self.ticket = None
         self.function = function
         self.args = args
         self.address = address
@@ -222,6 +224,9 @@ class PasswordHasher:
         self._busy: list[int] = []
         self._queue = FairQueue()
         self._by_address: dict[str, int] = {}
+        # Cluster mode: the per-address count for every node's queue together
+        # (a SharedLimits, chatd/cluster/policy.py), checked after this node's.
+        self.shared = None
         self._dummy_hash: str | None = None
         self._waiting_for_dummy: list[Deferred] = []
         # How long bcrypt at the current cost takes: a running average of the
@@ -387,9 +392,27 @@ class PasswordHasher:
         if address is not None:
             self._by_address[address] = self._by_address.get(address, 0) + 1
         job = _Job(function, args, address)
-        self._queue.push(job, account)
-        self._dispatch()
-        return job.done
+        if self.shared is None or address is None:
+            self._queue.push(job, account)
+            self._dispatch()
+            return job.done
+        # The place on this node is held while the cluster's count is asked.
+        admitting = self.shared.admit_bcrypt(address)
+
+        def admitted(ticket) -> Deferred:
+            if ticket is None:
+                self.pending -= 1
+                self._release(address)
+                raise ChatError(
+                    "too-many-attempts",
+                    "too many password checks from your address at once; try again",
+                )
+            job.ticket = ticket
+            self._queue.push(job, account)
+            self._dispatch()
+            return job.done
+
+        return admitting.addCallback(admitted)
 
     def _dispatch(self) -> None:
         """Hand waiting jobs to idle workers, in the fair queue's order."""
@@ -404,6 +427,8 @@ class PasswordHasher:
         self.running -= 1
         self.pending -= 1
         self._release(job.address)
+        if job.ticket is not None:
+            job.ticket.end()
         self._dispatch()
         return result
 

@@ -157,6 +157,10 @@ KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600.0
 ACCOUNTS_PER_ADDRESS_MEMORY = 64
 
 
+# The refusal of a login for the attempts from its address already in flight.
+IN_FLIGHT_REFUSAL = "too many logins from your address at once; try again"
+
+
 @dataclass(slots=True)
 class _Failures:
     """Failed logins in a row and attempts in flight, for one address or one account."""
@@ -307,7 +311,7 @@ class LoginThrottle:
         if record is not None and not record.admits(now, self.per_address):
             # Refused for the attempts in flight, which may all yet fail: costs
             # no bcrypt, and is not counted (those attempts will be).
-            raise _too_many("too many logins from your address at once; try again")
+            raise _too_many(IN_FLIGHT_REFUSAL)
         guarded = self._accounts.get(account)
         if (
             guarded is not None
@@ -394,6 +398,13 @@ class LoginThrottle:
         """Tell whether ``address`` is locked out now."""
         record = self._addresses.get(address)
         return record is not None and self._clock.seconds() < record.locked_until
+
+    def room(self, address: str) -> int:
+        """How many attempts from ``address`` may be in flight at once now: the
+        failures it has left before its limit, at least one (the cluster's count of
+        attempts in flight is held to this, chatd/cluster/policy.py)."""
+        record = self._addresses.get(address)
+        return max(1, self.per_address - (0 if record is None else record.count))
 
     def in_flight(self, address: str) -> int:
         """How many attempts from ``address`` are being checked now."""

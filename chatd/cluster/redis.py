@@ -545,6 +545,14 @@ class RedisFanout:
             return defer.succeed(None)  # subscribed to when connected
         return _call(self._subscriber.subscribe, LOGINS_CHANNEL)
 
+    def script(self, source: str, keys: list[str], args: list[str]) -> defer.Deferred:
+        """Run a Lua script on Redis (the shared limits, chatd/cluster/policy.py); fires
+        with its answer, or fails at once while Redis is away."""
+        publisher = self._publisher
+        if publisher is None:
+            return defer.fail(ConnectionError("redis is not connected"))
+        return _call(publisher.eval, source, keys, args)
+
     def _login_ended(self, outcome: str, address: str, account: str) -> None:
         self._publish(LOGINS_CHANNEL, {"e": "login", "o": outcome, "a": address, "u": account})
 
