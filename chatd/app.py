@@ -30,6 +30,7 @@ from chatd.ops.metrics import ChatdMetrics, ReactorLagProbe, metrics_site
 from chatd.ops.retention import RetentionService
 from chatd.ops.telemetry import Telemetry
 from chatd.storage.backends import display_name, is_postgres_url, make_database
+from chatd.storage.singleton import RETENTION_LOCK, singleton_lock
 from chatd.storage.sqlite.lock import DatabaseInUse, DatabaseLock, lock_database
 
 log = Logger()
@@ -437,10 +438,13 @@ class ChatdServer(InOrderService):
             # of the last sessions are still announced.
             ClusterService(self.fanout).setServiceParent(self)
         self.chat.setServiceParent(self)
-        RetentionService(
+        # One node of a cluster purges for all (a PostgreSQL advisory lock).
+        self.retention = RetentionService(
             self.database, reactor, self.chat, self.telemetry,
             config.room_history_days, config.stored_message_days,
-        ).setServiceParent(self)
+            lock=singleton_lock(config.db_path, reactor, RETENTION_LOCK, "retention"),
+        )
+        self.retention.setServiceParent(self)
         ReactorLagProbe(reactor, self.metrics.reactor_lag_seconds).setServiceParent(self)
         self.metrics_listener = None
         if config.metrics_listen is not None:

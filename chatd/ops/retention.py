@@ -18,6 +18,11 @@ millisecond older, it goes.
 Deleting room history also drops it from the recent messages the chat
 service keeps in memory for rooms that have members, so a purged message is
 not replayed on ``/join`` either.
+
+In a cluster one node purges for all (``lock``: a PostgreSQL advisory lock,
+chatd/storage/singleton.py): each round, the node holding the lock deletes;
+every other node only drops the purged age from its memory. When the holder
+dies, the next node to start a round takes the lock over.
 """
 
 from twisted.application.service import Service
@@ -51,7 +56,10 @@ class RetentionService(Service):
         stored_message_days: float | None,
         interval: float = PURGE_INTERVAL_SECONDS,
         batch: int = PURGE_BATCH,
+        lock=None,
     ) -> None:
+        """``lock`` decides whether this node deletes (``singleton_lock``; None: it
+        always does, one node alone)."""
         self._database = database
         self._clock = clock
         self._chat = chat
@@ -72,6 +80,9 @@ class RetentionService(Service):
         self._loop.clock = clock
         self._interval = interval
         self._stopping = False
+        self._lock = lock
+        # Rounds this node skipped because another node runs the job (tests, metrics).
+        self.skipped = 0
 
     def startService(self) -> None:
         """Purge now, then every interval."""
@@ -80,17 +91,30 @@ class RetentionService(Service):
             lambda failure: log.failure("retention stopped", failure)
         )
 
-    def stopService(self) -> None:
-        """Stop purging; a batch already queued still commits."""
+    def stopService(self):
+        """Stop purging (a batch already queued still commits) and give the job up."""
         super().stopService()
         self._stopping = True
         if self._loop.running:
             self._loop.stop()
+        if self._lock is not None:
+            # Another node takes the job over at its next round, not after a timeout.
+            return self._lock.release()
+        return None
 
     @defer.inlineCallbacks
     def purge(self):
         """Delete everything past its age, one batch per write; fire when done."""
         now = int(self._clock.seconds() * 1000)
+        if self._lock is not None and self._policies:
+            held = yield self._lock.take()
+            if not held:
+                # Another node deletes; the purged age still leaves this one's memory.
+                self.skipped += 1
+                for table, _purge, days in self._policies:
+                    if table == "room_messages":
+                        self._chat.forget_history_before(now - int(days * DAY_MS))
+                return
         for table, purge_batch, days in self._policies:
             before = now - int(days * DAY_MS)
             deleted = 0
