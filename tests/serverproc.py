@@ -135,11 +135,14 @@ class ServerProcess:
                 self._changed.wait(remaining)
         return self.output
 
-    def wait_for(self, pattern: str | re.Pattern, timeout: float = 30.0) -> re.Match:
-        """Wait until a line of the server's output matches ``pattern``."""
+    def wait_for(
+        self, pattern: str | re.Pattern, timeout: float = 30.0, since: int = 0
+    ) -> re.Match:
+        """Wait until a line of the server's output matches ``pattern``; ``since``: only
+        lines from that index on (``len(server.output)`` taken earlier: a new line)."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         with self._changed:
             while True:
                 for line in self.output[seen:]:

@@ -136,17 +136,21 @@ class Gate:
             return session, logout
 
         def failed(failure: Failure):
-            ticket.end()
             if failure.check(_LoginRefused):
                 attempt.abandoned()
                 raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
             if failure.check(UnauthorizedLogin):
+                # Counted (and announced to the other nodes) before its place in
+                # flight is given up: a node seeing the place free has been told.
                 attempt.failed()
+                ticket.end()
                 raise ChatError("bad-credentials", BAD_CREDENTIALS)
             if failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
                 # The password was right: this address is not guessing.
                 attempt.succeeded()
+                ticket.end()
             else:
+                ticket.end()
                 # A busy server, or an account changed while its password was
                 # checked: not a guess either way.
                 attempt.abandoned()

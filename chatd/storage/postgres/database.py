@@ -51,6 +51,10 @@ class _Retry(Exception):
     """The batch was aborted by PostgreSQL for a conflict with another writer: run it again."""
 
 
+class _Stale(Exception):
+    """The connection was found broken before anything of a batch was sent."""
+
+
 class _WriteFailed(Exception):
     """A write of a batch run without savepoints failed: run the batch again with them."""
 
@@ -202,9 +206,20 @@ class Database(QueuedWork):
         # write (two round trips a write fewer); the first failure rolls the
         # batch back and it runs again with them, so the others still commit.
         savepoints = False
+        reconnected = False
         for attempt in range(BATCH_ATTEMPTS + 1):
             try:
                 outcomes = self._run_batch(connection, batch, savepoints)
+            except _Stale as stale:
+                self._drop(connection)
+                connection = None if reconnected else self._connect("writer")
+                if connection is None:
+                    if reconnected:
+                        self._lost("writer", stale.__cause__ or stale)
+                    refused = Failure(unavailable_error())
+                    return [(done, refused) for _, _, done in batch], None
+                reconnected = True
+                continue
             except _WriteFailed:
                 savepoints = True
                 continue
@@ -238,7 +253,14 @@ class Database(QueuedWork):
 
         conflicts = (errors.DeadlockDetected, errors.SerializationFailure)
         outcomes: list[tuple[Deferred, Any]] = []
-        connection.execute("BEGIN")
+        try:
+            connection.execute("BEGIN")
+        except Exception as error:
+            if connection.closed or _is_connection_error(error):
+                # Broken while idle (PostgreSQL restarted, the session cut): nothing
+                # of the batch was sent, so it may run on a new connection.
+                raise _Stale() from error
+            raise
         for body, args, done in batch:
             if savepoints:
                 connection.execute("SAVEPOINT write")
