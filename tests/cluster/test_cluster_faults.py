@@ -329,6 +329,10 @@ def test_postgresql_stopped_and_started_errs_then_resumes_by_itself(nodes, postg
         postgres_server.start()
     for name in ("a", "b"):
         nodes.nodes[name].wait_for(r"is reachable again", 60, since=marks[name])
+    # Node c sat idle through the outage: its reader's and writer's connections broke
+    # unseen. A registration there (a read, then a write) and carol's message are kept.
+    dave = connect(nodes, "c", "127.0.4.4")
+    assert dave.command("/register dave password1")[-1] == "OK register dave"
     assert carol.command(f"/say {room} idle through it")[-1] == f"OK say {room}"
     assert alice.command(f"/say {room} after")[-1] == f"OK say {room}"
     assert bob.command(f"/say {room} from bob")[-1] == f"OK say {room}"
