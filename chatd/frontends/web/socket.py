@@ -114,10 +114,11 @@ class LineSocket:
 
     def write(self, data: bytes) -> None:
         """Send each CRLF-terminated line of ``data`` as one text message."""
-        if self.disconnecting or self._websocket.state != WebSocketProtocol.STATE_OPEN:
-            # The client has started closing: what is left has nowhere to go.
-            return
-        self._connection.write(text_frames(data))
+        # Once per delivery: one attribute chain, no property call.
+        websocket = self._websocket
+        if websocket.state == _OPEN and not self.disconnecting:
+            websocket.transport.write(text_frames(data))
+        # Otherwise the client has started closing: what is left has nowhere to go.
 
     def writeSequence(self, data) -> None:
         """Write each chunk in turn."""
@@ -284,6 +285,14 @@ class ChatWebSocket(WebSocketServerProtocol):
         # Frames of 64 KiB and more (a 64-bit length) are left to Autobahn.
         limits = [0xFFFF, self.maxFramePayloadSize, self.maxMessagePayloadSize]
         return min(limit for limit in limits if limit > 0)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the connection, to Autobahn's buffer and then ``consumeData``.
+
+        Autobahn's own ``dataReceived`` formats a debug message's fields on
+        every read, logged or not; this is it without that.
+        """
+        self._dataReceived(data)
 
     def consumeData(self) -> None:
         """Autobahn's loop over the buffered bytes, with the fast reader at each frame start.
