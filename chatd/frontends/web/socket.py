@@ -168,7 +168,8 @@ class WebChatProtocol(ChatProtocol):
     with a CR or LF anywhere else is refused with ``ERR bad-encoding`` rather
     than split, so a pasted text cannot smuggle a second command in. Messages
     that arrive while a command is running wait in order, as buffered lines
-    do on the line door, and reading stops until they are run.
+    do on the line door, and as there reading stops once more than a line's
+    worth of them waits, until they are run.
     """
 
     def __init__(self, server: ChatServerFactory) -> None:
@@ -207,7 +208,16 @@ class WebChatProtocol(ChatProtocol):
                 self._run_message(self._messages.popleft())
         finally:
             self._framing = False
-        if self.paused and self._messages and not self._held_reading:
+        # As on the line door: reading stops once more than a line's worth waits
+        # (each message counted with a line end, so empty ones count too); until
+        # then the connection is read on, rather than stopped and restarted for
+        # every commit a sender's messages wait on.
+        if (
+            self.paused
+            and self._messages
+            and not self._held_reading
+            and len(self._messages) + sum(map(len, self._messages)) > self.MAX_LENGTH
+        ):
             self._held_reading = True
             self._update_reading()
 

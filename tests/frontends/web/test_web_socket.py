@@ -230,6 +230,30 @@ def test_replies_keep_the_order_of_messages_while_a_commit_waits():
     assert lines[-2:] == ["OK join #new", "OK ping after"], lines
 
 
+def test_reading_stops_only_once_more_than_a_line_waits_behind_a_command():
+    """Behind a command waiting on a commit, messages wait and the connection is read on
+    until more than a line's worth waits (the line limit + 1, each message counted with
+    a line end, an empty one too), as on the line door; after the commit it is read
+    again and every message is answered in order."""
+    database = SlowDatabase()
+    config = Config(bcrypt_rounds=4, rate_limit=None, line_limit=100)
+    harness = WebHarness(config, database=database)
+    alice = harness.opened()
+    alice.login("alice")
+    database.holding = True
+    # /join waits on its commit, and what comes after it waits to run: "/ping 0" and
+    # `rest` are 7 + 1 and 92 + 1 bytes, exactly the limit.
+    rest = b"/ping " + b"x" * 86
+    alice.send_frame(client_frame(b"/join #new") + client_frame(b"/ping 0") + client_frame(rest))
+    assert alice.connection.producerState == "producing"
+    alice.send_frame(client_frame(b""))
+    assert alice.connection.producerState == "paused"
+    database.holding = False
+    harness.commit_held()
+    assert alice.connection.producerState == "producing"
+    assert alice.lines()[-3:] == ["OK join #new", "OK ping 0", "OK " + rest[1:].decode()]
+
+
 def test_the_rate_limit_applies_to_messages():
     """Past the burst: ``ERR rate-limited``; the session stays."""
     harness = web(rate_limit=Config().rate_limit.__class__(1.0, 2))
