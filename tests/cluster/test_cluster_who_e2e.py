@@ -4,9 +4,11 @@ Real ``twistd`` nodes on one fresh database of the private PostgreSQL and
 the private redis-server (the ``cluster`` fixture of
 ``test_cluster_e2e.py``). Clients are plain sockets, every read bounded by
 the client's timeout; what arrives later than a reply (another node's
-state) is waited for by asking again until a bounded deadline.
+state) is waited for by reading the line that announces it, then asking
+again, until a bounded deadline.
 """
 
+import contextlib
 import time
 
 from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
@@ -43,7 +45,13 @@ def who_until(
         if members == wanted:
             return time.monotonic() - started
         assert time.monotonic() - started < deadline, f"{room}: {members}, not {wanted}"
-        time.sleep(0.1)
+        # Another node's change reaches this client as a line (JOIN, PART, KICK) once
+        # its node knows it: wait for the next line, then ask again.
+        with contextlib.suppress(TimeoutError):
+            line = client.read_line()
+            assert line, "connection closed"
+            if seen is not None:
+                seen.append(line)
 
 
 def read_until(client: LineClient, prefix: str) -> str:

@@ -123,11 +123,12 @@ async def test_a_stopping_node_hands_the_job_over_at_the_next_round(nodes):
 
 
 HOLDER = """
-import sys, time
+import signal, sys
 from chatd.storage.singleton import AdvisoryLock, RETENTION_LOCK
 lock = AdvisoryLock(sys.argv[1], None, RETENTION_LOCK, "retention")
 print("held" if lock.take_now() else "refused", flush=True)
-time.sleep(120)
+# Hold the lock until killed (the test kills this process in every case).
+signal.pause()
 """
 
 
