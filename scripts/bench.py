@@ -2023,13 +2023,17 @@ class PrivateServices:
         self._redis = subprocess.Popen(
             [program, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly",
              "no", "--dir", str(self.work_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        give_up = time.monotonic() + 30
-        while time.monotonic() < give_up:
-            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 1):
-                return f"redis://{LOOPBACK}:{port}/0"
-            time.sleep(0.05)
-        raise BenchError("redis-server did not start listening")
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True)
+        # redis-server says when it listens; its output ends if it exits first.
+        for line in self._redis.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise BenchError(f"redis-server exited ({self._redis.wait()}) before it listened")
+        # Keep reading what it says so that the pipe never fills.
+        threading.Thread(target=self._redis.stdout.read, daemon=True).start()
+        return f"redis://{LOOPBACK}:{port}/0"
 
     def fresh_database(self, label: str) -> str:
         """Create an empty database for one run; return its URL."""
