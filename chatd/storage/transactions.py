@@ -766,6 +766,21 @@ def _mark_condition(
     return f"sent_at {operator} ?", mark.time
 
 
+def _window(connection, select, order_column, conditions, arguments, limit, newest, row):
+    """The rows of ``select`` meeting every condition, oldest first: up to ``limit`` of the
+    newest if ``newest``, else of the oldest. A mark that found nothing (a None among the
+    ``arguments``) finds nothing. The one paging query of room and direct history."""
+    if None in arguments:
+        return []
+    order = "DESC" if newest else "ASC"
+    rows = connection.execute(
+        f"{select} WHERE {' AND '.join(conditions)} ORDER BY {order_column} {order} LIMIT ?",
+        (*arguments, limit),
+    ).fetchall()
+    found = [row(*values) for values in rows]
+    return found[::-1] if newest else found
+
+
 def room_history_window(
     connection: Connection,
     room_id: int,
@@ -791,16 +806,10 @@ def room_history_window(
         condition, value = _mark_condition(connection, room_id, before, "<")
         conditions.append(condition)
         arguments.append(value)
-    if None in arguments:
-        return []
-    order = "DESC" if newest else "ASC"
-    rows = connection.execute(
-        f"SELECT {_HISTORY_COLUMNS} FROM room_messages WHERE {' AND '.join(conditions)}"
-        f" ORDER BY seq {order} LIMIT ?",
-        (*arguments, limit),
-    ).fetchall()
-    found = [HistoryRow(*row) for row in rows]
-    return found[::-1] if newest else found
+    return _window(
+        connection, f"SELECT {_HISTORY_COLUMNS} FROM room_messages", "seq",
+        conditions, arguments, limit, newest, HistoryRow,
+    )
 
 
 def room_history_around(
@@ -928,16 +937,10 @@ def direct_history_window(
         else:
             conditions.append(f"sent_at {operator} ?")
             arguments.append(mark.time)
-    if None in arguments:
-        return []
-    order = "DESC" if newest else "ASC"
-    rows = connection.execute(
-        f"SELECT {_DIRECT_COLUMNS} FROM direct_history WHERE {' AND '.join(conditions)}"
-        f" ORDER BY id {order} LIMIT ?",
-        (*arguments, limit),
-    ).fetchall()
-    found = [DirectRow(*row) for row in rows]
-    return found[::-1] if newest else found
+    return _window(
+        connection, f"SELECT {_DIRECT_COLUMNS} FROM direct_history", "id",
+        conditions, arguments, limit, newest, DirectRow,
+    )
 
 
 def direct_history_around(
