@@ -1508,12 +1508,11 @@ class ChatService(Service):
                     history=False,
                 )
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=False)
-            sender.deliver(DirectMessage(
-                sender.name, recipient_name, text, message_id, now, origin, kind, tags
-            ))
-            reading = self.database.read(transactions.away_text, recipient_key)
-            reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
-            return reading.addCallback(lambda away: (recipient_name, "delivered", away))
+            return self._direct_sent(
+                sender, recipient_key, "delivered",
+                DirectMessage(sender.name, recipient_name, text, message_id, now, origin,
+                              kind, tags),
+            )
 
         return finding.addCallback(found)
 
@@ -1551,15 +1550,25 @@ class ChatService(Service):
 
         def stored(recipient_name: str) -> defer.Deferred:
             self.telemetry.direct_message(sender.name, recipient_name, text, stored=True)
-            sender.deliver(DirectMessage(
-                sender.name, recipient_name, text, message_id, now, origin, kind, tags
-            ))
-            reading = self.database.read(transactions.away_text, recipient_key)
-            # Stored is stored: failing to read the away text must not say otherwise.
-            reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
-            return reading.addCallback(lambda away: (recipient_name, "stored", away))
+            return self._direct_sent(
+                sender, recipient_key, "stored",
+                DirectMessage(sender.name, recipient_name, text, message_id, now, origin,
+                              kind, tags),
+            )
 
         return storing.addCallback(stored)
+
+    def _direct_sent(
+        self, sender: User, recipient_key: str, outcome: str, message: DirectMessage
+    ) -> defer.Deferred:
+        """Show a sent DM to the sender's sessions; fire with (recipient, outcome, away text).
+
+        Sent is sent: failing to read the away text must not say otherwise.
+        """
+        sender.deliver(message)
+        reading = self.database.read(transactions.away_text, recipient_key)
+        reading.addErrback(lambda failure: log.failure("reading away text", failure) or "")
+        return reading.addCallback(lambda away: (message.recipient, outcome, away))
 
     # --- client-only tags (IRC's TAGMSG) ------------------------------------
 
