@@ -27,10 +27,13 @@ from chatd.storage.sqlite import schema
 class InlineDatabase:
     """The ``Database`` interface over one connection, each call committed at once."""
 
+    # The dialect's schema module: its connect, migrate and transaction.
+    _schema = schema
+
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
-        self.connection = schema.connect(path)
-        schema.migrate(self.connection)
+        self.connection = self._schema.connect(path)
+        self._schema.migrate(self.connection)
         self.writes = 0
         self.fail_writes: Exception | None = None
 
@@ -40,7 +43,7 @@ class InlineDatabase:
             return defer.fail(self.fail_writes)
         self.writes += 1
         try:
-            with schema.transaction(self.connection):
+            with self._schema.transaction(self.connection):
                 return defer.succeed(body(self.connection, *args))
         except Exception as error:
             return defer.fail(error)
@@ -62,23 +65,8 @@ class InlinePostgresDatabase(InlineDatabase):
     def __init__(self, url: str) -> None:
         from chatd.storage.postgres import schema as postgres_schema
 
-        self.path = url
         self._schema = postgres_schema
-        self.connection = postgres_schema.connect(url)
-        postgres_schema.migrate(self.connection)
-        self.writes = 0
-        self.fail_writes: Exception | None = None
-
-    def write(self, body, *args) -> defer.Deferred:
-        """Run a write body in a transaction of its own."""
-        if self.fail_writes is not None:
-            return defer.fail(self.fail_writes)
-        self.writes += 1
-        try:
-            with self._schema.transaction(self.connection):
-                return defer.succeed(body(self.connection, *args))
-        except Exception as error:
-            return defer.fail(error)
+        super().__init__(url)
 
 
 # What a ``ChatHarness`` made without a database uses: a fresh ``InlineDatabase``,
