@@ -293,6 +293,12 @@ class ChatService(Service):
             self._change_operators(room, operators.values())
         elif action == "private":
             self._privacy_changed(room, event.detail == "on")
+        elif action == "voice" and event.user_name:
+            self._voice_changed(room, event.user_name, event.detail == "on")
+        elif action == "moderated":
+            room.moderated = event.detail == "on"
+        elif action == "topic-open":
+            room.topic_open = event.detail == "on"
         elif action in ("kick", "ban") and event.user_name:
             reason = "banned" if action == "ban" else event.detail
             self._remove_member(room, event.user_name, by, reason)
@@ -970,37 +976,52 @@ class ChatService(Service):
             else:
                 room.voiced.pop(target_key, None)
             return defer.succeed(room.name)
-        writing = self.database.write(transactions.set_voice, room.id, target_key, voice)
+        writing = self.database.write(
+            transactions.change_voice, room.id, room.key, target_key, voice, user.name,
+            self.now(),
+        )
 
-        def done(name: str) -> str:
-            if voice:
-                room.voiced[target_key] = name
-            else:
-                room.voiced.pop(target_key, None)
+        def show(outcome: tuple[str, int]) -> str:
+            name, event_id = outcome
+            self._made_here(event_id, partial(self._voice_changed, room, name, voice))
             return room.name
 
-        return writing.addCallback(done)
+        return writing.addCallback(show)
+
+    @staticmethod
+    def _voice_changed(room: Room, name: str, voice: bool) -> None:
+        """``name`` got voice in ``room`` or lost it, here or on another node."""
+        if voice:
+            room.voiced[fold(name)] = name
+        else:
+            room.voiced.pop(fold(name), None)
 
     def set_moderated(self, user: User, room: Room, moderated: bool) -> defer.Deferred:
         """An operator lets only operators and voiced members speak (IRC's ``+m``), or
-        everyone; not a guest (a moderated room it left would have nobody to lift it)."""
+        everyone; not a guest (a moderated room it left would have nobody to lift it).
+        Recorded as a room event: every node's copy of the room follows."""
         self._require_operator(user, room)
         self._require_lasting(user, "make a room moderated or not")
-        writing = self.database.write(transactions.set_moderated, room.id, moderated)
+        writing = self.database.write(
+            transactions.change_moderated, room.id, room.key, moderated, user.name, self.now()
+        )
 
-        def done(_) -> str:
-            room.moderated = moderated
+        def done(event_id: int) -> str:
+            self._made_here(event_id, partial(setattr, room, "moderated", moderated))
             return room.name
 
         return writing.addCallback(done)
 
     def set_topic_open(self, user: User, room: Room, topic_open: bool) -> defer.Deferred:
-        """An operator lets every member set the topic (IRC's ``-t``), or only operators."""
+        """An operator lets every member set the topic (IRC's ``-t``), or only operators.
+        Recorded as a room event: every node's copy of the room follows."""
         self._require_operator(user, room)
-        writing = self.database.write(transactions.set_topic_open, room.id, topic_open)
+        writing = self.database.write(
+            transactions.change_topic_open, room.id, room.key, topic_open, user.name, self.now()
+        )
 
-        def done(_) -> str:
-            room.topic_open = topic_open
+        def done(event_id: int) -> str:
+            self._made_here(event_id, partial(setattr, room, "topic_open", topic_open))
             return room.name
 
         return writing.addCallback(done)

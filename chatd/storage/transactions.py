@@ -1190,6 +1190,39 @@ def change_topic(
     return record_room_event(connection, "room-topic", room_key, "", "", text, now, by)
 
 
+def change_voice(
+    connection: Connection, room_id: int, room_key: str, user_key: str, voice: bool,
+    by: str, now: int,
+) -> tuple[str, int]:
+    """An operator's +v or -v: ``set_voice``; the member's name and the event id (detail
+    ``on``/``off``)."""
+    name = set_voice(connection, room_id, user_key, voice)
+    detail = "on" if voice else "off"
+    event_id = record_room_event(
+        connection, "room-voice", room_key, user_key, name, detail, now, by
+    )
+    return name, event_id
+
+
+def change_moderated(
+    connection: Connection, room_id: int, room_key: str, moderated: bool, by: str, now: int
+) -> int:
+    """An operator's +m or -m: ``set_moderated``; return the event id (detail ``on``/``off``)."""
+    set_moderated(connection, room_id, moderated)
+    detail = "on" if moderated else "off"
+    return record_room_event(connection, "room-moderated", room_key, "", "", detail, now, by)
+
+
+def change_topic_open(
+    connection: Connection, room_id: int, room_key: str, topic_open: bool, by: str, now: int
+) -> int:
+    """An operator's -t or +t: ``set_topic_open``; return the event id (detail ``on``: any
+    member may set the topic)."""
+    set_topic_open(connection, room_id, topic_open)
+    detail = "on" if topic_open else "off"
+    return record_room_event(connection, "room-topic-open", room_key, "", "", detail, now, by)
+
+
 # --- direct messages kept for offline users --------------------------------
 
 

@@ -32,3 +32,31 @@ def test_voice_moderated_and_topic_open_are_kept_with_the_room(connection):  # n
         commit(connection, storage.set_voice, room.id, "bob", True)
     assert refused.value.code == "no-such-user"
     assert storage.load_room(connection, "#dev", 5, 0).voiced == ()
+
+
+def test_mode_changes_made_in_sessions_are_room_events_for_every_node(connection):  # noqa: F811
+    """change_voice, change_moderated and change_topic_open store the mode and record a
+    room event (with the operator as actor) that the other nodes of a cluster read."""
+    for name in ("alice", "Bob"):
+        commit(connection, storage.create_user, name, "hash", 0)
+    commit(connection, storage.join_room, "#dev", "alice", 1)
+    commit(connection, storage.join_room, "#dev", "bob", 2)
+    room = storage.load_room(connection, "#dev", 3, 0)
+    before = storage.last_account_event_id(connection)
+    name, voiced = commit(
+        connection, storage.change_voice, room.id, "#dev", "bob", True, "alice", 4
+    )
+    moderated = commit(connection, storage.change_moderated, room.id, "#dev", True, "alice", 5)
+    opened = commit(connection, storage.change_topic_open, room.id, "#dev", True, "alice", 6)
+    assert name == "Bob" and before < voiced < moderated < opened
+    events = [
+        (e.id, e.action, e.room_key, e.name_key, e.user_name, e.detail, e.actor)
+        for e in storage.account_events_since(connection, before)
+    ]
+    assert events == [
+        (voiced, "room-voice", "#dev", "bob", "Bob", "on", "alice"),
+        (moderated, "room-moderated", "#dev", "", "", "on", "alice"),
+        (opened, "room-topic-open", "#dev", "", "", "on", "alice"),
+    ]
+    again = storage.load_room(connection, "#dev", 7, 0)
+    assert (again.voiced, again.moderated, again.topic_open) == (("Bob",), True, True)

@@ -1,0 +1,99 @@
+"""Cluster mode end to end: room modes, guests and invisibility across real nodes.
+
+Real ``twistd`` nodes on one fresh database of the private PostgreSQL and
+the private redis-server (the ``cluster`` fixture of
+``test_cluster_e2e.py``), with the IRC door on where a test needs it.
+Clients are plain sockets, every read bounded by the client's timeout. A
+change another node must know of is waited for by a line it sends after
+it: room events are applied on every node in the order they were
+recorded, so once a later topic reaches a session there, the earlier
+change has been applied there too.
+"""
+
+import time
+
+from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
+from tests.cluster.test_cluster_who_e2e import read_until
+from tests.frontends.irc.support import IRCSocketClient
+
+IRC_ON = {"CHATD_IRC_LISTEN": "tcp:0:interface=127.0.0.1"}
+
+
+def irc_login(port: int, name: str) -> IRCSocketClient:
+    """An IRC client logged in as ``name`` (an account already registered) by PASS."""
+    client = IRCSocketClient(port)
+    client.send("PASS password1", f"NICK {name}", f"USER {name} 0 * :{name}")
+    client.until(lambda m: m.verb == "001")
+    return client
+
+
+def mode_told(client: IRCSocketClient, change: str) -> str:
+    """Read IRC lines until the ``MODE`` making ``change`` (committed: it is told after);
+    that line. An error numeric on the way fails."""
+    lines = client.until(
+        lambda m: (m.verb == "MODE" and change in m.params)
+        or (m.verb.isdigit() and m.verb >= "400")
+    )
+    assert " MODE " in lines[-1], lines
+    return lines[-1]
+
+
+def marker(alice, bob, text: str, started: float) -> None:
+    """alice sets #side's topic to ``text``; wait until bob (another node) is told, which
+    is after every change alice made before it. Prints how long it took from
+    ``started``."""
+    assert alice.command(f"/topic #side {text}")[-1] == "OK topic #side"
+    assert read_until(bob, "TOPIC #side") == f"TOPIC #side alice {text}"
+    print(f"{text}: on the other node {time.monotonic() - started:.3f} s after the change")
+
+
+def test_voice_moderated_and_open_topic_reach_the_other_node(cluster):  # noqa: F811
+    """alice (operator of #side, IRC on node a) makes #side moderated and voices carol:
+    on node b, bob may no longer speak there and carol may; -m lets bob speak again,
+    -v takes carol's voice back for the next +m, and -t lets bob set the topic."""
+    first, second = cluster("a", **IRC_ON), cluster("b")
+    alice = first.connect()
+    alice.login("alice")
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    bob, carol = second.connect(), second.connect()
+    bob.login("bob")
+    carol.login("carol")
+    for client in (bob, carol):
+        assert client.command("/join #side")[-1] == "OK join #side"
+    modes = irc_login(first.irc_port, "alice")
+
+    started = time.monotonic()
+    modes.send("MODE #side +m")
+    mode_told(modes, "+m")
+    marker(alice, bob, "moderated", started)
+    read_until(carol, "TOPIC #side")
+    assert bob.command("/say #side may I?")[-1].startswith("ERR forbidden")
+    assert carol.command("/say #side may I?")[-1].startswith("ERR forbidden")
+
+    started = time.monotonic()
+    modes.send("MODE #side +v carol")
+    mode_told(modes, "+v")
+    marker(alice, bob, "voiced", started)
+    read_until(carol, "TOPIC #side")
+    assert carol.command("/say #side I may")[-1] == "OK say #side"
+    assert bob.command("/say #side still not?")[-1].startswith("ERR forbidden")
+
+    started = time.monotonic()
+    modes.send("MODE #side -m")
+    mode_told(modes, "-m")
+    marker(alice, bob, "open", started)
+    assert bob.command("/say #side at last")[-1] == "OK say #side"
+
+    modes.send("MODE #side -v carol", "MODE #side +m")
+    mode_told(modes, "+m")
+    marker(alice, bob, "moderated-again", started)
+    read_until(carol, "TOPIC #side")
+    assert carol.command("/say #side again?")[-1].startswith("ERR forbidden")
+
+    # Only operators set the topic of a room with operators (+t) until alice says -t.
+    assert bob.command("/topic #side mine")[-1].startswith("ERR forbidden")
+    started = time.monotonic()
+    modes.send("MODE #side -t")
+    mode_told(modes, "-t")
+    marker(alice, bob, "topic-open", started)
+    assert bob.command("/topic #side mine")[-1] == "OK topic #side"
