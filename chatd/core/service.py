@@ -1126,9 +1126,14 @@ class ChatService(Service):
             # A guest's membership is only in memory.
             self._remove_member(room, target.name, user.name, reason)
             return defer.succeed(room.name)
+        # A member listed only by another node may be a guest there (no account,
+        # its membership in that node's memory): the room event kicks it.
+        elsewhere = None if target is not None else (
+            self.fanout.presence.members(room.key).get(target_key)
+        )
         writing = self.database.write(
             transactions.kick_from_room, room.id, room.key, target_key, user.name, reason,
-            self.now(),
+            self.now(), "" if elsewhere is None else elsewhere[0],
         )
 
         def show(outcome: tuple[str, int]) -> str:

@@ -1126,10 +1126,22 @@ def admin_room_change(
 
 def kick_from_room(
     connection: Connection, room_id: int, room_key: str, user_key: str, by: str,
-    reason: str, now: int,
+    reason: str, now: int, guest: str = "",
 ) -> tuple[str, int]:
-    """An operator's kick: ``remove_member``; return the member's name and the event id."""
-    name, _operator = remove_member(connection, room_id, user_key)
+    """An operator's kick: ``remove_member``; return the member's name and the event id.
+
+    ``guest``: the display name another node of a cluster lists ``user_key``
+    under in the room. When no account has that name it is a guest
+    (``CHATD_GUESTS``), whose membership lives only in its node's memory: the
+    event alone kicks it there.
+    """
+    is_account = connection.execute(
+        "SELECT 1 FROM users WHERE name_key = ?", (user_key,)
+    ).fetchone()
+    if guest and is_account is None:
+        name = guest
+    else:
+        name, _operator = remove_member(connection, room_id, user_key)
     event_id = record_room_event(
         connection, "room-kick", room_key, user_key, name, reason, now, by
     )

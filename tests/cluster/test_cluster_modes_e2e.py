@@ -13,7 +13,7 @@ change has been applied there too.
 import time
 
 from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
-from tests.cluster.test_cluster_who_e2e import read_until
+from tests.cluster.test_cluster_who_e2e import ARRIVAL_DEADLINE_SECONDS, read_until, who_until
 from tests.frontends.irc.support import IRCSocketClient
 
 IRC_ON = {"CHATD_IRC_LISTEN": "tcp:0:interface=127.0.0.1"}
@@ -97,3 +97,30 @@ def test_voice_moderated_and_open_topic_reach_the_other_node(cluster):  # noqa: 
     mode_told(modes, "-t")
     marker(alice, bob, "topic-open", started)
     assert bob.command("/topic #side mine")[-1] == "OK topic #side"
+
+
+def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F811
+    """A guest (no account) joins #side over IRC on node b; alice, #side's operator on node
+    a, kicks it: the guest is told KICK and is out of #side there, and WHO on node a no
+    longer lists it. A name that is neither a member nor online stays no-such-user."""
+    guests = {"CHATD_GUESTS": "on", **IRC_ON}
+    first, second = cluster("a", **guests), cluster("b", **guests)
+    alice = first.connect()
+    alice.login("alice")
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    guest = IRCSocketClient(second.irc_port)
+    guest.send("NICK visitor", "USER v 0 * :Visitor", "JOIN #side")
+    guest.until(lambda m: m.verb == "366")
+    read_until(alice, "JOIN #side visitor")
+    who_until(alice, ["alice", "visitor"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+    assert alice.command("/kick #side nobody")[-1].startswith("ERR no-such-user")
+    sent = time.monotonic()
+    assert alice.command("/kick #side visitor enough")[-1] == "OK kick #side"
+    kick = guest.until(lambda m: m.verb == "KICK")[-1]
+    print(f"the guest was kicked on its node {time.monotonic() - sent:.3f} s after the kick")
+    assert kick == ":alice!alice@chatd KICK #side visitor enough"
+    guest.send("PRIVMSG #side :still here?")
+    assert guest.until(lambda m: m.verb.isdigit() and m.verb >= "400")[-1].split()[1] in (
+        "404", "442"
+    )
+    who_until(alice, ["alice"], ARRIVAL_DEADLINE_SECONDS, room="#side")

@@ -60,3 +60,29 @@ def test_mode_changes_made_in_sessions_are_room_events_for_every_node(connection
     ]
     again = storage.load_room(connection, "#dev", 7, 0)
     assert (again.voiced, again.moderated, again.topic_open) == (("Bob",), True, True)
+
+
+def test_a_kick_of_a_guest_listed_by_another_node_is_the_event_alone(connection):  # noqa: F811
+    """kick_from_room with ``guest``: a name no account has is a guest of another node,
+    kicked by the room event alone; an account's name is still kicked only as a member
+    (no-such-user when it is not one), whatever the other node listed."""
+    commit(connection, storage.create_user, "alice", "hash", 0)
+    commit(connection, storage.create_user, "bob", "hash", 0)
+    commit(connection, storage.join_room, "#dev", "alice", 1)
+    room = storage.load_room(connection, "#dev", 2, 0)
+    name, event_id = commit(
+        connection, storage.kick_from_room, room.id, "#dev", "visitor", "alice", "go", 3,
+        "Visitor",
+    )
+    [event] = storage.account_events_since(connection, event_id - 1)
+    assert (name, event.action, event.name_key, event.user_name, event.detail, event.actor) == (
+        "Visitor", "room-kick", "visitor", "Visitor", "go", "alice"
+    )
+    for guest in ("", "bob"):
+        with pytest.raises(ChatError) as refused:
+            commit(connection, storage.kick_from_room, room.id, "#dev", "bob", "alice", "", 4,
+                   guest)
+        assert refused.value.code == "no-such-user"
+    with pytest.raises(ChatError) as refused:
+        commit(connection, storage.kick_from_room, room.id, "#dev", "visitor", "alice", "", 5)
+    assert refused.value.code == "no-such-user"
