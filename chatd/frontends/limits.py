@@ -35,6 +35,7 @@ from chatd.auth.throttles import (
 )
 from chatd.config import Config
 from chatd.core.interfaces import DisconnectReason
+from chatd.frontends.sendnow import sender_for
 
 try:
     import fcntl
@@ -159,6 +160,7 @@ class SendQueue:
         "_transport",
         "_unsent",
         "_waiting",
+        "_write",
         "hard",
         "paused",
         "queued",
@@ -180,6 +182,8 @@ class SendQueue:
         unsent: Callable[[object], int] = unsent_bytes,
     ) -> None:
         self._transport = transport
+        # Plain TCP is sent to at once while its buffer is empty (chatd.frontends.sendnow).
+        self._write = sender_for(transport)
         self.soft = soft
         self.hard = hard
         self._on_slow = on_slow
@@ -203,7 +207,7 @@ class SendQueue:
 
     def _send(self, data: bytes) -> None:
         self.sent += len(data)
-        self._transport.write(data)
+        self._write(data)
 
     def write(self, data: bytes) -> None:
         """Send ``data`` now if the client keeps up, else queue it."""

@@ -1704,7 +1704,13 @@ class IRCConnection(Protocol):
         caps = self.caps
         shown_as = ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
         shared = self.server.shared_lines(event, shown_as)
-        if not any(self._hides_own(message) for message in messages):
+        session = self.session
+        if (
+            session is None
+            or "echo-message" in caps
+            or session.origin not in self.server.origins_in(event, messages)
+        ):
+            # Nothing of this connection's own to hide: the event's lines as all see them.
             data = shared.get(-1)
             if data is None:
                 data = shared[-1] = b"".join(
@@ -2115,6 +2121,8 @@ class IRCFactory(ServerFactory):
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
         # The last room event rendered, and its lines per choice of tags.
         self._shared: tuple[Event | None, dict[tuple[bool, ...], dict[int, bytes]]] = (None, {})
+        # The sessions whose own messages are in the last event: (event, origins).
+        self._origins: tuple[Event | None, frozenset[int]] = (None, frozenset())
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
@@ -2133,6 +2141,19 @@ class IRCFactory(ServerFactory):
             lines = {}
             self._shared = (event, lines)
         return lines.setdefault(shown_as, {})
+
+    def origins_in(self, event: Event, messages: tuple[RoomMessage, ...]) -> frozenset[int]:
+        """The sessions (the core's ``origin``) that sent one of ``event``'s ``messages``.
+
+        Found once per event: a connection then knows in one lookup whether it
+        has its own messages to hide, however long the batch.
+        """
+        last, origins = self._origins
+        if last is not event:
+            origins = frozenset(
+                message.origin for message in messages if message.origin is not None)
+            self._origins = (event, origins)
+        return origins
 
     def tell_room(self, room: str, message: Message) -> None:
         """Send ``message`` to every IRC connection whose user is in ``room``."""

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from chatd.core.interfaces import DisconnectReason
 from chatd.frontends.line.protocol import ChatProtocol, ChatServerFactory
+from chatd.frontends.sendnow import sender_for
 from chatd.frontends.web.proxy import client_address
 
 SUBPROTOCOL = "chatd.v1"
@@ -100,6 +101,8 @@ class LineSocket:
         self._websocket = websocket
         self._peer = peer
         self.disconnecting = False
+        # Frames go straight to the socket while its buffer is empty (chatd.frontends.sendnow).
+        self._send = sender_for(websocket.transport)
 
     @property
     def _connection(self):
@@ -115,9 +118,8 @@ class LineSocket:
     def write(self, data: bytes) -> None:
         """Send each CRLF-terminated line of ``data`` as one text message."""
         # Once per delivery: one attribute chain, no property call.
-        websocket = self._websocket
-        if websocket.state == _OPEN and not self.disconnecting:
-            websocket.transport.write(text_frames(data))
+        if self._websocket.state == _OPEN and not self.disconnecting:
+            self._send(text_frames(data))
         # Otherwise the client has started closing: what is left has nowhere to go.
 
     def writeSequence(self, data) -> None:
