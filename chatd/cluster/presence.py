@@ -14,7 +14,8 @@ It imports nothing of Twisted or Redis: the fan-out feeds it.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# A user's state as told on the wire: [name, away, [[room_key, room_name, op, private], ...]].
+# A user's state as told on the wire: [name, away, [[room_key, room_name, op, private], ...],
+# invisible] (a node that predates ``invisible`` leaves it out: visible).
 WireState = list
 
 
@@ -31,11 +32,13 @@ class RoomSeat:
 
 @dataclass(frozen=True, slots=True)
 class UserState:
-    """One user as one node has it: online there, with this name, away text and rooms."""
+    """One user as one node has it: online there, with this name, away text and rooms,
+    and whether a session of it there is invisible (IRC's user mode ``+i``)."""
 
     name: str
     away: str
     rooms: tuple[RoomSeat, ...]
+    invisible: bool = False
 
     def to_wire(self) -> WireState:
         """The JSON-able form sent to the other nodes."""
@@ -43,16 +46,17 @@ class UserState:
             self.name, self.away,
             [[seat.room_key, seat.room_name, int(seat.operator), int(seat.private)]
              for seat in self.rooms],
+            int(self.invisible),
         ]
 
     @classmethod
     def from_wire(cls, state: WireState) -> "UserState":
         """The state another node sent (``ValueError``/``TypeError`` if malformed)."""
-        name, away, rooms = state
+        name, away, rooms, *more = state
         return cls(str(name), str(away), tuple(
             RoomSeat(str(key), str(room), bool(operator), bool(private))
             for key, room, operator, private in rooms
-        ))
+        ), bool(more[0]) if more else False)
 
 
 class ClusterPresence:
@@ -151,6 +155,12 @@ class ClusterPresence:
     def user(self, user_key: str) -> UserState | None:
         """``user_key``'s state on another node, None if it is on none."""
         return self._state(user_key, self._nodes)
+
+    def invisible(self, user_key: str) -> bool:
+        """Whether a session of ``user_key`` on another node is invisible (``+i``)."""
+        return any(
+            users[user_key].invisible for users in self._nodes.values() if user_key in users
+        )
 
     def users(self) -> dict[str, str]:
         """Everyone online elsewhere: folded name -> display name."""

@@ -143,6 +143,9 @@ class IChatSession(Interface):
     def away(text: str | None) -> defer.Deferred:
         """Set the user's away text, or with ``None`` clear it; fire with the text."""
 
+    def set_invisible(invisible: bool) -> None:
+        """Make this session invisible to ``WHO`` by mask from outside its rooms, or not."""
+
     def whois(user_name: str) -> defer.Deferred:
         """Fire with a ``WhoisInfo``: online or not, last seen, shared rooms, away text."""
 

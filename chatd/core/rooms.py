@@ -195,6 +195,11 @@ class User:
         for session in self.sessions:
             session.deliver(event)
 
+    @property
+    def invisible(self) -> bool:
+        """Whether a session of this user here is invisible (IRC's user mode ``+i``)."""
+        return any(session.invisible for session in self.sessions)
+
     def latest_room(self) -> "Room | None":
         """The room this user joined most recently, if any."""
         return next(reversed(self.rooms.values()), None)

@@ -310,7 +310,7 @@ class ChatService(Service):
         return UserState(user.name, user.away, tuple(
             RoomSeat(room.key, room.name, user.key in room.operators, room.private)
             for room in user.rooms.values()
-        ))
+        ), user.invisible)
 
     def local_presence(self) -> dict[str, UserState]:
         """Every user with a session here, for a node that asks for them all."""
@@ -367,6 +367,17 @@ class ChatService(Service):
         names = sorted((name for name, _operator in members.values()), key=str.lower)
         operators = sorted((name for name, op in members.values() if op), key=str.lower)
         return Roster(seat.room_name, tuple(names), tuple(operators))
+
+    def visibility_changed(self, user: User) -> None:
+        """A session of ``user`` became invisible (``+i``) or visible: the other nodes'
+        ``WHO`` follows."""
+        self._touch(user.key)
+
+    def is_invisible(self, user_key: str) -> bool:
+        """Whether a session of ``user_key``, here or (cluster mode) on another node, is
+        invisible (IRC's ``+i``)."""
+        user = self.users.get(user_key)
+        return (user is not None and user.invisible) or self.fanout.presence.invisible(user_key)
 
     def is_online(self, user_key: str) -> bool:
         """Whether ``user_key`` has a session here or (cluster mode) on another node."""
@@ -555,6 +566,8 @@ class ChatService(Service):
         user = session.user
         user.sessions.remove(session)
         if user.sessions:
+            if session.invisible:
+                self._touch(user.key)  # the others may all be visible
             return
         del self.users[user.key]
         if self.fanout.ordered:

@@ -47,7 +47,8 @@ class Session:
 
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
-        "_service", "active", "current", "dropping", "mind", "origin", "trusted_from", "user"
+        "_service", "active", "current", "dropping", "invisible", "mind", "origin",
+        "trusted_from", "user",
     )
 
     def __init__(
@@ -65,6 +66,8 @@ class Session:
         # The newest account event this session's login already took into
         # account: only later bans, kicks and password changes end it.
         self.trusted_from = trusted_from
+        # Left out of WHO by mask for those not sharing a room (IRC's user mode +i).
+        self.invisible = False
 
     @property
     def name(self) -> str:
@@ -197,6 +200,13 @@ class Session:
 
     def set_private(self, room_name: str, private: bool) -> defer.Deferred:
         return self._service.set_private(self.user, self._room(room_name), private)
+
+    def set_invisible(self, invisible: bool) -> None:
+        """Make this session invisible (IRC's user mode ``+i``: a ``WHO`` by mask lists the
+        user only to those sharing a room with it) or visible; every node is told."""
+        if invisible != self.invisible:
+            self.invisible = invisible
+            self._service.visibility_changed(self.user)
 
     def set_voice(self, room_name: str, user_name: str, voice: bool) -> defer.Deferred:
         """Give a member voice (IRC's ``+v``) or take it; fire with the room's name."""

@@ -441,3 +441,57 @@ def test_a_part_reason_reaches_the_other_node_and_the_users_own_sessions_there(c
     assert parts == [("#side", "bob", "off to lunch")]
     own = [(e.room, e.reason) for e in of_type(bob_there_sees, Parted)]
     assert own == [("#side", "off to lunch")]
+
+
+def test_invisibility_is_told_with_a_users_state_and_known_per_node():
+    """A user's +i rides its state on the wire (a state without it, from an older node, is
+    visible); the user counts as invisible while any node says a session there is."""
+    state = UserState("bob", "", (RoomSeat("#a", "#a", False, False),), invisible=True)
+    assert state.to_wire()[-1] == 1 and UserState.from_wire(state.to_wire()) == state
+    assert UserState.from_wire(["bob", "", []]).invisible is False
+    presence = ClusterPresence()
+    presence.set("n1", "bob", UserState("bob", "", ()))
+    assert presence.invisible("bob") is False
+    presence.set("n2", "bob", state)
+    assert presence.invisible("bob") is True
+    presence.forget_node("n2")
+    assert presence.invisible("bob") is False and presence.invisible("nobody") is False
+
+
+def test_a_session_made_invisible_is_told_to_the_other_node_until_it_ends(cluster):
+    """bob has two sessions on node b; one sets +i: node a counts him invisible; when that
+    session ends (the other stays), node a is told he is visible again."""
+    _alice, _ = login(cluster, cluster.a, "alice")
+    invisible, _ = login(cluster, cluster.b, "bob")
+    _visible, _ = login(cluster, cluster.b, "bob")
+    assert cluster.a.is_invisible("bob") is False
+    invisible.set_invisible(True)
+    cluster.pump()
+    assert cluster.a.is_invisible("bob") is True and cluster.b.is_invisible("bob") is True
+    invisible.logout()
+    cluster.pump()
+    assert cluster.a.is_invisible("bob") is False and cluster.a.is_online("bob")
+
+
+def test_voice_and_moderated_on_one_node_hold_on_the_other(cluster):
+    """alice makes #side moderated on node a: bob may not speak there on node b; voiced by
+    her, he may; -m on node a lets carol (node b, not voiced) speak again."""
+    alice, _, bob, _ = side_room_with(cluster)
+    carol, _ = login(cluster, cluster.b, "carol")
+    carol.join("#side")
+    cluster.pump()
+    assert alice.set_moderated("#side", True).result == "#side"
+    cluster.pump()
+    with pytest.raises(ChatError) as refused:
+        bob.say("hello?", "#side")
+    assert refused.value.code == "forbidden"
+    assert alice.set_voice("#side", "bob", True).result == "#side"
+    cluster.pump()
+    assert cluster.b.rooms["#side"].voiced == {"bob": "bob"}
+    failures = []
+    bob.say("hello", "#side").addErrback(failures.append)
+    assert alice.set_moderated("#side", False).result == "#side"
+    cluster.pump()
+    carol.say("me too", "#side").addErrback(failures.append)
+    cluster.pump()
+    assert failures == [] and cluster.b.rooms["#side"].moderated is False

@@ -124,3 +124,38 @@ def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F81
         "404", "442"
     )
     who_until(alice, ["alice"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+
+
+def who_mask(client: IRCSocketClient, mask: str) -> list[str]:
+    """The nicks a ``WHO <mask>`` lists (352 lines) up to its 315."""
+    client.send(f"WHO {mask}")
+    lines = client.until(lambda m: m.verb == "315")
+    return [line.split()[7] for line in lines if line.split()[1] == "352"]
+
+
+def test_an_invisible_user_of_another_node_is_left_out_of_who_by_mask(cluster):  # noqa: F811
+    """carol (IRC, node b) shares no room with alice (IRC, node a): alice's WHO c* finds
+    her until she sets +i, then not; after -i, again. Each time carol then sends alice a DM,
+    which reaches alice's node after carol's new state (one Redis connection each way)."""
+    first, second = cluster("a", **IRC_ON), cluster("b", **IRC_ON)
+    for node, name in ((first, "alice"), (second, "carol")):
+        node.connect().login(name)
+    alice, carol = irc_login(first.irc_port, "alice"), irc_login(second.irc_port, "carol")
+
+    def told(text: str) -> None:
+        carol.send(f"PRIVMSG alice :{text}")
+        alice.until(lambda m: m.verb == "PRIVMSG" and m.params[-1] == text)
+
+    carol.send("PART #lobby")
+    carol.until(lambda m: m.verb == "PART")
+    told("parted")
+    assert who_mask(alice, "c*") == ["carol"]
+    carol.send("MODE carol +i")
+    mode_told(carol, "+i")
+    told("invisible")
+    assert who_mask(alice, "c*") == []
+    assert who_mask(alice, "carol") == ["carol"]  # a nick, not a mask: found anyway
+    carol.send("MODE carol -i")
+    mode_told(carol, "-i")
+    told("visible")
+    assert who_mask(alice, "c*") == ["carol"]

@@ -787,6 +787,8 @@ class IRCConnection(Protocol):
             self.guard.answers_pings()
             self.guard.logged_in()
             self.session, self._logout = session, logout
+            if self._invisible:
+                session.set_invisible(True)
             self._welcome()
 
         def refused(failure: Failure) -> None:
@@ -887,6 +889,8 @@ class IRCConnection(Protocol):
             self.guard.answers_pings()
             self.guard.logged_in()
             self.session, self._logout = session, logout
+            if self._invisible:
+                session.set_invisible(True)
             return session.name
 
         def failed(failure: Failure):
@@ -1214,14 +1218,18 @@ class IRCConnection(Protocol):
                 )
                 if visible and fnmatchcase(key, pattern):
                     shown[key] = user.name
-            # Cluster mode: users of other nodes, whose +i this node cannot know: only
-            # those who share a room with you.
+            # Cluster mode: users of other nodes, by the same rule (their nodes tell
+            # whether a session there is invisible).
             presence = chat.fanout.presence
             for key, name in presence.users().items():
                 if key in shown or key in chat.users or not fnmatchcase(key, pattern):
                     continue
                 state = presence.user(key)
-                if state is not None and any(seat.room_key in mine for seat in state.rooms):
+                if state is None:
+                    continue
+                if not chat.is_invisible(key) or any(
+                    seat.room_key in mine for seat in state.rooms
+                ):
                     shown[key] = name
             for key in sorted(shown):
                 self._who_reply("*", shown[key], "", _whox(why))
@@ -1376,9 +1384,11 @@ class IRCConnection(Protocol):
         elif not changes:
             self.reply(n.RPL_UMODEIS, "+i" if self._invisible else "+")
         elif changes[0] in ("+i", "-i"):
-            # Everyone is invisible to WHO from outside their rooms here anyway;
-            # clients set +i on connect, so it is accepted and echoed.
+            # WHO by mask leaves out an invisible user (its sessions on any node)
+            # unless the asker shares a room with it.
             self._invisible = changes[0] == "+i"
+            if self.session is not None:
+                self.session.set_invisible(self._invisible)
             self.send(Message("MODE", (self.nick, changes[0]), self.source_of(self.nick)))
         else:
             self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
@@ -2182,12 +2192,9 @@ class IRCFactory(ServerFactory):
         return IRCConnection(self)
 
     def is_invisible(self, key: str) -> bool:
-        """Whether an IRC connection of the user of folded name ``key`` set user mode +i."""
-        return any(
-            connection._invisible
-            for connection in self.connections
-            if connection.session is not None and connection.session.user.key == key
-        )
+        """Whether a connection of the user of folded name ``key`` set user mode +i (on
+        this node or, in cluster mode, another)."""
+        return self.chat.is_invisible(key)
 
     def identity_of(self, name: str) -> tuple[str, str]:
         """The user name and real name an IRC connection of ``name`` gave in USER

@@ -67,16 +67,31 @@ def test_who_and_whois_of_a_nick_on_another_node(irc):
     assert whois[3] == ":chatd 301 alice bob :at lunch"
 
 
-def test_who_with_a_mask_finds_users_of_other_nodes_who_share_a_room(irc):
-    """WHO *b*: bob (another node, shares #lobby with alice) is found; carol (another node,
-    +i unknown here, shares nothing with alice) is not, as an invisible user would not be."""
+def test_who_with_a_mask_leaves_out_invisible_users_of_other_nodes_unless_in_a_room(irc):
+    """WHO with a mask: carol (another node, visible, shares nothing with alice) is found;
+    once her node says she is +i she is not, while bob (+i too, but sharing #lobby with
+    alice) still is; an invisible user of another node sharing nothing: not found."""
     alice = irc.irc_client()
     alice.login_with_pass("alice")
+    assert alice.send("WHO *o*") == [
+        ":chatd 352 alice * bob chatd chatd bob G :0 bob",
+        ":chatd 352 alice * carol chatd chatd carol H :0 carol",
+        ":chatd 315 alice *o* :End of WHO list",
+    ]
+    presence = irc.chat.fanout.presence
+    for name, away, seats in (
+        ("bob", "at lunch", (RoomSeat("#lobby", "#lobby", False, False),)),
+        ("carol", "", (RoomSeat("#secret", "#secret", True, True),)),
+    ):
+        presence.set("n2", name, UserState(name, away, seats, invisible=True))
     assert alice.send("WHO *o*") == [
         ":chatd 352 alice * bob chatd chatd bob G :0 bob",
         ":chatd 315 alice *o* :End of WHO list",
     ]
     assert alice.send("WHO c*") == [":chatd 315 alice c* :End of WHO list"]
+    # Visible again on its node: found again.
+    presence.set("n2", "carol", UserState("carol", "", (), invisible=False))
+    assert alice.send("WHO c*")[0] == ":chatd 352 alice * carol chatd chatd carol H :0 carol"
 
 
 def test_a_part_of_a_user_still_online_elsewhere_is_a_part_not_a_quit(irc):
