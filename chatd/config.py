@@ -66,6 +66,9 @@ class Config:
     registration_open: bool = field(default=True, metadata={"env": "CHATD_REGISTRATION"})
     # Guests (chatd/auth_gate.py): an IRC client that never logs in chats under its nick.
     guests: bool = field(default=False, metadata={"env": "CHATD_GUESTS"})
+    # Server operators (IRC's OPER, the line door's /oper): account names, folded,
+    # whose own password makes a session's user an operator of every room.
+    operators: tuple[str, ...] = field(default=(), metadata={"env": "CHATD_OPERATORS"})
     bcrypt_rounds: int = field(default=12, metadata={"env": "CHATD_BCRYPT_ROUNDS"})
     rate_limit: RateLimit | None = field(
         default=RateLimit(10.0, 40), metadata={"env": "CHATD_RATE_LIMIT"}
@@ -522,6 +525,22 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _account_names(raw: str) -> tuple[str, ...]:
+    """Comma-separated account names, each a valid user name; folded, duplicates once."""
+    from chatd.core.names import fold, is_user_name
+
+    names: dict[str, None] = {}
+    for part in raw.split(","):
+        name = part.strip()
+        if not is_user_name(name):
+            raise ValueError(
+                f"{name!r} is not an account name (a letter then up to 31 letters,"
+                " digits, '_', '.' or '-')"
+            )
+        names[fold(name)] = None
+    return tuple(names)
+
+
 def _database(raw: str) -> str:
     """A database file's path, or a ``postgresql://`` URL that libpq can parse."""
     from chatd.storage.dialect import is_postgres_url
@@ -546,6 +565,7 @@ _PARSERS = {
     "db_path": _database,
     "registration_open": _registration,
     "guests": _on_off,
+    "operators": _account_names,
     "bcrypt_rounds": _int_between(4, 31),
     "rate_limit": _rate_limit,
     "byte_rate": _byte_rate,

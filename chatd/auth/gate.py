@@ -158,6 +158,52 @@ class Gate:
 
         return checking.addCallbacks(succeeded, failed)
 
+    def oper(self, session, name: str, password: str, address: str) -> defer.Deferred:
+        """Make ``session``'s user a server operator with the account ``name``'s password
+        (IRC's ``OPER``, the line door's ``/oper``); fire with the account's name.
+
+        Checked by the portal's checker on the bcrypt pool like a login, and
+        throttled like one (``CHATD_LOGIN_*``). The password is checked before
+        the list, so an unknown account, a wrong password and an account not
+        in ``CHATD_OPERATORS`` cost the same; the first two fail with
+        ``bad-credentials``, the last (right password) with ``forbidden``.
+        """
+        attempt = self.limits.logins.admit(address, fold(name))
+        candidates = password_candidates(password)
+        if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
+            attempt.failed()
+            raise ChatError("bad-credentials", BAD_CREDENTIALS)
+
+        def check(rest: tuple[bytes, ...]) -> defer.Deferred:
+            checking = self.portal.check(AddressedCredentials(name, rest[0], address))
+            if rest[1:]:
+                checking.addErrback(
+                    lambda failure: failure.trap(UnauthorizedLogin) and check(rest[1:])
+                )
+            return checking
+
+        def checked(identity: str) -> str:
+            attempt.succeeded()
+            if fold(identity) not in self.config.operators:
+                raise ChatError("forbidden", f"{identity} is not a server operator")
+            if not session.active:
+                raise ChatError("not-logged-in", "the session ended")
+            session.set_oper(True)
+            return str(identity)
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(UnauthorizedLogin):
+                attempt.failed()
+                raise ChatError("bad-credentials", BAD_CREDENTIALS)
+            if failure.check(ChatError) and failure.value.code == "banned":
+                # The right password of a banned account: no guess, and no operator.
+                attempt.succeeded()
+                raise ChatError("forbidden", "that account is banned")
+            attempt.abandoned()
+            return failure
+
+        return check(candidates).addCallbacks(checked, failed)
+
     # guests ---------------------------------------------------------------------------
 
     def guest(self, name: str, peer: str, mind) -> defer.Deferred:

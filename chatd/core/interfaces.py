@@ -146,6 +146,11 @@ class IChatSession(Interface):
     def set_invisible(invisible: bool) -> None:
         """Make this session invisible to ``WHO`` by mask from outside its rooms, or not."""
 
+    oper = Attribute("Whether the user is a server operator (an operator of every room).")
+
+    def set_oper(oper: bool) -> None:
+        """Make the user a server operator, or not (the gate checked the credentials)."""
+
     def whois(user_name: str) -> defer.Deferred:
         """Fire with a ``WhoisInfo``: online or not, last seen, shared rooms, away text."""
 

@@ -163,7 +163,8 @@ class User:
 
     # Thousands of sessions: no per-instance __dict__.
     __slots__ = (
-        "account_id", "arriving", "away", "guest", "key", "mailbox", "name", "rooms", "sessions"
+        "account_id", "arriving", "away", "guest", "key", "mailbox", "name", "oper", "rooms",
+        "sessions",
     )
 
     def __init__(
@@ -180,6 +181,9 @@ class User:
         self.key = fold(name)
         # The away text (/away), empty when not away; kept in the database too.
         self.away = ""
+        # A server operator (CHATD_OPERATORS, IRC's OPER): an operator of every
+        # room. Only in memory, so it ends with the user's last session.
+        self.oper = False
         self.sessions: list[Session] = []
         # Ordered by when the user joined: the last is the most recent.
         self.rooms: dict[str, Room] = {}

@@ -235,6 +235,15 @@ class Session:
     def away(self, text: str | None) -> defer.Deferred:
         return self._service.set_away(self.user, text or "")
 
+    @property
+    def oper(self) -> bool:
+        """Whether the user is a server operator (an operator of every room)."""
+        return self.user.oper
+
+    def set_oper(self, oper: bool) -> None:
+        """Make the user a server operator, or not; the gate checked the credentials."""
+        self._service.set_server_operator(self.user, oper)
+
     def whois(self, user_name: str) -> defer.Deferred:
         require_user_name(user_name)
         return self._service.whois(self, fold(user_name))

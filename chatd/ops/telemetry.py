@@ -318,6 +318,14 @@ class ObservedPortal:
         """The wrapped portal's credential interfaces."""
         return self._portal.listCredentialsInterfaces()
 
+    def check(self, credentials) -> defer.Deferred:
+        """Check ``credentials`` with the wrapped portal's checker, as a login does,
+        but start no session: fire with the avatar id or fail (``UnauthorizedLogin``)."""
+        from twisted.cred.credentials import IUsernamePassword
+
+        checker = self._portal.checkers[IUsernamePassword]
+        return defer.maybeDeferred(checker.requestAvatarId, credentials)
+
     def login(self, credentials, mind, *interfaces) -> defer.Deferred:
         """Log in through the wrapped portal, reporting the outcome and, later, the logout."""
         user = credentials.username

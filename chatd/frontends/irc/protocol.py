@@ -162,6 +162,7 @@ COMMANDS: dict[str, Command] = {
     "KICK": Command("irc_KICK", 2),
     "INVITE": Command("irc_INVITE", 2),
     "AWAY": Command("irc_AWAY", 0),
+    "OPER": Command("irc_OPER", 2),
     "CHATHISTORY": Command("irc_CHATHISTORY", 1),
     "TIME": Command("irc_TIME", 0, "registered"),
 }
@@ -1243,7 +1244,7 @@ class IRCConnection(Protocol):
         """One 352 (or WHOX 354) line: G when away, then the member's prefix (@, +)."""
         user = self.server.chat.users.get(fold(name))
         away = self.server.chat.away_of(fold(name))
-        flags = ("G" if away else "H") + marks
+        flags = ("G" if away else "H") + ("*" if user is not None and user.oper else "") + marks
         username, realname = self.server.identity_of(name)
         if whox is None:
             self.reply(n.RPL_WHOREPLY, channel, username, self.host, self.host, name, flags,
@@ -1382,7 +1383,15 @@ class IRCConnection(Protocol):
         if fold(target) != fold(self.nick or ""):
             self.reply(n.ERR_USERSDONTMATCH, "Can't change mode for other users")
         elif not changes:
-            self.reply(n.RPL_UMODEIS, "+i" if self._invisible else "+")
+            modes = ("i" if self._invisible else "") + ("o" if self.session.oper else "")
+            self.reply(n.RPL_UMODEIS, "+" + modes)
+        elif changes[0] == "-o":
+            # An operator may give its status up; only OPER gives it (+o is ignored).
+            if self.session.oper:
+                self.session.set_oper(False)
+                self.send(Message("MODE", (self.nick, "-o"), self.source_of(self.nick)))
+        elif changes[0] == "+o":
+            pass
         elif changes[0] in ("+i", "-i"):
             # WHO by mask leaves out an invisible user (its sessions on any node)
             # unless the asker shares a room with it.
@@ -1392,6 +1401,31 @@ class IRCConnection(Protocol):
             self.send(Message("MODE", (self.nick, changes[0]), self.source_of(self.nick)))
         else:
             self.reply(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+    def irc_OPER(self, account: str, password: str, *_: str) -> None:
+        """OPER <account> <password>: the password of an account in ``CHATD_OPERATORS``
+        makes this user a server operator (381 and ``MODE +o``); 464 for a wrong
+        password or an unknown account, 491 for an account not listed."""
+        opering = defer.maybeDeferred(
+            self.server.gate.oper, self.session, account, password, self.address
+        )
+
+        def done(_name: str) -> None:
+            self.reply(n.RPL_YOUREOPER, "You are now an IRC operator")
+            self.send(Message("MODE", (self.nick, "+o"), self.source_of(self.nick)))
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(ChatError):
+                log.failure("OPER", failure)
+                self.notice("OPER: the server failed; try again")
+            elif failure.value.code == "forbidden":
+                self.reply(n.ERR_NOOPERHOST, "No O-lines for your host")
+            elif failure.value.code in ("bad-credentials", "too-many-attempts"):
+                self.reply(n.ERR_PASSWDMISMATCH, failure.value.text)
+            else:
+                self.notice(f"OPER: {failure.value.text}")
+
+        self._track(opering.addCallbacks(done, failed))
 
     def _room_mode(self, room: str, changes: tuple[str, ...]) -> None:
         state = self._live_room(room)
@@ -1945,6 +1979,8 @@ class IRCConnection(Protocol):
             self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
         self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
         user = self.server.chat.users.get(fold(name))
+        if user is not None and user.oper:
+            self.reply(n.RPL_WHOISOPERATOR, name, "is an IRC operator")
         if user is None or not user.guest:
             self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
         if event.away:
