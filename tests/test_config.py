@@ -183,3 +183,22 @@ def test_unknown_chatd_variables_are_reported_with_a_suggestion():
         "unknown variable CHATD_WHATEVER ignored",
     ]
     assert Config.unknown_variables({"CHATD_DB": "x", "CHATD_PASSWORD": "y"}) == []
+
+
+def test_operators_are_account_names_folded_and_default_to_none():
+    """CHATD_OPERATORS: empty by default; names folded, spaces trimmed, duplicates once;
+    a name at the 32-character edge is valid."""
+    assert Config.from_environ({}).operators == ()
+    edge = "o" * 32
+    config = Config.from_environ({"CHATD_OPERATORS": f" OperUser , alice,operuser,{edge}"})
+    assert config.operators == ("operuser", "alice", edge)
+
+
+@pytest.mark.parametrize(
+    "value", ["o" * 33, "alice,,bob", "alice, 1bad", "#room", "alice bob"]
+)
+def test_operators_refuse_what_is_no_account_name(value):
+    """Past the name's edge (33 characters), an empty item, or no user name: a
+    ConfigError naming CHATD_OPERATORS."""
+    with pytest.raises(ConfigError, match="CHATD_OPERATORS"):
+        Config.from_environ({"CHATD_OPERATORS": value})

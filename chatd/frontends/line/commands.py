@@ -166,6 +166,11 @@ COMMANDS: dict[str, Command] = {
         Command("away", "[<text...>]", "say you are away (with a text), or back (without)"),
         Command("whois", "<user>", "who someone is: online or not, away, last seen, rooms"),
         Command("passwd", "<old> <new>", "change your password"),
+        # An extension: server operators (CHATD_OPERATORS), IRC's OPER.
+        Command(
+            "oper", "<account> <password>",
+            "become a server operator (an operator of every room) with a listed account's password",
+        ),
         # An extension of the contract, whose /passwd cannot carry a space.
         TabSeparatedCommand(
             "password", "<old>TAB<new>", "change a password with spaces (one TAB between them)"

@@ -589,6 +589,11 @@ class ChatProtocol(LineReceiver):
     def do_passwd(self, old: str, new: str) -> defer.Deferred:
         return self.server.gate.change_password(self.session, old, new, self.address, self.peer)
 
+    def do_oper(self, account: str, password: str) -> defer.Deferred:
+        # The OK carries nothing: the account's name is the operator's secret to keep.
+        opering = self.server.gate.oper(self.session, account, password, self.address)
+        return opering.addCallback(lambda _name: None)
+
     def do_password(self, old: str, new: str) -> defer.Deferred:
         # The same change as /passwd, with both passwords free to hold spaces.
         return self.do_passwd(old, new)
