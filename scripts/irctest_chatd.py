@@ -41,8 +41,15 @@ IRCTEST_CHATD_ROOT = Path(
 )
 
 
+# The server operator irctest's OPER tests log in as.
+OPER_ACCOUNT, OPER_PASSWORD = "operuser", "operpassword"
+
+
 class ChatdController(BaseServerController, DirectoryBasedController):
     """Runs chatd for one irctest test case."""
+
+    # Whether this run's operator account is in the database yet.
+    _operator_stored = False
 
     software_name = "chatd"
     supported_sasl_mechanisms = {"PLAIN"}
@@ -65,6 +72,9 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             CHATD_MAX_CONNECTIONS_PER_ADDRESS="100000",
             CHATD_REGISTRATION_LIMIT="off",
             CHATD_LOGIN_FAILURES_PER_ADDRESS="20",
+            # irctest's OPER tests send OPER operuser operpassword: that account
+            # (registered once the server is up, see wait_for_port) is an operator.
+            CHATD_OPERATORS=OPER_ACCOUNT,
         )
         return env
 
@@ -88,6 +98,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
         assert self.proc is None
+        self._operator_stored = False
         self.port = port
         self.hostname = hostname
         self.create_config()
@@ -98,6 +109,14 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             env=self.env,
             cwd=self.directory,
         )
+
+    def wait_for_port(self) -> None:
+        """Wait for the IRC door; the first time, store the operator account (the
+        database exists once the server is up) before any client connects."""
+        super().wait_for_port()
+        if not self._operator_stored:
+            self._operator_stored = True
+            self._store_account(OPER_ACCOUNT, OPER_PASSWORD)
 
     def wait_for_services(self) -> None:
         """Accounts and NickServ are chatd's own: up once the server is."""
