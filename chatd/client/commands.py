@@ -194,7 +194,7 @@ class RedactingHistory(InMemoryHistory):
 
 _ROOM_ARGUMENT_COMMANDS = frozenset(
     {"join", "part", "who", "history", "say", "topic", "op", "deop", "kick", "ban", "unban",
-     "private", "invite"}
+     "private", "secret", "invite"}
 )
 # Commands whose second argument (after the room) is a user.
 _ROOM_THEN_USER_COMMANDS = frozenset({"op", "deop", "kick", "ban", "unban", "invite"})
@@ -237,7 +237,7 @@ def _candidates(text: str, rooms: Iterable[str], users: Iterable[str]) -> tuple[
             return word, _matching(word, users)
         if len(earlier) == 2 and command in _ROOM_THEN_USER_COMMANDS:
             return word, _matching(word, users)
-        if len(earlier) == 2 and command == "private":
+        if len(earlier) == 2 and command in ("private", "secret"):
             return word, _matching(word, ("on", "off"))
         if len(earlier) == 1 and command == "help":
             return word, _matching(word, (command.name for command in COMMANDS))

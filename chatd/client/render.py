@@ -105,6 +105,10 @@ def _ok_private(room: str, _rest: str) -> str:
     return f"privacy of {room} set"
 
 
+def _ok_secret(room: str, _rest: str) -> str:
+    return f"secrecy of {room} set"
+
+
 def _ok_invite(room: str, _rest: str) -> str:
     return f"invitation to {room} sent"
 
@@ -125,6 +129,7 @@ _TALKING_OKS: dict[str, Callable[[str, str], str | None]] = {
     "ban": _ok_ban,
     "unban": _ok_unban,
     "private": _ok_private,
+    "secret": _ok_secret,
     "invite": _ok_invite,
 }
 

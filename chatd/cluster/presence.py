@@ -14,20 +14,28 @@ It imports nothing of Twisted or Redis: the fan-out feeds it.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# A user's state as told on the wire: [name, away, [[room_key, room_name, op, private], ...],
-# invisible] (a node that predates ``invisible`` leaves it out: visible).
+# A user's state as told on the wire:
+# [name, away, [[room_key, room_name, op, private, secret], ...], invisible]; a seat of
+# four (a node from before secret rooms) is not secret, and a state of three (a node
+# from before ``invisible``) is visible.
 WireState = list
 
 
 @dataclass(frozen=True, slots=True)
 class RoomSeat:
     """A user's place in one room: the room's names, whether the user is an operator there,
-    and whether the room is private."""
+    and whether the room is private, and secret (IRC's +s)."""
 
     room_key: str
     room_name: str
     operator: bool
     private: bool
+    secret: bool = False
+
+    @property
+    def hidden(self) -> bool:
+        """Whether those not in the room may not see who is in it (private or secret)."""
+        return self.private or self.secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,8 @@ class UserState:
         """The JSON-able form sent to the other nodes."""
         return [
             self.name, self.away,
-            [[seat.room_key, seat.room_name, int(seat.operator), int(seat.private)]
+            [[seat.room_key, seat.room_name, int(seat.operator), int(seat.private),
+              int(seat.secret)]
              for seat in self.rooms],
             int(self.invisible),
         ]
@@ -54,8 +63,9 @@ class UserState:
         """The state another node sent (``ValueError``/``TypeError`` if malformed)."""
         name, away, rooms, *more = state
         return cls(str(name), str(away), tuple(
-            RoomSeat(str(key), str(room), bool(operator), bool(private))
-            for key, room, operator, private in rooms
+            RoomSeat(str(key), str(room), bool(operator), bool(private),
+                     bool(seat_more and seat_more[0]))
+            for key, room, operator, private, *seat_more in rooms
         ), bool(more[0]) if more else False)
 
 

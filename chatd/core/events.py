@@ -193,6 +193,8 @@ class Roster:
     room: str
     members: tuple[str, ...]
     operators: tuple[str, ...] = ()
+    # IRC's +s: the room is secret (shown to its members only).
+    secret: bool = False
 
 
 @dataclass(frozen=True, eq=False, slots=True)

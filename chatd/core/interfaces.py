@@ -134,6 +134,10 @@ class IChatSession(Interface):
     def set_private(room_name: str, private: bool) -> defer.Deferred:
         """Make a room private or public; fire with the room's name."""
 
+    def set_secret(room_name: str, secret: bool) -> defer.Deferred:
+        """Make a room secret (listed and shown to its members only) or not; fire with the
+        room's name."""
+
     def invite(room_name: str, user_name: str) -> defer.Deferred:
         """Invite a user into a room; fire with the room's name."""
 

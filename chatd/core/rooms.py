@@ -51,6 +51,7 @@ class Room:
         topic_open: bool = False,
         voiced: Iterable[str] = (),
         moderated: bool = False,
+        secret: bool = False,
     ) -> None:
         self.id = room_id
         self.name = name
@@ -69,6 +70,10 @@ class Room:
         # kept with their membership, a guest's only here while it stays.
         self.voiced: dict[str, str] = {fold(name): name for name in voiced}
         self.moderated = moderated
+        # IRC's +s (and +p): only members see the room listed (/rooms, LIST) and
+        # may ask who is in it (WHO, NAMES); anyone may still join it unless it
+        # is private too.
+        self.secret = secret
         # The guest (CHATD_GUESTS) that opened the room, while it stays: an operator
         # kept only here, never in the database (folded name -> display name).
         self.guest_operators: dict[str, str] = {}
@@ -139,6 +144,11 @@ class Room:
     def may_speak(self, key: str) -> bool:
         """Whether the user ``key`` may speak here: anyone, unless the room is moderated."""
         return not self.moderated or key in self.operators or key in self.voiced
+
+    def hidden_from(self, user: "User") -> bool:
+        """Whether ``user`` may not see who is in the room: it is private or secret, and
+        ``user`` is not a member."""
+        return (self.private or self.secret) and self.key not in user.rooms
 
     def topic_locked(self) -> bool:
         """Whether only operators may set the topic: the room has some, and no ``-t``."""

@@ -299,6 +299,8 @@ class ChatService(Service):
             room.moderated = event.detail == "on"
         elif action == "topic-open":
             room.topic_open = event.detail == "on"
+        elif action == "secret":
+            self._secrecy_changed(room, event.detail == "on")
         elif action in ("kick", "ban") and event.user_name:
             reason = "banned" if action == "ban" else event.detail
             self._remove_member(room, event.user_name, by, reason)
@@ -308,7 +310,7 @@ class ChatService(Service):
     def state_of(self, user: User) -> UserState:
         """``user`` as the other nodes' ``WHO`` shows it: name, away text, rooms."""
         return UserState(user.name, user.away, tuple(
-            RoomSeat(room.key, room.name, user.key in room.operators, room.private)
+            RoomSeat(room.key, room.name, user.key in room.operators, room.private, room.secret)
             for room in user.rooms.values()
         ), user.invisible)
 
@@ -353,15 +355,17 @@ class ChatService(Service):
     def roster(self, key: str, asker: User) -> Roster:
         """What ``WHO`` answers ``asker`` for the room of folded name ``key``: its members
         online on any node and its operators; ``no-such-room`` when nobody is in it (or it
-        is private and ``asker`` not a member)."""
+        is private or secret and ``asker`` not a member)."""
         room = self.rooms.get(key)
         if room is not None and room.members:
-            if room.private and room.key not in asker.rooms:
+            if room.hidden_from(asker):
                 raise ChatError("no-such-room", f"nobody is in {room.name}")
-            return Roster(room.name, self.member_names(room), room.operator_names())
+            return Roster(
+                room.name, self.member_names(room), room.operator_names(), room.secret
+            )
         # Not loaded here: its members are all on other nodes (and not the asker).
         seat = self.fanout.presence.room(key)
-        if seat is None or seat.private:
+        if seat is None or seat.hidden:
             raise ChatError("no-such-room", f"nobody is in {key}")
         members = self.fanout.presence.members(key)
         names = sorted((name for name, _operator in members.values()), key=str.lower)
@@ -711,6 +715,7 @@ class ChatService(Service):
             state.topic_open,
             state.voiced,
             state.moderated,
+            state.secret,
         )
         if self.fanout.ordered:
             self._start_sequencer(room)
@@ -1197,6 +1202,32 @@ class ChatService(Service):
             return room.name
 
         return writing.addCallback(done)
+
+    def set_secret(self, user: User, room: Room, secret: bool) -> defer.Deferred:
+        """An operator makes a room secret (IRC's ``+s``: listed, and shown to WHO and
+        NAMES, for its members only) or not; fire with the room's name.
+
+        A guest operator may too, unlike ``+i``, ``+m`` and bans: secrecy shuts
+        nobody out (anyone who knows the name may still join, and every member
+        sees the room as before), so what it leaves behind when its stay ends
+        costs nobody anything an operator would be needed to give back.
+        """
+        self._require_operator(user, room)
+        writing = self.database.write(
+            transactions.change_secret, room.id, room.key, secret, user.name, self.now()
+        )
+
+        def done(event_id: int) -> str:
+            self._made_here(event_id, partial(self._secrecy_changed, room, secret))
+            return room.name
+
+        return writing.addCallback(done)
+
+    def _secrecy_changed(self, room: Room, secret: bool) -> None:
+        """A room became secret (or not), here or on another node."""
+        room.secret = secret
+        # The other nodes' WHO and NAMES hide a secret room from those not in it.
+        self._operators_changed(room)
 
     def _invited(self, target_key: str, room_name: str, by: str) -> None:
         """Show ``target_key``'s sessions here an invitation to ``room_name``."""

@@ -148,7 +148,9 @@ class Session:
     def who(self, room_name: str | None = None) -> Roster:
         if room_name is None:
             room = self._room(None)
-            return Roster(room.name, self._service.member_names(room), room.operator_names())
+            return Roster(
+                room.name, self._service.member_names(room), room.operator_names(), room.secret
+            )
         require_room_name(room_name)
         try:
             return self._service.roster(fold(room_name), self.user)
@@ -207,6 +209,10 @@ class Session:
         if invisible != self.invisible:
             self.invisible = invisible
             self._service.visibility_changed(self.user)
+
+    def set_secret(self, room_name: str, secret: bool) -> defer.Deferred:
+        """Make the room secret (IRC's ``+s``) or not; fire with the room's name."""
+        return self._service.set_secret(self.user, self._room(room_name), secret)
 
     def set_voice(self, room_name: str, user_name: str, voice: bool) -> defer.Deferred:
         """Give a member voice (IRC's ``+v``) or take it; fire with the room's name."""

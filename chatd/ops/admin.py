@@ -187,13 +187,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def room_list(args, connection, config) -> str:
-    """List the rooms: members, private or not, operators, topic."""
+    """List the rooms: members, private or secret or not, operators, topic."""
     lines = []
     for room in transactions.list_rooms(connection):
         noun = "member" if room.members == 1 else "members"
         parts = [f"{room.name}  {room.members} {noun}"]
         if room.private:
             parts.append("private")
+        if room.secret:
+            parts.append("secret")
         if room.operators:
             parts.append("operators: " + " ".join(room.operators))
         if room.topic:

@@ -117,6 +117,8 @@ class RoomState:
     # IRC's +v (members who may speak in a moderated room) and +m.
     voiced: tuple[str, ...] = ()
     moderated: bool = False
+    # IRC's +s: listed, and shown to NAMES and WHO, for its members only.
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class RoomListing:
     private: bool
     operators: tuple[str, ...]
     topic: str
+    secret: bool = False
 
 
 @dataclass(frozen=True)

@@ -408,14 +408,15 @@ def load_room(
 ) -> RoomState:
     """Find (or create) a room; return all the server keeps of it."""
     room_id, display_name, recent = open_room(connection, name, now, history_limit)
-    topic, setter, private, topic_open, moderated = connection.execute(
-        "SELECT topic, topic_setter, private, topic_open, moderated FROM rooms WHERE id = ?",
+    topic, setter, private, topic_open, moderated, secret = connection.execute(
+        "SELECT topic, topic_setter, private, topic_open, moderated, secret"
+        " FROM rooms WHERE id = ?",
         (room_id,),
     ).fetchone()
     operators = room_operators(connection, room_id)
     return RoomState(
         room_id, display_name, topic, setter, bool(private), operators, recent,
-        bool(topic_open), room_voiced(connection, room_id), bool(moderated),
+        bool(topic_open), room_voiced(connection, room_id), bool(moderated), bool(secret),
     )
 
 
@@ -670,6 +671,11 @@ def set_private(connection: Connection, room_id: int, private: bool) -> None:
     connection.execute("UPDATE rooms SET private = ? WHERE id = ?", (private, room_id))
 
 
+def set_secret(connection: Connection, room_id: int, secret: bool) -> None:
+    """Make a room secret (IRC's +s: listed and shown to its members only) or not."""
+    connection.execute("UPDATE rooms SET secret = ? WHERE id = ?", (secret, room_id))
+
+
 def invite_user(
     connection: Connection,
     room_id: int,
@@ -695,13 +701,15 @@ def invite_user(
 
 
 def visible_rooms(connection: Connection, user_key: str) -> list[tuple[str, int]]:
-    """Rooms with members, with how many, for ``/rooms``: private ones only to their members."""
+    """Rooms with members, with how many, for ``/rooms``: private and secret ones only to
+    their members."""
     # Counted off the primary key's index, room by room; the asker's own rooms once.
     rows = connection.execute(
         "SELECT r.name, c.members FROM"
         " (SELECT room_id, count(*) AS members FROM room_members GROUP BY room_id) AS c"
         " JOIN rooms AS r ON r.id = c.room_id"
-        " WHERE NOT r.private OR r.id IN (SELECT room_id FROM room_members WHERE user_id ="
+        " WHERE NOT (r.private OR r.secret)"
+        " OR r.id IN (SELECT room_id FROM room_members WHERE user_id ="
         "  (SELECT id FROM users WHERE name_key = ?))"
         " ORDER BY r.name_key",
         (user_key,),
@@ -1051,15 +1059,18 @@ def whois(connection: Connection, user_key: str, asker_key: str) -> Whois:
 
 
 def list_rooms(connection: Connection) -> list[RoomListing]:
-    """Every room, with its member count, privacy, operators and topic."""
+    """Every room, with its member count, privacy, operators, topic and secrecy."""
     rows = connection.execute(
         "SELECT r.id, r.name, r.private, r.topic,"
-        " (SELECT count(*) FROM room_members WHERE room_id = r.id)"
+        " (SELECT count(*) FROM room_members WHERE room_id = r.id), r.secret"
         " FROM rooms AS r ORDER BY r.name_key"
     ).fetchall()
     return [
-        RoomListing(name, members, bool(private), room_operators(connection, room_id), topic)
-        for room_id, name, private, topic, members in rows
+        RoomListing(
+            name, members, bool(private), room_operators(connection, room_id), topic,
+            bool(secret),
+        )
+        for room_id, name, private, topic, members, secret in rows
     ]
 
 
@@ -1192,6 +1203,16 @@ def change_private(
     set_private(connection, room_id, private)
     detail = "on" if private else "off"
     return record_room_event(connection, "room-private", room_key, "", "", detail, now, by)
+
+
+def change_secret(
+    connection: Connection, room_id: int, room_key: str, secret: bool, by: str, now: int
+) -> int:
+    """An operator's /secret (IRC's +s): ``set_secret``; return the event id (detail
+    ``on``/``off``), which the other nodes of a cluster act on."""
+    set_secret(connection, room_id, secret)
+    detail = "on" if secret else "off"
+    return record_room_event(connection, "room-secret", room_key, "", "", detail, now, by)
 
 
 def change_topic(

@@ -495,3 +495,51 @@ def test_voice_and_moderated_on_one_node_hold_on_the_other(cluster):
     carol.say("me too", "#side").addErrback(failures.append)
     cluster.pump()
     assert failures == [] and cluster.b.rooms["#side"].moderated is False
+
+
+def test_a_secret_room_is_hidden_on_every_node(cluster):
+    """alice on a makes #side secret: dave on b (no member; b has #side loaded for bob)
+    is told nobody is in it, as carol on a is, at once (a room event announced), and
+    the presence mirror carries the flag (a seat of four, from an older node, is not
+    secret); with the announcement lost, b's poll shows the -s later."""
+    alice, _alice_sees, bob, _bob_sees = side_room_with(cluster)
+    carol, _ = login(cluster, cluster.a, "carol")
+    dave, _ = login(cluster, cluster.b, "dave")
+    alice.set_secret("#side", True)
+    cluster.pump()
+    assert cluster.b.rooms["#side"].secret
+    for outsider in (carol, dave):
+        with pytest.raises(ChatError) as refused:
+            outsider.who("#side")
+        assert refused.value.code == "no-such-room"
+    assert bob.who("#side").secret
+    seat = cluster.b.fanout.presence.room("#side")
+    assert seat.secret and seat.hidden
+    wire = cluster.a.state_of(cluster.a.users["alice"]).to_wire()
+    assert UserState.from_wire(wire).rooms == cluster.a.state_of(cluster.a.users["alice"]).rooms
+    old = ["alice", "", [["#side", "#side", 1, 0]]]
+    assert UserState.from_wire(old).rooms == (RoomSeat("#side", "#side", True, False, False),)
+    cluster.bus.lost.add("events")
+    alice.set_secret("#side", False)
+    cluster.pump()
+    assert cluster.b.rooms["#side"].secret
+    cluster.clock.advance(POLL_SECONDS)
+    cluster.pump()
+    assert not cluster.b.rooms["#side"].secret
+    assert dave.who("#side").members == ("alice", "bob")
+
+
+def test_who_of_a_secret_room_whose_members_are_all_elsewhere(cluster):
+    """Only alice (on a) is in #solo, secret: carol on b, where #solo is not loaded, is told
+    nobody is in it, from the presence mirror's seat."""
+    alice, _ = login(cluster, cluster.a, "alice")
+    carol, _ = login(cluster, cluster.b, "carol")
+    alice.join("#solo")
+    cluster.pump()
+    assert carol.who("#solo").members == ("alice",)
+    alice.set_secret("#solo", True)
+    cluster.pump()
+    assert "#solo" not in cluster.b.rooms
+    with pytest.raises(ChatError) as refused:
+        carol.who("#solo")
+    assert refused.value.code == "no-such-room"

@@ -107,6 +107,7 @@ def make_single_node(path: str) -> None:
             connection, "alice", "bob", "hi", 60, "id", ("alice", "bob")
         )
         transactions.set_topic_open(connection, room_id, True)
+        transactions.set_secret(connection, room_id, True)
     connection.close()
 
 
@@ -136,6 +137,9 @@ def test_db_copy_moves_a_single_node_installation_verified_by_counts(pg_run, tmp
         assert transactions.create_user(target, "dave", "hash", 100) == 4
     assert [name for name, _ in arrival.rooms] == ["#lobby", "#zeta"]
     assert transactions.room_bans(target, arrival.rooms[1][1].id) == [("carol", "bob", 7)]
+    # The flags SQLite keeps as 0/1 arrive as PostgreSQL's booleans, secret among them.
+    zeta = arrival.rooms[1][1]
+    assert (zeta.private, zeta.topic_open, zeta.secret) == (True, True, True)
     source.close()
     target.close()
     code, _, err = pg_run("db", "copy", path, pg_run.url)

@@ -86,3 +86,30 @@ def test_a_kick_of_a_guest_listed_by_another_node_is_the_event_alone(connection)
     with pytest.raises(ChatError) as refused:
         commit(connection, storage.kick_from_room, room.id, "#dev", "visitor", "alice", "", 5)
     assert refused.value.code == "no-such-user"
+
+
+def test_secret_is_kept_with_the_room_and_hides_it_from_non_members(connection):  # noqa: F811
+    """change_secret sets the flag load_room and list_rooms give back and records a
+    ``room-secret`` event (detail on/off) for the other nodes; visible_rooms leaves a
+    secret room out for non-members only; secret and private are independent."""
+    for name in ("alice", "bob"):
+        commit(connection, storage.create_user, name, "hash", 0)
+    commit(connection, storage.join_room, "#dev", "alice", 1)
+    room = storage.load_room(connection, "#dev", 2, 0)
+    assert room.secret is False
+    event_id = commit(connection, storage.change_secret, room.id, "#dev", True, "alice", 3)
+    event = next(e for e in storage.account_events_since(connection, 0) if e.id == event_id)
+    assert (event.action, event.room_key, event.detail, event.actor) == (
+        "room-secret", "#dev", "on", "alice"
+    )
+    again = storage.load_room(connection, "#dev", 4, 0)
+    assert (again.secret, again.private) == (True, False)
+    assert [r.secret for r in storage.list_rooms(connection)] == [True]
+    assert storage.visible_rooms(connection, "bob") == []
+    assert storage.visible_rooms(connection, "alice") == [("#dev", 1)]
+    commit(connection, storage.set_private, room.id, True)
+    commit(connection, storage.change_secret, room.id, "#dev", False, "alice", 5)
+    assert storage.visible_rooms(connection, "bob") == []
+    commit(connection, storage.set_private, room.id, False)
+    assert storage.visible_rooms(connection, "bob") == [("#dev", 1)]
+    assert storage.load_room(connection, "#dev", 6, 0).secret is False

@@ -1175,7 +1175,9 @@ class IRCConnection(Protocol):
                 roster = self.session.who(room)
             except ChatError:
                 continue
-            self._names_lines(roster.room, roster.members, _folded(roster.operators))
+            self._names_lines(
+                roster.room, roster.members, _folded(roster.operators), roster.secret
+            )
         self.reply(n.RPL_ENDOFNAMES, rooms, "End of /NAMES list")
 
     def _names_of_all(self) -> None:
@@ -1186,8 +1188,10 @@ class IRCConnection(Protocol):
             try:
                 roster = chat.roster(key, self.session.user)
             except ChatError:
-                continue  # nobody in it, or private and not ours
-            self._names_lines(roster.room, roster.members, _folded(roster.operators))
+                continue  # nobody in it, or private or secret and not ours
+            self._names_lines(
+                roster.room, roster.members, _folded(roster.operators), roster.secret
+            )
         self.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
 
     def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
@@ -1376,7 +1380,8 @@ class IRCConnection(Protocol):
         self._track(listing.addErrback(lambda failure: log.failure("LIST", failure)))
 
     def irc_MODE(self, target: str, *changes: str) -> None:
-        """MODE: your own modes (+i only); a room's +o, +v, +b (by nick mask), +i, +m, +t."""
+        """MODE: your own modes (+i only); a room's +o, +v, +b (by nick mask), +i, +m, +s
+        (+p the same), +t."""
         if target.startswith("#"):
             self._room_mode(target, changes)
             return
@@ -1436,15 +1441,27 @@ class IRCConnection(Protocol):
             # t: only operators may set the topic (a room without any has no lock).
             modes = (
                 "+" + ("i" if state.private else "") + ("m" if state.moderated else "")
-                + ("t" if state.topic_locked() else "")
+                + ("s" if state.secret else "") + ("t" if state.topic_locked() else "")
             )
             self.reply(n.RPL_CHANNELMODEIS, state.name, modes)
             return
         arguments = list(changes[1:])
         sign = "+"
+        done: set[str] = set()
         for letter in changes[0]:
             if letter in "+-":
                 sign = letter
+            elif letter in "sp":
+                # +p (RFC 1459's private) is +s's older synonym here: one change,
+                # shown as +s, however many times one MODE names either.
+                if sign + "s" in done:
+                    continue
+                done.add(sign + "s")
+                setting = defer.maybeDeferred(self.session.set_secret, room, sign == "+")
+                self._track(setting).addCallbacks(
+                    lambda name, change=sign + "s": self._tell_room_mode(name, change),
+                    self._refused("MODE", room),
+                )
             elif letter == "b" and not arguments:
                 self._list_bans(state.name)
             elif letter in "obv":
@@ -1638,7 +1655,7 @@ class IRCConnection(Protocol):
         self._track(reading.addCallbacks(show, self._refused("CHATHISTORY", "*")))
 
     def _tell_room_mode(self, room: str, change: str, *arguments: str) -> None:
-        """A mode change the core has no event for (+i, +b): to the room's IRC members."""
+        """A mode change the core has no event for (+i, +s, +b): to the room's IRC members."""
         message = Message("MODE", (room, change, *arguments), self.source_of(self.nick or ""))
         self.server.tell_room(room, message)
 
@@ -1887,11 +1904,14 @@ class IRCConnection(Protocol):
             # The topic belongs in the join burst; the core's Topic after it is no change.
             self._show_topic(self.session.topic(event.room))
             self._topic_shown.add(key)
-        self._names_reply(event.room, event.members, set(operators))
+        secret = state is not None and state.secret
+        self._names_reply(event.room, event.members, set(operators), secret)
 
-    def _names_reply(self, room: str, members: tuple[str, ...], operators: set[str]) -> None:
+    def _names_reply(
+        self, room: str, members: tuple[str, ...], operators: set[str], secret: bool = False
+    ) -> None:
         """353s, as many names to a line as fit, then 366; @ marks an operator."""
-        self._names_lines(room, members, operators)
+        self._names_lines(room, members, operators, secret)
         self.reply(n.RPL_ENDOFNAMES, room, "End of /NAMES list")
 
     def _voiced_in(self, room: str) -> dict[str, str]:
@@ -1905,10 +1925,12 @@ class IRCConnection(Protocol):
         marks = ("@" if key in operators else "") + ("+" if key in voiced else "")
         return marks if "multi-prefix" in self.caps else marks[:1]
 
-    def _names_lines(self, room: str, members, operators) -> None:
+    def _names_lines(self, room: str, members, operators, secret: bool = False) -> None:
         """353 lines for a room's members (``@`` for operators, ``+`` for voice; folded
         names), split to fit the line limit; with userhost-in-names each is
-        ``nick!user@host``."""
+        ``nick!user@host``. The channel symbol is ``@`` for a secret room, else ``=``
+        (RFC 2812)."""
+        symbol = "@" if secret else "="
         voiced = self._voiced_in(room)
         line: list[str] = []
         budget = LINE_LIMIT - 100 - len(self.host) - len(room)
@@ -1917,11 +1939,11 @@ class IRCConnection(Protocol):
                 self.source_of(member) if "userhost-in-names" in self.caps else member
             )
             if line and sum(len(name) + 1 for name in line) + len(shown) > budget:
-                self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
+                self.reply(n.RPL_NAMREPLY, symbol, room, " ".join(line))
                 line = []
             line.append(shown)
         if line:
-            self.reply(n.RPL_NAMREPLY, "=", room, " ".join(line))
+            self.reply(n.RPL_NAMREPLY, symbol, room, " ".join(line))
 
     def _render_topic(self, event: Topic) -> None:
         self._close_history()
@@ -2258,7 +2280,7 @@ class IRCFactory(ServerFactory):
             "NICKLEN=32",
             f"NETWORK={config.server_name}",
             "PREFIX=(ov)@+",
-            "CHANMODES=b,,,imt",
+            "CHANMODES=b,,,imst",
             "UTF8ONLY",
             f"LINELEN={LINE_LIMIT}",
             "WHOX",

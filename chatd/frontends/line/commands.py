@@ -162,6 +162,11 @@ COMMANDS: dict[str, Command] = {
         Command("ban", "<room> <user>", "ban someone from a room, kicking them (operators only)"),
         Command("unban", "<room> <user>", "lift a user's ban from a room (operators only)"),
         Command("private", "<room> <on-or-off>", "make a room invitation-only, or open again"),
+        # An extension of the contract: IRC's +s.
+        Command(
+            "secret", "<room> <on-or-off>",
+            "hide a room from /rooms and /who of non-members (operators only), or show it",
+        ),
         Command("invite", "<room> <user>", "invite someone into a room"),
         Command("away", "[<text...>]", "say you are away (with a text), or back (without)"),
         Command("whois", "<user>", "who someone is: online or not, away, last seen, rooms"),

@@ -571,6 +571,13 @@ class ChatProtocol(LineReceiver):
             raise COMMANDS["private"].bad_arguments("say on or off")
         return self.session.set_private(room, setting.lower() == "on")
 
+    def do_secret(self, room: str, setting: str) -> defer.Deferred:
+        """Extension: make a room secret (listed, and shown to /who, for its members
+        only) or not: ``OK secret <room>``."""
+        if setting.lower() not in ("on", "off"):
+            raise COMMANDS["secret"].bad_arguments("say on or off")
+        return self.session.set_secret(room, setting.lower() == "on")
+
     def do_invite(self, room: str, user: str) -> defer.Deferred:
         return self.session.invite(room, user)
 

@@ -133,6 +133,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE room_members ADD COLUMN voice boolean NOT NULL DEFAULT false;
     ALTER TABLE rooms ADD COLUMN moderated boolean NOT NULL DEFAULT false;
     """,
+    # 5 (SQLite's 10): secret rooms (IRC's +s). See sqlite/schema.py.
+    """
+    ALTER TABLE rooms ADD COLUMN secret boolean NOT NULL DEFAULT false;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -151,7 +155,7 @@ IDENTITY_COLUMNS = {
 # The flags SQLite keeps as 0/1 and PostgreSQL as boolean.
 BOOLEAN_COLUMNS = {
     "users": ("banned",),
-    "rooms": ("private", "topic_open", "moderated"),
+    "rooms": ("private", "topic_open", "moderated", "secret"),
     "room_members": ("operator", "voice"),
     "room_invites": ("delivered",),
 }

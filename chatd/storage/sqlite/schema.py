@@ -176,6 +176,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE room_members ADD COLUMN voice INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE rooms ADD COLUMN moderated INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: secret rooms (IRC's +s, and +p its older synonym): not listed, and
+    # not shown to NAMES or WHO, for those who are not members. Independent
+    # of private (+i), which decides who may join.
+    """
+    ALTER TABLE rooms ADD COLUMN secret INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.

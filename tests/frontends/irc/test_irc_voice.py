@@ -33,7 +33,7 @@ def test_prefix_and_chanmodes_say_voice_and_moderated(irc):
     """005: PREFIX=(ov)@+ (o before v, @ and +) and m among the room modes."""
     alice = irc.irc_client()
     isupport = " ".join(line for line in alice.login_with_pass("alice") if " 005 " in line)
-    assert "PREFIX=(ov)@+" in isupport and "CHANMODES=b,,,imt" in isupport
+    assert "PREFIX=(ov)@+" in isupport and "CHANMODES=b,,,imst" in isupport
 
 
 def test_voice_is_shown_in_names_and_who_and_kept_with_the_membership(irc):

@@ -452,3 +452,30 @@ def test_recent_history_on_join_is_bounded():
     replayed = [line for line in lines if line.startswith("HISTORYACTION ")]
     assert len(replayed) == HISTORY_ON_JOIN
     assert replayed[0].endswith(" alice n5")
+
+
+# --- secret rooms (extension: IRC's +s) ------------------------------------------------
+
+
+def test_a_secret_room_is_shown_to_its_members_only(chat):
+    """/secret (operators only; on or off): hidden from others' /rooms and /who (as a
+    private room is, no-such-room) but still open to /join; /help lists it."""
+    alice = in_room(chat, "alice", "#a")
+    bob = chat.logged_in("bob")
+    quiet(alice)
+    assert alice.send("/secret #a maybe")[0].startswith("ERR bad-arguments")
+    assert alice.send("/secret #b on")[0].startswith("ERR not-in-room")
+    assert alice.send("/secret #a on") == ["OK secret #a"]
+    assert bob.send("/rooms") == ["ROOM #lobby 2", "OK rooms"]
+    assert alice.send("/rooms") == ["ROOM #a 1", "ROOM #lobby 2", "OK rooms"]
+    assert bob.send("/who #a")[0] == "ERR no-such-room nobody is in #a"
+    assert bob.send("/secret #a off")[0].startswith("ERR not-in-room")
+    assert bob.send("/join #a")[-1] == "OK join #a"
+    assert bob.send("/secret #a off") == ["ERR forbidden only an operator of #a may do that"]
+    assert bob.send("/rooms") == ["ROOM #a 2", "ROOM #lobby 2", "OK rooms"]
+    carol = chat.logged_in("carol")
+    assert carol.send("/rooms") == ["ROOM #lobby 3", "OK rooms"]
+    quiet(alice)
+    assert alice.send("/secret #a OFF") == ["OK secret #a"]
+    assert carol.send("/rooms") == ["ROOM #a 2", "ROOM #lobby 3", "OK rooms"]
+    assert any(line.startswith("INFO /secret <room> <on-or-off>") for line in carol.send("/help"))
