@@ -84,13 +84,14 @@ def test_writes_get_err_unavailable_while_postgresql_is_down_and_service_resumes
 def test_an_unreachable_postgresql_stops_the_server(tmp_path):
     """Nothing listens on the URL's port: exit 1, one line naming CHATD_DB and why."""
     require_module("psycopg", "psycopg[binary]")
-    url = f"postgresql://chatd:secret@127.0.0.1:{free_port()}/chatd"
+    # A password no checkout path holds (the log names the .tac file's path).
+    url = f"postgresql://chatd:pw-k7q2zx@127.0.0.1:{free_port()}/chatd"
     status, output = start_and_wait_for_exit(tmp_path, {"CHATD_DB": url})
     assert status == 1, "\n".join(output)
     line = the_one_failure_line(output)
-    shown = url.replace(":secret@", ":***@")
+    shown = url.replace(":pw-k7q2zx@", ":***@")
     assert line.startswith(f"CHATD_DB={shown}: cannot connect to PostgreSQL"), line
-    assert "secret" not in "\n".join(output)
+    assert "pw-k7q2zx" not in "\n".join(output)
     assert not [line for line in output if "listening on" in line]
 
 
