@@ -14,7 +14,7 @@ follows it is only sent for a message that survives a crash.
 """
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from twisted.application.service import Service
@@ -1027,26 +1027,30 @@ class ChatService(Service):
         Recorded as a room event: every node's copy of the room follows."""
         self._require_operator(user, room)
         self._require_lasting(user, "make a room moderated or not")
-        writing = self.database.write(
-            transactions.change_moderated, room.id, room.key, moderated, user.name, self.now()
+        return self._switch_room(
+            user, room, transactions.change_moderated, partial(setattr, room, "moderated"),
+            moderated,
         )
-
-        def done(event_id: int) -> str:
-            self._made_here(event_id, partial(setattr, room, "moderated", moderated))
-            return room.name
-
-        return writing.addCallback(done)
 
     def set_topic_open(self, user: User, room: Room, topic_open: bool) -> defer.Deferred:
         """An operator lets every member set the topic (IRC's ``-t``), or only operators.
         Recorded as a room event: every node's copy of the room follows."""
         self._require_operator(user, room)
-        writing = self.database.write(
-            transactions.change_topic_open, room.id, room.key, topic_open, user.name, self.now()
+        return self._switch_room(
+            user, room, transactions.change_topic_open, partial(setattr, room, "topic_open"),
+            topic_open,
         )
 
+    def _switch_room(
+        self, user: User, room: Room, change, apply: Callable[[bool], None], on: bool
+    ) -> defer.Deferred:
+        """Store a room's on/off feature with ``change`` (a named transaction that also
+        records the room event every node follows), then ``apply(on)`` here once; fire
+        with the room's name."""
+        writing = self.database.write(change, room.id, room.key, on, user.name, self.now())
+
         def done(event_id: int) -> str:
-            self._made_here(event_id, partial(setattr, room, "topic_open", topic_open))
+            self._made_here(event_id, partial(apply, on))
             return room.name
 
         return writing.addCallback(done)
@@ -1193,15 +1197,10 @@ class ChatService(Service):
         """An operator makes a room private (members and the invited only) or public."""
         self._require_operator(user, room)
         self._require_lasting(user, "make a room private or public")
-        writing = self.database.write(
-            transactions.change_private, room.id, room.key, private, user.name, self.now()
+        return self._switch_room(
+            user, room, transactions.change_private, partial(self._privacy_changed, room),
+            private,
         )
-
-        def done(event_id: int) -> str:
-            self._made_here(event_id, partial(self._privacy_changed, room, private))
-            return room.name
-
-        return writing.addCallback(done)
 
     def set_secret(self, user: User, room: Room, secret: bool) -> defer.Deferred:
         """An operator makes a room secret (IRC's ``+s``: listed, and shown to WHO and
@@ -1213,15 +1212,9 @@ class ChatService(Service):
         costs nobody anything an operator would be needed to give back.
         """
         self._require_operator(user, room)
-        writing = self.database.write(
-            transactions.change_secret, room.id, room.key, secret, user.name, self.now()
+        return self._switch_room(
+            user, room, transactions.change_secret, partial(self._secrecy_changed, room), secret
         )
-
-        def done(event_id: int) -> str:
-            self._made_here(event_id, partial(self._secrecy_changed, room, secret))
-            return room.name
-
-        return writing.addCallback(done)
 
     def _secrecy_changed(self, room: Room, secret: bool) -> None:
         """A room became secret (or not), here or on another node."""

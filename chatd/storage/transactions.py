@@ -1200,9 +1200,9 @@ def change_private(
     connection: Connection, room_id: int, room_key: str, private: bool, by: str, now: int
 ) -> int:
     """An operator's /private: ``set_private``; return the event id (detail ``on``/``off``)."""
-    set_private(connection, room_id, private)
-    detail = "on" if private else "off"
-    return record_room_event(connection, "room-private", room_key, "", "", detail, now, by)
+    return _switch_room(
+        connection, set_private, "room-private", room_id, room_key, private, by, now
+    )
 
 
 def change_secret(
@@ -1210,9 +1210,9 @@ def change_secret(
 ) -> int:
     """An operator's /secret (IRC's +s): ``set_secret``; return the event id (detail
     ``on``/``off``), which the other nodes of a cluster act on."""
-    set_secret(connection, room_id, secret)
-    detail = "on" if secret else "off"
-    return record_room_event(connection, "room-secret", room_key, "", "", detail, now, by)
+    return _switch_room(
+        connection, set_secret, "room-secret", room_id, room_key, secret, by, now
+    )
 
 
 def change_topic(
@@ -1241,9 +1241,9 @@ def change_moderated(
     connection: Connection, room_id: int, room_key: str, moderated: bool, by: str, now: int
 ) -> int:
     """An operator's +m or -m: ``set_moderated``; return the event id (detail ``on``/``off``)."""
-    set_moderated(connection, room_id, moderated)
-    detail = "on" if moderated else "off"
-    return record_room_event(connection, "room-moderated", room_key, "", "", detail, now, by)
+    return _switch_room(
+        connection, set_moderated, "room-moderated", room_id, room_key, moderated, by, now
+    )
 
 
 def change_topic_open(
@@ -1251,9 +1251,19 @@ def change_topic_open(
 ) -> int:
     """An operator's -t or +t: ``set_topic_open``; return the event id (detail ``on``: any
     member may set the topic)."""
-    set_topic_open(connection, room_id, topic_open)
-    detail = "on" if topic_open else "off"
-    return record_room_event(connection, "room-topic-open", room_key, "", "", detail, now, by)
+    return _switch_room(
+        connection, set_topic_open, "room-topic-open", room_id, room_key, topic_open, by, now
+    )
+
+
+def _switch_room(
+    connection: Connection, store, kind: str, room_id: int, room_key: str, on: bool,
+    by: str, now: int,
+) -> int:
+    """A room's on/off feature: stored with ``store``, recorded as the room event ``kind``
+    (detail ``on``/``off``) that the other nodes of a cluster follow; the event id."""
+    store(connection, room_id, on)
+    return record_room_event(connection, kind, room_key, "", "", "on" if on else "off", now, by)
 
 
 # --- direct messages kept for offline users --------------------------------
