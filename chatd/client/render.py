@@ -113,6 +113,22 @@ def _ok_invite(room: str, _rest: str) -> str:
     return f"invitation to {room} sent"
 
 
+# How MODE lines read, by feature and whether it was switched on.
+_MODE_PHRASES = {
+    ("private", True): "{by} made {room} private (members and the invited only)",
+    ("private", False): "{by} made {room} public",
+    ("secret", True): "{by} made {room} secret (listed to its members only)",
+    ("secret", False): "{by} made {room} no longer secret",
+    ("moderated", True): "{by} made {room} moderated (operators and voiced members speak)",
+    ("moderated", False): "{by} made {room} no longer moderated",
+    ("topic-open", True): "{by} let every member of {room} set the topic",
+    ("topic-open", False): "{by} let only the operators of {room} set the topic",
+    ("voice", True): "{by} gave {user} voice in {room}",
+    ("voice", False): "{by} took {user}'s voice in {room}",
+    ("ban", True): "{by} banned {user} from {room}",
+    ("ban", False): "{by} lifted {user}'s ban from {room}",
+}
+
 # The commands whose events (ACTION, TOPIC, OPS, KICK, WHOIS) say it all.
 _QUIET_OKS = frozenset(
     {"say", "join", "part", "who", "rooms", "history", "help", "pong", "quit", "me", "topic",
@@ -259,6 +275,12 @@ class Renderer:
         if self._is_me(user):
             return self.problem(f"you were {verb} {room} by {by}{because}")
         return self.notice(f"{user} was {verb} {room} by {by}{because}")
+
+    def _render_mode(self, room: str, by: str, feature: str, state: str, user: str) -> str:
+        phrases = _MODE_PHRASES.get((feature, state == "on"))
+        if phrases is None:
+            return self.notice(f"{by} set {feature} {state} {user} in {room}".replace("  ", " "))
+        return self.notice(phrases.format(by=by, room=room, user=user))
 
     def _render_invite(self, room: str, by: str) -> str:
         return self.paint(f"* {by} invites you to {room}; /join {room} to accept", BOLD, YELLOW)

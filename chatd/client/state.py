@@ -45,7 +45,7 @@ class PromptView:
 # Line types whose first field is a room: how the client learns rooms for completion.
 _ROOM_FIRST = frozenset(
     {"MSG", "JOIN", "PART", "WHO", "ROOM", "HISTORY", "TOPIC", "OPS", "KICK", "INVITE", "ACTION",
-     "HISTORYACTION"}
+     "HISTORYACTION", "MODE"}
 )
 
 

@@ -284,6 +284,32 @@ class Operators(Event):
     operators: tuple[str, ...]
 
 
+# A room's features an operator switches on or off (RoomModeChanged.feature):
+# members and the invited only (IRC's +i), listed to members only (+s), only
+# operators and the voiced speak (+m), every member may set the topic (-t),
+# a member's voice (+v, with ``user``), an account's ban (+b, with ``user``).
+PRIVATE = "private"
+SECRET = "secret"
+MODERATED = "moderated"
+TOPIC_OPEN = "topic-open"
+VOICE = "voice"
+BAN = "ban"
+ROOM_FEATURES = frozenset({PRIVATE, SECRET, MODERATED, TOPIC_OPEN, VOICE, BAN})
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class RoomModeChanged(Event):
+    """``by`` switched a room's ``feature`` (one of ``ROOM_FEATURES``) on or off; ``user``:
+    whose voice or ban it is (empty for the room's own features). Told to every member,
+    on every door and (cluster mode) every node."""
+
+    room: str
+    feature: str
+    on: bool
+    by: str
+    user: str = ""
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class Kicked(Event):
     """``user`` was removed from a room by ``by`` (a kick, or a ban: reason ``banned``)."""

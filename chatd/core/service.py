@@ -14,7 +14,7 @@ follows it is only sent for a message that survives a crash.
 """
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 
 from twisted.application.service import Service
@@ -29,7 +29,13 @@ from chatd.cluster.sequencer import RoomSequencer
 from chatd.core.bulk import EventPages
 from chatd.core.errors import ChatError
 from chatd.core.events import (
+    BAN,
+    MODERATED,
+    PRIVATE,
     SAY,
+    SECRET,
+    TOPIC_OPEN,
+    VOICE,
     ClientTags,
     DirectMessage,
     Invited,
@@ -39,6 +45,7 @@ from chatd.core.events import (
     Operators,
     Parted,
     RoomMessage,
+    RoomModeChanged,
     Roster,
     TagMessage,
     Topic,
@@ -291,19 +298,18 @@ class ChatService(Service):
             else:
                 operators.pop(event.name_key, None)
             self._change_operators(room, operators.values())
-        elif action == "private":
-            self._privacy_changed(room, event.detail == "on")
+        elif action in (PRIVATE, SECRET, MODERATED, TOPIC_OPEN):
+            # The room events' names are the features' own.
+            self._room_switched(room, action, event.detail == "on", by)
         elif action == "voice" and event.user_name:
-            self._voice_changed(room, event.user_name, event.detail == "on")
-        elif action == "moderated":
-            room.moderated = event.detail == "on"
-        elif action == "topic-open":
-            room.topic_open = event.detail == "on"
-        elif action == "secret":
-            self._secrecy_changed(room, event.detail == "on")
-        elif action in ("kick", "ban") and event.user_name:
-            reason = "banned" if action == "ban" else event.detail
-            self._remove_member(room, event.user_name, by, reason)
+            self._voice_changed(room, event.user_name, event.detail == "on", by)
+        elif action == "ban" and event.user_name:
+            # detail "banned": the account was a member, and is kicked.
+            self._banned(room, event.user_name, event.detail == "banned", by)
+        elif action == "unban" and event.user_name:
+            room.broadcast(RoomModeChanged(room.name, BAN, False, by, event.user_name))
+        elif action == "kick" and event.user_name:
+            self._remove_member(room, event.user_name, by, event.detail)
 
     # --- cluster mode: this node's users, as the other nodes list them ------------
 
@@ -996,10 +1002,7 @@ class ChatService(Service):
         if target is not None and target.guest:
             if room.key not in target.rooms:
                 raise ChatError("no-such-user", f"{target.name} is not a member")
-            if voice:
-                room.voiced[target_key] = target.name
-            else:
-                room.voiced.pop(target_key, None)
+            self._voice_changed(room, target.name, voice, user.name)
             return defer.succeed(room.name)
         writing = self.database.write(
             transactions.change_voice, room.id, room.key, target_key, voice, user.name,
@@ -1008,18 +1011,22 @@ class ChatService(Service):
 
         def show(outcome: tuple[str, int]) -> str:
             name, event_id = outcome
-            self._made_here(event_id, partial(self._voice_changed, room, name, voice))
+            self._made_here(
+                event_id, partial(self._voice_changed, room, name, voice, user.name)
+            )
             return room.name
 
         return writing.addCallback(show)
 
     @staticmethod
-    def _voice_changed(room: Room, name: str, voice: bool) -> None:
-        """``name`` got voice in ``room`` or lost it, here or on another node."""
+    def _voice_changed(room: Room, name: str, voice: bool, by: str) -> None:
+        """``by`` gave ``name`` voice in ``room`` or took it, here or on another node:
+        every member here is told."""
         if voice:
             room.voiced[fold(name)] = name
         else:
             room.voiced.pop(fold(name), None)
+        room.broadcast(RoomModeChanged(room.name, VOICE, voice, by, name))
 
     def set_moderated(self, user: User, room: Room, moderated: bool) -> defer.Deferred:
         """An operator lets only operators and voiced members speak (IRC's ``+m``), or
@@ -1028,8 +1035,7 @@ class ChatService(Service):
         self._require_operator(user, room)
         self._require_lasting(user, "make a room moderated or not")
         return self._switch_room(
-            user, room, transactions.change_moderated, partial(setattr, room, "moderated"),
-            moderated,
+            user, room, transactions.change_moderated, MODERATED, moderated
         )
 
     def set_topic_open(self, user: User, room: Room, topic_open: bool) -> defer.Deferred:
@@ -1037,23 +1043,39 @@ class ChatService(Service):
         Recorded as a room event: every node's copy of the room follows."""
         self._require_operator(user, room)
         return self._switch_room(
-            user, room, transactions.change_topic_open, partial(setattr, room, "topic_open"),
-            topic_open,
+            user, room, transactions.change_topic_open, TOPIC_OPEN, topic_open
         )
 
     def _switch_room(
-        self, user: User, room: Room, change, apply: Callable[[bool], None], on: bool
+        self, user: User, room: Room, change, feature: str, on: bool
     ) -> defer.Deferred:
-        """Store a room's on/off feature with ``change`` (a named transaction that also
-        records the room event every node follows), then ``apply(on)`` here once; fire
-        with the room's name."""
+        """Store a room's on/off ``feature`` with ``change`` (a named transaction that also
+        records the room event every node follows), then switch it here once and tell
+        the members; fire with the room's name."""
         writing = self.database.write(change, room.id, room.key, on, user.name, self.now())
 
         def done(event_id: int) -> str:
-            self._made_here(event_id, partial(apply, on))
+            self._made_here(event_id, partial(self._room_switched, room, feature, on, user.name))
             return room.name
 
         return writing.addCallback(done)
+
+    def _room_switched(self, room: Room, feature: str, on: bool, by: str) -> None:
+        """``by`` switched a room's on/off ``feature`` (private, secret, moderated, topic
+        open), here or on another node: in force here, and every member here is told."""
+        if feature == PRIVATE:
+            room.private = on
+        elif feature == SECRET:
+            room.secret = on
+        elif feature == MODERATED:
+            room.moderated = on
+        elif feature == TOPIC_OPEN:
+            room.topic_open = on
+        if feature in (PRIVATE, SECRET):
+            # The other nodes' WHO and NAMES hide a private or secret room from those
+            # not in it.
+            self._operators_changed(room)
+        room.broadcast(RoomModeChanged(room.name, feature, on, by))
 
     def _change_operators(self, room: Room, names: Iterable[str]) -> None:
         """Replace a room's operators, telling its members when they changed."""
@@ -1177,30 +1199,43 @@ class ChatService(Service):
         self._require_operator(user, room)
         self._require_lasting(user, "ban or unban")
         if not banned:
-            lifting = self.database.write(transactions.unban_user, room.id, target_key)
-            return lifting.addCallback(lambda _: room.name)
+            lifting = self.database.write(
+                transactions.lift_ban, room.id, room.key, target_key, user.name, self.now()
+            )
+
+            def lifted(outcome: tuple[str, int]) -> str:
+                name, event_id = outcome
+                self._made_here(event_id, partial(
+                    room.broadcast, RoomModeChanged(room.name, BAN, False, user.name, name)
+                ))
+                return room.name
+
+            return lifting.addCallback(lifted)
         writing = self.database.write(
             transactions.ban_from_room, room.id, room.key, target_key, user.name, self.now()
         )
 
-        def show(outcome: tuple[rows.Banned, int | None]) -> str:
+        def show(outcome: tuple[rows.Banned, int]) -> str:
             banned, event_id = outcome
-            if banned.was_member:
-                self._made_here(
-                    event_id, partial(self._remove_member, room, banned.name, user.name, "banned")
-                )
+            self._made_here(
+                event_id, partial(self._banned, room, banned.name, banned.was_member, user.name)
+            )
             return room.name
 
         return writing.addCallback(show)
+
+    def _banned(self, room: Room, name: str, was_member: bool, by: str) -> None:
+        """``by`` banned ``name`` from ``room``, here or on another node: every member is
+        told, then a member is kicked (``banned``)."""
+        room.broadcast(RoomModeChanged(room.name, BAN, True, by, name))
+        if was_member:
+            self._remove_member(room, name, by, "banned")
 
     def set_private(self, user: User, room: Room, private: bool) -> defer.Deferred:
         """An operator makes a room private (members and the invited only) or public."""
         self._require_operator(user, room)
         self._require_lasting(user, "make a room private or public")
-        return self._switch_room(
-            user, room, transactions.change_private, partial(self._privacy_changed, room),
-            private,
-        )
+        return self._switch_room(user, room, transactions.change_private, PRIVATE, private)
 
     def set_secret(self, user: User, room: Room, secret: bool) -> defer.Deferred:
         """An operator makes a room secret (IRC's ``+s``: listed, and shown to WHO and
@@ -1212,27 +1247,13 @@ class ChatService(Service):
         costs nobody anything an operator would be needed to give back.
         """
         self._require_operator(user, room)
-        return self._switch_room(
-            user, room, transactions.change_secret, partial(self._secrecy_changed, room), secret
-        )
-
-    def _secrecy_changed(self, room: Room, secret: bool) -> None:
-        """A room became secret (or not), here or on another node."""
-        room.secret = secret
-        # The other nodes' WHO and NAMES hide a secret room from those not in it.
-        self._operators_changed(room)
+        return self._switch_room(user, room, transactions.change_secret, SECRET, secret)
 
     def _invited(self, target_key: str, room_name: str, by: str) -> None:
         """Show ``target_key``'s sessions here an invitation to ``room_name``."""
         target = self.users.get(target_key)
         if target is not None:
             target.deliver(Invited(room_name, by))
-
-    def _privacy_changed(self, room: Room, private: bool) -> None:
-        """A room became private (or public), here or on another node."""
-        room.private = private
-        # The other nodes' WHO hides a private room from those not in it.
-        self._operators_changed(room)
 
     def invite(self, user: User, room: Room, target_key: str) -> defer.Deferred:
         """Invite a user: any member of a public room, an operator of a private one.

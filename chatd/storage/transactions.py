@@ -1114,7 +1114,10 @@ def admin_room_change(
         user_name, _ = remove_member(connection, room_id, user_key)
         done = f"kicked {user_name} from {room_name}"
     elif action == "ban":
-        user_name = ban_user(connection, room_id, user_key, ADMIN, now).name
+        banned = ban_user(connection, room_id, user_key, ADMIN, now)
+        user_name = banned.name
+        # As a session's ban: "banned" when a member is kicked by it.
+        detail = "banned" if banned.was_member else ""
         done = f"banned {user_name} from {room_name}"
     elif action == "unban":
         user_name = unban_user(connection, room_id, user_key)
@@ -1161,15 +1164,25 @@ def kick_from_room(
 
 def ban_from_room(
     connection: Connection, room_id: int, room_key: str, user_key: str, by: str, now: int
-) -> tuple[Banned, int | None]:
-    """An operator's ban: ``ban_user``; the event (None: not a member, nothing to show)."""
+) -> tuple[Banned, int]:
+    """An operator's ban: ``ban_user``; also the event id (detail ``banned`` when the
+    account was a member, which every node then kicks; empty when it was not)."""
     banned = ban_user(connection, room_id, user_key, by, now)
-    if not banned.was_member:
-        return banned, None
+    detail = "banned" if banned.was_member else ""
     event_id = record_room_event(
-        connection, "room-ban", room_key, user_key, banned.name, "banned", now, by
+        connection, "room-ban", room_key, user_key, banned.name, detail, now, by
     )
     return banned, event_id
+
+
+def lift_ban(
+    connection: Connection, room_id: int, room_key: str, user_key: str, by: str, now: int
+) -> tuple[str, int]:
+    """An operator's unban: ``unban_user``; the account's name and the event id (every
+    node tells the room's members)."""
+    name = unban_user(connection, room_id, user_key)
+    event_id = record_room_event(connection, "room-unban", room_key, user_key, name, "", now, by)
+    return name, event_id
 
 
 def change_operator(

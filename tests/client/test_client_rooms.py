@@ -49,6 +49,14 @@ def render(raw: str, operators: dict[str, set[str]] | None = None) -> str | None
         ("KICK #dev alice bob", "! you were kicked from #dev by bob"),
         ("KICK #dev alice bob banned", "! you were banned from #dev by bob"),
         ("INVITE #den bob", "* bob invites you to #den; /join #den to accept"),
+        (
+            "MODE #dev bob moderated on",
+            "* bob made #dev moderated (operators and voiced members speak)",
+        ),
+        ("MODE #dev bob topic-open off", "* bob let only the operators of #dev set the topic"),
+        ("MODE #dev bob voice on carol", "* bob gave carol voice in #dev"),
+        ("MODE #dev bob ban off carol", "* bob lifted carol's ban from #dev"),
+        ("MODE #dev bob colour on", "* bob set colour on in #dev"),
         ("AWAY bob gone fishing", "* bob is away: gone fishing"),
         (
             "WHOIS bob online 2026-11-25T10:00:00.000Z #dev #lobby",

@@ -27,6 +27,7 @@ from chatd.core.events import (
     Operators,
     Parted,
     RoomMessage,
+    RoomModeChanged,
     Topic,
 )
 from chatd.core.interfaces import DisconnectReason
@@ -543,3 +544,40 @@ def test_who_of_a_secret_room_whose_members_are_all_elsewhere(cluster):
     with pytest.raises(ChatError) as refused:
         carol.who("#solo")
     assert refused.value.code == "no-such-room"
+
+
+def test_every_mode_change_on_one_node_is_told_to_members_on_both(cluster):
+    """alice (node a) switches each of #side's features and voices, bans and unbans: bob
+    (node b) and alice herself are delivered one RoomModeChanged per change, by alice, in
+    order; a member banned is told the ban before its KICK."""
+    alice, alice_sees, _bob, bob_sees = side_room_with(cluster)
+    carol, carol_sees = login(cluster, cluster.b, "carol")
+    carol.join("#side")
+    login(cluster, cluster.b, "dave")[0].logout()
+    cluster.pump()
+    changes = [
+        (alice.set_private, (True,)), (alice.set_secret, (True,)),
+        (alice.set_moderated, (True,)), (alice.set_topic_open, (True,)),
+        (alice.set_voice, ("bob", True)), (alice.ban, ("dave", True)),
+        (alice.ban, ("dave", False)), (alice.set_topic_open, (False,)),
+        (alice.set_private, (False,)),
+    ]
+    for change, arguments in changes:
+        assert change("#side", *arguments).result == "#side"
+        cluster.pump()
+    expected = [
+        ("private", True, ""), ("secret", True, ""), ("moderated", True, ""),
+        ("topic-open", True, ""), ("voice", True, "bob"), ("ban", True, "dave"),
+        ("ban", False, "dave"), ("topic-open", False, ""), ("private", False, ""),
+    ]
+    for mind in (alice_sees, bob_sees):
+        told = of_type(mind, RoomModeChanged)
+        assert [(e.feature, e.on, e.user) for e in told] == expected
+        assert {(e.room, e.by) for e in told} == {("#side", "alice")}
+    assert alice.ban("#side", "carol", True).result == "#side"
+    cluster.pump()
+    for mind in (alice_sees, bob_sees, carol_sees):
+        last = [e for e in mind.events if isinstance(e, RoomModeChanged | Kicked)][-2:]
+        assert [type(e) for e in last] == [RoomModeChanged, Kicked]
+        assert (last[0].feature, last[0].on, last[0].user) == ("ban", True, "carol")
+        assert (last[1].user, last[1].reason) == ("carol", "banned")

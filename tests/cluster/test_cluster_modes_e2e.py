@@ -159,3 +159,34 @@ def test_an_invisible_user_of_another_node_is_left_out_of_who_by_mask(cluster): 
     mode_told(carol, "-i")
     told("visible")
     assert who_mask(alice, "c*") == ["carol"]
+
+
+def test_a_mode_made_on_one_node_is_told_to_irc_and_line_members_of_another(cluster):  # noqa: F811
+    """alice (IRC, node a) opens #r; bob (IRC) and carol (line door) on node b join it.
+    alice's MODE #r +m reaches bob as MODE from alice!alice@chatd and carol as the MODE
+    line; +b dave (an account not in #r) and -m too, in order."""
+    first, second = cluster("a", **IRC_ON), cluster("b", **IRC_ON)
+    first.connect().login("alice")
+    second.connect().login("dave")
+    alice = irc_login(first.irc_port, "alice")
+    alice.send("JOIN #r")
+    alice.until(lambda m: m.verb == "366")
+    bob = second.connect()
+    bob.login("bob")
+    bob_irc = irc_login(second.irc_port, "bob")
+    bob_irc.send("JOIN #r")
+    bob_irc.until(lambda m: m.verb == "366")
+    carol = second.connect()
+    carol.login("carol")
+    assert carol.command("/join #r")[-1] == "OK join #r"
+    started = time.monotonic()
+    alice.send("MODE #r +m")
+    assert mode_told(alice, "+m") == ":alice!alice@chatd MODE #r +m"
+    assert mode_told(bob_irc, "+m") == ":alice!alice@chatd MODE #r +m"
+    print(f"MODE +m on the other node {time.monotonic() - started:.3f} s after it was sent")
+    assert read_until(carol, "MODE ") == "MODE #r alice moderated on"
+    alice.send("MODE #r +b dave", "MODE #r -m")
+    assert mode_told(bob_irc, "+b") == ":alice!alice@chatd MODE #r +b dave!*@*"
+    assert mode_told(bob_irc, "-m") == ":alice!alice@chatd MODE #r -m"
+    assert read_until(carol, "MODE ") == "MODE #r alice ban on dave"
+    assert read_until(carol, "MODE ") == "MODE #r alice moderated off"

@@ -115,6 +115,30 @@ def test_a_room_event_for_a_room_nobody_online_is_in_changes_nothing_in_memory()
     assert "TOPIC #a *admin quiet" in mind.lines()
 
 
+def test_the_command_lines_ban_and_unban_are_told_as_mode_changes():
+    """``chatd room ban`` of a member: every member is told the ban, then its KICK; of an
+    account not in the room: the ban alone (no KICK of someone who was not there);
+    ``chatd room unban``: the lifting. All by ``*admin``."""
+    harness = ChatHarness()
+    alice, mind = start(harness, "alice")
+    outcome(alice.join("#a"))
+    bob, _ = start(harness, "bob")
+    outcome(bob.join("#a"))
+    start(harness, "carol")[0].logout()
+    mind.lines()
+    connection = harness.database.connection
+    for action, name in (("ban", "bob"), ("ban", "carol"), ("unban", "carol")):
+        with schema.transaction(connection):
+            transactions.admin_room_change(connection, action, "#a", name, "", 0)
+    harness.chat._poll_account_events()
+    assert mind.lines() == [
+        "MODE #a *admin ban on bob",
+        "KICK #a bob *admin banned",
+        "MODE #a *admin ban on carol",
+        "MODE #a *admin ban off carol",
+    ]
+
+
 def test_questions_return_values_and_deliver_nothing():
     """who, rooms, topic, whois and history answer with values for the door to render.
 

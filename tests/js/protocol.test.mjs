@@ -53,6 +53,15 @@ test("the extension lines parse", () => {
   assert.deepEqual(parseLine("INVITE #secret carol"), { kind: "INVITE", room: "#secret", by: "carol" });
 });
 
+test("MODE lines: the user field only for voice and bans", () => {
+  assert.deepEqual(parseLine("MODE #a carol private on"), {
+    kind: "MODE", room: "#a", by: "carol", feature: "private", state: "on", user: "",
+  });
+  assert.deepEqual(parseLine("MODE #a carol ban on mallory"), {
+    kind: "MODE", room: "#a", by: "carol", feature: "ban", state: "on", user: "mallory",
+  });
+});
+
 test("an unknown kind is kept whole rather than failing", () => {
   assert.deepEqual(parseLine("FUTURE a b c"), { kind: "UNKNOWN", line: "FUTURE a b c" });
   assert.deepEqual(parseLine(""), { kind: "UNKNOWN", line: "" });

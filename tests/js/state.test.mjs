@@ -181,6 +181,25 @@ test("topics, operators, kicks and invitations from the extensions", () => {
   assert.ok(!state.rooms.has("#dev"));
 });
 
+test("a room's mode change (MODE) is a system line in that room, naming who made it", () => {
+  const state = loggedIn();
+  state.receive("MODE #lobby carol moderated on");
+  state.receive("MODE #lobby carol voice on bob");
+  state.receive("MODE #lobby carol ban off mallory");
+  state.receive("MODE #lobby carol topic-open off");
+  state.receive("MODE #nowhere carol secret on");
+  const room = state.room("#lobby");
+  assert.deepEqual(texts(room), [
+    "carol made the room moderated (operators and voiced members speak)",
+    "carol gave bob voice",
+    "carol lifted mallory's ban",
+    "carol let only operators set the topic",
+  ]);
+  assert.equal(room.items[0].what, "mode");
+  assert.equal(room.items[0].user, "carol");
+  assert.ok(!state.rooms.has("#nowhere"));
+});
+
 test("a topic sent while joining is not announced as a change", () => {
   const state = loggedIn();
   state.sent("/join #dev");

@@ -42,8 +42,14 @@ from chatd.core.bulk import BulkReply, PageSource
 from chatd.core.errors import ChatError
 from chatd.core.events import (
     ACTION,
+    BAN,
+    MODERATED,
     NOTICE,
+    PRIVATE,
     SAY,
+    SECRET,
+    TOPIC_OPEN,
+    VOICE,
     Away,
     DirectHistoryLine,
     DirectMessage,
@@ -58,6 +64,7 @@ from chatd.core.events import (
     Parted,
     RoomMessage,
     RoomMessages,
+    RoomModeChanged,
     RoomSummary,
     StoredMessage,
     TagMessage,
@@ -1458,10 +1465,7 @@ class IRCConnection(Protocol):
                     continue
                 done.add(sign + "s")
                 setting = defer.maybeDeferred(self.session.set_secret, room, sign == "+")
-                self._track(setting).addCallbacks(
-                    lambda name, change=sign + "s": self._tell_room_mode(name, change),
-                    self._refused("MODE", room),
-                )
+                self._track(setting.addErrback(self._refused("MODE", room)))
             elif letter == "b" and not arguments:
                 self._list_bans(state.name)
             elif letter in "obv":
@@ -1473,12 +1477,7 @@ class IRCConnection(Protocol):
                     setting = defer.maybeDeferred(
                         self.session.set_voice, room, argument, sign == "+"
                     )
-                    self._track(setting).addCallbacks(
-                        lambda name, change=sign + "v", nick=argument: self._tell_room_mode(
-                            name, change, nick
-                        ),
-                        self._refused("MODE", room, argument),
-                    )
+                    self._track(setting.addErrback(self._refused("MODE", room, argument)))
                 elif letter == "o":
                     setting = defer.maybeDeferred(
                         self.session.set_operator, room, argument, sign == "+"
@@ -1489,22 +1488,13 @@ class IRCConnection(Protocol):
             elif letter == "i":
                 private = sign == "+"
                 setting = defer.maybeDeferred(self.session.set_private, room, private)
-                self._track(setting).addCallbacks(
-                    lambda name, change=sign + "i": self._tell_room_mode(name, change),
-                    self._refused("MODE", room),
-                )
+                self._track(setting.addErrback(self._refused("MODE", room)))
             elif letter == "m":
                 setting = defer.maybeDeferred(self.session.set_moderated, room, sign == "+")
-                self._track(setting).addCallbacks(
-                    lambda name, change=sign + "m": self._tell_room_mode(name, change),
-                    self._refused("MODE", room),
-                )
+                self._track(setting.addErrback(self._refused("MODE", room)))
             elif letter == "t":
                 setting = defer.maybeDeferred(self.session.set_topic_open, room, sign == "-")
-                self._track(setting).addCallbacks(
-                    lambda name, change=sign + "t": self._tell_room_mode(name, change),
-                    self._refused("MODE", room),
-                )
+                self._track(setting.addErrback(self._refused("MODE", room)))
             else:
                 self.reply(n.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
 
@@ -1515,10 +1505,7 @@ class IRCConnection(Protocol):
             self.notice(f"MODE: bans here are of accounts: give {room} +b nick!*@*, not {mask}")
             return
         banning = defer.maybeDeferred(self.session.ban, room, nick, sign == "+")
-        self._track(banning).addCallbacks(
-            lambda name: self._tell_room_mode(name, f"{sign}b", f"{nick}!*@*"),
-            self._refused("MODE", room, nick),
-        )
+        self._track(banning.addErrback(self._refused("MODE", room, nick)))
 
     def _list_bans(self, room: str) -> None:
         """``MODE #room b``: 367 for each banned account, then 368."""
@@ -1653,11 +1640,6 @@ class IRCConnection(Protocol):
                 self.send(Message("BATCH", (f"-{batch}",), self.host))
 
         self._track(reading.addCallbacks(show, self._refused("CHATHISTORY", "*")))
-
-    def _tell_room_mode(self, room: str, change: str, *arguments: str) -> None:
-        """A mode change the core has no event for (+i, +s, +b): to the room's IRC members."""
-        message = Message("MODE", (room, change, *arguments), self.source_of(self.nick or ""))
-        self.server.tell_room(room, message)
 
     # --- IChatClient: rendering the core's events -----------------------------------
 
@@ -1969,6 +1951,22 @@ class IRCConnection(Protocol):
             if name_key not in now:
                 self.send(Message("MODE", (event.room, "-o", name), self.host))
 
+    def _render_mode_changed(self, event: RoomModeChanged) -> None:
+        """A room's feature switched, as ``MODE`` from whoever switched it."""
+        self._close_history()
+        letter = _MODE_LETTERS[event.feature]
+        # +t locks the topic: the core's "topic open" is its opposite.
+        on = event.on != (event.feature == TOPIC_OPEN)
+        arguments: tuple[str, ...] = ()
+        if event.feature == VOICE:
+            arguments = (event.user,)
+        elif event.feature == BAN:
+            arguments = (f"{event.user}!*@*",)
+        self.send(Message(
+            "MODE", (event.room, ("+" if on else "-") + letter, *arguments),
+            self.source_of(event.by),
+        ))
+
     def _render_kicked(self, event: Kicked) -> None:
         self._close_history()
         if self._is_me(event.user):
@@ -2139,6 +2137,9 @@ def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
     return event.text
 
 
+# The IRC channel mode of each of a room's features (chatd.core.events).
+_MODE_LETTERS = {PRIVATE: "i", SECRET: "s", MODERATED: "m", TOPIC_OPEN: "t", VOICE: "v", BAN: "b"}
+
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     RoomMessage: IRCConnection._render_room_event,
     RoomMessages: IRCConnection._render_room_messages,
@@ -2152,6 +2153,7 @@ _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
     Notice: IRCConnection._render_notice,
     Topic: IRCConnection._render_topic,
     Operators: IRCConnection._render_operators,
+    RoomModeChanged: IRCConnection._render_mode_changed,
     Kicked: IRCConnection._render_kicked,
     Invited: IRCConnection._render_invited,
     Away: IRCConnection._render_away,
@@ -2222,14 +2224,6 @@ class IRCFactory(ServerFactory):
                 message.origin for message in messages if message.origin is not None)
             self._origins = (event, origins)
         return origins
-
-    def tell_room(self, room: str, message: Message) -> None:
-        """Send ``message`` to every IRC connection whose user is in ``room``."""
-        key = fold(room)
-        for connection in list(self.connections):
-            session = connection.session
-            if session is not None and key in session.user.rooms:
-                connection.send(message)
 
     def _away_changed(self, user, text: str) -> None:
         """away-notify: tell clients that share a room with ``user`` (not its own)."""

@@ -27,6 +27,7 @@ from chatd.core.events import (
     Parted,
     RoomMessage,
     RoomMessages,
+    RoomModeChanged,
     RoomSummary,
     StoredMessage,
     Topic,
@@ -53,6 +54,11 @@ def _history(event: HistoryLine) -> tuple[str, ...]:
     return (line_type, event.room, format_timestamp(event.at), event.sender, event.text)
 
 
+def _mode(event: RoomModeChanged) -> tuple[str, ...]:
+    # An extension line (docs/protocol.md): MODE <room> <by> <feature> <on|off> [<user>].
+    return ("MODE", event.room, event.by, event.feature, "on" if event.on else "off", event.user)
+
+
 def _whois(event: WhoisInfo) -> tuple[str, ...]:
     seen = "-" if event.last_seen is None else format_timestamp(event.last_seen)
     status = "online" if event.online else "offline"
@@ -75,6 +81,7 @@ LINES: dict[type, Callable[[Event], tuple[str, ...]]] = {
     Notice: lambda e: ("INFO", e.text),
     Topic: lambda e: ("TOPIC", e.room, e.setter, e.text),
     Operators: lambda e: ("OPS", e.room, " ".join(e.operators)),
+    RoomModeChanged: _mode,
     Kicked: lambda e: ("KICK", e.room, e.user, e.by, e.reason),
     Invited: lambda e: ("INVITE", e.room, e.by),
     Away: lambda e: ("AWAY", e.user, e.text),

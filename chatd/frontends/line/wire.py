@@ -41,6 +41,8 @@ FIELD_COUNTS: dict[str, int] = {
     "HISTORYDM": 4,
     "AWAY": 2,
     "WHOIS": 4,
+    # A room's feature switched: MODE <room> <by> <feature> <on|off> [<user>].
+    "MODE": 5,
 }
 LINE_KINDS = frozenset(FIELD_COUNTS)
 

@@ -132,6 +132,7 @@ def test_a_guest_that_opens_a_room_is_its_operator_while_it_stays(irc):
     assert guest.send("MODE #den -t")[-1] == ":visitor!visitor@chatd MODE #den -t"
     assert line.send("/topic #den mine")[-1].startswith("OK")
     guest.send("MODE #den +t")
+    assert line.lines()[-1] == "MODE #den visitor topic-open off"
     assert line.send("/topic #den again")[0].startswith("ERR forbidden")
     assert guest.send("TOPIC #den :the guest's")[-1].endswith("TOPIC #den :the guest's")
     assert guest.send("MODE #den +o alice")[-1] == ":chatd MODE #den +o alice"

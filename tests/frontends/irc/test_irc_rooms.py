@@ -141,10 +141,13 @@ def test_mode_ban_by_nick_mask_kicks_lists_and_lifts(irc):
     alice, bob = in_dev(irc)
     bob.lines()
     assert alice.send("MODE #dev +b bob!*@*") == [
-        ":alice!alice@chatd KICK #dev bob banned",
         ":alice!alice@chatd MODE #dev +b bob!*@*",
+        ":alice!alice@chatd KICK #dev bob banned",
     ]
-    assert bob.lines() == [":alice!alice@chatd KICK #dev bob banned"]
+    assert bob.lines() == [
+        ":alice!alice@chatd MODE #dev +b bob!*@*",
+        ":alice!alice@chatd KICK #dev bob banned",
+    ]
     listed = alice.send("MODE #dev b")
     assert verbs(listed) == ["367", "368"]
     assert parse(listed[0]).params[1:4] == ("#dev", "bob!*@*", "alice")

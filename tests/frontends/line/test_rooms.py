@@ -194,16 +194,19 @@ def test_a_kick_needs_an_operator(chat):
 
 
 def test_a_ban_kicks_and_keeps_the_user_out_until_lifted(chat):
-    """/ban: KICK ... banned to all, every session out; /join forbidden; /unban lets in."""
+    """/ban: MODE ... ban on, then KICK ... banned to all, every session out; /join
+    forbidden; /unban (MODE ... ban off to the members) lets in."""
     alice = in_room(chat, "alice", "#a")
     bobs = [in_room(chat, "bob", "#a") for _ in range(3)]
     quiet(alice)
-    assert alice.send("/ban #a bob") == ["KICK #a bob alice banned", "OK ban #a"]
+    told = ["MODE #a alice ban on bob", "KICK #a bob alice banned"]
+    assert alice.send("/ban #a bob") == [*told, "OK ban #a"]
     for bob in bobs:
-        assert bob.lines()[-1] == "KICK #a bob alice banned"
+        assert bob.lines()[-2:] == told
     assert bobs[0].send("/join #a") == ["ERR forbidden you are banned from #a"]
     assert alice.send("/ban #a nobody")[0] == "ERR no-such-user there is no user nobody"
-    assert alice.send("/unban #a bob") == ["OK unban #a"]
+    assert alice.send("/unban #a bob") == ["MODE #a alice ban off bob", "OK unban #a"]
+    assert bobs[0].lines() == []
     assert bobs[1].send("/join #a")[-1] == "OK join #a"
 
 
@@ -213,7 +216,9 @@ def test_a_ban_of_an_offline_member_ends_the_membership(chat):
     bob = in_room(chat, "bob", "#a")
     bob.close()
     alice.lines()
-    assert alice.send("/ban #a bob") == ["KICK #a bob alice banned", "OK ban #a"]
+    assert alice.send("/ban #a bob") == [
+        "MODE #a alice ban on bob", "KICK #a bob alice banned", "OK ban #a"
+    ]
     lines = chat.client().send("/login bob password1")
     assert lines == ["JOIN #lobby bob", "WHO #lobby alice bob", "OK login bob"]
 
@@ -227,7 +232,7 @@ def test_a_private_room_takes_members_and_the_invited_only(chat):
     bob = chat.logged_in("bob")
     quiet(alice)
     assert alice.send("/private #a maybe")[0].startswith("ERR bad-arguments")
-    assert alice.send("/private #a on") == ["OK private #a"]
+    assert alice.send("/private #a on") == ["MODE #a alice private on", "OK private #a"]
     assert bob.send("/rooms") == ["ROOM #lobby 2", "OK rooms"]
     assert alice.send("/rooms") == ["ROOM #a 1", "ROOM #lobby 2", "OK rooms"]
     assert bob.send("/who #a")[0].startswith("ERR no-such-room")
@@ -242,7 +247,7 @@ def test_a_private_room_takes_members_and_the_invited_only(chat):
     alice.send("/kick #a bob")
     quiet(bob)
     assert bob.send("/join #a")[0] == "ERR forbidden #a is private: you need an invitation"
-    assert alice.send("/private #a off") == ["OK private #a"]
+    assert alice.send("/private #a off") == ["MODE #a alice private off", "OK private #a"]
     assert bob.send("/join #a")[-1] == "OK join #a"
 
 
@@ -465,7 +470,7 @@ def test_a_secret_room_is_shown_to_its_members_only(chat):
     quiet(alice)
     assert alice.send("/secret #a maybe")[0].startswith("ERR bad-arguments")
     assert alice.send("/secret #b on")[0].startswith("ERR not-in-room")
-    assert alice.send("/secret #a on") == ["OK secret #a"]
+    assert alice.send("/secret #a on") == ["MODE #a alice secret on", "OK secret #a"]
     assert bob.send("/rooms") == ["ROOM #lobby 2", "OK rooms"]
     assert alice.send("/rooms") == ["ROOM #a 1", "ROOM #lobby 2", "OK rooms"]
     assert bob.send("/who #a")[0] == "ERR no-such-room nobody is in #a"
@@ -476,6 +481,6 @@ def test_a_secret_room_is_shown_to_its_members_only(chat):
     carol = chat.logged_in("carol")
     assert carol.send("/rooms") == ["ROOM #lobby 3", "OK rooms"]
     quiet(alice)
-    assert alice.send("/secret #a OFF") == ["OK secret #a"]
+    assert alice.send("/secret #a OFF") == ["MODE #a alice secret off", "OK secret #a"]
     assert carol.send("/rooms") == ["ROOM #a 2", "ROOM #lobby 3", "OK rooms"]
     assert any(line.startswith("INFO /secret <room> <on-or-off>") for line in carol.send("/help"))

@@ -136,6 +136,22 @@ def test_web_and_line_sessions_share_the_rooms():
     assert bob.lines()[-1] == "MSG #lobby alice hi from the web"
 
 
+def test_a_room_mode_change_reaches_a_web_member_as_its_mode_line():
+    """A line-door operator's /moderated-like switches (here /private and /ban) reach a web
+    member of the room as MODE extension lines, one text message each."""
+    harness = web()
+    alice = harness.opened()
+    alice.login("alice")
+    bob = harness.logged_in("bob")
+    harness.logged_in("dave").close()
+    bob.send("/join #dev")
+    alice.send("/join #dev")
+    alice.lines()
+    assert bob.send("/private #dev on")[-1] == "OK private #dev"
+    assert bob.send("/ban #dev dave")[-1] == "OK ban #dev"
+    assert alice.lines() == ["MODE #dev bob private on", "MODE #dev bob ban on dave"]
+
+
 def test_a_line_end_at_the_end_of_a_message_is_dropped():
     """``text\\n`` and ``text\\r\\n`` are the line ``text``, as on the line door."""
     alice = web().opened()

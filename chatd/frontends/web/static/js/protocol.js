@@ -30,7 +30,32 @@ export const LINE_KINDS = {
   WHOIS: ["user", "status", "seen", "rooms"],
   // Extension: /history <user>, a conversation's past direct messages.
   HISTORYDM: ["time", "sender", "recipient", "text"],
+  // Extension: a room's feature switched (IRC's MODE +i/+s/+m/-t/+v/+b), told to every member.
+  MODE: ["room", "by", "feature", "state", "user"],
 };
+
+// How a MODE line reads, by feature and whether it was switched on.
+const MODE_PHRASES = {
+  "private on": (e) => `${e.by} made the room private (members and the invited only)`,
+  "private off": (e) => `${e.by} made the room public`,
+  "secret on": (e) => `${e.by} made the room secret (listed to its members only)`,
+  "secret off": (e) => `${e.by} made the room no longer secret`,
+  "moderated on": (e) => `${e.by} made the room moderated (operators and voiced members speak)`,
+  "moderated off": (e) => `${e.by} made the room no longer moderated`,
+  "topic-open on": (e) => `${e.by} let every member set the topic`,
+  "topic-open off": (e) => `${e.by} let only operators set the topic`,
+  "voice on": (e) => `${e.by} gave ${e.user} voice`,
+  "voice off": (e) => `${e.by} took ${e.user}'s voice`,
+  "ban on": (e) => `${e.by} banned ${e.user}`,
+  "ban off": (e) => `${e.by} lifted ${e.user}'s ban`,
+};
+
+/** The sentence a parsed MODE line is shown as in its room (a feature unknown yet: plainly). */
+export function modeText(event) {
+  const phrase = MODE_PHRASES[`${event.feature} ${event.state}`];
+  if (phrase) return phrase(event);
+  return [event.by, "set", event.feature, event.state, event.user].filter(Boolean).join(" ");
+}
 
 // Fields that hold a list of names separated by single spaces.
 const NAME_LISTS = new Set(["members", "names", "rooms"]);

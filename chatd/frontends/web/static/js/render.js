@@ -49,6 +49,8 @@ const EVENT_TEXT = {
   topic: (entry) =>
     entry.text ? `${entry.user} set the topic: ${entry.text}` : `${entry.user} cleared the topic`,
   kick: (entry) => `${entry.by} removed ${entry.user}${entry.text ? `: ${entry.text}` : ""}`,
+  // A room's feature switched (MODE): the sentence protocol.js made of it.
+  mode: (entry) => entry.text,
 };
 
 // How each group of items is drawn, by item kind. A new kind is one entry.

@@ -2,7 +2,7 @@
 // ChatState.receive(line) applies one server line; it returns effects for the page
 // to carry out (answer a PING, notify, show a reply). No DOM here.
 
-import { commandOf, firstArgument, fold, isFinal, parseLine } from "./protocol.js";
+import { commandOf, firstArgument, fold, isFinal, modeText, parseLine } from "./protocol.js";
 import { mentions } from "./format.js";
 
 // A room or conversation keeps at most this many items (older ones are dropped).
@@ -324,6 +324,11 @@ const HANDLERS = {
   },
   OPS(event) {
     this.room(event.room).ops = new Set(event.names.map(fold));
+  },
+  MODE(event) {
+    const room = this.rooms.get(fold(event.room));
+    if (!room) return;
+    this.add(room, item("event", { what: "mode", user: event.by, text: modeText(event), time: this.now() }));
   },
   KICK(event) {
     const room = this.rooms.get(fold(event.room));
