@@ -147,7 +147,8 @@ def test_room_kick_ban_unban(run):
     events = [e for e in transactions.account_events_since(connection, 0) if e.action != "create"]
     assert [(e.action, e.user_name, e.detail) for e in events] == [
         ("room-kick", "bob", "be nice"),
-        ("room-ban", "alice", ""),
+        # "banned": alice was a member, whom every node kicks (as a session's ban).
+        ("room-ban", "alice", "banned"),
         ("room-unban", "alice", ""),
     ]
 
