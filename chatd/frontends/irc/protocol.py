@@ -1183,7 +1183,8 @@ class IRCConnection(Protocol):
             except ChatError:
                 continue
             self._names_lines(
-                roster.room, roster.members, _folded(roster.operators), roster.secret
+                roster.room, self._names_shown(roster), _folded(roster.operators),
+                roster.secret,
             )
         self.reply(n.RPL_ENDOFNAMES, rooms, "End of /NAMES list")
 
@@ -1197,9 +1198,21 @@ class IRCConnection(Protocol):
             except ChatError:
                 continue  # nobody in it, or private or secret and not ours
             self._names_lines(
-                roster.room, roster.members, _folded(roster.operators), roster.secret
+                roster.room, self._names_shown(roster), _folded(roster.operators),
+                roster.secret,
             )
         self.reply(n.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+
+    def _names_shown(self, roster) -> tuple[str, ...]:
+        """The members ``NAMES`` lists to this client: all of them to a member of the
+        room; to anyone else, those without user mode +i (RFC 2812 3.2.5), on any node."""
+        user = self.session.user
+        if fold(roster.room) in user.rooms:
+            return roster.members
+        return tuple(
+            name for name in roster.members
+            if fold(name) == user.key or not self.server.is_invisible(fold(name))
+        )
 
     def irc_WHO(self, mask: str | None = None, options: str | None = None, *_: str) -> None:
         """WHO for a room (352 per member) or a nick, then 315; WHOX (354) with ``%fields``."""

@@ -245,3 +245,36 @@ def test_whox_fields_in_their_order_with_the_token(irc, bytewise):
         ":chatd 354 alice bob bob",
         ":chatd 315 alice bob :End of WHO list",
     ]
+
+
+def names_in(lines, room):
+    """The names the 353 lines for ``room`` list, in order (prefixes kept)."""
+    return [
+        name for line in lines
+        if (message := parse(line)).verb == "353" and message.params[2] == room
+        for name in message.params[3].split()
+    ]
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_names_leaves_out_invisible_users_for_those_outside_the_room(irc, bytewise):
+    """bob (in #dev) sets user mode +i: carol, not in #dev, gets NAMES #dev (and NAMES
+    without a room) without him, RFC 2812 3.2.5; alice, a member, still sees him, as
+    does bob himself and carol in #lobby, which she shares with him; after -i carol
+    sees him again."""
+    alice, bob = in_dev(irc)
+    carol = irc.irc_client(port=50003)
+    carol.login_with_pass("carol")
+    assert names_in(carol.send("NAMES #dev", bytewise=bytewise), "#dev") == ["@alice", "bob"]
+    bob.send("MODE bob +i")
+    assert names_in(carol.send("NAMES #dev", bytewise=bytewise), "#dev") == ["@alice"]
+    everything = carol.send("NAMES", bytewise=bytewise)
+    assert names_in(everything, "#dev") == ["@alice"]
+    assert names_in(everything, "#lobby") == ["alice", "bob", "carol"]
+    assert names_in(alice.send("NAMES #dev"), "#dev") == ["@alice", "bob"]
+    assert names_in(bob.send("NAMES #dev"), "#dev") == ["@alice", "bob"]
+    # carol's own +i hides nobody from her, and her from nobody in her rooms.
+    carol.send("MODE carol +i")
+    assert names_in(carol.send("NAMES #lobby"), "#lobby") == ["alice", "bob", "carol"]
+    bob.send("MODE bob -i")
+    assert names_in(carol.send("NAMES #dev", bytewise=bytewise), "#dev") == ["@alice", "bob"]
