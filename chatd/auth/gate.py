@@ -163,16 +163,20 @@ class Gate:
         (IRC's ``OPER``, the line door's ``/oper``); fire with the account's name.
 
         Checked by the portal's checker on the bcrypt pool like a login, and
-        throttled like one (``CHATD_LOGIN_*``). The password is checked before
-        the list, so an unknown account, a wrong password and an account not
-        in ``CHATD_OPERATORS`` cost the same; the first two fail with
-        ``bad-credentials``, the last (right password) with ``forbidden``.
+        throttled like one (``CHATD_LOGIN_*``): in cluster mode its failures count
+        on every node, and it holds a place in the cluster's count of attempts in
+        flight from its address while its password is checked, as a login does.
+        The password is checked before the list, so an unknown account, a wrong
+        password and an account not in ``CHATD_OPERATORS`` cost the same; the
+        first two fail with ``bad-credentials``, the last (right password) with
+        ``forbidden``.
         """
         attempt = self.limits.logins.admit(address, fold(name))
         candidates = password_candidates(password)
         if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
             attempt.failed()
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
+        ticket = UNSHARED
 
         def check(rest: tuple[bytes, ...]) -> defer.Deferred:
             checking = self.portal.check(AddressedCredentials(name, rest[0], address))
@@ -184,6 +188,7 @@ class Gate:
 
         def checked(identity: str) -> str:
             attempt.succeeded()
+            ticket.end()
             if fold(identity) not in self.config.operators:
                 raise ChatError("forbidden", f"{identity} is not a server operator")
             # A connection gone while the password was checked has nobody to empower.
@@ -192,9 +197,16 @@ class Gate:
             return str(identity)
 
         def failed(failure: Failure) -> Failure:
+            if failure.check(_LoginRefused):
+                attempt.abandoned()
+                raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
             if failure.check(UnauthorizedLogin):
+                # Counted (and told to the other nodes) before the place in flight
+                # is given up, as a login's failure is.
                 attempt.failed()
+                ticket.end()
                 raise ChatError("bad-credentials", BAD_CREDENTIALS)
+            ticket.end()
             if failure.check(ChatError) and failure.value.code == "banned":
                 # The right password of a banned account: no guess, and no operator.
                 attempt.succeeded()
@@ -202,7 +214,20 @@ class Gate:
             attempt.abandoned()
             return failure
 
-        return check(candidates).addCallbacks(checked, failed)
+        if self.shared is None:
+            checking = check(candidates)
+        else:
+            # The attempts from this address under way on every node count too.
+            def admitted(shared_ticket) -> defer.Deferred:
+                nonlocal ticket
+                if shared_ticket is None:
+                    raise _LoginRefused()
+                ticket = shared_ticket
+                return check(candidates)
+
+            room = self.limits.logins.room(address)
+            checking = self.shared.admit_login(address, room).addCallback(admitted)
+        return checking.addCallbacks(checked, failed)
 
     # guests ---------------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # A user's state as told on the wire:
-# [name, away, [[room_key, room_name, op, private, secret], ...], invisible]; a seat of
-# four (a node from before secret rooms) is not secret, and a state of three (a node
-# from before ``invisible``) is visible.
+# [name, away, [[room_key, room_name, op, private, secret], ...], invisible, oper]; a seat
+# of four (a node from before secret rooms) is not secret, a state of three (a node from
+# before ``invisible``) is visible, and one of four (from before ``oper``) no server
+# operator.
 WireState = list
 
 
@@ -41,12 +42,14 @@ class RoomSeat:
 @dataclass(frozen=True, slots=True)
 class UserState:
     """One user as one node has it: online there, with this name, away text and rooms,
-    and whether a session of it there is invisible (IRC's user mode ``+i``)."""
+    whether a session of it there is invisible (IRC's user mode ``+i``), and whether it
+    is a server operator there (``CHATD_OPERATORS``, IRC's ``OPER``)."""
 
     name: str
     away: str
     rooms: tuple[RoomSeat, ...]
     invisible: bool = False
+    oper: bool = False
 
     def to_wire(self) -> WireState:
         """The JSON-able form sent to the other nodes."""
@@ -56,6 +59,7 @@ class UserState:
               int(seat.secret)]
              for seat in self.rooms],
             int(self.invisible),
+            int(self.oper),
         ]
 
     @classmethod
@@ -66,7 +70,7 @@ class UserState:
             RoomSeat(str(key), str(room), bool(operator), bool(private),
                      bool(seat_more and seat_more[0]))
             for key, room, operator, private, *seat_more in rooms
-        ), bool(more[0]) if more else False)
+        ), bool(more[0]) if more else False, bool(more[1]) if len(more) > 1 else False)
 
 
 class ClusterPresence:
@@ -171,6 +175,10 @@ class ClusterPresence:
         return any(
             users[user_key].invisible for users in self._nodes.values() if user_key in users
         )
+
+    def oper(self, user_key: str) -> bool:
+        """Whether another node says ``user_key`` is a server operator there."""
+        return any(users[user_key].oper for users in self._nodes.values() if user_key in users)
 
     def users(self) -> dict[str, str]:
         """Everyone online elsewhere: folded name -> display name."""

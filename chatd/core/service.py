@@ -318,7 +318,7 @@ class ChatService(Service):
         return UserState(user.name, user.away, tuple(
             RoomSeat(room.key, room.name, user.key in room.operators, room.private, room.secret)
             for room in user.rooms.values()
-        ), user.invisible)
+        ), user.invisible, user.oper)
 
     def local_presence(self) -> dict[str, UserState]:
         """Every user with a session here, for a node that asks for them all."""
@@ -388,6 +388,13 @@ class ChatService(Service):
         invisible (IRC's ``+i``)."""
         user = self.users.get(user_key)
         return (user is not None and user.invisible) or self.fanout.presence.invisible(user_key)
+
+    def is_oper(self, user_key: str) -> bool:
+        """Whether ``user_key`` is a server operator here or (cluster mode) on another node
+        (IRC's ``*`` in ``WHO`` and 313 in ``WHOIS``); its powers are those of the sessions
+        on the node where it was given (``set_server_operator``)."""
+        user = self.users.get(user_key)
+        return (user is not None and user.oper) or self.fanout.presence.oper(user_key)
 
     def is_online(self, user_key: str) -> bool:
         """Whether ``user_key`` has a session here or (cluster mode) on another node."""
@@ -976,10 +983,16 @@ class ChatService(Service):
     # --- moderation --------------------------------------------------------
 
     def set_server_operator(self, user: User, oper: bool) -> None:
-        """Make ``user`` a server operator (an operator of every room, on this node's
-        checks), or not. The credentials were checked by the gate; the flag is in
-        memory only and ends with the user's last session."""
+        """Make ``user`` a server operator (an operator of every room), or not.
+
+        The credentials were checked by the gate; the flag is in memory only, on
+        this node: every session of the user here has the powers (they are checked
+        here, where the session asks), sessions on other nodes do not unless they
+        ``OPER`` there too, and it ends with the user's last session here. In
+        cluster mode the other nodes are told (the user's state), so their
+        ``WHO`` and ``WHOIS`` show it."""
         user.oper = oper
+        self._touch(user.key)
 
     def _require_operator(self, user: User, room: Room) -> None:
         """Only an operator of ``room``, or a server operator, may go on."""

@@ -448,7 +448,7 @@ def test_invisibility_is_told_with_a_users_state_and_known_per_node():
     """A user's +i rides its state on the wire (a state without it, from an older node, is
     visible); the user counts as invisible while any node says a session there is."""
     state = UserState("bob", "", (RoomSeat("#a", "#a", False, False),), invisible=True)
-    assert state.to_wire()[-1] == 1 and UserState.from_wire(state.to_wire()) == state
+    assert state.to_wire()[3] == 1 and UserState.from_wire(state.to_wire()) == state
     assert UserState.from_wire(["bob", "", []]).invisible is False
     presence = ClusterPresence()
     presence.set("n1", "bob", UserState("bob", "", ()))
@@ -581,3 +581,22 @@ def test_every_mode_change_on_one_node_is_told_to_members_on_both(cluster):
         assert [type(e) for e in last] == [RoomModeChanged, Kicked]
         assert (last[0].feature, last[0].on, last[0].user) == ("ban", True, "carol")
         assert (last[1].user, last[1].reason) == ("carol", "banned")
+
+
+def test_server_operator_status_rides_the_users_state_to_the_other_node(cluster):
+    """alice becomes a server operator on node a: node b counts her one (WHO's * and
+    WHOIS's 313 there), while her session on b gets no powers from it; a state from a node
+    before ``oper`` (four fields) is none; given up on a, b forgets it."""
+    alice, _ = login(cluster, cluster.a, "alice")
+    alice_there, _ = login(cluster, cluster.b, "alice")
+    assert cluster.b.is_oper("alice") is False
+    alice.set_oper(True)
+    cluster.pump()
+    assert cluster.b.is_oper("alice") is True and cluster.a.is_oper("alice") is True
+    assert alice_there.oper is False
+    state = cluster.a.state_of(cluster.a.users["alice"])
+    assert state.oper and UserState.from_wire(state.to_wire()) == state
+    assert UserState.from_wire(["alice", "", [], 0]).oper is False
+    alice.set_oper(False)
+    cluster.pump()
+    assert cluster.b.is_oper("alice") is False

@@ -1268,7 +1268,8 @@ class IRCConnection(Protocol):
         """One 352 (or WHOX 354) line: G when away, then the member's prefix (@, +)."""
         user = self.server.chat.users.get(fold(name))
         away = self.server.chat.away_of(fold(name))
-        flags = ("G" if away else "H") + ("*" if user is not None and user.oper else "") + marks
+        oper = self.server.chat.is_oper(fold(name))
+        flags = ("G" if away else "H") + ("*" if oper else "") + marks
         username, realname = self.server.identity_of(name)
         if whox is None:
             self.reply(n.RPL_WHOREPLY, channel, username, self.host, self.host, name, flags,
@@ -2012,7 +2013,7 @@ class IRCConnection(Protocol):
             self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
         self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
         user = self.server.chat.users.get(fold(name))
-        if user is not None and user.oper:
+        if self.server.chat.is_oper(fold(name)):
             self.reply(n.RPL_WHOISOPERATOR, name, "is an IRC operator")
         if user is None or not user.guest:
             self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
