@@ -291,6 +291,10 @@ class ChatService(Service):
             if event.actor:
                 room.topic_time = self.now()
             room.broadcast(Topic(room.name, by, event.detail))
+        elif action == "deop" and room.drop_guest_operator(event.name_key):
+            # The guest operator of a room, here in memory only, deopped on another node.
+            self._operators_changed(room)
+            room.broadcast(Operators(room.name, room.operator_names()))
         elif action in ("op", "deop"):
             operators = dict(room.operators)
             if action == "op":
@@ -509,6 +513,10 @@ class ChatService(Service):
         session = Session(self, user, mind)
         user.sessions.append(session)
         self._touch(key)
+        if self.fanout.ordered:
+            # Listed on this node, and listening for its DMs from the other nodes.
+            arriving = self.fanout.user_arrived(key, name)
+            arriving.addErrback(lambda failure: log.failure("listing a guest", failure))
         return session
 
     def _arrive(self, session: Session) -> defer.Deferred:
@@ -925,6 +933,10 @@ class ChatService(Service):
         # left, though the one that asked may have gone meanwhile.
         shown = None
         if user.sessions and room.key not in user.rooms:
+            if user.guest:
+                # A guest's voice is its stay's: one given to an earlier guest of the name
+                # on another node (this node was told, and not told it ended) is not its.
+                room.voiced.pop(user.key, None)
             if guest_operator and user.guest and not room.members:
                 room.add_guest_operator(user)
             room.add(user)
@@ -1006,6 +1018,16 @@ class ChatService(Service):
         if user.guest and not user.oper:
             raise ChatError("forbidden", f"guests may not {what}: log in to do that")
 
+    def _listed_elsewhere(self, room: Room, target_key: str) -> str:
+        """The name another node of a cluster lists ``target_key`` under as a member of
+        ``room`` when it has no session here ('' otherwise): if no account has the name
+        it is a guest there, whose memberships, voice and operator status live only in
+        its node's memory, so a change to it is the room event alone."""
+        if target_key in self.users:
+            return ""
+        listed = self.fanout.presence.members(room.key).get(target_key)
+        return "" if listed is None else listed[0]
+
     def set_voice(self, user: User, room: Room, target_key: str, voice: bool) -> defer.Deferred:
         """An operator gives a member voice (IRC's ``+v``: it may speak in a moderated
         room) or takes it; fire with the room's name. A guest's voice is kept in
@@ -1017,9 +1039,11 @@ class ChatService(Service):
                 raise ChatError("no-such-user", f"{target.name} is not a member")
             self._voice_changed(room, target.name, voice, user.name)
             return defer.succeed(room.name)
+        # A member listed only by another node may be a guest there: the room
+        # event alone voices it (its node keeps the voice in memory).
         writing = self.database.write(
             transactions.change_voice, room.id, room.key, target_key, voice, user.name,
-            self.now(),
+            self.now(), self._listed_elsewhere(room, target_key),
         )
 
         def show(outcome: tuple[str, int]) -> str:
@@ -1166,11 +1190,16 @@ class ChatService(Service):
             return defer.succeed(room.name)
         writing = self.database.write(
             transactions.change_operator, room.id, room.key, target_key, operator, user.name,
-            self.now(),
+            self.now(), self._listed_elsewhere(room, target_key),
         )
 
-        def show(outcome: tuple[str, tuple[str, ...], int]) -> str:
+        def show(outcome: tuple[str, tuple[str, ...] | None, int]) -> str:
             _name, operators, event_id = outcome
+            if operators is None:
+                # A guest of another node deopped: the room event is all (its node drops
+                # it from the room's operators; this node never had it among them).
+                self._made_here(event_id, lambda: None)
+                return room.name
 
             def change() -> None:
                 room.set_operators(operators)
@@ -1192,12 +1221,9 @@ class ChatService(Service):
             return defer.succeed(room.name)
         # A member listed only by another node may be a guest there (no account,
         # its membership in that node's memory): the room event kicks it.
-        elsewhere = None if target is not None else (
-            self.fanout.presence.members(room.key).get(target_key)
-        )
         writing = self.database.write(
             transactions.kick_from_room, room.id, room.key, target_key, user.name, reason,
-            self.now(), "" if elsewhere is None else elsewhere[0],
+            self.now(), self._listed_elsewhere(room, target_key),
         )
 
         def show(outcome: tuple[str, int]) -> str:
@@ -1224,8 +1250,14 @@ class ChatService(Service):
                 return room.name
 
             return lifting.addCallback(lifted)
+        # A guest, here or on another node, has no account to ban: refused, saying so.
+        target = self.users.get(target_key)
+        guest = target.name if target is not None and target.guest else (
+            self._listed_elsewhere(room, target_key)
+        )
         writing = self.database.write(
-            transactions.ban_from_room, room.id, room.key, target_key, user.name, self.now()
+            transactions.ban_from_room, room.id, room.key, target_key, user.name, self.now(),
+            guest,
         )
 
         def show(outcome: tuple[rows.Banned, int]) -> str:
@@ -1584,6 +1616,20 @@ class ChatService(Service):
         finding = self.database.read(transactions.find_account, recipient_key)
 
         def found(account: rows.Account | None) -> defer.Deferred:
+            elsewhere = self.fanout.presence.user(recipient_key)
+            if account is None and elsewhere is not None:
+                # No account, online on another node: a guest there. Kept in the
+                # sender's history only (a guest keeps none), then announced.
+                owners = _history_owners(sender, recipient_key, True)
+                if not owners:
+                    return announce(None, elsewhere.name, True)
+                recording = self.database.write(
+                    transactions.record_direct_message,
+                    sender.name, elsewhere.name, text, now, message_id, owners, kind,
+                    sender.account_id,
+                )
+                recording.addErrback(self._history_unavailable)
+                return recording.addCallback(announce, elsewhere.name, True)
             if account is None:
                 # Stored is what refuses an unknown name, as on one node.
                 return self._store_direct_message(
@@ -1598,14 +1644,17 @@ class ChatService(Service):
             recording.addErrback(self._history_unavailable)
             return recording.addCallback(announce, account.name)
 
-        def announce(_, recipient_name: str) -> defer.Deferred:
+        def announce(_, recipient_name: str, guest: bool = False) -> defer.Deferred:
             message = DirectMessage(
                 sender.name, recipient_name, text, message_id, now, None, kind, tags
             )
             announcing = self.fanout.direct_message(recipient_key, sender.key, message)
-            return announcing.addCallback(taken, recipient_name)
+            return announcing.addCallback(taken, recipient_name, guest)
 
-        def taken(nodes: int, recipient_name: str) -> defer.Deferred:
+        def taken(nodes: int, recipient_name: str, guest: bool = False) -> defer.Deferred:
+            if not nodes and guest:
+                # A guest keeps no mailbox: gone meanwhile, as on one node.
+                raise ChatError("no-such-user", f"{recipient_name} has left")
             if not nodes:
                 return self._store_direct_message(
                     sender, recipient_key, text, origin, now, message_id, kind, tags,

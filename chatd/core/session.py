@@ -360,7 +360,8 @@ class Session:
         return "open" if self._service.is_open(key) else "closed"
 
     def is_online(self, user_name: str) -> bool:
-        return fold(user_name) in self._service.users
+        # Cluster mode: online on any node (a guest may message a user of another node).
+        return self._service.is_online(fold(user_name))
 
     def logout(self) -> None:
         if self.active:

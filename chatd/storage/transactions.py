@@ -1149,10 +1149,7 @@ def kick_from_room(
     (``CHATD_GUESTS``), whose membership lives only in its node's memory: the
     event alone kicks it there.
     """
-    is_account = connection.execute(
-        "SELECT 1 FROM users WHERE name_key = ?", (user_key,)
-    ).fetchone()
-    if guest and is_account is None:
+    if guest and not _is_account(connection, user_key):
         name = guest
     else:
         name, _operator = remove_member(connection, room_id, user_key)
@@ -1162,11 +1159,33 @@ def kick_from_room(
     return name, event_id
 
 
+def _is_account(connection: Connection, user_key: str) -> bool:
+    """Whether an account has the folded name ``user_key``."""
+    return connection.execute(
+        "SELECT 1 FROM users WHERE name_key = ?", (user_key,)
+    ).fetchone() is not None
+
+
+def _refuse_guest_ban(connection: Connection, user_key: str, guest: str) -> None:
+    """Bans are kept by account: a guest (``guest``: the name it is online under, no
+    account's) cannot be banned; ``no-such-user`` says so."""
+    if guest and not _is_account(connection, user_key):
+        raise ChatError(
+            "no-such-user",
+            f"{guest} is a guest: bans are kept by account, so kick it instead",
+        )
+
+
 def ban_from_room(
-    connection: Connection, room_id: int, room_key: str, user_key: str, by: str, now: int
+    connection: Connection, room_id: int, room_key: str, user_key: str, by: str, now: int,
+    guest: str = "",
 ) -> tuple[Banned, int]:
     """An operator's ban: ``ban_user``; also the event id (detail ``banned`` when the
-    account was a member, which every node then kicks; empty when it was not)."""
+    account was a member, which every node then kicks; empty when it was not).
+
+    ``guest``: the name ``user_key`` is a guest under, here or on another node of a
+    cluster (``no-such-user`` when no account has it: a guest is kicked, not banned)."""
+    _refuse_guest_ban(connection, user_key, guest)
     banned = ban_user(connection, room_id, user_key, by, now)
     detail = "banned" if banned.was_member else ""
     event_id = record_room_event(
@@ -1187,9 +1206,22 @@ def lift_ban(
 
 def change_operator(
     connection: Connection, room_id: int, room_key: str, user_key: str, operator: bool,
-    by: str, now: int,
-) -> tuple[str, tuple[str, ...], int]:
-    """An operator's op or deop: ``set_operator``; also the event id."""
+    by: str, now: int, guest: str = "",
+) -> tuple[str, tuple[str, ...] | None, int]:
+    """An operator's op or deop: ``set_operator``; also the event id.
+
+    ``guest``: the display name another node of a cluster lists ``user_key`` under in
+    the room. When no account has that name it is a guest there: a guest is never made
+    an operator (``forbidden``), and the deop of the guest operator of a room (in its
+    node's memory only) is the room event alone (the operators returned are None:
+    the stored ones did not change)."""
+    if guest and not _is_account(connection, user_key):
+        if operator:
+            raise ChatError("forbidden", f"{guest} is a guest: guests are not made operators")
+        event_id = record_room_event(
+            connection, "room-deop", room_key, user_key, guest, "", now, by
+        )
+        return guest, None, event_id
     name, operators = set_operator(connection, room_id, user_key, operator)
     action = "room-op" if operator else "room-deop"
     event_id = record_room_event(connection, action, room_key, user_key, name, "", now, by)
@@ -1238,11 +1270,18 @@ def change_topic(
 
 def change_voice(
     connection: Connection, room_id: int, room_key: str, user_key: str, voice: bool,
-    by: str, now: int,
+    by: str, now: int, guest: str = "",
 ) -> tuple[str, int]:
     """An operator's +v or -v: ``set_voice``; the member's name and the event id (detail
-    ``on``/``off``)."""
-    name = set_voice(connection, room_id, user_key, voice)
+    ``on``/``off``).
+
+    ``guest``: as for ``kick_from_room``, a member another node of a cluster lists under
+    a name no account has is a guest there, whose voice lives in its node's memory: the
+    event alone gives (or takes) it there."""
+    if guest and not _is_account(connection, user_key):
+        name = guest
+    else:
+        name = set_voice(connection, room_id, user_key, voice)
     detail = "on" if voice else "off"
     event_id = record_room_event(
         connection, "room-voice", room_key, user_key, name, detail, now, by

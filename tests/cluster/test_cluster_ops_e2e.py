@@ -13,7 +13,7 @@ has too. Each wait's time is printed (``-s`` shows it); none is asserted.
 import time
 
 from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
-from tests.cluster.test_cluster_modes_e2e import IRC_ON, irc_login
+from tests.cluster.test_cluster_modes_e2e import IRC_ON, irc_login, mode_told
 from tests.cluster.test_cluster_who_e2e import read_until
 from tests.frontends.irc.support import IRCSocketClient
 
@@ -129,3 +129,133 @@ def test_a_burst_of_wrong_opers_to_three_nodes_at_once_is_checked_as_on_one(clus
         assert late.command("/login lateuser password1")[-1].startswith(
             "ERR too-many-attempts"
         )
+
+
+GUESTS = {"CHATD_GUESTS": "on", **IRC_ON}
+
+
+def guest_on(port: int, nick: str, *rooms: str) -> IRCSocketClient:
+    """An IRC guest (no login) under ``nick``, in ``rooms``."""
+    guest = IRCSocketClient(port)
+    guest.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+    guest.until(lambda m: m.verb == "001")
+    for room in rooms:
+        guest.send(f"JOIN {room}")
+        guest.until(lambda m: m.verb == "366")
+    return guest
+
+
+def refused_with(client: IRCSocketClient, numeric: str) -> str:
+    """Read until an error numeric; it must be ``numeric``; its line."""
+    line = client.until(lambda m: m.verb.isdigit() and m.verb >= "400")[-1]
+    assert line.split(" ")[1] == numeric, line
+    return line
+
+
+def topic_marker(alice: IRCSocketClient, guest: IRCSocketClient, text: str,
+                 started: float) -> None:
+    """alice sets #side's topic to ``text``; wait until the guest (another node) is told,
+    which is after every room event alice recorded before it. Prints how long it took
+    from ``started``."""
+    alice.send(f"TOPIC #side :{text}")
+    guest.until(lambda m: m.verb == "TOPIC" and m.params[-1] == text)
+    print(f"{text}: on the guest's node at most {time.monotonic() - started:.3f} s after")
+
+
+def test_an_operator_on_one_node_voices_deops_kicks_a_guest_on_another(cluster):  # noqa: F811
+    """alice (IRC, node a) operates #side, moderated; visitor, a guest on node b, is in it.
+    Her +v lets visitor speak there (on b, where the guest's messages are checked), -v
+    silences it again; +o of a guest and +b are refused, saying why (a guest is never
+    made an operator, and bans are kept by account), as on one node. In #den, opened by
+    the guest opener on b (its operator in b's memory only), who made alice an operator,
+    her -o takes the guest's status away on b. Her KICK takes visitor out on b."""
+    first, second = cluster("a", **GUESTS), cluster("b", **GUESTS)
+    first.connect().login("alice")
+    alice = irc_login(first.irc_port, "alice")
+    alice.send("JOIN #side", "MODE #side +m")
+    alice.until(lambda m: m.verb == "MODE")
+    visitor = guest_on(second.irc_port, "visitor", "#side")
+    alice.until(lambda m: m.verb == "JOIN" and m.source.startswith("visitor"))
+    visitor.send("PRIVMSG #side :may I?")
+    refused_with(visitor, "404")
+
+    started = time.monotonic()
+    alice.send("MODE #side +v visitor")
+    mode_told(alice, "+v")
+    topic_marker(alice, visitor, "voiced", started)
+    visitor.send("PRIVMSG #side :now I may")
+    alice.until(lambda m: m.verb == "PRIVMSG" and m.params[-1] == "now I may")
+
+    started = time.monotonic()
+    alice.send("MODE #side -v visitor")
+    mode_told(alice, "-v")
+    topic_marker(alice, visitor, "unvoiced", started)
+    visitor.send("PRIVMSG #side :and now?")
+    refused_with(visitor, "404")
+
+    alice.send("MODE #side +o visitor")
+    assert "guests are not made operators" in refused_with(alice, "482")
+    alice.send("MODE #side +b visitor")
+    assert "bans are kept by account" in refused_with(alice, "441")
+
+    opener = guest_on(second.irc_port, "opener", "#den")
+    alice.send("JOIN #den")
+    alice.until(lambda m: m.verb == "366")
+    opener.until(lambda m: m.verb == "JOIN" and m.source.startswith("alice"))
+    opener.send("MODE #den +o alice")
+    alice.until(lambda m: m.verb == "MODE" and m.params == ("#den", "+o", "alice"))
+    started = time.monotonic()
+    alice.send("MODE #den -o opener")
+    told = opener.until(lambda m: (m.verb == "MODE" and m.params[1:] == ("-o", "opener"))
+                        or (m.verb.isdigit() and m.verb >= "400"))
+    print(f"the guest's -o on its node {time.monotonic() - started:.3f} s after it was sent")
+    assert " MODE #den -o opener" in told[-1], told
+    opener.send("KICK #den alice :mine")
+    refused_with(opener, "482")
+
+    started = time.monotonic()
+    alice.send("KICK #side visitor :enough")
+    kick = visitor.until(lambda m: m.verb == "KICK")[-1]
+    print(f"the guest was kicked on its node {time.monotonic() - started:.3f} s after")
+    assert kick == ":alice!alice@chatd KICK #side visitor enough"
+
+
+def test_direct_messages_between_a_guest_and_accounts_across_nodes(cluster):  # noqa: F811
+    """alice (an account, line door, node a) and visitor (a guest, IRC, node b) exchange
+    DMs both ways, delivered; so do two guests on different nodes. alice keeps the DM in
+    her history (a guest keeps none). Once visitor has quit, a DM to it is no-such-user,
+    not stored (a guest has no mailbox)."""
+    first, second = cluster("a", **GUESTS), cluster("b", **GUESTS)
+    alice = first.connect()
+    alice.login("alice")
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    visitor = guest_on(second.irc_port, "visitor", "#side")
+    read_until(alice, "JOIN #side visitor")
+    wanderer = guest_on(first.irc_port, "wanderer")
+
+    sent = time.monotonic()
+    assert alice.command("/msg visitor hello guest")[-1] == "OK msg visitor delivered"
+    told = visitor.until(lambda m: m.verb == "PRIVMSG")[-1]
+    print(f"account to guest: {time.monotonic() - sent:.3f} s")
+    assert told == ":alice!alice@chatd PRIVMSG visitor :hello guest"
+    sent = time.monotonic()
+    visitor.send("PRIVMSG alice :hello account")
+    assert read_until(alice, "DM ") == "DM visitor alice hello account"
+    print(f"guest to account: {time.monotonic() - sent:.3f} s")
+    sent = time.monotonic()
+    wanderer.send("PRIVMSG visitor :hello other guest")
+    told = visitor.until(lambda m: m.verb == "PRIVMSG")[-1]
+    print(f"guest to guest: {time.monotonic() - sent:.3f} s")
+    assert told == ":wanderer!wanderer@chatd PRIVMSG visitor :hello other guest"
+
+    alice_irc = irc_login(first.irc_port, "alice")
+    alice_irc.send(
+        "CAP REQ :draft/chathistory batch server-time", "CHATHISTORY LATEST visitor * 10"
+    )
+    lines = alice_irc.until(lambda m: m.verb == "BATCH" and m.params[0].startswith("-"))
+    said = [line.rsplit(" :", 1)[-1] for line in lines if " PRIVMSG " in line]
+    assert said == ["hello guest", "hello account"], lines
+
+    visitor.send("QUIT :bye")
+    read_until(alice, "PART #side visitor")
+    assert alice.command("/msg visitor still there?")[-1].startswith("ERR no-such-user")

@@ -252,3 +252,22 @@ def test_with_guests_off_a_client_without_login_may_only_log_in():
     lines = client.send("JOIN #lobby")
     assert verbs(lines) == ["NOTICE"] and "Log in first" in lines[0]
     assert "visitor" not in irc.chat.users
+
+
+def test_an_operator_is_told_why_a_guest_cannot_be_banned(irc):
+    """Bans are kept by account: alice's ban of a guest in her room is refused saying so
+    (441 over IRC, no-such-user on the line door), and the guest stays until kicked."""
+    line = irc.client()
+    line.send("/login alice password1")
+    line.send("/join #den")
+    guest, _ = connect_guest(irc, "visitor")
+    guest.send("JOIN #den")
+    assert line.send("/ban #den visitor")[-1] == (
+        "ERR no-such-user visitor is a guest: bans are kept by account, so kick it instead"
+    )
+    alice = irc.irc_client()
+    alice.send("PASS password1", "NICK alice", "USER alice 0 * :alice")
+    refused = alice.send("MODE #den +b visitor")
+    assert verbs(refused) == ["441"] and "bans are kept by account" in refused[0]
+    assert "#den" in irc.chat.users["visitor"].rooms
+    assert line.send("/kick #den visitor go")[-1] == "OK kick #den"
