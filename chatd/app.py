@@ -3,6 +3,7 @@
 import atexit
 import contextlib
 import faulthandler
+import gc
 import importlib.util
 import os
 import sqlite3
@@ -373,9 +374,16 @@ class ChatdServer(InOrderService):
         *,
         warnings: Sequence[str] = (),
         exit_if_start_fails: bool = False,
+        freeze_after_start: bool = False,
     ) -> None:
-        """``warnings`` are logged when the server starts (unknown variables)."""
+        """``warnings`` are logged when the server starts (unknown variables).
+
+        ``freeze_after_start`` (twistd: the server is the whole process) moves
+        every object alive once the server listens out of the garbage
+        collector's view (``gc.freeze``): see ``_freeze_startup_objects``.
+        """
         super().__init__()
+        self.freeze_after_start = freeze_after_start
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -518,6 +526,8 @@ class ChatdServer(InOrderService):
         if problem is not None:
             self.started.errback(problem)
             return
+        if self.freeze_after_start:
+            self.started.addCallback(_freeze_startup_objects)
         self.storage.startService()
         self.storage.ready.addCallback(self._start_the_rest).chainDeferred(self.started)
 
@@ -557,6 +567,22 @@ class ChatdServer(InOrderService):
         self.telemetry.server_stopping()
         stopping = super().stopService()
         return stopping.addCallback(lambda _: self.telemetry.server_stopped())
+
+
+def _freeze_startup_objects(result=None):
+    """Keep what starting made (modules, classes, settings, the schema) out of every
+    later garbage collection, and pass ``result`` on.
+
+    Those tens of thousands of objects live as long as the process, yet a
+    full collection scans them all each time: 30 to 70 ms with the reactor
+    stopped on this project's benchmark machine, felt by every session as a
+    pause. Frozen, a full collection scans only what came later (sessions,
+    rooms, messages in flight). Nothing is lost: frozen objects are still
+    freed when nothing refers to them; only cycles among them would stay.
+    """
+    gc.collect()
+    gc.freeze()
+    return result
 
 
 def _stop(reactor) -> None:
@@ -642,7 +668,9 @@ def build_server(config: Config, warnings: Sequence[str] = ()) -> "ChatdServer":
         problem = StartError("CHATD_DB", config.db_path, reason)
         print(f"chatd: cannot start: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
-    server = ChatdServer(config, warnings=warnings, exit_if_start_fails=True)
+    server = ChatdServer(
+        config, warnings=warnings, exit_if_start_fails=True, freeze_after_start=True
+    )
     server.database_lock = lock
     return server
 

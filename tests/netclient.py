@@ -91,11 +91,12 @@ def start_server(tmp_path, **settings):
         "irc_listen": ("tcp:0:interface=127.0.0.1",),
         "web_listen": (),
     }
+    server_options = {"freeze_after_start": settings.pop("freeze_after_start", False)}
     values.update(settings)
     config = Config(
         listen=("tcp:0:interface=127.0.0.1",), db_path=str(tmp_path / "chatd.sqlite3"), **values
     )
-    server = ChatdServer(config, reactor)
+    server = ChatdServer(config, reactor, **server_options)
     server.startService()
     port = yield server.listeners[0].listening
     return server, port.getHost().port

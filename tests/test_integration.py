@@ -226,3 +226,39 @@ def test_nagle_is_off_for_clients(server):
     handle = protocol.transport.getHandle()
     assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     client.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_that_is_the_process_freezes_what_starting_made(tmp_path):
+    """With ``freeze_after_start`` (twistd's server), once it listens the objects made
+    while starting are frozen out of garbage collection; a server in a test process
+    (the default) leaves the collector alone."""
+    import gc
+
+    gc.unfreeze()
+    for name in ("plain", "process"):
+        (tmp_path / name).mkdir()
+    server, _port = yield start_server(tmp_path / "plain")
+    try:
+        yield server.started
+        assert gc.get_freeze_count() == 0
+    finally:
+        yield server.stopService()
+    server, _port = yield start_server(tmp_path / "process", freeze_after_start=True)
+    try:
+        yield server.started
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        yield server.stopService()
+
+
+def test_twistd_server_freezes_after_start(tmp_path):
+    """``make_server`` (what chatd.tac runs) asks for the freeze."""
+    from chatd.app import make_server
+
+    server = make_server({"CHATD_DB": str(tmp_path / "chatd.sqlite3")})
+    try:
+        assert server.freeze_after_start
+    finally:
+        server.database_lock.release()
