@@ -73,6 +73,8 @@ class Telemetry:
         self.metrics = metrics or ChatdMetrics()
         self.log_messages = log_messages
         self._traffic = self.metrics.traffic
+        # Counted for every room message: the labelled counter found once, not per message.
+        self._room_messages = self.metrics.messages.labels("room")
 
     # --- the server --------------------------------------------------------
 
@@ -243,7 +245,7 @@ class Telemetry:
 
     def room_message(self, room: str, sender: str, text: str) -> None:
         """A room message was committed; its text is logged only when enabled."""
-        self.metrics.messages.labels("room").inc()
+        self._room_messages.inc()
         if self.log_messages:
             log.info(
                 "message {room} {sender}: {text}",

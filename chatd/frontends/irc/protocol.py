@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -125,10 +126,22 @@ QUIT_KEPT = 256
 PIPELINED_VERBS = frozenset({"PRIVMSG", "NOTICE"})
 
 
+def _ignore(_failure) -> None:
+    """An errback that ends a failure already answered (as a DeferredList's
+    ``consumeErrors`` would): the command's own errbacks have replied to it."""
+
+
 def irc_time(milliseconds: int) -> str:
     """An IRCv3 ``server-time`` value: UTC, ISO 8601 with milliseconds."""
-    moment = datetime.fromtimestamp(milliseconds / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
+    # Messages of one batch mostly share a second: its text is made once.
+    second, millisecond = divmod(milliseconds, 1000)
+    return f"{_second_text(second)}.{millisecond:03d}Z"
+
+
+@lru_cache(maxsize=8)
+def _second_text(second: int) -> str:
+    """``second`` (Unix time) as UTC, ISO 8601 without the fraction."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -510,7 +523,13 @@ class IRCConnection(Protocol):
         finally:
             waits, self._waits = self._waits, None
             if waits:
-                gathered = defer.DeferredList(waits, consumeErrors=True)
+                # One wait (a message to one target) is waited on as it is: a
+                # DeferredList for it would cost more than the message's own work.
+                gathered = (
+                    waits[0].addErrback(_ignore)
+                    if len(waits) == 1
+                    else defer.DeferredList(waits, consumeErrors=True)
+                )
                 if pipelined:
                     self._posts_in_flight += 1
                     gathered.addBoth(self._post_answered)

@@ -399,3 +399,19 @@ def test_messages_carry_the_cores_msgid_with_message_tags(irc):
     lines = [parse(text) for text in offline.login_with_pass("dave", caps=caps)]
     (stored,) = [m for m in lines if m.verb == "PRIVMSG" and m.params[1] == "see you"]
     assert len(stored.tags["msgid"]) == 20 and stored.tags["msgid"] > second_id
+
+
+@pytest.mark.parametrize(
+    "milliseconds",
+    [0, 999, 1_000, 1_764_064_800_000, 1_764_064_800_001, 1_764_064_859_999, 1_764_064_860_000],
+)
+def test_irc_time_is_utc_iso_8601_with_milliseconds(milliseconds):
+    """server-time values, made from a cached second, read back as the same instant."""
+    from datetime import UTC, datetime
+
+    from chatd.frontends.irc.protocol import irc_time
+
+    text = irc_time(milliseconds)
+    assert text.endswith("Z") and len(text) == len("2025-11-25T10:00:00.000Z")
+    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert round(parsed.timestamp() * 1000) == milliseconds
