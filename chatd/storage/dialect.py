@@ -95,10 +95,48 @@ class _Count:
         self.rowcount = rowcount
 
 
+# A room message's row, with its room's next sequence number (``append_room_message``).
+_INSERT_ROOM_MESSAGE = (
+    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _next_seq_if(condition: str) -> str:
+    """Take ``rooms.last_seq + 1`` for a room, only if ``condition`` holds."""
+    return (
+        "UPDATE rooms SET last_seq = last_seq + 1"
+        f" WHERE id = ? AND {condition} RETURNING last_seq"
+    )
+
+
 class SQLiteDialect:
     """SQLite's answers."""
 
     name = "sqlite"
+
+    def append_room_message(
+        self,
+        connection: Connection,
+        condition: str,
+        condition_parameters: Sequence[Any],
+        row: Sequence[Any],
+    ) -> int | None:
+        """Number and insert a room message if ``condition`` (SQL) holds; its seq, or None.
+
+        ``row`` is (room id, sender, text, sent at, kind, msgid). Two
+        statements here (SQLite's common table expressions only read): the
+        room's number, taken only if the condition holds, then the row.
+        """
+        room_id, sender, text, now, kind, msgid = row
+        taken = connection.execute(
+            _next_seq_if(condition), (room_id, *condition_parameters)
+        ).fetchone()
+        if taken is None:
+            return None
+        seq = taken[0]
+        connection.execute(_INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
+        return seq
 
     def schema_version(self, connection: Connection) -> int:
         """The schema version in the database file's header."""
@@ -130,6 +168,29 @@ class PostgresDialect:
     """PostgreSQL's answers."""
 
     name = "postgresql"
+
+    def append_room_message(
+        self,
+        connection: Connection,
+        condition: str,
+        condition_parameters: Sequence[Any],
+        row: Sequence[Any],
+    ) -> int | None:
+        """Number and insert a room message if ``condition`` (SQL) holds; its seq, or None.
+
+        One statement, so one round trip to the server instead of three
+        (check, number, insert): the number is taken in a data-modifying
+        common table expression, under the room row's lock, as ``UPDATE``
+        alone would.
+        """
+        room_id, sender, text, now, kind, msgid = row
+        inserted = connection.execute(
+            f"WITH taken AS ({_next_seq_if(condition)})"
+            " INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+            " SELECT ?, ?, ?, ?, ?, last_seq, ? FROM taken RETURNING seq",
+            (room_id, *condition_parameters, room_id, sender, text, now, kind, msgid),
+        ).fetchone()
+        return None if inserted is None else inserted[0]
 
     def schema_version(self, connection: Connection) -> int:
         """The version ``chatd_schema`` holds; 0 for a database chatd never used."""

@@ -264,8 +264,27 @@ def post_room_message(
 ) -> int:
     """What a session's room message commits: ``add_room_message`` if its sender still
     exists (as ``account``, the identity its session is bound to, if given)."""
+    if account is not None and msgid is not None:
+        # The hot path: check, number and insert in as few statements as the
+        # database allows (one on PostgreSQL); nothing is written if the check fails.
+        seq = dialect_of(connection).append_room_message(
+            connection,
+            _SENDER_IS_ACCOUNT,
+            (sender.lower(), *account),
+            (room_id, sender, text, now, kind, msgid),
+        )
+        if seq is not None:
+            return seq
     require_sender(connection, sender, account)
     return add_room_message(connection, room_id, sender, text, now, kind, msgid)
+
+
+# ``append_room_message``'s conditions: the sender is still the account its
+# session is bound to; the guest's name is still no account's.
+_SENDER_IS_ACCOUNT = (
+    "EXISTS (SELECT 1 FROM users WHERE name_key = ? AND id = ? AND incarnation = ?)"
+)
+_NAME_IS_NO_ACCOUNT = "NOT EXISTS (SELECT 1 FROM users WHERE name_key = ?)"
 
 
 def post_guest_message(
@@ -279,6 +298,15 @@ def post_guest_message(
 ) -> int:
     """What a guest's room message commits (``CHATD_GUESTS``): ``add_room_message``
     unless an account has taken the guest's name meanwhile (``forbidden``)."""
+    if msgid is not None:
+        seq = dialect_of(connection).append_room_message(
+            connection,
+            _NAME_IS_NO_ACCOUNT,
+            (sender.lower(),),
+            (room_id, sender, text, now, kind, msgid),
+        )
+        if seq is not None:
+            return seq
     if user_exists(connection, sender.lower()):
         raise ChatError("forbidden", f"{sender} is an account now: log in to speak as {sender}")
     return add_room_message(connection, room_id, sender, text, now, kind, msgid)

@@ -697,6 +697,48 @@ def test_accounts_retention_erasure_and_statistics(connection):
     assert stats.page_size > 0 and stats.pages > 0
 
 
+
+def test_a_post_checks_numbers_and_inserts_at_once_and_leaves_no_gap_when_refused(connection):
+    """A session's message (bound account, core's msgid) and a guest's: numbered in turn;
+    a stale identity or a guest name now an account is refused with nothing written,
+    so the next message takes the very next number. On both backends."""
+    with backends.transaction(connection):
+        alice_id = transactions.create_user(connection, "alice", "hash", 0)
+        alice = transactions.find_account(connection, "alice")
+        room_id, _, _ = transactions.open_room(connection, "#r", 0, 50)
+        identity = (alice_id, alice.incarnation)
+        first = transactions.post_room_message(
+            connection, room_id, "alice", "one", 10, account=identity, msgid="a" * 20
+        )
+        with pytest.raises(ChatError) as stale:
+            transactions.post_room_message(
+                connection, room_id, "alice", "lost", 11,
+                account=(alice_id, alice.incarnation + 1), msgid="b" * 20,
+            )
+        assert stale.value.code == "forbidden"
+        guest = transactions.post_guest_message(
+            connection, room_id, "Visitor", "hi", 12, msgid="c" * 20
+        )
+        with pytest.raises(ChatError) as taken:
+            transactions.post_guest_message(
+                connection, room_id, "ALICE", "me?", 13, msgid="d" * 20
+            )
+        assert taken.value.code == "forbidden"
+        second = transactions.post_room_message(
+            connection, room_id, "alice", "two", 14, account=identity, msgid="e" * 20,
+            kind="action",
+        )
+    assert (first, guest, second) == (1, 2, 3)
+    history = transactions.recent_room_messages(connection, room_id, 50)
+    rows_seen = [
+        (row.seq, row.sender, row.text, row.sent_at, row.kind, row.msgid) for row in history
+    ]
+    assert rows_seen == [
+        (1, "alice", "one", 10, "say", "a" * 20),
+        (2, "Visitor", "hi", 12, "say", "c" * 20),
+        (3, "alice", "two", 14, "action", "e" * 20),
+    ]
+
 # --- PostgreSQL only ------------------------------------------------------------------
 
 
@@ -754,3 +796,38 @@ def test_two_writers_on_one_postgresql_never_share_a_room_sequence(pg_url):
     assert sorted(seqs) == list(range(1, 601))
     assert [row.seq for row in history] == list(range(1, 601))
     assert [row.text for row in history if row.sender == "a"] == [f"a{n}" for n in range(300)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_writers_posting_as_sessions_never_share_a_room_sequence(pg_url):
+    """The sessions' path (sender check, number and row in one statement) from two
+    Databases at once: seqs 1..N, each once, in each writer's order."""
+    from twisted.internet import reactor
+
+    first = backends.make_database(pg_url, reactor)
+    second = backends.make_database(pg_url, reactor)
+    yield first.open()
+    yield second.open()
+    try:
+        identities = {}
+        for name in ("a", "b"):
+            yield first.write(transactions.create_user, name, "hash", 0)
+            account = yield first.read(transactions.find_account, name)
+            identities[name] = (account.id, account.incarnation)
+        room_id, _, _ = yield first.write(transactions.open_room, "#busy", 0, 50)
+        writes = [
+            database.write(
+                transactions.post_room_message, room_id, name, f"{name}{n}", n, "say",
+                identities[name], f"{n:016x}{name * 4}",
+            )
+            for n in range(200)
+            for database, name in ((first, "a"), (second, "b"))
+        ]
+        seqs = yield defer.gatherResults(writes)
+        history = yield first.read(transactions.recent_room_messages, room_id, 1000)
+    finally:
+        yield first.close()
+        yield second.close()
+    assert sorted(seqs) == list(range(1, 401))
+    assert [row.seq for row in history] == list(range(1, 401))
+    assert [row.text for row in history if row.sender == "b"] == [f"b{n}" for n in range(200)]
