@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # A user's state as told on the wire:
-# [name, away, [[room_key, room_name, op, private, secret], ...], invisible, oper]; a seat
-# of four (a node from before secret rooms) is not secret, a state of three (a node from
-# before ``invisible``) is visible, and one of four (from before ``oper``) no server
-# operator.
+# [name, away, [[room_key, room_name, op, private, secret], ...], invisible, oper, guest];
+# a seat of four (a node from before secret rooms) is not secret, a state of three (a
+# node from before ``invisible``) is visible, one of four (from before ``oper``) no server
+# operator, and one of five (from before ``guest``) an account's.
 WireState = list
 
 
@@ -43,13 +43,15 @@ class RoomSeat:
 class UserState:
     """One user as one node has it: online there, with this name, away text and rooms,
     whether a session of it there is invisible (IRC's user mode ``+i``), and whether it
-    is a server operator there (``CHATD_OPERATORS``, IRC's ``OPER``)."""
+    is a server operator there (``CHATD_OPERATORS``, IRC's ``OPER``), and whether it is a
+    guest (``CHATD_GUESTS``: no account)."""
 
     name: str
     away: str
     rooms: tuple[RoomSeat, ...]
     invisible: bool = False
     oper: bool = False
+    guest: bool = False
 
     def to_wire(self) -> WireState:
         """The JSON-able form sent to the other nodes."""
@@ -60,6 +62,7 @@ class UserState:
              for seat in self.rooms],
             int(self.invisible),
             int(self.oper),
+            int(self.guest),
         ]
 
     @classmethod
@@ -70,7 +73,7 @@ class UserState:
             RoomSeat(str(key), str(room), bool(operator), bool(private),
                      bool(seat_more and seat_more[0]))
             for key, room, operator, private, *seat_more in rooms
-        ), bool(more[0]) if more else False, bool(more[1]) if len(more) > 1 else False)
+        ), *(bool(flag) for flag in more[:3]))
 
 
 class ClusterPresence:
@@ -179,6 +182,10 @@ class ClusterPresence:
     def oper(self, user_key: str) -> bool:
         """Whether another node says ``user_key`` is a server operator there."""
         return any(users[user_key].oper for users in self._nodes.values() if user_key in users)
+
+    def guest(self, user_key: str) -> bool:
+        """Whether another node says ``user_key`` is a guest there (no account)."""
+        return any(users[user_key].guest for users in self._nodes.values() if user_key in users)
 
     def users(self) -> dict[str, str]:
         """Everyone online elsewhere: folded name -> display name."""

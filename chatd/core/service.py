@@ -322,7 +322,7 @@ class ChatService(Service):
         return UserState(user.name, user.away, tuple(
             RoomSeat(room.key, room.name, user.key in room.operators, room.private, room.secret)
             for room in user.rooms.values()
-        ), user.invisible, user.oper)
+        ), user.invisible, user.oper, user.guest)
 
     def local_presence(self) -> dict[str, UserState]:
         """Every user with a session here, for a node that asks for them all."""
@@ -399,6 +399,14 @@ class ChatService(Service):
         on the node where it was given (``set_server_operator``)."""
         user = self.users.get(user_key)
         return (user is not None and user.oper) or self.fanout.presence.oper(user_key)
+
+    def is_guest(self, user_key: str) -> bool:
+        """Whether ``user_key`` is a guest (no account) online here or (cluster mode) on
+        another node (IRC's ``WHOIS`` then has no 330, and WHOX's account is 0)."""
+        user = self.users.get(user_key)
+        if user is not None:
+            return user.guest
+        return self.fanout.presence.guest(user_key)
 
     def is_online(self, user_key: str) -> bool:
         """Whether ``user_key`` has a session here or (cluster mode) on another node."""

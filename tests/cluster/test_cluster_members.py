@@ -597,6 +597,9 @@ def test_server_operator_status_rides_the_users_state_to_the_other_node(cluster)
     state = cluster.a.state_of(cluster.a.users["alice"])
     assert state.oper and UserState.from_wire(state.to_wire()) == state
     assert UserState.from_wire(["alice", "", [], 0]).oper is False
+    assert UserState.from_wire(["alice", "", [], 0, 1]).guest is False
+    assert UserState.from_wire(["visitor", "", [], 0, 0, 1]).guest is True
+    assert cluster.b.is_guest("alice") is False and cluster.b.is_guest("nobody") is False
     alice.set_oper(False)
     cluster.pump()
     assert cluster.b.is_oper("alice") is False

@@ -222,9 +222,10 @@ def test_an_operator_on_one_node_voices_deops_kicks_a_guest_on_another(cluster):
 
 def test_direct_messages_between_a_guest_and_accounts_across_nodes(cluster):  # noqa: F811
     """alice (an account, line door, node a) and visitor (a guest, IRC, node b) exchange
-    DMs both ways, delivered; so do two guests on different nodes. alice keeps the DM in
-    her history (a guest keeps none). Once visitor has quit, a DM to it is no-such-user,
-    not stored (a guest has no mailbox)."""
+    DMs both ways, delivered; so do two guests on different nodes. WHOIS on node a knows
+    visitor for a guest (no 330). alice keeps the DM in her history (a guest keeps none).
+    Once visitor has quit, a DM to it is no-such-user, not stored (a guest has no
+    mailbox)."""
     first, second = cluster("a", **GUESTS), cluster("b", **GUESTS)
     alice = first.connect()
     alice.login("alice")
@@ -249,6 +250,10 @@ def test_direct_messages_between_a_guest_and_accounts_across_nodes(cluster):  # 
     assert told == ":wanderer!wanderer@chatd PRIVMSG visitor :hello other guest"
 
     alice_irc = irc_login(first.irc_port, "alice")
+    # visitor's node says it is a guest: no 330 (logged in as) for it here, as there.
+    numerics = whois_numerics(alice_irc, "visitor")
+    assert "311" in numerics and "330" not in numerics, numerics
+    assert "330" in whois_numerics(alice_irc, "alice")
     alice_irc.send(
         "CAP REQ :draft/chathistory batch server-time", "CHATHISTORY LATEST visitor * 10"
     )

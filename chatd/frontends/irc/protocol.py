@@ -1285,7 +1285,6 @@ class IRCConnection(Protocol):
         self, channel: str, name: str, marks: str, whox: tuple[str, str] | None
     ) -> None:
         """One 352 (or WHOX 354) line: G when away, then the member's prefix (@, +)."""
-        user = self.server.chat.users.get(fold(name))
         away = self.server.chat.away_of(fold(name))
         oper = self.server.chat.is_oper(fold(name))
         flags = ("G" if away else "H") + ("*" if oper else "") + marks
@@ -1295,7 +1294,7 @@ class IRCConnection(Protocol):
                        f"0 {realname}")
             return
         fields, token = whox
-        account = "0" if user is not None and user.guest else name
+        account = "0" if self.server.chat.is_guest(fold(name)) else name
         values = {
             "t": token, "c": channel, "u": username, "i": "255.255.255.255", "h": self.host,
             "s": self.host, "n": name, "f": flags, "d": "0", "l": "0", "a": account,
@@ -1312,6 +1311,16 @@ class IRCConnection(Protocol):
             mine = self.session.user.rooms
             shared = [room.name for key, room in user.rooms.items() if key in mine]
             self._whois_reply(WhoisInfo(user.name, True, None, tuple(shared), user.away))
+            self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+            return
+        elsewhere = self.server.chat.fanout.presence.user(fold(nick))
+        if user is None and elsewhere is not None and elsewhere.guest:
+            # A guest of another node (cluster mode): what there is is in its state.
+            mine = self.session.user.rooms
+            shared = [seat.room_name for seat in elsewhere.rooms if seat.room_key in mine]
+            self._whois_reply(
+                WhoisInfo(elsewhere.name, True, None, tuple(shared), elsewhere.away)
+            )
             self.reply(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
             return
         asking = defer.maybeDeferred(self.session.whois, nick)
@@ -2031,10 +2040,9 @@ class IRCConnection(Protocol):
         if rooms:
             self.reply(n.RPL_WHOISCHANNELS, name, " ".join(rooms))
         self.reply(n.RPL_WHOISSERVER, name, self.host, "chatd")
-        user = self.server.chat.users.get(fold(name))
         if self.server.chat.is_oper(fold(name)):
             self.reply(n.RPL_WHOISOPERATOR, name, "is an IRC operator")
-        if user is None or not user.guest:
+        if not self.server.chat.is_guest(fold(name)):
             self.reply(n.RPL_WHOISACCOUNT, name, name, "is logged in as")
         if event.away:
             self.reply(n.RPL_AWAY, name, event.away)
