@@ -52,6 +52,7 @@ class Room:
         voiced: Iterable[str] = (),
         moderated: bool = False,
         secret: bool = False,
+        topic_time: int = 0,
     ) -> None:
         self.id = room_id
         self.name = name
@@ -60,8 +61,9 @@ class Room:
         self.members: dict[str, User] = {}
         self.topic = topic
         self.topic_setter = topic_setter
-        # When the topic was set (ms), if this server saw it happen; 0: unknown.
-        self.topic_time = 0
+        # When the topic was set (ms), kept with the room; 0: unknown (set before
+        # chatd kept it).
+        self.topic_time = topic_time
         self.private = private
         # IRC's MODE -t: every member may set the topic though the room has operators.
         self.topic_open = topic_open
@@ -162,7 +164,7 @@ class Room:
         """What a joining session gets after ``WHO``: the topic and the operators, if any."""
         lines: list[Event] = []
         if self.topic:
-            lines.append(Topic(self.name, self.topic_setter, self.topic))
+            lines.append(Topic(self.name, self.topic_setter, self.topic, self.topic_time))
         if self.operators:
             lines.append(Operators(self.name, self.operator_names()))
         return lines

@@ -287,10 +287,9 @@ class ChatService(Service):
         # Made in a session (on another node): by that operator; else by the admin.
         by = event.actor or rows.ADMIN
         if action == "topic":
-            room.topic, room.topic_setter = event.detail, by
-            if event.actor:
-                room.topic_time = self.now()
-            room.broadcast(Topic(room.name, by, event.detail))
+            # Set when it was recorded, by a session or the admin command line.
+            room.topic, room.topic_setter, room.topic_time = event.detail, by, event.at
+            room.broadcast(Topic(room.name, by, event.detail, event.at))
         elif action == "deop" and room.drop_guest_operator(event.name_key):
             # The guest operator of a room, here in memory only, deopped on another node.
             self._operators_changed(room)
@@ -745,6 +744,7 @@ class ChatService(Service):
             state.voiced,
             state.moderated,
             state.secret,
+            state.topic_at,
         )
         if self.fanout.ordered:
             self._start_sequencer(room)
@@ -1160,15 +1160,16 @@ class ChatService(Service):
         or whose topic is open to all (``-t``)."""
         if room.topic_locked():
             self._require_operator(user, room)
+        now = self.now()
         writing = self.database.write(
-            transactions.change_topic, room.id, room.key, text, user.name, self.now()
+            transactions.change_topic, room.id, room.key, text, user.name, now
         )
 
         def show(event_id: int) -> str:
             def topic() -> None:
-                room.topic, room.topic_setter = text, user.name
-                room.topic_time = self.now()
-                room.broadcast(Topic(room.name, user.name, text))
+                # The time stored with it, so 333 says the same after a restart.
+                room.topic, room.topic_setter, room.topic_time = text, user.name, now
+                room.broadcast(Topic(room.name, user.name, text, now))
 
             self._made_here(event_id, topic)
             return room.name

@@ -85,6 +85,8 @@ class AccountEvent:
     user_name: str = ""
     detail: str = ""
     actor: str = ""
+    # When it was recorded (ms).
+    at: int = 0
 
 
 # --- membership, topics, operators, bans, invites -----------------------------
@@ -119,6 +121,8 @@ class RoomState:
     moderated: bool = False
     # IRC's +s: listed, and shown to NAMES and WHO, for its members only.
     secret: bool = False
+    # When the topic was set (ms; 0: before chatd kept it).
+    topic_at: int = 0
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ def last_account_event_id(connection: Connection) -> int:
 def account_events_since(connection: Connection, after_id: int) -> list[AccountEvent]:
     """Account events newer than ``after_id``, oldest first."""
     rows = connection.execute(
-        "SELECT id, name_key, action, room_key, user_name, detail, actor FROM account_events"
+        "SELECT id, name_key, action, room_key, user_name, detail, actor, at FROM account_events"
         " WHERE id > ? ORDER BY id",
         (after_id,),
     )
@@ -436,8 +436,8 @@ def load_room(
 ) -> RoomState:
     """Find (or create) a room; return all the server keeps of it."""
     room_id, display_name, recent = open_room(connection, name, now, history_limit)
-    topic, setter, private, topic_open, moderated, secret = connection.execute(
-        "SELECT topic, topic_setter, private, topic_open, moderated, secret"
+    topic, setter, private, topic_open, moderated, secret, topic_at = connection.execute(
+        "SELECT topic, topic_setter, private, topic_open, moderated, secret, topic_at"
         " FROM rooms WHERE id = ?",
         (room_id,),
     ).fetchone()
@@ -445,6 +445,7 @@ def load_room(
     return RoomState(
         room_id, display_name, topic, setter, bool(private), operators, recent,
         bool(topic_open), room_voiced(connection, room_id), bool(moderated), bool(secret),
+        topic_at,
     )
 
 
@@ -610,10 +611,13 @@ def leave_room(connection: Connection, room_id: int, user_key: str) -> bool:
     )
 
 
-def set_topic(connection: Connection, room_id: int, text: str, setter: str) -> None:
-    """Set (or, with empty text, clear) a room's topic."""
+def set_topic(
+    connection: Connection, room_id: int, text: str, setter: str, now: int
+) -> None:
+    """Set (or, with empty text, clear) a room's topic: who set it, and when (ms)."""
     connection.execute(
-        "UPDATE rooms SET topic = ?, topic_setter = ? WHERE id = ?", (text, setter, room_id)
+        "UPDATE rooms SET topic = ?, topic_setter = ?, topic_at = ? WHERE id = ?",
+        (text, setter, now, room_id),
     )
 
 
@@ -1151,7 +1155,7 @@ def admin_room_change(
         user_name = unban_user(connection, room_id, user_key)
         done = f"lifted the ban of {user_name} from {room_name}"
     elif action == "topic":
-        set_topic(connection, room_id, detail, ADMIN)
+        set_topic(connection, room_id, detail, ADMIN, now)
         done = f"topic of {room_name} {'set' if detail else 'cleared'}"
     else:
         raise ValueError(f"unknown room action {action}")
@@ -1292,7 +1296,7 @@ def change_topic(
     connection: Connection, room_id: int, room_key: str, text: str, by: str, now: int
 ) -> int:
     """A member's topic: ``set_topic``; return the event id."""
-    set_topic(connection, room_id, text, by)
+    set_topic(connection, room_id, text, by, now)
     return record_room_event(connection, "room-topic", room_key, "", "", text, now, by)
 
 

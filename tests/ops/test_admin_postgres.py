@@ -108,6 +108,7 @@ def make_single_node(path: str) -> None:
         )
         transactions.set_topic_open(connection, room_id, True)
         transactions.set_secret(connection, room_id, True)
+        transactions.set_topic(connection, room_id, "plans", "bob", 1_764_000_000_123)
     connection.close()
 
 
@@ -140,6 +141,8 @@ def test_db_copy_moves_a_single_node_installation_verified_by_counts(pg_run, tmp
     # The flags SQLite keeps as 0/1 arrive as PostgreSQL's booleans, secret among them.
     zeta = arrival.rooms[1][1]
     assert (zeta.private, zeta.topic_open, zeta.secret) == (True, True, True)
+    # The topic with its setter and the time it was set.
+    assert (zeta.topic, zeta.topic_setter, zeta.topic_at) == ("plans", "bob", 1_764_000_000_123)
     source.close()
     target.close()
     code, _, err = pg_run("db", "copy", path, pg_run.url)

@@ -113,3 +113,27 @@ def test_secret_is_kept_with_the_room_and_hides_it_from_non_members(connection):
     commit(connection, storage.set_private, room.id, False)
     assert storage.visible_rooms(connection, "bob") == [("#dev", 1)]
     assert storage.load_room(connection, "#dev", 6, 0).secret is False
+
+
+def test_a_topic_is_kept_with_its_setter_and_time(connection):  # noqa: F811
+    """change_topic (a session's) and the admin command line's topic store who set it and
+    when (ms), which load_room gives back, as the room event's time; a room whose topic
+    was never set has none (time 0)."""
+    commit(connection, storage.create_user, "alice", "hash", 0)
+    commit(connection, storage.join_room, "#dev", "alice", 1)
+    room = storage.load_room(connection, "#dev", 2, 0)
+    assert (room.topic, room.topic_setter, room.topic_at) == ("", "", 0)
+    event_id = commit(
+        connection, storage.change_topic, room.id, "#dev", "ship it", "alice", 1_764_000_000_123
+    )
+    again = storage.load_room(connection, "#dev", 3, 0)
+    assert (again.topic, again.topic_setter, again.topic_at) == (
+        "ship it", "alice", 1_764_000_000_123
+    )
+    (event,) = [e for e in storage.account_events_since(connection, 0) if e.id == event_id]
+    assert (event.action, event.actor, event.at) == ("room-topic", "alice", 1_764_000_000_123)
+    commit(connection, storage.admin_room_change, "topic", "#dev", "", "frozen", 1_764_000_500_000)
+    last = storage.load_room(connection, "#dev", 4, 0)
+    assert (last.topic, last.topic_setter, last.topic_at) == (
+        "frozen", "*admin", 1_764_000_500_000
+    )

@@ -623,7 +623,7 @@ def test_rooms_memberships_bans_and_invites(connection):
         assert transactions.remove_member(connection, alpha.id, "bob") == ("bob", True)
         banned = transactions.ban_user(connection, alpha.id, "carol", "alice", 7)
         transactions.ban_user(connection, alpha.id, "carol", "alice", 8)  # once is enough
-        transactions.set_topic(connection, alpha.id, "letters", "alice")
+        transactions.set_topic(connection, alpha.id, "letters", "alice", 5)
         transactions.set_away(connection, "alice", "lunch")
     assert banned == rows.Banned("carol", False, False)
     assert transactions.room_bans(connection, alpha.id) == [("carol", "alice", 7)]

@@ -137,6 +137,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rooms ADD COLUMN secret boolean NOT NULL DEFAULT false;
     """,
+    # 6 (SQLite's 11): when a room's topic was set (ms). See sqlite/schema.py.
+    """
+    ALTER TABLE rooms ADD COLUMN topic_at bigint NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -182,6 +182,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rooms ADD COLUMN secret INTEGER NOT NULL DEFAULT 0;
     """,
+    # 11: when a room's topic was set (ms; IRC's 333 after a restart), with
+    # its setter (rooms.topic_setter); 0 for a topic set before this, whose
+    # time nobody knows.
+    """
+    ALTER TABLE rooms ADD COLUMN topic_at INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
