@@ -234,13 +234,15 @@ def history_line(
 
 @dataclass(frozen=True, eq=False, slots=True)
 class StoredMessage(Event):
-    """A direct message that waited for its recipient to log in."""
+    """A direct message (``kind`` ``say`` or ``notice``) that waited for its recipient
+    to log in."""
 
     at: int
     sender: str
     text: str
     # The message's id (chatd.core.ids), made when it was sent.
     message_id: str = ""
+    kind: str = SAY
 
 
 @dataclass(frozen=True, eq=False, slots=True)

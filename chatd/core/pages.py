@@ -56,7 +56,9 @@ class Mailbox(PageSource):
         self._after_id = rows[-1].id
         self._in_flight += 1
         ids = [row.id for row in rows]
-        events = [StoredMessage(row.sent_at, row.sender, row.text, row.msgid) for row in rows]
+        events = [
+            StoredMessage(row.sent_at, row.sender, row.text, row.msgid, row.kind) for row in rows
+        ]
         return Page(events, lambda handed: self._handed_over(ids, handed))
 
     def _handed_over(self, ids: list[int], handed: bool) -> None:

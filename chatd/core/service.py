@@ -1694,8 +1694,8 @@ class ChatService(Service):
         ``history`` it is kept in the accounts' history (with its ``kind``) in the same
         transaction.
 
-        The store keeps the text (``kind`` and ``tags`` are not stored: the
-        recipient gets it as said); the sender's sessions see it as sent.
+        The store keeps the text and ``kind`` (a notice arrives as one; ``tags``
+        are not stored); the sender's sessions see it as sent.
         """
         storing = self.database.write(
             transactions.post_direct_message,

@@ -30,6 +30,8 @@ class StoredRow:
     text: str
     sent_at: int
     msgid: str = ""
+    # say, or notice (IRC's NOTICE).
+    kind: str = "say"
 
 
 # Message kinds: what was said, an action (``/me waves``), and a notice (IRC's

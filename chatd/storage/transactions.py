@@ -1361,8 +1361,10 @@ def store_direct_message(
     now: int,
     limit: int | None = None,
     msgid: str | None = None,
+    kind: str = SAY,
 ) -> str:
-    """Keep a direct message for an offline user; return the recipient's display name.
+    """Keep a direct message (of ``kind``: said, or a notice) for an offline user;
+    return the recipient's display name.
 
     Its time is ``now``, or a millisecond after the user's latest kept
     message if that is not earlier. ``msgid`` is the id the core made
@@ -1397,9 +1399,9 @@ def store_direct_message(
     ).fetchone()
     sent_at = now if last is None or now > last[0] else last[0] + 1
     (row_id,) = connection.execute(
-        "INSERT INTO stored_messages (recipient_id, sender, text, sent_at, msgid)"
-        " VALUES (?, ?, ?, ?, ?) RETURNING id",
-        (recipient_id, sender, text, sent_at, msgid or ""),
+        "INSERT INTO stored_messages (recipient_id, sender, text, sent_at, msgid, kind)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (recipient_id, sender, text, sent_at, msgid or "", kind),
     ).fetchone()
     if msgid is None:
         connection.execute(
@@ -1425,7 +1427,9 @@ def post_direct_message(
     exists (as ``account``, the identity its session is bound to, if given), and with
     ``history`` the message in both accounts' history (``record_direct_message``) too."""
     require_sender(connection, sender, account)
-    name = store_direct_message(connection, recipient_key, sender, text, now, limit, msgid)
+    name = store_direct_message(
+        connection, recipient_key, sender, text, now, limit, msgid, kind
+    )
     if history and msgid is not None:
         record_direct_message(
             connection, sender, name, text, now, msgid, (sender.lower(), recipient_key), kind
@@ -1442,7 +1446,7 @@ def stored_messages_page(
     ``delete_stored_messages`` once it was handed over.
     """
     rows = connection.execute(
-        "SELECT s.id, s.sender, s.text, s.sent_at, s.msgid FROM stored_messages AS s"
+        "SELECT s.id, s.sender, s.text, s.sent_at, s.msgid, s.kind FROM stored_messages AS s"
         " JOIN users AS u ON u.id = s.recipient_id"
         " WHERE u.name_key = ? AND s.id > ? ORDER BY s.id LIMIT ?",
         (recipient_key, after_id, limit),

@@ -103,6 +103,9 @@ def make_single_node(path: str) -> None:
             transactions.add_room_message(connection, lobby_id, "alice", f"m{number}", 10 + number)
         transactions.add_room_message(connection, room_id, "bob", "private", 40)
         transactions.store_direct_message(connection, "carol", "alice", "psst", 50)
+        transactions.store_direct_message(
+            connection, "carol", "bob", "mind the gap", 55, None, None, "notice"
+        )
         transactions.record_direct_message(
             connection, "alice", "bob", "hi", 60, "id", ("alice", "bob")
         )
@@ -141,6 +144,10 @@ def test_db_copy_moves_a_single_node_installation_verified_by_counts(pg_run, tmp
     # The flags SQLite keeps as 0/1 arrive as PostgreSQL's booleans, secret among them.
     zeta = arrival.rooms[1][1]
     assert (zeta.private, zeta.topic_open, zeta.secret) == (True, True, True)
+    # A stored notice stays one.
+    kept = transactions.stored_messages_page(target, "carol", 0, 10)
+    assert kept == transactions.stored_messages_page(source, "carol", 0, 10)
+    assert [row.kind for row in kept] == ["say", "notice"]
     # The topic with its setter and the time it was set.
     assert (zeta.topic, zeta.topic_setter, zeta.topic_at) == ("plans", "bob", 1_764_000_000_123)
     source.close()

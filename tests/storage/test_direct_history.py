@@ -133,6 +133,20 @@ def test_a_stored_dm_goes_to_the_mailbox_and_both_histories(talk):
     assert storage.direct_history_window(talk, "carol", "bob", None, None, 10, True) == []
 
 
+def test_a_stored_dm_keeps_its_kind(talk):
+    """A notice kept in the mailbox comes out of it as a notice (and is one in both
+    histories); a message stored without a kind is said."""
+    commit(talk, storage.post_direct_message, "carol", "alice", "heads up", 7000, None, None,
+           msgid(8), True, "notice")
+    commit(talk, storage.store_direct_message, "carol", "bob", "plain", 7100)
+    page = storage.stored_messages_page(talk, "carol", 0, 10)
+    assert [(row.sender, row.text, row.kind) for row in page] == [
+        ("alice", "heads up", "notice"), ("bob", "plain", "say"),
+    ]
+    rows = storage.direct_history_window(talk, "carol", "alice", None, None, 10, True)
+    assert [(r.text, r.kind) for r in rows] == [("heads up", "notice")]
+
+
 def test_retention_erasure_and_deletion(talk):
     """Purged by age like room history; an erased sender's copies go from the other side;
     a deleted account's own copies go with it."""

@@ -1871,8 +1871,10 @@ class IRCConnection(Protocol):
         self._send_direct(event, message)
 
     def _render_stored(self, event: StoredMessage) -> None:
+        # A notice kept for you arrives as the NOTICE it was sent as.
+        verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
         self.send(Message(
-            "PRIVMSG", (self.nick or "*", event.text), self.source_of(event.sender),
+            verb, (self.nick or "*", event.text), self.source_of(event.sender),
             self._tags(event.sender, event.at, event.message_id),
         ))
 

@@ -141,6 +141,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rooms ADD COLUMN topic_at bigint NOT NULL DEFAULT 0;
     """,
+    # 7 (SQLite's 12): a stored direct message's kind. See sqlite/schema.py.
+    """
+    ALTER TABLE stored_messages ADD COLUMN kind text NOT NULL DEFAULT 'say';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -188,6 +188,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rooms ADD COLUMN topic_at INTEGER NOT NULL DEFAULT 0;
     """,
+    # 12: a direct message kept for someone offline keeps its kind (say, or a
+    # notice: IRC's NOTICE arrives as NOTICE); the ones kept before were said.
+    """
+    ALTER TABLE stored_messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'say';
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.

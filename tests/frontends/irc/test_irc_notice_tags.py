@@ -110,6 +110,32 @@ def test_a_notice_to_a_user_reaches_irc_as_notice_and_the_line_door_as_dm(irc):
     assert line.lines() == ["DM alice carol psst too"]
 
 
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_a_notice_kept_for_someone_offline_arrives_as_notice(irc, bytewise):
+    """NOTICE and PRIVMSG to carol, offline: both are stored; at her IRC login the notice
+    comes as NOTICE and the message as PRIVMSG, in order, each with the time it was sent;
+    on the line door (its fixed forms) a kept notice is its STORED line, as any."""
+    alice = logged_in(irc, "alice")
+    assert alice.send("NOTICE carol :the build is red", bytewise=bytewise) == []
+    alice.send("PRIVMSG carol :call me", bytewise=bytewise)
+    carol = irc.irc_client()
+    lines = carol.login_with_pass("carol", caps=("server-time",))
+    kept = [m for m in messages(lines) if m.verb in ("NOTICE", "PRIVMSG") and m.source]
+    kept = [m for m in kept if m.source.startswith("alice!")]
+    assert [(m.verb, m.params) for m in kept] == [
+        ("NOTICE", ("carol", "the build is red")), ("PRIVMSG", ("carol", "call me")),
+    ]
+    assert all("time" in m.tags for m in kept)
+    alice.send("NOTICE bob :and again")
+    irc.tracked.remove(alice)
+    for client in irc.tracked:
+        client.lines()
+    # bob logs in on the line door: the notice kept for him is a STORED line.
+    bob_line = irc.client()
+    stored = [line for line in bob_line.send("/login bob password1") if line.startswith("STORED")]
+    assert len(stored) == 1 and stored[0].endswith(" alice and again")
+
+
 def test_a_notice_where_one_cannot_send_gets_no_reply(irc):
     """NOTICE to a room one is not in, or to nobody: no reply at all (RFC 2812)."""
     alice = logged_in(irc, "alice")
