@@ -33,6 +33,36 @@ class _LoginRefused(Exception):
     """The cluster's count of logins in flight from the address is full."""
 
 
+class _Place:
+    """An attempt's place in the cluster's count in flight: its ticket, once admitted
+    (``UNSHARED`` on one node, or until then)."""
+
+    __slots__ = ("ticket",)
+
+    def __init__(self) -> None:
+        self.ticket = UNSHARED
+
+    def end(self, used: bool = False) -> None:
+        """Give the place up; ``used`` when the attempt did what the limit counts."""
+        self.ticket.end(used=used)
+
+
+def _refused_or_guessed(failure: Failure, attempt, place: _Place) -> None:
+    """End a password check that the cluster refused or that a wrong password failed,
+    raising what the client is told; return for any other failure.
+
+    A wrong password is counted (and announced to the other nodes) before its
+    place in flight is given up: a node seeing the place free has been told.
+    """
+    if failure.check(_LoginRefused):
+        attempt.abandoned()
+        raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
+    if failure.check(UnauthorizedLogin):
+        attempt.failed()
+        place.end()
+        raise ChatError("bad-credentials", BAD_CREDENTIALS)
+
+
 class Gate:
     """Accounts, logins and the per-user limits, the same for every door."""
 
@@ -67,28 +97,24 @@ class Gate:
         except ChatError:
             self.telemetry.limit_hit("registration", peer, None)
             raise
-        ticket = UNSHARED
-        if self.shared is None:
-            registering = self.accounts.register(name, password, address)
-        else:
-            def admitted(shared_ticket):
-                nonlocal ticket
-                if shared_ticket is None:
-                    self.telemetry.limit_hit("registration", peer, None)
-                    raise ChatError("too-many-attempts", RegistrationLimit.refusal)
-                ticket = shared_ticket
-                return self.accounts.register(name, password, address)
+        def refused() -> None:
+            self.telemetry.limit_hit("registration", peer, None)
+            raise ChatError("too-many-attempts", RegistrationLimit.refusal)
 
-            registering = self.shared.admit_registration(address).addCallback(admitted)
+        registering, place = self._when_admitted(
+            lambda shared: shared.admit_registration(address),
+            lambda: self.accounts.register(name, password, address),
+            refused,
+        )
 
         def created(created_name: str) -> str:
             reservation.used()
-            ticket.end(used=True)
+            place.end(used=True)
             return created_name
 
         def not_created(failure: Failure) -> Failure:
             reservation.abandoned()
-            ticket.end()
+            place.end()
             return failure
 
         registering.addCallbacks(created, not_created)
@@ -113,44 +139,33 @@ class Gate:
             attempt.failed()
             self.telemetry.login_failed(name, peer, "bad-credentials")
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
-        ticket = UNSHARED
-        if self.shared is None:
-            checking = self._check_password(name, candidates, address, mind)
-        else:
-            # The attempts from this address under way on every node count too.
-            def admitted(shared_ticket):
-                nonlocal ticket
-                if shared_ticket is None:
-                    self.telemetry.login_failed(name, peer, "too-many-attempts")
-                    raise _LoginRefused()
-                ticket = shared_ticket
-                return self._check_password(name, candidates, address, mind)
+        def refused() -> None:
+            self.telemetry.login_failed(name, peer, "too-many-attempts")
+            raise _LoginRefused()
 
-            room = self.limits.logins.room(address)
-            checking = self.shared.admit_login(address, room).addCallback(admitted)
+        checking, place = self._login_in_turn(
+            address,
+            lambda: self._first_form_that_passes(
+                name, candidates, address,
+                lambda credentials: self.portal.login(credentials, mind, IChatSession),
+            ),
+            refused,
+        )
 
         def succeeded(login) -> tuple:
-            ticket.end()
+            place.end()
             attempt.succeeded()
             _interface, session, logout = login
             return session, logout
 
         def failed(failure: Failure):
-            if failure.check(_LoginRefused):
-                attempt.abandoned()
-                raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
-            if failure.check(UnauthorizedLogin):
-                # Counted (and announced to the other nodes) before its place in
-                # flight is given up: a node seeing the place free has been told.
-                attempt.failed()
-                ticket.end()
-                raise ChatError("bad-credentials", BAD_CREDENTIALS)
+            _refused_or_guessed(failure, attempt, place)
             if failure.check(ChatError) and failure.value.code in ("banned", "kicked"):
                 # The password was right: this address is not guessing.
                 attempt.succeeded()
-                ticket.end()
+                place.end()
             else:
-                ticket.end()
+                place.end()
                 # A busy server, or an account changed while its password was
                 # checked: not a guess either way.
                 attempt.abandoned()
@@ -176,19 +191,19 @@ class Gate:
         if max(len(encoded) for encoded in candidates) > PASSWORD_MAX_BYTES:
             attempt.failed()
             raise ChatError("bad-credentials", BAD_CREDENTIALS)
-        ticket = UNSHARED
 
-        def check(rest: tuple[bytes, ...]) -> defer.Deferred:
-            checking = self.portal.check(AddressedCredentials(name, rest[0], address))
-            if rest[1:]:
-                checking.addErrback(
-                    lambda failure: failure.trap(UnauthorizedLogin) and check(rest[1:])
-                )
-            return checking
+        def refused() -> None:
+            raise _LoginRefused()
+
+        checking, place = self._login_in_turn(
+            address,
+            lambda: self._first_form_that_passes(name, candidates, address, self.portal.check),
+            refused,
+        )
 
         def checked(identity: str) -> str:
             attempt.succeeded()
-            ticket.end()
+            place.end()
             if fold(identity) not in self.config.operators:
                 raise ChatError("forbidden", f"{identity} is not a server operator")
             # A connection gone while the password was checked has nobody to empower.
@@ -197,16 +212,8 @@ class Gate:
             return str(identity)
 
         def failed(failure: Failure) -> Failure:
-            if failure.check(_LoginRefused):
-                attempt.abandoned()
-                raise ChatError("too-many-attempts", IN_FLIGHT_REFUSAL)
-            if failure.check(UnauthorizedLogin):
-                # Counted (and told to the other nodes) before the place in flight
-                # is given up, as a login's failure is.
-                attempt.failed()
-                ticket.end()
-                raise ChatError("bad-credentials", BAD_CREDENTIALS)
-            ticket.end()
+            _refused_or_guessed(failure, attempt, place)
+            place.end()
             if failure.check(ChatError) and failure.value.code == "banned":
                 # The right password of a banned account: no guess, and no operator.
                 attempt.succeeded()
@@ -214,19 +221,6 @@ class Gate:
             attempt.abandoned()
             return failure
 
-        if self.shared is None:
-            checking = check(candidates)
-        else:
-            # The attempts from this address under way on every node count too.
-            def admitted(shared_ticket) -> defer.Deferred:
-                nonlocal ticket
-                if shared_ticket is None:
-                    raise _LoginRefused()
-                ticket = shared_ticket
-                return check(candidates)
-
-            room = self.limits.logins.room(address)
-            checking = self.shared.admit_login(address, room).addCallback(admitted)
         return checking.addCallbacks(checked, failed)
 
     # guests ---------------------------------------------------------------------------
@@ -265,21 +259,46 @@ class Gate:
         if user is not None and user.guest and (by is None or by.user is not user):
             raise ChatError("user-exists", f"{name} is in use by a guest")
 
-    def _check_password(
-        self, name: str, candidates: tuple[bytes, ...], address: str, mind
+    def _first_form_that_passes(
+        self, name: str, candidates: tuple[bytes, ...], address: str, check
     ) -> defer.Deferred:
-        """Log in with the first form of the password; a wrong one tries the next form."""
+        """``check(credentials)`` with the first form of the password; a wrong one
+        tries the next form."""
         first, rest = candidates[0], candidates[1:]
-        credentials = AddressedCredentials(name, first, address)
-        checking = self.portal.login(credentials, mind, IChatSession)
+        checking = check(AddressedCredentials(name, first, address))
         if rest:
 
             def try_next(failure: Failure):
                 failure.trap(UnauthorizedLogin)
-                return self._check_password(name, rest, address, mind)
+                return self._first_form_that_passes(name, rest, address, check)
 
             checking.addErrback(try_next)
         return checking
+
+    def _login_in_turn(self, address: str, check, refused) -> tuple[defer.Deferred, _Place]:
+        """A password check (a login or an OPER) holding its place in the cluster's
+        count of attempts in flight from ``address``, as ``_when_admitted`` runs it."""
+        room = self.limits.logins.room(address)
+        return self._when_admitted(lambda shared: shared.admit_login(address, room), check, refused)
+
+    def _when_admitted(self, admit, run, refused) -> tuple[defer.Deferred, _Place]:
+        """``run()`` now on one node; in cluster mode once ``admit(shared)`` gives it a
+        place in the count every node shares (``refused()`` raises when it is full).
+
+        Returns the Deferred of ``run()`` and the attempt's place, to be ended
+        when the attempt is over.
+        """
+        place = _Place()
+        if self.shared is None:
+            return run(), place
+
+        def admitted(ticket):
+            if ticket is None:
+                refused()
+            place.ticket = ticket
+            return run()
+
+        return admit(self.shared).addCallback(admitted), place
 
     def change_password(
         self, session, old: str, new: str, address: str, peer: str
