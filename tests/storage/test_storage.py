@@ -768,40 +768,16 @@ def test_postgresql_gets_the_whole_schema_and_refuses_a_newer_one(pg_url):
     connection.close()
 
 
+@pytest.mark.parametrize("as_sessions", [False, True], ids=["add", "post-as-session"])
 @pytest_twisted.inlineCallbacks
-def test_two_writers_on_one_postgresql_never_share_a_room_sequence(pg_url):
-    """Two Databases (two nodes) posting to one room at once: seqs 1..N, each once.
+def test_two_writers_on_one_postgresql_never_share_a_room_sequence(pg_url, as_sessions):
+    """Two Databases (two nodes) posting to one room at once: seqs 1..N, each once,
+    in each writer's order. Both ways a message is numbered: ``add_room_message``,
+    and the sessions' path (sender check, number and row in one statement).
 
     ``rooms.last_seq`` is incremented in the inserting transaction, and the
     row lock that UPDATE takes makes the other writer wait for the commit.
     """
-    from twisted.internet import reactor
-
-    first = backends.make_database(pg_url, reactor)
-    second = backends.make_database(pg_url, reactor)
-    yield first.open()
-    yield second.open()
-    try:
-        room_id, _, _ = yield first.write(transactions.open_room, "#busy", 0, 50)
-        writes = [
-            database.write(transactions.add_room_message, room_id, name, f"{name}{n}", n)
-            for n in range(300)
-            for database, name in ((first, "a"), (second, "b"))
-        ]
-        seqs = yield defer.gatherResults(writes)
-        history = yield first.read(transactions.recent_room_messages, room_id, 1000)
-    finally:
-        yield first.close()
-        yield second.close()
-    assert sorted(seqs) == list(range(1, 601))
-    assert [row.seq for row in history] == list(range(1, 601))
-    assert [row.text for row in history if row.sender == "a"] == [f"a{n}" for n in range(300)]
-
-
-@pytest_twisted.inlineCallbacks
-def test_two_writers_posting_as_sessions_never_share_a_room_sequence(pg_url):
-    """The sessions' path (sender check, number and row in one statement) from two
-    Databases at once: seqs 1..N, each once, in each writer's order."""
     from twisted.internet import reactor
 
     first = backends.make_database(pg_url, reactor)
@@ -815,12 +791,18 @@ def test_two_writers_posting_as_sessions_never_share_a_room_sequence(pg_url):
             account = yield first.read(transactions.find_account, name)
             identities[name] = (account.id, account.incarnation)
         room_id, _, _ = yield first.write(transactions.open_room, "#busy", 0, 50)
+
+        def write(database, name: str, n: int):
+            if as_sessions:
+                return database.write(
+                    transactions.post_room_message, room_id, name, f"{name}{n}", n, "say",
+                    identities[name], f"{n:016x}{name * 4}",
+                )
+            return database.write(transactions.add_room_message, room_id, name, f"{name}{n}", n)
+
         writes = [
-            database.write(
-                transactions.post_room_message, room_id, name, f"{name}{n}", n, "say",
-                identities[name], f"{n:016x}{name * 4}",
-            )
-            for n in range(200)
+            write(database, name, n)
+            for n in range(300)
             for database, name in ((first, "a"), (second, "b"))
         ]
         seqs = yield defer.gatherResults(writes)
@@ -828,6 +810,7 @@ def test_two_writers_posting_as_sessions_never_share_a_room_sequence(pg_url):
     finally:
         yield first.close()
         yield second.close()
-    assert sorted(seqs) == list(range(1, 401))
-    assert [row.seq for row in history] == list(range(1, 401))
-    assert [row.text for row in history if row.sender == "b"] == [f"b{n}" for n in range(200)]
+    assert sorted(seqs) == list(range(1, 601))
+    assert [row.seq for row in history] == list(range(1, 601))
+    assert [row.text for row in history if row.sender == "a"] == [f"a{n}" for n in range(300)]
+    assert [row.text for row in history if row.sender == "b"] == [f"b{n}" for n in range(300)]
