@@ -110,10 +110,13 @@ class ClusterPresence:
             self.set(node, user_key, state)
         self._nodes.setdefault(node, {})
 
-    def forget_node(self, node: str) -> None:
-        """``node`` stopped (or died): none of its users counts any more."""
-        for user_key, state in self._nodes.pop(node, {}).items():
+    def forget_node(self, node: str) -> dict[str, UserState]:
+        """``node`` stopped (or died): none of its users counts any more. Answers what
+        was known of them (user key -> state), the last word on where they were."""
+        users = self._nodes.pop(node, {})
+        for user_key, state in users.items():
             self._unindex(node, user_key, state)
+        return users
 
     def keep_only(self, nodes: Iterable[str]) -> list[str]:
         """Forget every node not in ``nodes``; the ones forgotten."""

@@ -631,16 +631,25 @@ class RedisFanout:
         self._wake_if_ready()
         # Nodes whose keys expired (dead, or stopped without a word) leave WHO.
         listed = set(live)
+        last_known: dict[str, UserState] = {}
         for node in self.presence.nodes():
             if node not in listed and self._heard_in.get(node, 0) < beat:
-                self.presence.forget_node(node)
+                for state in self.presence.forget_node(node).values():
+                    last_known[state.name] = state
                 self._heard_in.pop(node, None)
         if not gone or self.service is None:
             return
-        # Users of a dead node, online nowhere now: PART for the cluster.
+        # Users of a dead node, online nowhere now: PART for the cluster. A guest's
+        # rooms are nowhere but in what its node last told (no account remembers them).
         log.info("a node stopped: {count} users went with it", count=len(gone))
         for name in gone:
-            self.service.user_gone_elsewhere(name)
+            state = last_known.get(name)
+            if state is not None and state.guest:
+                self.service.user_gone_elsewhere(
+                    name, [(seat.room_key, seat.room_name) for seat in state.rooms]
+                )
+            else:
+                self.service.user_gone_elsewhere(name)
 
     # --- hearing -----------------------------------------------------------
 

@@ -818,13 +818,22 @@ class ChatService(Service):
         if user is not None:
             user.deliver(message)
 
-    def user_gone_elsewhere(self, name: str) -> None:
+    def user_gone_elsewhere(
+        self, name: str, guest_rooms: list[tuple[str, str]] | None = None
+    ) -> None:
         """The node ``name`` was on died with its sessions, and no live node has one: this
-        node (the one that found it) tells its ``PART`` in each of its rooms, for the cluster."""
+        node (the one that found it) tells its ``PART`` in each of its rooms, for the cluster.
+
+        An account's rooms are its remembered memberships; a guest's are ``guest_rooms``
+        (room key, room name), as its node last told them.
+        """
         key = fold(name)
         if key in self.users:
             return  # a session here after all: still a member to everyone
-        reading = self.database.read(transactions.member_room_names, key)
+        if guest_rooms is not None:
+            reading = defer.succeed(guest_rooms)
+        else:
+            reading = self.database.read(transactions.member_room_names, key)
 
         def part(rooms: list[tuple[str, str]]) -> None:
             for room_key, room_name in rooms:

@@ -455,7 +455,7 @@ def test_invisibility_is_told_with_a_users_state_and_known_per_node():
     assert presence.invisible("bob") is False
     presence.set("n2", "bob", state)
     assert presence.invisible("bob") is True
-    presence.forget_node("n2")
+    assert presence.forget_node("n2") == {"bob": state}, "the last word on where bob was"
     assert presence.invisible("bob") is False and presence.invisible("nobody") is False
 
 

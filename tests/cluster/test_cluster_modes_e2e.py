@@ -13,7 +13,13 @@ change has been applied there too.
 import time
 
 from tests.cluster.test_cluster_e2e import cluster  # noqa: F401 (a fixture)
-from tests.cluster.test_cluster_who_e2e import ARRIVAL_DEADLINE_SECONDS, read_until, who_until
+from tests.cluster.test_cluster_who_e2e import (
+    ARRIVAL_DEADLINE_SECONDS,
+    DEAD_NODE_DEADLINE_SECONDS,
+    read_until,
+    who,
+    who_until,
+)
 from tests.frontends.irc.support import IRCSocketClient
 
 IRC_ON = {"CHATD_IRC_LISTEN": "tcp:0:interface=127.0.0.1"}
@@ -124,6 +130,29 @@ def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F81
         "404", "442"
     )
     who_until(alice, ["alice"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+
+
+def test_a_guest_whose_node_is_killed_parts_its_rooms_for_the_cluster(cluster):  # noqa: F811
+    """A guest on node c is in #side with alice (node a); node c is killed with SIGKILL:
+    alice is told ``PART #side visitor`` once (its rooms are nowhere but in what node c
+    last told of it) and WHO stops listing it, within the documented bound."""
+    guests = {"CHATD_GUESTS": "on", **IRC_ON}
+    first, doomed = cluster("a", **guests), cluster("c", **guests)
+    alice = first.connect()
+    alice.login("alice")
+    assert alice.command("/join #side")[-1] == "OK join #side"
+    guest = IRCSocketClient(doomed.irc_port)
+    guest.send("NICK visitor", "USER v 0 * :Visitor", "JOIN #side")
+    guest.until(lambda m: m.verb == "366")
+    read_until(alice, "JOIN #side visitor")
+    who_until(alice, ["alice", "visitor"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+    doomed.kill()
+    seen: list[str] = []
+    took = who_until(alice, ["alice"], DEAD_NODE_DEADLINE_SECONDS, room="#side", seen=seen)
+    print(f"the guest left #side {took:.1f} s after its node was killed")
+    # Two more round trips: a PART told twice would be here by now.
+    assert who(alice, "#side", seen) == who(alice, "#side", seen) == ["alice"]
+    assert [line for line in seen if line.startswith("PART ")] == ["PART #side visitor"]
 
 
 def who_mask(client: IRCSocketClient, mask: str) -> list[str]:
