@@ -36,6 +36,20 @@ bench = load_bench()
 # --------------------------------------------------------------------------- statistics
 
 
+def test_no_collector_pauses_while_a_burst_is_measured():
+    """The cyclic collector is off inside the measured burst and on again after it, even
+    when the burst fails."""
+    import gc
+
+    assert gc.isenabled()
+    with bench.no_collector_pauses():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), bench.no_collector_pauses():
+        raise RuntimeError("the burst failed")
+    assert gc.isenabled()
+
+
 def test_latency_bucket_is_exact_below_two_milliseconds():
     """Small latencies keep their microsecond; negative ones (clock noise) count as zero."""
     assert bench.latency_bucket(0) == 0
