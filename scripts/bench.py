@@ -528,7 +528,20 @@ class WebSocketBenchClient(BenchClient):
                 return
             self.handshaking = False
             data = data[end + 4:]
-        lines, position, size = [], 0, len(data)
+        # The common case, a run of small text frames (the server never masks): each
+        # frame's two-byte head becomes the CRLF ending the line before it, so the run
+        # is handed on as lines without a slice per frame. A load generator that spent
+        # a microsecond per frame on its own reading measured itself, not the server.
+        size = len(data)
+        run, position = bytearray(data), 0
+        while position + 2 <= size:
+            length = run[position + 1]
+            if run[position] != 0x81 or length > 125 or position + 2 + length > size:
+                break
+            run[position] = 13
+            run[position + 1] = 10
+            position += 2 + length
+        lines = [bytes(run[2:position])] if position else []
         while position + 2 <= size:
             opcode, length = data[position] & 0x0F, data[position + 1] & 0x7F
             start = position + 2
