@@ -639,17 +639,11 @@ class RedisFanout:
                 self._heard_in.pop(node, None)
         if not gone or self.service is None:
             return
-        # Users of a dead node, online nowhere now: PART for the cluster. A guest's
-        # rooms are nowhere but in what its node last told (no account remembers them).
+        # Users of a dead node, online nowhere now: PART for the cluster, with what
+        # their node last told of them (a guest's rooms are known from nothing else).
         log.info("a node stopped: {count} users went with it", count=len(gone))
         for name in gone:
-            state = last_known.get(name)
-            if state is not None and state.guest:
-                self.service.user_gone_elsewhere(
-                    name, [(seat.room_key, seat.room_name) for seat in state.rooms]
-                )
-            else:
-                self.service.user_gone_elsewhere(name)
+            self.service.user_gone_elsewhere(name, last_known.get(name))
 
     # --- hearing -----------------------------------------------------------
 

@@ -818,20 +818,18 @@ class ChatService(Service):
         if user is not None:
             user.deliver(message)
 
-    def user_gone_elsewhere(
-        self, name: str, guest_rooms: list[tuple[str, str]] | None = None
-    ) -> None:
+    def user_gone_elsewhere(self, name: str, last_state: UserState | None = None) -> None:
         """The node ``name`` was on died with its sessions, and no live node has one: this
         node (the one that found it) tells its ``PART`` in each of its rooms, for the cluster.
 
-        An account's rooms are its remembered memberships; a guest's are ``guest_rooms``
-        (room key, room name), as its node last told them.
+        An account's rooms are its remembered memberships; a guest remembers none,
+        so its rooms are those of ``last_state``, what its node last told of it.
         """
         key = fold(name)
         if key in self.users:
             return  # a session here after all: still a member to everyone
-        if guest_rooms is not None:
-            reading = defer.succeed(guest_rooms)
+        if last_state is not None and last_state.guest:
+            reading = defer.succeed([(seat.room_key, seat.room_name) for seat in last_state.rooms])
         else:
             reading = self.database.read(transactions.member_room_names, key)
 

@@ -105,12 +105,11 @@ def test_voice_moderated_and_open_topic_reach_the_other_node(cluster):  # noqa: 
     assert bob.command("/topic #side mine")[-1] == "OK topic #side"
 
 
-def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F811
-    """A guest (no account) joins #side over IRC on node b; alice, #side's operator on node
-    a, kicks it: the guest is told KICK and is out of #side there, and WHO on node a no
-    longer lists it. A name that is neither a member nor online stays no-such-user."""
+def alice_and_a_guest_in_side(cluster, guest_node: str):  # noqa: F811
+    """alice (line door, node a) and the guest ``visitor`` (IRC, on ``guest_node``) in
+    #side, guests on, both nodes listing both: (alice, the guest, the guest's node)."""
     guests = {"CHATD_GUESTS": "on", **IRC_ON}
-    first, second = cluster("a", **guests), cluster("b", **guests)
+    first, second = cluster("a", **guests), cluster(guest_node, **guests)
     alice = first.connect()
     alice.login("alice")
     assert alice.command("/join #side")[-1] == "OK join #side"
@@ -119,6 +118,14 @@ def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F81
     guest.until(lambda m: m.verb == "366")
     read_until(alice, "JOIN #side visitor")
     who_until(alice, ["alice", "visitor"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+    return alice, guest, second
+
+
+def test_an_operator_on_one_node_kicks_a_guest_on_another(cluster):  # noqa: F811
+    """A guest (no account) joins #side over IRC on node b; alice, #side's operator on node
+    a, kicks it: the guest is told KICK and is out of #side there, and WHO on node a no
+    longer lists it. A name that is neither a member nor online stays no-such-user."""
+    alice, guest, _ = alice_and_a_guest_in_side(cluster, "b")
     assert alice.command("/kick #side nobody")[-1].startswith("ERR no-such-user")
     sent = time.monotonic()
     assert alice.command("/kick #side visitor enough")[-1] == "OK kick #side"
@@ -136,16 +143,7 @@ def test_a_guest_whose_node_is_killed_parts_its_rooms_for_the_cluster(cluster): 
     """A guest on node c is in #side with alice (node a); node c is killed with SIGKILL:
     alice is told ``PART #side visitor`` once (its rooms are nowhere but in what node c
     last told of it) and WHO stops listing it, within the documented bound."""
-    guests = {"CHATD_GUESTS": "on", **IRC_ON}
-    first, doomed = cluster("a", **guests), cluster("c", **guests)
-    alice = first.connect()
-    alice.login("alice")
-    assert alice.command("/join #side")[-1] == "OK join #side"
-    guest = IRCSocketClient(doomed.irc_port)
-    guest.send("NICK visitor", "USER v 0 * :Visitor", "JOIN #side")
-    guest.until(lambda m: m.verb == "366")
-    read_until(alice, "JOIN #side visitor")
-    who_until(alice, ["alice", "visitor"], ARRIVAL_DEADLINE_SECONDS, room="#side")
+    alice, _, doomed = alice_and_a_guest_in_side(cluster, "c")
     doomed.kill()
     seen: list[str] = []
     took = who_until(alice, ["alice"], DEAD_NODE_DEADLINE_SECONDS, room="#side", seen=seen)
