@@ -7,6 +7,7 @@ announced, or not, by the test), so every interleaving is chosen here.
 from twisted.internet import defer, task
 
 from chatd.cluster.fanout import LocalFanout
+from chatd.cluster.presence import RoomSeat, UserState
 from chatd.cluster.sequencer import GAP_HOLD_SECONDS
 from chatd.core.events import HistoryLine, Joined, Parted, RoomMessage, RoomMessages
 from chatd.core.service import ChatService
@@ -164,3 +165,18 @@ def test_a_dead_nodes_user_is_parted_from_each_of_its_rooms():
     service.user_gone_elsewhere("carol")
     assert [e.user for e in bob_sees.events if isinstance(e, Parted)] == ["carol"]
     assert ("member", "#lobby", "carol", False) in fanout.announced
+
+
+def test_a_dead_nodes_guest_is_parted_from_the_rooms_its_node_last_told():
+    """A guest remembers no rooms: user_gone_elsewhere parts it from those of the state its
+    node last told (here #lobby), not from any stored membership; an account's last state
+    changes nothing (its stored rooms count)."""
+    fanout = FakeFanout()
+    service, _clock = node(fanout)
+    _bob, bob_sees = login(service, "bob")
+    lobby = RoomSeat("#lobby", "#lobby", False, False)
+    service.user_gone_elsewhere("visitor", UserState("visitor", "", (lobby,), guest=True))
+    assert [e.user for e in bob_sees.events if isinstance(e, Parted)] == ["visitor"]
+    assert ("member", "#lobby", "visitor", False) in fanout.announced
+    service.user_gone_elsewhere("dave", UserState("dave", "", (lobby,)))
+    assert [e.user for e in bob_sees.events if isinstance(e, Parted)] == ["visitor"]
