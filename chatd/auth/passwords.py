@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import bcrypt
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
@@ -356,6 +356,10 @@ class PasswordHasher:
     ) -> None:
         if index < len(self._busy):
             self._busy[index] -= 1
+        if job.cancelled():
+            # The pool stopped (or was replaced) before the job ran: its waiter is told.
+            done.errback(Failure(CancelledError("the password workers stopped")))
+            return
         error = job.exception()
         if error is not None:
             if isinstance(error, BrokenProcessPool):

@@ -169,3 +169,19 @@ def test_a_hang_up_leaves_the_workers_to_the_server(hasher):
     answers = yield defer.gatherResults([hasher._run(pid_and_niceness) for _ in range(4)])
     assert {pid for pid, _niceness in answers} <= set(workers)
     assert all(process.is_alive() for process in workers.values())
+
+
+def test_a_job_cancelled_by_a_stopping_pool_fails_its_waiter():
+    """A stop (SIGTERM while the server starts) cancels the jobs not yet run: each one's
+    Deferred fails with CancelledError, where the reactor used to log a traceback."""
+    from concurrent.futures import Future
+
+    from twisted.internet import reactor
+
+    pool = PasswordHasher(reactor, 4, 1)
+    job, done = Future(), defer.Deferred()
+    assert job.cancel()
+    pool._job_done(job, done, "check", 0.0, 0, None)
+    failures = []
+    done.addErrback(failures.append)
+    assert failures and failures[0].check(defer.CancelledError)
