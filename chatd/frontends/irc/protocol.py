@@ -205,6 +205,8 @@ class IRCConnection(Protocol):
     def __init__(self, server: IRCFactory) -> None:
         self.server = server
         self._buffer = b""
+        # Where the lines not yet run start in the buffer.
+        self._start = 0
         self._discarding = False
         self.nick: str | None = None
         self._user_seen = False
@@ -213,6 +215,8 @@ class IRCConnection(Protocol):
         self._password: str | None = None
         self._negotiating = False
         self.caps: set[str] = set()
+        # Which tags room messages carry for this client (see _tags_shown), kept with caps.
+        self._tags_shown = _tags_shown(self.caps)
         self._sasl: str | None = None
         self._sasl_chunks: list[str] = []
         self.registered = False
@@ -424,7 +428,12 @@ class IRCConnection(Protocol):
         self.output.check_handed_over()
         if self._closing:
             return
-        self._buffer += data
+        if self._start:
+            # The lines already run leave the buffer here, once per read.
+            self._buffer = self._buffer[self._start :] + data
+            self._start = 0
+        else:
+            self._buffer += data
         if self._waiting and not self._held_reading and len(self._buffer) > LINE_LIMIT:
             # A command is still answered and a line already waits behind it:
             # stop reading until it is, so the buffer stays bounded.
@@ -433,20 +442,27 @@ class IRCConnection(Protocol):
         self._frame_lines()
 
     def _frame_lines(self) -> None:
+        """Run the buffer's complete lines, from ``_start`` on.
+
+        Lines are found by searching forward from an offset: cutting the
+        buffer after each line would copy its rest every time, quadratic in
+        a read of many short lines.
+        """
         while not self._closing and not self._waiting:
-            end = self._buffer.find(b"\n")
+            buffer, start = self._buffer, self._start
+            end = buffer.find(b"\n", start)
             if end < 0:
-                if len(self._buffer) > self.server.max_line_bytes:
-                    self._buffer = b""
+                if len(buffer) - start > self.server.max_line_bytes:
+                    self._buffer, self._start = b"", 0
                     if not self._discarding:
                         self._discarding = True
                         self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
                 return
-            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            self._start = end + 1
             if self._discarding:
                 self._discarding = False
                 continue
-            self.line_received(line.rstrip(b"\r"))
+            self.line_received(buffer[start:end].rstrip(b"\r"))
 
     def line_received(self, line: bytes) -> None:
         """Check one line against the limits, decode and parse it, and run it.
@@ -674,6 +690,7 @@ class IRCConnection(Protocol):
                         self.caps.discard(name[1:])
                     else:
                         self.caps.add(name)
+                self._tags_shown = _tags_shown(self.caps)
             self.send(Message("CAP", (self.nick or "*", answer, " ".join(wanted)), self.host))
         elif sub == "END":
             if self._negotiating and not self.registered:
@@ -1762,63 +1779,38 @@ class IRCConnection(Protocol):
         """Whether an event came from this connection's own session (the core's ``origin``)."""
         return origin is not None and self.session is not None and origin == self.session.origin
 
-    def _render_room_messages(self, event: RoomMessages) -> None:
-        self._write_shared(event, event.messages)
-
-    def _render_room_event(self, event: RoomMessage) -> None:
-        self._write_shared(event, (event,))
-
-    def _write_shared(self, event: Event, messages: tuple[RoomMessage, ...]) -> None:
+    def _render_room_messages(self, event: RoomMessage | RoomMessages) -> None:
         """Write room messages as rendered once for every connection that shows them alike.
 
         Rendering each message for each of a room's connections (tags, time,
         serialising) was most of the door's time under load. The lines differ
         only by the tags a client asked for, so each is rendered once per event
-        and choice of tags; a connection only decides whether its own messages
-        are hidden. While a bulk reply collects lines, they are rendered here.
+        and choice of tags (``IRCFactory.rendered``); a connection only decides
+        whether its own messages are hidden. This runs once per event and
+        connection, the door's hottest path. While a bulk reply collects lines,
+        or a labeled command's reply is gathered, they are rendered one by one.
         """
         if self._collecting is not None or self._label is not None:
             # Collected for a bulk reply, or part of a labeled command's reply
             # (its own echo): rendered one by one, through send.
-            for message in messages:
+            for message in event.messages if type(event) is RoomMessages else (event,):
                 self._render_room_message(message)
             return
         if self._closing:
             return
-        self._close_history()
-        caps = self.caps
-        shown_as = ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
-        shared = self.server.shared_lines(event, shown_as)
+        if self._history_open:
+            self._close_history()
+        rendered = self.server.rendered(event, self._tags_shown)
         session = self.session
-        if (
-            session is None
-            or "echo-message" in caps
-            or session.origin not in self.server.origins_in(event, messages)
-        ):
+        if session is None or session.origin not in rendered.origins or "echo-message" in self.caps:
             # Nothing of this connection's own to hide: the event's lines as all see them.
-            data = shared.get(-1)
-            if data is None:
-                data = shared[-1] = b"".join(
-                    self._shared_line(shared, index, message)
-                    for index, message in enumerate(messages))
+            data = rendered.whole
         else:
-            data = b"".join(
-                self._shared_line(shared, index, message)
-                for index, message in enumerate(messages) if not self._hides_own(message))
+            own = session.origin
+            data = b"".join([line for origin, line in rendered.lines if origin != own])
         if data:
             self.server.telemetry.sent(len(data))
             self.output.write(data)
-
-    def _shared_line(self, shared: dict[int, bytes], index: int, message: RoomMessage) -> bytes:
-        data = shared.get(index)
-        if data is None:
-            self._collecting = collected = []
-            try:
-                self.send(self._room_message(message))
-            finally:
-                self._collecting = None
-            data = shared[index] = b"".join(collected)
-        return data
 
     def _render_direct(self, event: DirectMessage) -> None:
         # A live DM carries the time it was sent (server-time).
@@ -2074,6 +2066,23 @@ class IRCConnection(Protocol):
         self.notice(event.text)
 
 
+class RenderedEvent:
+    """A room event's messages as IRC lines for one choice of tags, made once per event.
+
+    ``whole`` is what a connection with nothing of its own to hide is sent;
+    ``lines`` pairs each line with the session (the core's ``origin``) that
+    sent it, and ``origins`` names those sessions, so that a connection that
+    hides its own messages (no echo-message) leaves them out in one pass.
+    """
+
+    __slots__ = ("lines", "origins", "whole")
+
+    def __init__(self, lines: list[tuple[int | None, bytes]]) -> None:
+        self.lines = lines
+        self.origins = frozenset(origin for origin, _ in lines if origin is not None)
+        self.whole = b"".join([line for _, line in lines])
+
+
 @dataclass
 class _Label:
     """A labeled command's reply (``labeled-response``) while it is gathered."""
@@ -2082,6 +2091,12 @@ class _Label:
     lines: list[Message] = field(default_factory=list)
     # The id of the reply's batch once it is on its way.
     batch: str | None = None
+
+
+def _tags_shown(caps: set[str]) -> tuple[bool, bool, bool]:
+    """Which of a room message's tags a client with ``caps`` is sent: all of them
+    (message-tags), its time (server-time), its sender's account (account-tag)."""
+    return ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
 
 
 def _label_of(tags_part: bytes) -> str:
@@ -2184,7 +2199,7 @@ def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
 _MODE_LETTERS = {PRIVATE: "i", SECRET: "s", MODERATED: "m", TOPIC_OPEN: "t", VOICE: "v", BAN: "b"}
 
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
-    RoomMessage: IRCConnection._render_room_event,
+    RoomMessage: IRCConnection._render_room_messages,
     RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
     TagMessage: IRCConnection._render_tag,
@@ -2233,40 +2248,61 @@ class IRCFactory(ServerFactory):
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
         # The last room event rendered, and its lines per choice of tags.
-        self._shared: tuple[Event | None, dict[tuple[bool, ...], dict[int, bytes]]] = (None, {})
-        # The sessions whose own messages are in the last event: (event, origins).
-        self._origins: tuple[Event | None, frozenset[int]] = (None, frozenset())
+        self._rendered: tuple[Event | None, dict[tuple[bool, bool, bool], RenderedEvent]] = (
+            None,
+            {},
+        )
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
             "/msg NickServ IDENTIFY <password>; new here? /msg NickServ REGISTER <password>.",
         )
 
-    def shared_lines(self, event: Event, shown_as: tuple[bool, ...]) -> dict[int, bytes]:
-        """Where ``event``'s lines, as shown with ``shown_as`` tags, are kept once rendered.
+    def rendered(
+        self, event: RoomMessage | RoomMessages, shown_as: tuple[bool, bool, bool]
+    ) -> RenderedEvent:
+        """``event``'s room messages as IRC lines, shown with ``shown_as`` tags.
 
-        By a message's index in the event, and -1 for all of them. The core
-        hands one event to every session of a room in turn, so only the last
-        event's lines are kept.
+        The core hands one event to every session of a room in turn, so the
+        lines are made once per event and choice of tags, and only the last
+        event's are kept.
         """
-        last, lines = self._shared
+        last, views = self._rendered
         if last is not event:
-            lines = {}
-            self._shared = (event, lines)
-        return lines.setdefault(shown_as, {})
+            views = {}
+            self._rendered = (event, views)
+        rendered = views.get(shown_as)
+        if rendered is None:
+            messages = event.messages if type(event) is RoomMessages else (event,)
+            rendered = views[shown_as] = RenderedEvent(
+                [(message.origin, self._shared_line(message, shown_as)) for message in messages]
+            )
+        return rendered
 
-    def origins_in(self, event: Event, messages: tuple[RoomMessage, ...]) -> frozenset[int]:
-        """The sessions (the core's ``origin``) that sent one of ``event``'s ``messages``.
+    def _shared_line(self, message: RoomMessage, shown_as: tuple[bool, bool, bool]) -> bytes:
+        """One room message as every connection that asked for the same tags sees it.
 
-        Found once per event: a connection then knows in one lookup whether it
-        has its own messages to hide, however long the batch.
+        The tags are those ``IRCConnection.send`` would keep: all of them with
+        message-tags, else ``time`` with server-time and ``account`` with
+        account-tag.
         """
-        last, origins = self._origins
-        if last is not event:
-            origins = frozenset(
-                message.origin for message in messages if message.origin is not None)
-            self._origins = (event, origins)
-        return origins
+        message_tags, server_time, account_tag = shown_as
+        tags: dict[str, str] = {}
+        if message_tags and message.message_id:
+            tags["msgid"] = message.message_id
+        if (message_tags or server_time) and message.at is not None:
+            tags["time"] = irc_time(message.at)
+        if (message_tags or account_tag) and message.sender is not None:
+            tags["account"] = message.sender
+        if message_tags and message.tags:
+            tags.update(message.tags)
+        line = Message(
+            _verb(message),
+            (message.room, _ctcp_action(message)),
+            f"{message.sender}!{message.sender}@{self.config.server_name}",
+            tags,
+        )
+        return (serialize(line) + "\r\n").encode("utf-8")
 
     def _away_changed(self, user, text: str) -> None:
         """away-notify: tell clients that share a room with ``user`` (not its own)."""

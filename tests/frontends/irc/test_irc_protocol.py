@@ -6,6 +6,7 @@ import pytest
 
 from chatd.frontends.irc.message import parse
 from tests.frontends.irc.support import IRCHarness
+from tests.support import SlowDatabase
 
 
 @pytest.fixture
@@ -415,3 +416,38 @@ def test_irc_time_is_utc_iso_8601_with_milliseconds(milliseconds):
     assert text.endswith("Z") and len(text) == len("2025-11-25T10:00:00.000Z")
     parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert round(parsed.timestamp() * 1000) == milliseconds
+
+
+def test_lines_of_one_read_run_in_order_around_a_held_command():
+    """One read with a message whose commit is held, a JOIN behind it, a PING and half a
+    line: the JOIN and PING wait for the commit, then run in order; the half line waits
+    for its end in the next read, and nothing framed already is kept in the buffer."""
+    database = SlowDatabase()
+    harness = IRCHarness(database=database)
+    harness.account("alice")
+    client = harness.irc_client()
+    client.login_with_pass("alice", caps=["echo-message"])
+    client.lines()
+    database.holding = True
+    client.protocol.dataReceived(
+        b"PRIVMSG #lobby :held\r\nJOIN #side\r\nPING after\r\nPING ha")
+    harness.end_turn()
+    assert client.lines() == []
+    database.holding = False
+    harness.commit_held()
+    assert numerics(client.lines()) == ["PRIVMSG", "JOIN", "353", "366", "PONG"]
+    rest = client.protocol._buffer[client.protocol._start:]
+    assert rest == b"PING ha"
+    assert numerics(client.send("lf")) == ["PONG"]
+    assert client.protocol._buffer[client.protocol._start:] == b""
+
+
+def test_a_read_of_many_short_lines_answers_each_in_order(irc):
+    """2,000 PINGs in one read: 2,000 PONGs in order (lines are framed from an offset)."""
+    client = irc.irc_client()
+    client.login_with_pass("alice")
+    client.lines()
+    client.protocol.dataReceived(b"".join(b"PING %d\r\n" % index for index in range(2000)))
+    irc.end_turn()
+    pongs = [parse(line).params[-1] for line in client.lines()]
+    assert pongs == [str(index) for index in range(2000)]

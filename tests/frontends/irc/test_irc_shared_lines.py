@@ -8,7 +8,7 @@ view exactly as its capabilities and its own messages make it.
 import pytest
 
 from chatd.frontends.irc.message import parse
-from chatd.frontends.irc.protocol import IRCConnection
+from chatd.frontends.irc.protocol import IRCFactory
 from tests.frontends.irc.support import IRCHarness
 from tests.support import SlowDatabase
 
@@ -23,16 +23,16 @@ def held():
     return harness, database
 
 
-def count_renders(monkeypatch) -> list[str]:
-    """The nick of the connection each time a room message's IRC message is built."""
-    renders: list[str] = []
-    original = IRCConnection._room_message
+def count_renders(monkeypatch) -> list[tuple[bool, bool, bool]]:
+    """The choice of tags each time a room message's IRC line is made."""
+    renders: list[tuple[bool, bool, bool]] = []
+    original = IRCFactory._shared_line
 
-    def counting(self, event):
-        renders.append(self.nick)
-        return original(self, event)
+    def counting(self, message, shown_as):
+        renders.append(shown_as)
+        return original(self, message, shown_as)
 
-    monkeypatch.setattr(IRCConnection, "_room_message", counting)
+    monkeypatch.setattr(IRCFactory, "_shared_line", counting)
     return renders
 
 
