@@ -1709,6 +1709,10 @@ class IRCConnection(Protocol):
         if self._early is not None:
             self._early.append(event)
             return
+        if type(event) in _ROOM_MESSAGE_EVENTS:
+            # Every room message to every connection: the hot path, counted where written.
+            self._render_room_messages(event)
+            return
         self.server.telemetry.delivered(type(event).__name__, 0, event.count)
         render = _RENDERERS.get(type(event))
         if render is not None:
@@ -1790,13 +1794,13 @@ class IRCConnection(Protocol):
         connection, the door's hottest path. While a bulk reply collects lines,
         or a labeled command's reply is gathered, they are rendered one by one.
         """
+        telemetry = self.server.telemetry
         if self._collecting is not None or self._label is not None:
             # Collected for a bulk reply, or part of a labeled command's reply
             # (its own echo): rendered one by one, through send.
+            telemetry.delivered(type(event).__name__, 0, event.count)
             for message in event.messages if type(event) is RoomMessages else (event,):
                 self._render_room_message(message)
-            return
-        if self._closing:
             return
         if self._history_open:
             self._close_history()
@@ -1808,8 +1812,8 @@ class IRCConnection(Protocol):
         else:
             own = session.origin
             data = b"".join([line for origin, line in rendered.lines if origin != own])
+        telemetry.delivered(type(event).__name__, len(data), rendered.count)
         if data:
-            self.server.telemetry.sent(len(data))
             self.output.write(data)
 
     def _render_direct(self, event: DirectMessage) -> None:
@@ -2075,10 +2079,11 @@ class RenderedEvent:
     hides its own messages (no echo-message) leaves them out in one pass.
     """
 
-    __slots__ = ("lines", "origins", "whole")
+    __slots__ = ("count", "lines", "origins", "whole")
 
     def __init__(self, lines: list[tuple[int | None, bytes]]) -> None:
         self.lines = lines
+        self.count = len(lines)
         self.origins = frozenset(origin for origin, _ in lines if origin is not None)
         self.whole = b"".join([line for _, line in lines])
 
@@ -2198,9 +2203,11 @@ def _ctcp_action(event: RoomMessage | HistoryLine) -> str:
 # The IRC channel mode of each of a room's features (chatd.core.events).
 _MODE_LETTERS = {PRIVATE: "i", SECRET: "s", MODERATED: "m", TOPIC_OPEN: "t", VOICE: "v", BAN: "b"}
 
+# The events IRCConnection.deliver hands straight to _render_room_messages (the
+# hot path, which counts them itself); every other kind is rendered by _RENDERERS.
+_ROOM_MESSAGE_EVENTS = frozenset({RoomMessage, RoomMessages})
+
 _RENDERERS: dict[type, Callable[[IRCConnection, Event], None]] = {
-    RoomMessage: IRCConnection._render_room_messages,
-    RoomMessages: IRCConnection._render_room_messages,
     DirectMessage: IRCConnection._render_direct,
     TagMessage: IRCConnection._render_tag,
     StoredMessage: IRCConnection._render_stored,

@@ -90,3 +90,34 @@ def test_a_sender_is_not_shown_its_own_message_in_a_shared_batch(held):
     assert other.lines() == bob.lines() == both
     assert line.lines() == ["MSG #lobby alice my words", "MSG #lobby eve their words",
                             "OK say #lobby"]
+
+
+def test_each_connection_counts_its_delivery_and_the_bytes_it_was_sent(held):
+    """The metrics see one delivery of a two-message batch per IRC connection, and
+    exactly the bytes each was written: the sender's own line left out of its count
+    of bytes, not of its deliveries."""
+    harness, database = held
+    sending = harness.irc_client(port=50001)
+    sending.login_with_pass("alice")
+    bob = harness.irc_client(port=50002)
+    bob.login_with_pass("bob")
+    line = harness.logged_in("eve")
+    for client in (sending, bob, line):
+        client.lines()
+    traffic = harness.telemetry.metrics.traffic
+    deliveries_before = traffic.deliveries.get("RoomMessages", 0)
+    database.holding = True
+    sending.protocol.dataReceived(b"PRIVMSG #lobby :my words\r\n")
+    line.feed(b"their words\n")
+    before_irc = len(sending.transport.value()) + len(bob.transport.value())
+    bytes_before = traffic.bytes_out
+    line_before = len(line.transport.value())
+    harness.commit_held()
+
+    irc_bytes = len(sending.transport.value()) + len(bob.transport.value()) - before_irc
+    line_bytes = len(line.transport.value()) - line_before
+    # Each of the two IRC connections was handed the batch of two messages (the line
+    # door counts its own lines by their kind).
+    assert traffic.deliveries["RoomMessages"] - deliveries_before == 2 * 2
+    assert traffic.bytes_out - bytes_before == irc_bytes + line_bytes
+    assert len(sending.lines()) == 1 and len(bob.lines()) == 2
