@@ -180,6 +180,10 @@ class StorageService(Service):
         raise StartError("CHATD_DB", path, database_problem(setting, failure.value))
 
     def _cannot_start_pool(self, failure: Failure) -> None:
+        if not self.running:
+            # Stopped (SIGTERM) while the workers started: the stop ended them.
+            # That is an ordinary stop, not a setting that cannot work.
+            raise defer.CancelledError("stopped while starting")
         reason = failure.getErrorMessage() or failure.type.__name__
         raise StartError(
             "CHATD_BCRYPT_WORKERS", self._workers_setting,
