@@ -371,17 +371,7 @@ class IRCConnection(Protocol):
                 return
             if "batch" not in message.tags:
                 message = _with_tags(message, batch=label.batch)
-        if message.tags and "message-tags" not in self.caps:
-            allowed = {
-                key: value
-                for key, value in message.tags.items()
-                if (key == "time" and "server-time" in self.caps)
-                or (key == "account" and "account-tag" in self.caps)
-                or (key == "batch" and "batch" in self.caps)
-                or (key == "label" and "labeled-response" in self.caps)
-            }
-            message = Message(message.verb, message.params, message.source, allowed)
-        data = (serialize(message) + "\r\n").encode("utf-8")
+        data = (serialize(_as_asked(message, self.caps)) + "\r\n").encode("utf-8")
         if self._collecting is not None:
             self._collecting.append(data)
             return
@@ -402,7 +392,7 @@ class IRCConnection(Protocol):
 
     def source_of(self, name: str) -> str:
         """The ``nick!user@host`` a user's messages come from."""
-        return f"{name}!{name}@{self.host}"
+        return _source(name, self.host)
 
     def _ping(self, token: str) -> None:
         self.send(Message("PING", (token,), self.host))
@@ -1662,7 +1652,7 @@ class IRCConnection(Protocol):
             batch = f"h{self._batch_serial}"
             self.send(Message("BATCH", (f"+{batch}", HISTORY_BATCH, target), self.host))
         for event in lines:
-            tags = self._tags(event.sender, event.at, event.message_id)
+            tags = _message_tags(event.sender, event.at, event.message_id)
             if batch is not None:
                 tags["batch"] = batch
             # A room's line is to the room; a conversation's to whom it was sent.
@@ -1746,38 +1736,16 @@ class IRCConnection(Protocol):
             self._collecting = None
         return collected
 
-    def _tags(
-        self, sender: str | None, timestamp: int | None, message_id: str = ""
-    ) -> dict[str, str]:
-        """The tags of a message: ``msgid`` (the core's id) goes only with message-tags."""
-        tags: dict[str, str] = {}
-        if message_id:
-            tags["msgid"] = message_id
-        if timestamp is not None:
-            tags["time"] = irc_time(timestamp)
-        if sender is not None:
-            tags["account"] = sender
-        return tags
-
     def _render_room_message(self, event: RoomMessage) -> None:
         self._close_history()
         if self._hides_own(event):
             return
-        self.send(self._room_message(event))
+        self.send(_room_message(event, self.host))
 
     def _hides_own(self, event: RoomMessage) -> bool:
         """Whether this is this connection's own message, hidden without echo-message
         (with it, the message is shown as anyone's); other sessions of the user see it."""
         return self._is_own_echo(event.origin) and "echo-message" not in self.caps
-
-    def _room_message(self, event: RoomMessage) -> Message:
-        tags = self._tags(event.sender, event.at, event.message_id)
-        if event.tags:
-            # Client-only tags: send() keeps them for clients with message-tags only.
-            tags.update(event.tags)
-        return Message(
-            _verb(event), (event.room, _ctcp_action(event)), self.source_of(event.sender), tags
-        )
 
     def _is_own_echo(self, origin: int | None) -> bool:
         """Whether an event came from this connection's own session (the core's ``origin``)."""
@@ -1802,7 +1770,7 @@ class IRCConnection(Protocol):
             for message in event.messages if type(event) is RoomMessages else (event,):
                 self._render_room_message(message)
             return
-        if self._history_open:
+        if self._history_open:  # checked here first: a call per delivery saved
             self._close_history()
         rendered = self.server.rendered(event, self._tags_shown)
         session = self.session
@@ -1812,14 +1780,14 @@ class IRCConnection(Protocol):
         else:
             own = session.origin
             data = b"".join([line for origin, line in rendered.lines if origin != own])
-        telemetry.delivered(type(event).__name__, len(data), rendered.count)
+        telemetry.delivered(type(event).__name__, len(data), event.count)
         if data:
             self.output.write(data)
 
     def _render_direct(self, event: DirectMessage) -> None:
         # A live DM carries the time it was sent (server-time).
         sent_at = event.at or int(self.server.clock.seconds() * 1000)
-        tags = self._tags(event.sender, sent_at, event.message_id)
+        tags = _message_tags(event.sender, sent_at, event.message_id)
         tags.update(event.tags)
         verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
         self._send_direct(event, Message(
@@ -1856,7 +1824,7 @@ class IRCConnection(Protocol):
         if "message-tags" not in self.caps:
             return
         self._close_history()
-        tags = self._tags(event.sender, event.at, event.message_id)
+        tags = _message_tags(event.sender, event.at, event.message_id)
         tags.update(event.tags)
         message = Message("TAGMSG", (event.target,), self.source_of(event.sender), tags)
         if event.target.startswith("#"):
@@ -1871,7 +1839,7 @@ class IRCConnection(Protocol):
         verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
         self.send(Message(
             verb, (self.nick or "*", event.text), self.source_of(event.sender),
-            self._tags(event.sender, event.at, event.message_id),
+            _message_tags(event.sender, event.at, event.message_id),
         ))
 
     def _is_me(self, name: str) -> bool:
@@ -2048,7 +2016,7 @@ class IRCConnection(Protocol):
     def _render_history(self, event: HistoryLine) -> None:
         if "server-time" not in self.caps:
             return  # without times, old lines would read as new ones
-        tags = self._tags(event.sender, event.at, event.message_id)
+        tags = _message_tags(event.sender, event.at, event.message_id)
         if "batch" in self.caps:
             if not self._history_open:
                 self._batch_serial += 1
@@ -2079,11 +2047,10 @@ class RenderedEvent:
     hides its own messages (no echo-message) leaves them out in one pass.
     """
 
-    __slots__ = ("count", "lines", "origins", "whole")
+    __slots__ = ("lines", "origins", "whole")
 
     def __init__(self, lines: list[tuple[int | None, bytes]]) -> None:
         self.lines = lines
-        self.count = len(lines)
         self.origins = frozenset(origin for origin, _ in lines if origin is not None)
         self.whole = b"".join([line for _, line in lines])
 
@@ -2098,10 +2065,66 @@ class _Label:
     batch: str | None = None
 
 
-def _tags_shown(caps: set[str]) -> tuple[bool, bool, bool]:
-    """Which of a room message's tags a client with ``caps`` is sent: all of them
-    (message-tags), its time (server-time), its sender's account (account-tag)."""
-    return ("message-tags" in caps, "server-time" in caps, "account-tag" in caps)
+# The capabilities that decide which tags a room message carries.
+_ROOM_TAG_CAPS = frozenset({"message-tags", "server-time", "account-tag"})
+
+
+# Each choice of those capabilities as one object, so that the connections sharing
+# it find their lines (IRCFactory.rendered) by identity, without comparing sets.
+_TAG_CHOICES: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _tags_shown(caps: set[str]) -> frozenset[str]:
+    """The capabilities of ``caps`` that decide a room message's tags: connections
+    with the same ones are sent the same line."""
+    choice = _ROOM_TAG_CAPS.intersection(caps)
+    return _TAG_CHOICES.setdefault(choice, choice)
+
+
+def _as_asked(message: Message, caps: set[str] | frozenset[str]) -> Message:
+    """``message`` without the tags a client with ``caps`` did not ask for: all of them
+    are kept with message-tags, else only those of server-time, account-tag, batch
+    and labeled-response."""
+    if not message.tags or "message-tags" in caps:
+        return message
+    kept = {
+        key: value
+        for key, value in message.tags.items()
+        if (key == "time" and "server-time" in caps)
+        or (key == "account" and "account-tag" in caps)
+        or (key == "batch" and "batch" in caps)
+        or (key == "label" and "labeled-response" in caps)
+    }
+    return Message(message.verb, message.params, message.source, kept)
+
+
+def _source(name: str, host: str) -> str:
+    """The ``nick!user@host`` a user's messages come from (the nick is the account)."""
+    return f"{name}!{name}@{host}"
+
+
+def _message_tags(
+    sender: str | None, timestamp: int | None, message_id: str = ""
+) -> dict[str, str]:
+    """The tags of a message: ``msgid`` (the core's id) goes only with message-tags."""
+    tags: dict[str, str] = {}
+    if message_id:
+        tags["msgid"] = message_id
+    if timestamp is not None:
+        tags["time"] = irc_time(timestamp)
+    if sender is not None:
+        tags["account"] = sender
+    return tags
+
+
+def _room_message(event: RoomMessage, host: str) -> Message:
+    """A room message with all its tags (``_as_asked`` leaves out what a client did
+    not ask for), client-only tags included."""
+    tags = _message_tags(event.sender, event.at, event.message_id)
+    if event.tags:
+        tags.update(event.tags)
+    params = (event.room, _ctcp_action(event))
+    return Message(_verb(event), params, _source(event.sender, host), tags)
 
 
 def _label_of(tags_part: bytes) -> str:
@@ -2255,10 +2278,7 @@ class IRCFactory(ServerFactory):
         # The longest line read: 512 bytes of message and up to 8,191 of tags.
         self.max_line_bytes = LINE_LIMIT + CLIENT_TAGS_LIMIT + 2
         # The last room event rendered, and its lines per choice of tags.
-        self._rendered: tuple[Event | None, dict[tuple[bool, bool, bool], RenderedEvent]] = (
-            None,
-            {},
-        )
+        self._rendered: tuple[Event | None, dict[frozenset[str], RenderedEvent]] = (None, {})
         self.motd = (
             f"Welcome to {config.server_name}: the same rooms and people as its other doors.",
             "Your nick is your account name. Log in with SASL PLAIN, PASS, or",
@@ -2266,7 +2286,7 @@ class IRCFactory(ServerFactory):
         )
 
     def rendered(
-        self, event: RoomMessage | RoomMessages, shown_as: tuple[bool, bool, bool]
+        self, event: RoomMessage | RoomMessages, shown_as: frozenset[str]
     ) -> RenderedEvent:
         """``event``'s room messages as IRC lines, shown with ``shown_as`` tags.
 
@@ -2286,29 +2306,10 @@ class IRCFactory(ServerFactory):
             )
         return rendered
 
-    def _shared_line(self, message: RoomMessage, shown_as: tuple[bool, bool, bool]) -> bytes:
-        """One room message as every connection that asked for the same tags sees it.
-
-        The tags are those ``IRCConnection.send`` would keep: all of them with
-        message-tags, else ``time`` with server-time and ``account`` with
-        account-tag.
-        """
-        message_tags, server_time, account_tag = shown_as
-        tags: dict[str, str] = {}
-        if message_tags and message.message_id:
-            tags["msgid"] = message.message_id
-        if (message_tags or server_time) and message.at is not None:
-            tags["time"] = irc_time(message.at)
-        if (message_tags or account_tag) and message.sender is not None:
-            tags["account"] = message.sender
-        if message_tags and message.tags:
-            tags.update(message.tags)
-        line = Message(
-            _verb(message),
-            (message.room, _ctcp_action(message)),
-            f"{message.sender}!{message.sender}@{self.config.server_name}",
-            tags,
-        )
+    def _shared_line(self, message: RoomMessage, shown_as: frozenset[str]) -> bytes:
+        """One room message as every connection whose tags capabilities are ``shown_as``
+        sees it: the line ``IRCConnection.send`` would write to each of them."""
+        line = _as_asked(_room_message(message, self.config.server_name), shown_as)
         return (serialize(line) + "\r\n").encode("utf-8")
 
     def _away_changed(self, user, text: str) -> None:

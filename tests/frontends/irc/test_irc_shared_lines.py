@@ -23,9 +23,9 @@ def held():
     return harness, database
 
 
-def count_renders(monkeypatch) -> list[tuple[bool, bool, bool]]:
-    """The choice of tags each time a room message's IRC line is made."""
-    renders: list[tuple[bool, bool, bool]] = []
+def count_renders(monkeypatch) -> list[frozenset[str]]:
+    """The tags capabilities each time a room message's IRC line is made."""
+    renders: list[frozenset[str]] = []
     original = IRCFactory._shared_line
 
     def counting(self, message, shown_as):
