@@ -9,33 +9,25 @@ from twisted.internet import defer
 from chatd.app import StartError, StorageService
 
 
-class HeldDatabase:
-    """A database whose opening is still under way (another process holds it)."""
+class StillStarting:
+    """A database still opening (another process holds it) or a bcrypt pool whose
+    workers are still starting: ``pending`` ends as the test says."""
 
     path = "chatd.sqlite3"
     SCHEMA_VERSION = 1
 
     def __init__(self) -> None:
-        self.opening: defer.Deferred = defer.Deferred()
+        self.pending: defer.Deferred = defer.Deferred()
 
     def open(self) -> defer.Deferred:
-        return self.opening
+        return self.pending
+
+    start = open
 
     def close(self) -> defer.Deferred:
         return defer.succeed(None)
 
-
-class StartingPool:
-    """A bcrypt pool whose workers are still starting; the test says how that ends."""
-
-    def __init__(self) -> None:
-        self.starting: defer.Deferred = defer.Deferred()
-
-    def start(self) -> defer.Deferred:
-        return self.starting
-
-    def stop(self) -> defer.Deferred:
-        return defer.succeed(None)
+    stop = close
 
 
 class QuietReactor:
@@ -45,9 +37,9 @@ class QuietReactor:
         pass
 
 
-def started_service() -> tuple[StorageService, StartingPool]:
-    pool = StartingPool()
-    service = StorageService(HeldDatabase(), pool, QuietReactor(), workers_setting="2")
+def started_service() -> tuple[StorageService, StillStarting]:
+    pool = StillStarting()
+    service = StorageService(StillStarting(), pool, QuietReactor(), workers_setting="2")
     service.startService()
     return service, pool
 
@@ -65,7 +57,7 @@ def test_workers_stopped_by_a_stop_during_the_start_are_an_ordinary_stop():
     takes as a stop (exit as on any SIGTERM), never as 'cannot start'."""
     service, pool = started_service()
     service.stopService()
-    pool.starting.errback(RuntimeError("the password workers stopped"))
+    pool.pending.errback(RuntimeError("the password workers stopped"))
     failure = outcome(service.ready)
     assert failure.check(defer.CancelledError)
 
@@ -74,7 +66,7 @@ def test_workers_that_fail_while_the_server_starts_name_the_setting():
     """Workers that cannot start while nothing stops the server: a start error that
     names CHATD_BCRYPT_WORKERS and says why."""
     service, pool = started_service()
-    pool.starting.errback(RuntimeError("no such program"))
+    pool.pending.errback(RuntimeError("no such program"))
     failure = outcome(service.ready)
     assert failure.check(StartError)
     text = str(failure.value)
