@@ -8,7 +8,9 @@ after the batch holding that write has been committed, which is what lets
 the server answer ``OK`` only for data that survives ``kill -9``."""
 
 import secrets
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from typing import Any
 
 from chatd.core.errors import ChatError
 from chatd.core.names import skeleton
@@ -279,6 +281,70 @@ def post_room_message(
     return add_room_message(connection, room_id, sender, text, now, kind, msgid)
 
 
+def post_room_messages(connection: Connection, posts: Sequence[tuple]) -> list[int | ChatError]:
+    """``post_room_message`` for a run of posts, in their order: the writer's form for
+    many posts in one batch (``RUN_TOGETHER``).
+
+    Each post is ``post_room_message``'s arguments after the connection. Each
+    distinct sender is checked once, each room is numbered once for all of its
+    posts, and the rows go in with one ``executemany``: about a third of the
+    statements of one call per post. A room's numbers are taken in the posts'
+    order, so the writer still reports each room's commits in sequence order.
+
+    Returns each post's seq, or the ``ChatError`` that refuses it (nothing is
+    written for a refused post). Posts without an account or a msgid (never
+    the service's) are run one by one, as ``post_room_message`` runs them.
+    """
+    if any(len(post) < 7 or post[5] is None or post[6] is None for post in posts):
+        return [_refusal_or(post_room_message, connection, *post) for post in posts]
+    # require_sender's check, once for each sender.
+    identities = account_identities(connection, tuple({post[1].lower() for post in posts}))
+    results: list[int | ChatError | None] = [None] * len(posts)
+    by_room: dict[int, list[int]] = {}
+    for index, (room_id, sender, _text, _now, _kind, account, _msgid) in enumerate(posts):
+        if identities.get(sender.lower()) == tuple(account):
+            by_room.setdefault(room_id, []).append(index)
+        else:
+            # Refused as one post is, with the same error.
+            results[index] = _refusal_or(require_sender, connection, sender, account)
+    rows = []
+    for room_id, indexes in by_room.items():
+        (last,) = connection.execute(
+            "UPDATE rooms SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
+            (len(indexes), room_id),
+        ).fetchone()
+        for seq, index in enumerate(indexes, last - len(indexes) + 1):
+            results[index] = seq
+            _, sender, text, now, kind, _, msgid = posts[index]
+            rows.append((room_id, sender, text, now, kind, seq, msgid))
+    if rows:
+        connection.executemany(_INSERT_ROOM_MESSAGE, rows)
+    if None in results:
+        raise AssertionError("a post was neither numbered nor refused")
+    return results
+
+
+def _refusal_or(body: Callable[..., Any], connection: Connection, *args: Any) -> Any:
+    """``body``'s result, or the ChatError it refuses with (other errors propagate)."""
+    try:
+        return body(connection, *args)
+    except ChatError as refusal:
+        return refusal
+
+
+_INSERT_ROOM_MESSAGE = (
+    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+# Transactions with a form for a run of them (the writer's ``RUN_TOGETHER``):
+# one call of the form, given each write's arguments, returns each write's
+# result or the ChatError refusing it, as the writes one by one would.
+RUN_TOGETHER: dict[Callable[..., Any], Callable[[Connection, Sequence[tuple]], list]] = {
+    post_room_message: post_room_messages,
+}
+
+
 # ``append_room_message``'s conditions: the sender is still the account its
 # session is bound to; the guest's name is still no account's.
 _SENDER_IS_ACCOUNT = (
@@ -332,15 +398,11 @@ def add_room_message(
     (seq,) = connection.execute(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()
-    insert = (
-        "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
-    )
     if msgid is not None:
-        connection.execute(insert, (room_id, sender, text, now, kind, seq, msgid))
+        connection.execute(_INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
         return seq
     (row_id,) = connection.execute(
-        insert + " RETURNING id", (room_id, sender, text, now, kind, seq, "")
+        _INSERT_ROOM_MESSAGE + " RETURNING id", (room_id, sender, text, now, kind, seq, "")
     ).fetchone()
     connection.execute(
         "UPDATE room_messages SET msgid = ? WHERE id = ?", (legacy_msgid(now, row_id), row_id)

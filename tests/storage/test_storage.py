@@ -338,8 +338,8 @@ def test_one_failing_write_does_not_undo_its_batch(database):
 def test_a_failing_write_keeps_nothing_and_the_rest_of_its_batch_commits(database):
     """A write that fails after writing keeps none of it; the writes around it commit.
 
-    PostgreSQL's writer runs a batch without savepoints first: the failure
-    rolls it back and it runs again with a savepoint per write.
+    Both writers run a batch without savepoints first: the failure rolls it
+    back and it runs again with a savepoint per write.
     """
 
     def half_then_fail(connection):
@@ -738,6 +738,126 @@ def test_a_post_checks_numbers_and_inserts_at_once_and_leaves_no_gap_when_refuse
         (2, "Visitor", "hi", 12, "say", "c" * 20),
         (3, "alice", "two", 14, "action", "e" * 20),
     ]
+
+def test_a_run_of_posts_is_numbered_in_order_per_room_and_refuses_only_the_stale_ones(
+    connection,
+):
+    """``post_room_messages`` (the writer's form for a run of posts): each room numbered
+    in the posts' order, a stale identity and a deleted account refused with the error
+    one post gets and nothing written for them, the rest as one by one. Both backends."""
+    with backends.transaction(connection):
+        identities = {}
+        for name in ("alice", "bob", "carol"):
+            user_id = transactions.create_user(connection, name, "hash", 0)
+            identities[name] = (user_id, transactions.find_account(connection, name).incarnation)
+        first, _, _ = transactions.open_room(connection, "#one", 0, 50)
+        second, _, _ = transactions.open_room(connection, "#two", 0, 50)
+        transactions.delete_user(connection, "carol", 1)
+        stale = (identities["bob"][0], identities["bob"][1] + 1)
+        posts = [
+            (first, "alice", "a1", 10, "say", identities["alice"], "m1" * 10),
+            (second, "Bob", "b1", 11, "action", identities["bob"], "m2" * 10),
+            (first, "bob", "lost", 12, "say", stale, "m3" * 10),
+            (first, "carol", "gone", 13, "say", identities["carol"], "m4" * 10),
+            (first, "BOB", "b2", 14, "say", identities["bob"], "m5" * 10),
+            (second, "alice", "a2", 15, "say", identities["alice"], "m6" * 10),
+        ]
+        results = transactions.post_room_messages(connection, posts)
+    assert results[:2] == [1, 1]
+    assert [(error.code, error.text) for error in results[2:4]] == [
+        ("forbidden", "your account has been deleted")
+    ] * 2
+    assert results[4:] == [2, 2]
+    seen = {
+        room: [
+            (row.seq, row.sender, row.text, row.sent_at, row.kind, row.msgid)
+            for row in transactions.recent_room_messages(connection, room, 50)
+        ]
+        for room in (first, second)
+    }
+    assert seen == {
+        first: [(1, "alice", "a1", 10, "say", "m1" * 10), (2, "BOB", "b2", 14, "say", "m5" * 10)],
+        second: [
+            (1, "Bob", "b1", 11, "action", "m2" * 10),
+            (2, "alice", "a2", 15, "say", "m6" * 10),
+        ],
+    }
+
+
+def held_writer(database):
+    """Hold ``database``'s writer in a write of its own until the returned event is set,
+    so that the writes queued meanwhile reach it as one batch."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def hold(connection):
+        started.set()
+        release.wait(30)
+
+    holding = database.write(hold)
+    assert started.wait(30), "the writer never took the holding write"
+    return release, holding
+
+
+@pytest_twisted.inlineCallbacks
+def test_posts_queued_together_commit_as_one_run(sqlite_db, monkeypatch):
+    """Posts that reach SQLite's writer in one batch run as one ``post_room_messages``
+    call, and each is answered with its own number, in order."""
+    runs = []
+
+    def counted(connection, posts):
+        runs.append(len(posts))
+        return transactions.post_room_messages(connection, posts)
+
+    monkeypatch.setitem(transactions.RUN_TOGETHER, transactions.post_room_message, counted)
+    yield sqlite_db.open()
+    user_id = yield sqlite_db.write(transactions.create_user, "alice", "hash", 0)
+    account = yield sqlite_db.read(transactions.find_account, "alice")
+    room_id, _, _ = yield sqlite_db.write(transactions.open_room, "#r", 0, 50)
+    before = sqlite_db.batches_committed
+    release, holding = held_writer(sqlite_db)
+    posts = [
+        sqlite_db.write(
+            transactions.post_room_message, room_id, "alice", f"t{n}", n, "say",
+            (user_id, account.incarnation), f"{n:020d}",
+        )
+        for n in range(50)
+    ]
+    release.set()
+    yield holding
+    seqs = yield defer.gatherResults(posts)
+    assert seqs == list(range(1, 51))
+    assert runs == [50]
+    assert sqlite_db.batches_committed == before + 2
+    history = yield sqlite_db.read(transactions.recent_room_messages, room_id, 100)
+    assert [(row.seq, row.text) for row in history] == [(n + 1, f"t{n}") for n in range(50)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_post_that_fails_in_a_run_fails_alone(sqlite_db):
+    """A post whose run raises (here: its room is gone) makes the batch run again write by
+    write, in savepoints: it fails alone, and the posts around it keep their numbers."""
+    yield sqlite_db.open()
+    user_id = yield sqlite_db.write(transactions.create_user, "alice", "hash", 0)
+    account = yield sqlite_db.read(transactions.find_account, "alice")
+    room_id, _, _ = yield sqlite_db.write(transactions.open_room, "#r", 0, 50)
+    identity = (user_id, account.incarnation)
+    release, holding = held_writer(sqlite_db)
+    posts = [
+        sqlite_db.write(
+            transactions.post_room_message, room, "alice", text, 1, "say", identity, text * 10
+        )
+        for room, text in ((room_id, "aa"), (room_id + 99, "bb"), (room_id, "cc"))
+    ]
+    release.set()
+    yield holding
+    results = yield defer.DeferredList(posts, consumeErrors=True)
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert (results[0][1], results[2][1]) == (1, 2)
+    history = yield sqlite_db.read(transactions.recent_room_messages, room_id, 10)
+    assert [(row.seq, row.text) for row in history] == [(1, "aa"), (2, "cc")]
+
 
 # --- PostgreSQL only ------------------------------------------------------------------
 
