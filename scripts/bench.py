@@ -1114,6 +1114,67 @@ async def scenario_fanout(args) -> dict:
         close_all(clients)
 
 
+async def scenario_burst(args) -> dict:
+    """S senders each write M messages at once, R rounds: the server's CPU per message.
+
+    A burst takes the server to its limit at once, where its commits and writes
+    are largest, as at the top of ``maxrate``'s ladder. What each message costs
+    it there, in CPU time, moves much less from run to run on a noisy machine
+    than the latencies a rate ladder stops on. The first ``--warmup`` rounds
+    are not counted.
+    """
+    if args.server_pid is None:
+        raise BenchError("burst reads the server's CPU time: give --server-pid")
+    deadline = time.monotonic() + args.time_limit
+    watch = watch_servers(args)
+    clients, senders = await open_room(args, deadline)
+    receivers = len(clients) if clients[0].sees_own_messages else len(clients) - 1
+    messages = args.per_sender * len(senders)
+    cpu_us, wall_us, bench_cpu = [], [], []
+    try:
+        for number in range(1, args.warmup + args.rounds + 1):
+            step = Step(number=number, expected=messages * receivers)
+            for client in clients:
+                client.samples_latency = False
+                client.step = step
+            writes = [
+                b"".join(
+                    sender.wire(probe_text(number, index * args.per_sender + n, 0,
+                                           args.size).encode() + b"\r\n")
+                    for n in range(args.per_sender))
+                for index, sender in enumerate(senders)
+            ]
+            with no_collector_pauses():
+                watch.start()
+                started = time.monotonic()
+                for sender, data in zip(senders, writes, strict=True):
+                    sender.transport.write(data)
+                try:
+                    await asyncio.wait_for(step.complete.wait(),
+                                           max(deadline - time.monotonic(), 0.1))
+                finally:
+                    wall = time.monotonic() - started
+                    usage = watch.stop()
+                    for client in clients:
+                        client.step = None
+            if number > args.warmup:
+                cpu_us.append(usage["server_cpu"] * wall / messages * 1e6)
+                wall_us.append(wall / messages * 1e6)
+                bench_cpu.append(usage["bench_cpu"])
+        return {
+            "scenario": "burst", "dialect": args.dialect, "clients": len(clients),
+            "senders": len(senders), "per_sender": args.per_sender, "rounds": args.rounds,
+            "server_cpu_us_per_message": round(statistics.median(cpu_us), 1),
+            "server_cpu_us_per_message_range": [round(min(cpu_us), 1), round(max(cpu_us), 1)],
+            "wall_us_per_message": round(statistics.median(wall_us), 1),
+            "deliveries_per_s": round(receivers / (statistics.median(wall_us) / 1e6)),
+            "bench_cpu": round(statistics.median(bench_cpu), 3),
+            "server_peak_rss_mb": round(watch.peak_rss_kb / 1024, 1),
+        }
+    finally:
+        close_all(clients)
+
+
 def step_is_good(step: dict) -> bool:
     """The maxrate criterion: at least 99 % delivered and p99 no more than 200 ms."""
     p99 = step["latency_ms"]["p99"]
@@ -1439,6 +1500,7 @@ async def scenario_history(args) -> dict:
 SCENARIOS = {
     "fanout": scenario_fanout,
     "maxrate": scenario_maxrate,
+    "burst": scenario_burst,
     "sessions": scenario_sessions,
     "storm": scenario_storm,
     "history": scenario_history,
@@ -1498,6 +1560,14 @@ def build_parser() -> argparse.ArgumentParser:
     maxrate.add_argument("--refine", type=int, default=2, help="bisection steps at the end")
     maxrate.add_argument("--quiet", type=float, default=10.0,
                          help="seconds to wait for a backlog to drain between steps")
+
+    burst = sub.add_parser("burst", help="server CPU per message in bursts at its limit")
+    add_target_arguments(burst)
+    add_fanout_arguments(burst, rate=False)
+    burst.add_argument("--per-sender", type=int, default=1000,
+                       help="messages each sender writes at once, each round")
+    burst.add_argument("--rounds", type=int, default=10, help="rounds counted")
+    burst.add_argument("--warmup", type=int, default=2, help="rounds run first, not counted")
 
     sessions = sub.add_parser("sessions", help="RSS per idle session")
     add_target_arguments(sessions)
@@ -1629,6 +1699,9 @@ PRESETS = {
         Preset("maxrate-500", "maxrate", {"clients": 500, "start_rate": 40.0,
                                           **MAXRATE_COMMON}, targets=FANOUT_TARGETS,
                time_limit=240),
+        Preset("burst", "burst", {"clients": 100, "senders": 10, "per_sender": 1000,
+                                  "rounds": 10, "warmup": 2, "size": 64},
+               targets=FANOUT_TARGETS, time_limit=240),
         Preset("sessions", "sessions", {"clients": 10_000}, time_limit=600),
         Preset("sessions-lobby", "sessions", {"clients": 2_000, "room": LOBBY}, time_limit=600),
         # The baseline has no logins to storm: a burst of connects would be no comparison.
@@ -1646,6 +1719,9 @@ PRESETS = {
                                       "duration": 0.3, "grace": 1.0, "quiet": 2.0,
                                       "latency_sample": 2},
                targets=FANOUT_TARGETS, time_limit=30),
+        Preset("burst", "burst", {"clients": 4, "senders": 2, "per_sender": 20,
+                                  "rounds": 2, "warmup": 1}, targets=FANOUT_TARGETS,
+               time_limit=30),
         Preset("sessions", "sessions", {"clients": 20}, time_limit=30),
         Preset("sessions-lobby", "sessions", {"clients": 20, "room": LOBBY}, time_limit=30),
         Preset("storm", "storm", {"logins": 3, "ping_interval": 0.005, "max_pings": 2000},
@@ -1672,6 +1748,10 @@ SUMMARY_METRICS = {
                 ("peak RSS MB", ("peak_rss_mb",)),
                 ("server CPU at limit", ("server_cpu_at_limit",)),
                 ("bench CPU at limit", ("bench_cpu_at_limit",))),
+    "burst": (("server CPU µs per message", ("server_cpu_us_per_message",)),
+              ("deliveries/s", ("deliveries_per_s",)),
+              ("server peak RSS MB", ("server_peak_rss_mb",)),
+              ("bench CPU", ("bench_cpu",))),
     "sessions": (("RSS per session B", ("rss_per_session_bytes",)),
                  ("sessions alive", ("alive",)),
                  ("peak RSS MB", ("peak_rss_mb",)),

@@ -380,6 +380,28 @@ def test_smoke_maxrate_against_the_baseline(naive_server):
     assert_good_rate_follows_the_steps(record)
 
 
+def test_smoke_burst_against_the_baseline(naive_server):
+    """Every round's burst reaches every client (the round waits for it) and is costed."""
+    port, pid = naive_server
+    record = run_bench("burst", "--dialect", "naive", "--port", str(port), "--server-pid",
+                       str(pid), "--clients", "4", "--senders", "2", "--per-sender", "30",
+                       "--rounds", "3", "--warmup", "1", "--time-limit", "20")
+    assert (record["senders"], record["per_sender"], record["rounds"]) == (2, 30, 3)
+    low, high = record["server_cpu_us_per_message_range"]
+    assert 0 <= low <= record["server_cpu_us_per_message"] <= high
+    assert record["deliveries_per_s"] > 0
+
+
+def test_burst_needs_the_server_pid(naive_server):
+    """Without the server's pid there is no CPU time to divide: refused, not a zero."""
+    port, _ = naive_server
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_PATH), "burst", "--dialect", "naive", "--port", str(port),
+         "--time-limit", "10"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert completed.returncode != 0
+    assert "give --server-pid" in completed.stderr
+
+
 def test_smoke_sessions_against_the_baseline(naive_server):
     """Idle connections are all alive and the per-session RSS is computed."""
     port, pid = naive_server
@@ -454,6 +476,16 @@ def test_smoke_maxrate_against_chatd(chatd_server):
     # Two steps, or one if a busy machine made the first miss: never more.
     assert 1 <= len(record["steps"]) <= 2
     assert_good_rate_follows_the_steps(record)
+
+
+def test_smoke_burst_against_chatd(chatd_server):
+    """Bursts of room messages through chatd's commits reach every session, and are costed."""
+    record = run_bench("burst", *chatd_arguments(chatd_server), "--clients", "4",
+                       "--senders", "2", "--per-sender", "25", "--rounds", "2",
+                       "--time-limit", "30")
+    assert record["dialect"] == "chatd"
+    assert record["server_cpu_us_per_message"] is not None
+    assert record["deliveries_per_s"] > 0
 
 
 def test_smoke_sessions_against_chatd(chatd_server):

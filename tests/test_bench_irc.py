@@ -181,19 +181,21 @@ def test_smoke_maxrate_through_the_irc_door_with_sasl(chatd_server):
 
 
 def test_compare_runs_the_irc_door_beside_ngircd(tmp_path):
-    """compare starts chatd's IRC door and ngIRCd, runs both, tabulates, stops both."""
+    """compare starts chatd's IRC door and ngIRCd, runs both (a burst too: every message
+    reaches every other client), tabulates, stops both."""
     require_program("ngircd", "ngircd")
     out = tmp_path / "report.json"
     completed = subprocess.run(
         [sys.executable, str(BENCH_PATH), "compare", "--targets", "irc,ngircd", "--preset",
-         "smoke", "--runs", "1", "--scenarios", "fanout,maxrate", "--work-dir",
+         "smoke", "--runs", "1", "--scenarios", "fanout,maxrate,burst", "--work-dir",
          str(tmp_path), "--out", str(out), "--time-limit", "150"],
         capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
     assert "| metric | irc | ngircd | irc/ngircd |" in completed.stdout
     report = json.loads(out.read_text())
     assert [(r["label"], r["target"]) for r in report["records"]] == [
-        ("fanout", "irc"), ("fanout", "ngircd"), ("maxrate", "irc"), ("maxrate", "ngircd")]
+        ("fanout", "irc"), ("fanout", "ngircd"), ("maxrate", "irc"), ("maxrate", "ngircd"),
+        ("burst", "irc"), ("burst", "ngircd")]
     for record in report["records"]:
         assert "error" not in record
         assert not Path(f"/proc/{record['server_pid']}").exists()
