@@ -96,10 +96,12 @@ class _Count:
 
 
 # A room message's row, with its room's next sequence number (``append_room_message``).
-_INSERT_ROOM_MESSAGE = (
-    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ROOM_MESSAGES = (
+    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid) VALUES "
 )
+_ROOM_MESSAGE_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+# One numbered room message (``transactions.add_room_message`` uses it too).
+INSERT_ROOM_MESSAGE = _INSERT_ROOM_MESSAGES + _ROOM_MESSAGE_ROW
 
 
 def _next_seq_if(condition: str) -> str:
@@ -135,8 +137,13 @@ class SQLiteDialect:
         if taken is None:
             return None
         seq = taken[0]
-        connection.execute(_INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
+        connection.execute(INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
         return seq
+
+    def insert_room_messages(self, connection: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert numbered room messages, each row (room id, sender, text, sent at, kind,
+        seq, msgid): one prepared statement run for each (SQLite has no round trips)."""
+        connection.executemany(INSERT_ROOM_MESSAGE, rows)
 
     def schema_version(self, connection: Connection) -> int:
         """The schema version in the database file's header."""
@@ -191,6 +198,14 @@ class PostgresDialect:
             (room_id, *condition_parameters, room_id, sender, text, now, kind, msgid),
         ).fetchone()
         return None if inserted is None else inserted[0]
+
+    def insert_room_messages(self, connection: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert numbered room messages, each row (room id, sender, text, sent at, kind,
+        seq, msgid): one multi-row ``INSERT``, so one round trip for them all."""
+        connection.execute(
+            _INSERT_ROOM_MESSAGES + ", ".join([_ROOM_MESSAGE_ROW] * len(rows)),
+            [field for row in rows for field in row],
+        )
 
     def schema_version(self, connection: Connection) -> int:
         """The version ``chatd_schema`` holds; 0 for a database chatd never used."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from chatd.core.errors import ChatError
 from chatd.core.names import skeleton
-from chatd.storage.dialect import Connection, dialect_of
+from chatd.storage.dialect import INSERT_ROOM_MESSAGE, Connection, dialect_of
 from chatd.storage.rows import (
     ADMIN,
     LOBBY_KEY,
@@ -244,14 +244,13 @@ def account_identities(
     connection: Connection, name_keys: tuple[str, ...]
 ) -> dict[str, tuple[int, int]]:
     """The identity (users.id, users.incarnation) of each of ``name_keys`` that is an account."""
-    identities = {}
-    for name_key in name_keys:
-        row = connection.execute(
-            "SELECT id, incarnation FROM users WHERE name_key = ?", (name_key,)
-        ).fetchone()
-        if row is not None:
-            identities[name_key] = (row[0], row[1])
-    return identities
+    if not name_keys:
+        return {}
+    marks = ", ".join("?" * len(name_keys))
+    rows = connection.execute(
+        f"SELECT name_key, id, incarnation FROM users WHERE name_key IN ({marks})", name_keys
+    ).fetchall()
+    return {name_key: (user_id, incarnation) for name_key, user_id, incarnation in rows}
 
 
 def post_room_message(
@@ -286,9 +285,10 @@ def post_room_messages(connection: Connection, posts: Sequence[tuple]) -> list[i
     many posts in one batch (``RUN_TOGETHER``).
 
     Each post is ``post_room_message``'s arguments after the connection. Each
-    distinct sender is checked once, each room is numbered once for all of its
-    posts, and the rows go in with one ``executemany``: about a third of the
-    statements of one call per post. A room's numbers are taken in the posts'
+    distinct sender is checked (all in one query), each room is numbered once
+    for all of its posts, and the rows go in together (the dialect's
+    ``insert_room_messages``): a few statements for the run instead of one or
+    two per post. A room's numbers are taken in the posts'
     order, so the writer still reports each room's commits in sequence order.
 
     Returns each post's seq, or the ``ChatError`` that refuses it (nothing is
@@ -318,7 +318,7 @@ def post_room_messages(connection: Connection, posts: Sequence[tuple]) -> list[i
             _, sender, text, now, kind, _, msgid = posts[index]
             rows.append((room_id, sender, text, now, kind, seq, msgid))
     if rows:
-        connection.executemany(_INSERT_ROOM_MESSAGE, rows)
+        dialect_of(connection).insert_room_messages(connection, rows)
     if None in results:
         raise AssertionError("a post was neither numbered nor refused")
     return results
@@ -331,11 +331,6 @@ def _refusal_or(body: Callable[..., Any], connection: Connection, *args: Any) ->
     except ChatError as refusal:
         return refusal
 
-
-_INSERT_ROOM_MESSAGE = (
-    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 
 # Transactions with a form for a run of them (the writer's ``RUN_TOGETHER``):
 # one call of the form, given each write's arguments, returns each write's
@@ -399,10 +394,10 @@ def add_room_message(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()
     if msgid is not None:
-        connection.execute(_INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
+        connection.execute(INSERT_ROOM_MESSAGE, (room_id, sender, text, now, kind, seq, msgid))
         return seq
     (row_id,) = connection.execute(
-        _INSERT_ROOM_MESSAGE + " RETURNING id", (room_id, sender, text, now, kind, seq, "")
+        INSERT_ROOM_MESSAGE + " RETURNING id", (room_id, sender, text, now, kind, seq, "")
     ).fetchone()
     connection.execute(
         "UPDATE room_messages SET msgid = ? WHERE id = ?", (legacy_msgid(now, row_id), row_id)

@@ -801,9 +801,9 @@ def held_writer(database):
 
 
 @pytest_twisted.inlineCallbacks
-def test_posts_queued_together_commit_as_one_run(sqlite_db, monkeypatch):
-    """Posts that reach SQLite's writer in one batch run as one ``post_room_messages``
-    call, and each is answered with its own number, in order."""
+def test_posts_queued_together_commit_as_one_run(database, monkeypatch):
+    """Posts that reach the writer in one batch run as one ``post_room_messages`` call,
+    and each is answered with its own number, in order. Both backends."""
     runs = []
 
     def counted(connection, posts):
@@ -811,14 +811,14 @@ def test_posts_queued_together_commit_as_one_run(sqlite_db, monkeypatch):
         return transactions.post_room_messages(connection, posts)
 
     monkeypatch.setitem(transactions.RUN_TOGETHER, transactions.post_room_message, counted)
-    yield sqlite_db.open()
-    user_id = yield sqlite_db.write(transactions.create_user, "alice", "hash", 0)
-    account = yield sqlite_db.read(transactions.find_account, "alice")
-    room_id, _, _ = yield sqlite_db.write(transactions.open_room, "#r", 0, 50)
-    before = sqlite_db.batches_committed
-    release, holding = held_writer(sqlite_db)
+    yield database.open()
+    user_id = yield database.write(transactions.create_user, "alice", "hash", 0)
+    account = yield database.read(transactions.find_account, "alice")
+    room_id, _, _ = yield database.write(transactions.open_room, "#r", 0, 50)
+    before = database.batches_committed
+    release, holding = held_writer(database)
     posts = [
-        sqlite_db.write(
+        database.write(
             transactions.post_room_message, room_id, "alice", f"t{n}", n, "say",
             (user_id, account.incarnation), f"{n:020d}",
         )
@@ -829,23 +829,24 @@ def test_posts_queued_together_commit_as_one_run(sqlite_db, monkeypatch):
     seqs = yield defer.gatherResults(posts)
     assert seqs == list(range(1, 51))
     assert runs == [50]
-    assert sqlite_db.batches_committed == before + 2
-    history = yield sqlite_db.read(transactions.recent_room_messages, room_id, 100)
+    assert database.batches_committed == before + 2
+    history = yield database.read(transactions.recent_room_messages, room_id, 100)
     assert [(row.seq, row.text) for row in history] == [(n + 1, f"t{n}") for n in range(50)]
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_post_that_fails_in_a_run_fails_alone(sqlite_db):
+def test_a_post_that_fails_in_a_run_fails_alone(database):
     """A post whose run raises (here: its room is gone) makes the batch run again write by
-    write, in savepoints: it fails alone, and the posts around it keep their numbers."""
-    yield sqlite_db.open()
-    user_id = yield sqlite_db.write(transactions.create_user, "alice", "hash", 0)
-    account = yield sqlite_db.read(transactions.find_account, "alice")
-    room_id, _, _ = yield sqlite_db.write(transactions.open_room, "#r", 0, 50)
+    write, in savepoints: it fails alone, and the posts around it keep their numbers.
+    Both backends."""
+    yield database.open()
+    user_id = yield database.write(transactions.create_user, "alice", "hash", 0)
+    account = yield database.read(transactions.find_account, "alice")
+    room_id, _, _ = yield database.write(transactions.open_room, "#r", 0, 50)
     identity = (user_id, account.incarnation)
-    release, holding = held_writer(sqlite_db)
+    release, holding = held_writer(database)
     posts = [
-        sqlite_db.write(
+        database.write(
             transactions.post_room_message, room, "alice", text, 1, "say", identity, text * 10
         )
         for room, text in ((room_id, "aa"), (room_id + 99, "bb"), (room_id, "cc"))
@@ -855,7 +856,7 @@ def test_a_post_that_fails_in_a_run_fails_alone(sqlite_db):
     results = yield defer.DeferredList(posts, consumeErrors=True)
     assert [ok for ok, _ in results] == [True, False, True]
     assert (results[0][1], results[2][1]) == (1, 2)
-    history = yield sqlite_db.read(transactions.recent_room_messages, room_id, 10)
+    history = yield database.read(transactions.recent_room_messages, room_id, 10)
     assert [(row.seq, row.text) for row in history] == [(1, "aa"), (2, "cc")]
 
 

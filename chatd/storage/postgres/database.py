@@ -38,6 +38,7 @@ from chatd.storage.dialect import PostgresConnection
 from chatd.storage.postgres import schema
 from chatd.storage.queued import STOP, QueuedWork
 from chatd.storage.sqlite.database import MAX_BATCH, unavailable_error
+from chatd.storage.transactions import RUN_TOGETHER
 
 # While the server cannot be reached, how often an idle thread tries again.
 RETRY_SECONDS = 1.0
@@ -246,8 +247,9 @@ class Database(QueuedWork):
     def _run_batch(self, connection: PostgresConnection, batch: list, savepoints: bool) -> list:
         """One attempt at a batch: BEGIN, the writes (each in a savepoint if asked), COMMIT.
 
-        Without savepoints, a write that fails rolls everything back and
-        raises ``_WriteFailed``.
+        Without savepoints, runs of writes that have a form for many
+        (``RUN_TOGETHER``) run as one, and a write that fails rolls everything
+        back and raises ``_WriteFailed``.
         """
         from psycopg import errors
 
@@ -261,11 +263,22 @@ class Database(QueuedWork):
                 # of the batch was sent, so it may run on a new connection.
                 raise _Stale() from error
             raise
-        for body, args, done in batch:
+        start = 0
+        while start < len(batch):
+            body, args, done = batch[start]
+            # Without savepoints, a run of writes with a form for many runs as one.
+            together = None if savepoints else RUN_TOGETHER.get(body)
+            end = start + 1
+            if together is not None:
+                while end < len(batch) and batch[end][0] is body:
+                    end += 1
             if savepoints:
                 connection.execute("SAVEPOINT write")
             try:
-                result = body(connection, *args)
+                if end - start > 1:
+                    results = together(connection, [entry[1] for entry in batch[start:end]])
+                else:
+                    results = [body(connection, *args)]
             except conflicts:
                 self._rollback(connection)
                 raise _Retry() from None
@@ -276,10 +289,13 @@ class Database(QueuedWork):
                     self._rollback(connection)
                     raise _WriteFailed() from None
                 connection.execute("ROLLBACK TO SAVEPOINT write")
-                result = Failure()
+                results = [Failure()]
             if savepoints:
                 connection.execute("RELEASE SAVEPOINT write")
-            outcomes.append((done, result))
+            for (_, _, done), result in zip(batch[start:end], results, strict=True):
+                refused = isinstance(result, ChatError)
+                outcomes.append((done, Failure(result) if refused else result))
+            start = end
         try:
             connection.execute("COMMIT")
         except conflicts:
