@@ -392,14 +392,19 @@ def test_smoke_burst_against_the_baseline(naive_server):
     assert record["deliveries_per_s"] > 0
 
 
+def refusal_of(scenario: str, port: int) -> str:
+    """Run ``scenario`` against the baseline on ``port``; it must fail: its stderr."""
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_PATH), scenario, "--dialect", "naive", "--port", str(port),
+         "--time-limit", "10"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert completed.returncode != 0
+    return completed.stderr
+
+
 def test_burst_needs_the_server_pid(naive_server):
     """Without the server's pid there is no CPU time to divide: refused, not a zero."""
     port, _ = naive_server
-    completed = subprocess.run(
-        [sys.executable, str(BENCH_PATH), "burst", "--dialect", "naive", "--port", str(port),
-         "--time-limit", "10"], capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert completed.returncode != 0
-    assert "give --server-pid" in completed.stderr
+    assert "give --server-pid" in refusal_of("burst", port)
 
 
 def test_smoke_sessions_against_the_baseline(naive_server):
@@ -425,11 +430,7 @@ def test_smoke_storm_against_the_baseline(naive_server):
 def test_history_refuses_the_baseline(naive_server):
     """The baseline stores nothing, so history says so instead of measuring nonsense."""
     port, _ = naive_server
-    completed = subprocess.run(
-        [sys.executable, str(BENCH_PATH), "history", "--dialect", "naive", "--port", str(port),
-         "--time-limit", "10"], capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert completed.returncode != 0
-    assert "history needs the chatd dialect" in completed.stderr
+    assert "history needs the chatd dialect" in refusal_of("history", port)
 
 
 def test_compare_starts_and_stops_both_servers(tmp_path):
