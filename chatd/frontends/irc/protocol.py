@@ -685,6 +685,11 @@ class IRCConnection(Protocol):
         elif sub == "END":
             if self._negotiating and not self.registered:
                 self._negotiating = False
+                if self._sasl is not None:
+                    # IRCv3 SASL: ending registration aborts an exchange still
+                    # waiting for its payload; the client comes in without one.
+                    self._sasl, self._sasl_chunks = None, []
+                    self.reply(n.ERR_SASLABORTED, "SASL authentication aborted")
                 self._maybe_register()
         else:
             self.reply(n.ERR_INVALIDCAPCMD, subcommand, "Invalid CAP command")

@@ -271,3 +271,17 @@ def test_an_operator_is_told_why_a_guest_cannot_be_banned(irc):
     assert verbs(refused) == ["441"] and "bans are kept by account" in refused[0]
     assert "#den" in irc.chat.users["visitor"].rooms
     assert line.send("/kick #den visitor go")[-1] == "OK kick #den"
+
+
+def test_ending_registration_during_sasl_aborts_it_before_anything_else(irc):
+    """IRCv3 SASL: CAP END while an exchange waits for its payload answers 906 first,
+    at once (a guest's start may take a database round trip: a PING sent behind CAP END
+    must not be answered before it), and the client comes in as a guest."""
+    client = irc.irc_client()
+    client.send("CAP LS 302", "CAP REQ :sasl")
+    assert client.send("AUTHENTICATE PLAIN") == ["AUTHENTICATE +"]
+    assert client.send("NICK visitor", "USER u 0 * :V") == []
+    lines = client.send("CAP END", "PING sync")
+    assert verbs(lines)[0] == "906"
+    assert {"001", "PONG"} <= set(verbs(lines))
+    assert irc.chat.users["visitor"].guest
