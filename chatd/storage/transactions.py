@@ -288,8 +288,10 @@ def post_room_messages(connection: Connection, posts: Sequence[tuple]) -> list[i
     distinct sender is checked (all in one query), each room is numbered once
     for all of its posts, and the rows go in together (the dialect's
     ``insert_room_messages``): a few statements for the run instead of one or
-    two per post. A room's numbers are taken in the posts'
-    order, so the writer still reports each room's commits in sequence order.
+    two per post. A room's numbers are taken in the posts' order, so the
+    writer still reports each room's commits in sequence order. Rooms are
+    numbered in the order of their ids: two nodes' runs over the same rooms
+    take the rooms' row locks in one order, so they never deadlock.
 
     Returns each post's seq, or the ``ChatError`` that refuses it (nothing is
     written for a refused post). Posts without an account or a msgid (never
@@ -308,7 +310,8 @@ def post_room_messages(connection: Connection, posts: Sequence[tuple]) -> list[i
             # Refused as one post is, with the same error.
             results[index] = _refusal_or(require_sender, connection, sender, account)
     rows = []
-    for room_id, indexes in by_room.items():
+    for room_id in sorted(by_room):
+        indexes = by_room[room_id]
         (last,) = connection.execute(
             "UPDATE rooms SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
             (len(indexes), room_id),

@@ -784,6 +784,39 @@ def test_a_run_of_posts_is_numbered_in_order_per_room_and_refuses_only_the_stale
     }
 
 
+class RecordingConnection:
+    """A SQLite connection that notes which rooms' rows ``UPDATE rooms`` takes, in order."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.rooms_updated: list[int] = []
+
+    def execute(self, sql, parameters=()):
+        if sql.startswith("UPDATE rooms"):
+            self.rooms_updated.append(parameters[-1])
+        return self.connection.execute(sql, parameters)
+
+    def executemany(self, sql, rows):
+        return self.connection.executemany(sql, rows)
+
+
+def test_a_run_numbers_its_rooms_in_the_order_of_their_ids(sqlite_connection):
+    """Whatever the order of the posts, a run takes its rooms' rows in the order of their
+    ids, so two nodes' runs over the same rooms cannot deadlock on them."""
+    with backends.transaction(sqlite_connection):
+        user_id = transactions.create_user(sqlite_connection, "alice", "hash", 0)
+        account = (user_id, transactions.find_account(sqlite_connection, "alice").incarnation)
+        first, _, _ = transactions.open_room(sqlite_connection, "#one", 0, 50)
+        second, _, _ = transactions.open_room(sqlite_connection, "#two", 0, 50)
+        recording = RecordingConnection(sqlite_connection)
+        results = transactions.post_room_messages(recording, [
+            (room, "alice", text, 1, "say", account, text * 10)
+            for room, text in ((second, "b1"), (first, "a1"), (second, "b2"))
+        ])
+    assert recording.rooms_updated == [first, second]
+    assert results == [1, 1, 2]
+
+
 def held_writer(database):
     """Hold ``database``'s writer in a write of its own until the returned event is set,
     so that the writes queued meanwhile reach it as one batch."""
