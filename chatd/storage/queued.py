@@ -6,14 +6,58 @@ counting the queued writes and answering on the reactor are the same for
 both, and live here.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from chatd.core.errors import ChatError
+from chatd.storage.transactions import RUN_TOGETHER
+
 # Put on both queues by ``close``: a thread that takes it stops.
 STOP = object()
+
+
+class WriteFailed(Exception):
+    """A write of a batch run without savepoints failed: the batch was rolled back,
+    to run again with a savepoint per write."""
+
+
+def batch_runs(batch: list, together: bool = True) -> Iterator[tuple[list, Callable]]:
+    """A batch's writes, in order, as runs: ``(entries, run)``.
+
+    ``entries`` are the run's ``(body, args, done)``; ``run(connection)`` runs
+    them and returns each one's result, or the ``ChatError`` refusing it.
+    With ``together``, writes one after another whose body has a form for
+    many (``transactions.RUN_TOGETHER``) are one run, that form's one call;
+    every other write is a run of its own.
+    """
+    start = 0
+    while start < len(batch):
+        body, args, _ = batch[start]
+        form = RUN_TOGETHER.get(body) if together else None
+        end = start + 1
+        if form is not None:
+            while end < len(batch) and batch[end][0] is body:
+                end += 1
+        entries = batch[start:end]
+        if end - start > 1:
+            yield entries, lambda connection, form=form, entries=entries: form(
+                connection, [entry[1] for entry in entries]
+            )
+        else:
+            yield entries, lambda connection, body=body, args=args: [body(connection, *args)]
+        start = end
+
+
+def answered(entries: list, results: list) -> list[tuple[Deferred, Any]]:
+    """Each write of ``entries`` with its outcome: its result, or a Failure of the
+    ChatError that refused it."""
+    return [
+        (done, Failure(result) if isinstance(result, ChatError) else result)
+        for (_, _, done), result in zip(entries, results, strict=True)
+    ]
 
 
 class QueuedWork:

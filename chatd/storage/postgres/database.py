@@ -36,9 +36,8 @@ from twisted.python.failure import Failure
 from chatd.core.errors import ChatError
 from chatd.storage.dialect import PostgresConnection
 from chatd.storage.postgres import schema
-from chatd.storage.queued import STOP, QueuedWork
+from chatd.storage.queued import STOP, QueuedWork, WriteFailed, answered, batch_runs
 from chatd.storage.sqlite.database import MAX_BATCH, unavailable_error
-from chatd.storage.transactions import RUN_TOGETHER
 
 # While the server cannot be reached, how often an idle thread tries again.
 RETRY_SECONDS = 1.0
@@ -54,10 +53,6 @@ class _Retry(Exception):
 
 class _Stale(Exception):
     """The connection was found broken before anything of a batch was sent."""
-
-
-class _WriteFailed(Exception):
-    """A write of a batch run without savepoints failed: run the batch again with them."""
 
 
 class Database(QueuedWork):
@@ -221,7 +216,7 @@ class Database(QueuedWork):
                     return [(done, refused) for _, _, done in batch], None
                 reconnected = True
                 continue
-            except _WriteFailed:
+            except WriteFailed:
                 savepoints = True
                 continue
             except _Retry:
@@ -249,7 +244,7 @@ class Database(QueuedWork):
 
         Without savepoints, runs of writes that have a form for many
         (``RUN_TOGETHER``) run as one, and a write that fails rolls everything
-        back and raises ``_WriteFailed``.
+        back and raises ``WriteFailed``.
         """
         from psycopg import errors
 
@@ -263,22 +258,12 @@ class Database(QueuedWork):
                 # of the batch was sent, so it may run on a new connection.
                 raise _Stale() from error
             raise
-        start = 0
-        while start < len(batch):
-            body, args, done = batch[start]
-            # Without savepoints, a run of writes with a form for many runs as one.
-            together = None if savepoints else RUN_TOGETHER.get(body)
-            end = start + 1
-            if together is not None:
-                while end < len(batch) and batch[end][0] is body:
-                    end += 1
+        # With savepoints each write is a run of its own, in its savepoint.
+        for entries, run in batch_runs(batch, together=not savepoints):
             if savepoints:
                 connection.execute("SAVEPOINT write")
             try:
-                if end - start > 1:
-                    results = together(connection, [entry[1] for entry in batch[start:end]])
-                else:
-                    results = [body(connection, *args)]
+                results = run(connection)
             except conflicts:
                 self._rollback(connection)
                 raise _Retry() from None
@@ -287,15 +272,12 @@ class Database(QueuedWork):
                     raise
                 if not savepoints:
                     self._rollback(connection)
-                    raise _WriteFailed() from None
+                    raise WriteFailed() from None
                 connection.execute("ROLLBACK TO SAVEPOINT write")
                 results = [Failure()]
             if savepoints:
                 connection.execute("RELEASE SAVEPOINT write")
-            for (_, _, done), result in zip(batch[start:end], results, strict=True):
-                refused = isinstance(result, ChatError)
-                outcomes.append((done, Failure(result) if refused else result))
-            start = end
+            outcomes += answered(entries, results)
         try:
             connection.execute("COMMIT")
         except conflicts:

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.core.errors import ChatError
-from chatd.storage.queued import STOP, QueuedWork
+from chatd.storage.queued import STOP, QueuedWork, WriteFailed, answered, batch_runs
 from chatd.storage.sqlite.schema import (
     BUSY_TIMEOUT_MS,
     SCHEMA_VERSION,
@@ -31,7 +31,6 @@ from chatd.storage.sqlite.schema import (
     connect,
     migrate,
 )
-from chatd.storage.transactions import RUN_TOGETHER
 
 MAX_BATCH = 512
 # How often the checkpointer copies the write-ahead log back into the database,
@@ -92,10 +91,6 @@ class FileGuard:
             if not os.access(name, os.W_OK):
                 return f"{name} is not writable (read-only or immutable)"
         return None
-
-
-class _WriteFailed(Exception):
-    """A write of a batch run without savepoints failed: the batch was rolled back."""
 
 
 def unavailable_error() -> ChatError:
@@ -288,7 +283,7 @@ class Database(QueuedWork):
         try:
             try:
                 outcomes = self._run_batch(connection, batch, savepoints=False)
-            except _WriteFailed:
+            except WriteFailed:
                 outcomes = self._run_batch(connection, batch, savepoints=True)
             if not self._check_files():
                 # Removed while the batch ran: committing would only write to deleted files.
@@ -309,7 +304,7 @@ class Database(QueuedWork):
         """BEGIN and the batch's writes, left uncommitted; each write's outcome.
 
         Without savepoints, a write that fails rolls everything back and
-        raises ``_WriteFailed``.
+        raises ``WriteFailed``.
         """
         connection.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[Deferred, Any]] = []
@@ -324,27 +319,14 @@ class Database(QueuedWork):
                 connection.execute("RELEASE write")
                 outcomes.append((done, result))
             return outcomes
-        start = 0
-        while start < len(batch):
-            body, args, _ = batch[start]
-            together = RUN_TOGETHER.get(body)
-            end = start + 1
-            if together is not None:
-                while end < len(batch) and batch[end][0] is body:
-                    end += 1
+        for entries, run in batch_runs(batch):
             try:
-                if end - start > 1:
-                    results = together(connection, [entry[1] for entry in batch[start:end]])
-                else:
-                    results = [body(connection, *args)]
+                results = run(connection)
             except Exception as error:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
-                raise _WriteFailed() from error
-            for (_, _, done), result in zip(batch[start:end], results, strict=True):
-                refused = isinstance(result, ChatError)
-                outcomes.append((done, Failure(result) if refused else result))
-            start = end
+                raise WriteFailed() from error
+            outcomes += answered(entries, results)
         return outcomes
 
     def _run_checkpointer(self) -> None:
