@@ -287,8 +287,8 @@ class ServerWatch:
         wall = max(time.monotonic() - self._wall_start, 1e-9)
         bench_cpu = (time.process_time() - self._bench_cpu_start) / wall
         result: dict[str, float | None] = {
-            "server_cpu": None, "server_rss_mb": None, "server_peak_rss_mb": None,
-            "bench_cpu": round(bench_cpu, 3),
+            "server_cpu": None, "server_cpu_seconds": None, "server_rss_mb": None,
+            "server_peak_rss_mb": None, "bench_cpu": round(bench_cpu, 3),
             "bench_saturated": bench_cpu >= BENCH_SATURATED_CPU,
         }
         if self.pids:
@@ -299,6 +299,7 @@ class ServerWatch:
                 rss = self.rss_kb() or 0
                 self.peak_rss_kb = max(self.peak_rss_kb, rss)
                 result["server_cpu"] = round(cpu / wall, 3)
+                result["server_cpu_seconds"] = cpu
                 result["server_rss_mb"] = round(rss / 1024, 1)
                 result["server_peak_rss_mb"] = round(self.peak_rss_kb / 1024, 1)
         return result
@@ -1046,9 +1047,7 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
                       ) -> dict:
     """One open-loop burst at ``rate`` msg/s: latency, delivered fraction, server cost."""
     total = max(1, int(rate * args.duration))
-    # Every client receives each message, its sender too unless the door hides it (IRC).
-    receivers = len(clients) if clients[0].sees_own_messages else len(clients) - 1
-    step = Step(number=number, expected=total * receivers)
+    step = Step(number=number, expected=total * receivers_of(clients))
     for index, client in enumerate(clients):
         client.acks = client.errors = 0
         client.last_error = None
@@ -1077,7 +1076,7 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
         "delivered": step.delivered,
         "delivered_fraction": round(delivered_fraction, 5),
         "deliveries_per_s": round(step.delivered / args.duration),
-        "offered_deliveries_per_s": round(rate * receivers),
+        "offered_deliveries_per_s": round(rate * receivers_of(clients)),
         "latency_ms": step.histogram.summary_ms(),
         "latency_samples": step.histogram.total,
         "latency_clients": len(samplers),
@@ -1087,6 +1086,12 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
         "disconnected": sum(client.closed.done() for client in clients),
         **usage,
     }
+
+
+def receivers_of(clients: list[BenchClient]) -> int:
+    """How many clients receive each message: all of them, or all but its sender where
+    the door does not show a client its own messages (IRC)."""
+    return len(clients) if clients[0].sees_own_messages else len(clients) - 1
 
 
 async def open_room(args, deadline: float) -> tuple[list[BenchClient], list[BenchClient]]:
@@ -1128,7 +1133,7 @@ async def scenario_burst(args) -> dict:
     deadline = time.monotonic() + args.time_limit
     watch = watch_servers(args)
     clients, senders = await open_room(args, deadline)
-    receivers = len(clients) if clients[0].sees_own_messages else len(clients) - 1
+    receivers = receivers_of(clients)
     messages = args.per_sender * len(senders)
     cpu_us, wall_us, bench_cpu = [], [], []
     try:
@@ -1158,7 +1163,7 @@ async def scenario_burst(args) -> dict:
                     for client in clients:
                         client.step = None
             if number > args.warmup:
-                cpu_us.append(usage["server_cpu"] * wall / messages * 1e6)
+                cpu_us.append(usage["server_cpu_seconds"] / messages * 1e6)
                 wall_us.append(wall / messages * 1e6)
                 bench_cpu.append(usage["bench_cpu"])
         return {
