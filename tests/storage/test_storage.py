@@ -784,6 +784,21 @@ def test_a_run_of_posts_is_numbered_in_order_per_room_and_refuses_only_the_stale
     }
 
 
+def test_a_run_of_posts_without_accounts_is_run_one_by_one(sqlite_connection):
+    """Posts of sessions bound to no account (no checked login) take the one-by-one
+    path inside the run: numbered in order, an unknown sender refused as alone."""
+    with backends.transaction(sqlite_connection):
+        transactions.create_user(sqlite_connection, "alice", "hash", 0)
+        room, _, _ = transactions.open_room(sqlite_connection, "#r", 0, 50)
+        results = transactions.post_room_messages(sqlite_connection, [
+            (room, "alice", "one", 1, "say", None, "m1" * 10),
+            (room, "nobody", "lost", 2, "say", None, "m2" * 10),
+            (room, "alice", "two", 3, "say", None, "m3" * 10),
+        ])
+    assert (results[0], results[2]) == (1, 2)
+    assert results[1].code == "forbidden"
+
+
 class RecordingConnection:
     """A SQLite connection that notes which rooms' rows ``UPDATE rooms`` takes, in order."""
 
