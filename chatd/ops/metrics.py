@@ -70,15 +70,26 @@ class Traffic:
     def __init__(self) -> None:
         self.deliveries: dict[str, int] = {}
         self.bytes_out = 0
+        # Messages accepted, by kind (``MESSAGE_KINDS``): one per room message.
+        self.messages: dict[str, int] = dict.fromkeys(MESSAGE_KINDS, 0)
 
 
 class _TrafficCollector:
-    """Exports ``Traffic`` as ``chatd_deliveries_total{kind}`` and ``chatd_bytes_out_total``."""
+    """Exports ``Traffic`` as ``chatd_messages_total{kind}``, ``chatd_deliveries_total{kind}``
+    and ``chatd_bytes_out_total``."""
 
     def __init__(self, traffic: Traffic) -> None:
         self._traffic = traffic
 
     def collect(self):
+        messages = CounterMetricFamily(
+            "chatd_messages",
+            "Messages accepted: room, direct (delivered live) or stored (kept for later)",
+            labels=["kind"],
+        )
+        for kind, count in self._traffic.messages.items():
+            messages.add_metric([kind], count)
+        yield messages
         deliveries = CounterMetricFamily(
             "chatd_deliveries",
             "Event lines delivered to sessions, by line type (MSG, DM, JOIN, ...)",
@@ -117,12 +128,6 @@ class ChatdMetrics:
             "chatd_registrations",
             "Registration attempts, by outcome (ok or the error code)",
             ["outcome"],
-            registry=registry,
-        )
-        self.messages = Counter(
-            "chatd_messages",
-            "Messages accepted: room, direct (delivered live) or stored (kept for later)",
-            ["kind"],
             registry=registry,
         )
         self.traffic = Traffic()
@@ -199,8 +204,6 @@ class ChatdMetrics:
         )
         for outcome in LOGIN_OUTCOMES:
             self.logins.labels(outcome)
-        for kind in MESSAGE_KINDS:
-            self.messages.labels(kind)
         for reason in DISCONNECT_REASONS:
             self.disconnects.labels(reason)
         self.registrations.labels("ok")

@@ -73,8 +73,6 @@ class Telemetry:
         self.metrics = metrics or ChatdMetrics()
         self.log_messages = log_messages
         self._traffic = self.metrics.traffic
-        # Counted for every room message: the labelled counter found once, not per message.
-        self._room_messages = self.metrics.messages.labels("room")
 
     # --- the server --------------------------------------------------------
 
@@ -245,7 +243,7 @@ class Telemetry:
 
     def room_message(self, room: str, sender: str, text: str) -> None:
         """A room message was committed; its text is logged only when enabled."""
-        self._room_messages.inc()
+        self._traffic.messages["room"] += 1
         if self.log_messages:
             log.info(
                 "message {room} {sender}: {text}",
@@ -255,7 +253,7 @@ class Telemetry:
     def direct_message(self, sender: str, recipient: str, text: str, stored: bool) -> None:
         """A direct message was delivered live or stored; text only when enabled."""
         kind = "stored" if stored else "direct"
-        self.metrics.messages.labels(kind).inc()
+        self._traffic.messages[kind] += 1
         if self.log_messages:
             log.info(
                 "direct message {sender} to {recipient} ({kind}): {text}",
