@@ -52,6 +52,9 @@ def client_tags(pairs: Iterable[tuple[str, str]]) -> ClientTags:
     written as on the wire, may take at most ``CLIENT_TAGS_MAX_BYTES``: else
     ``ChatError('bad-arguments')``.
     """
+    if not pairs:
+        # Most messages carry none: nothing to check.
+        return ()
     tags = tuple((str(key), str(value)) for key, value in pairs)
     seen = set()
     size = 0
