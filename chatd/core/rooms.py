@@ -82,7 +82,10 @@ class Room:
         # Every operator, online or not (and the guest one): folded name -> display name.
         self.operators: dict[str, str] = {}
         self.set_operators(operators)
-        self.recent: deque[HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
+        # The last messages, replayed to a session that joins. A live message
+        # is kept as it came and made a history line only when read
+        # (``recent_history``): most are never replayed.
+        self.recent: deque[RoomMessage | HistoryLine] = deque(recent, maxlen=HISTORY_ON_JOIN)
         self._unsent: list[RoomMessage] = []
         # Cluster mode: the RoomSequencer that orders every node's messages
         # (chatd/cluster/sequencer.py); None on one node, where the writer does.
@@ -108,7 +111,13 @@ class Room:
     def queue(self, message: RoomMessage) -> None:
         """Keep a committed message for the next flush, and in the recent history."""
         self._unsent.append(message)
-        self.recent.append(message.as_history())
+        self.recent.append(message)
+
+    def recent_history(self) -> tuple[HistoryLine, ...]:
+        """The last messages (at most ``HISTORY_ON_JOIN``) as history lines, oldest first."""
+        return tuple(
+            line.as_history() if type(line) is RoomMessage else line for line in self.recent
+        )
 
     def flush(self) -> None:
         """Deliver the queued messages: one event, so one write, per session."""

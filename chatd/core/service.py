@@ -979,7 +979,7 @@ class ChatService(Service):
         for line in room.extra_lines():
             session.deliver(line)
         # A snapshot: what the room says from now on comes after it, as MSG.
-        return session.mind.deliver_bulk(EventPages(tuple(room.recent)))
+        return session.mind.deliver_bulk(EventPages(room.recent_history()))
 
     def part(self, user: User, room: Room, reason: str = "") -> None:
         """``user`` leaves ``room`` (saying ``reason``, if anything); sessions that had it
@@ -1438,12 +1438,16 @@ class ChatService(Service):
                 user.account_id,
                 message_id,
             )
-        def queue(seq: int) -> defer.Deferred:
+        # The caller's Deferred fires after the flush that showed the message.
+        # It is made here, not returned by ``queue``: a Deferred returned from a
+        # callback is chained, which costs more than the rest of the hot path.
+        shown: defer.Deferred = defer.Deferred()
+
+        def queue(seq: int) -> None:
             self.telemetry.room_message(room.name, user.name, text)
             message = RoomMessage(
                 room.name, user.name, text, now, message_id, seq, kind, origin, tags
             )
-            shown: defer.Deferred = defer.Deferred()
             sequencer = room.sequencer
             if sequencer is None:
                 # One node: the writer reports a room's commits in sequence order.
@@ -1456,9 +1460,10 @@ class ChatService(Service):
                     self._unflushed.append((room, shown))
             if self._flushing is None:
                 self._flushing = self._clock.callLater(0, self.flush)
-            return shown
 
-        return committing.addCallback(queue)
+        # Refused by the database, or failed while queueing: the caller is told.
+        committing.addCallback(queue).addErrback(shown.errback)
+        return shown
 
     def flush(self) -> None:
         """Deliver every queued room message, then fire the posts that queued them.

@@ -381,8 +381,9 @@ def test_a_failing_mind_does_not_wedge_the_posts_of_its_reactor_turn():
     assert len(failures) == 1 and failures[0]["user"] == "broken"
     # The others chat on.
     harness.database.holding = False
-    assert bob.say("still here").called
+    still_here = bob.say("still here")
     harness.end_turn()
+    assert still_here.called
     assert carol_mind.lines()[-1] == "MSG #lobby bob still here"
 
 

@@ -216,7 +216,9 @@ def test_the_user_joins_the_lobby_though_the_first_session_went_meanwhile():
     assert "alice" in lobby.members
     assert second_mind.lines() == ["JOIN #lobby alice", "WHO #lobby alice"]
     assert second[0].current is lobby
-    assert second[0].say("still here").called
+    still_here = second[0].say("still here")
+    harness.end_turn()
+    assert still_here.called
 
 
 def test_a_further_session_gets_unflushed_messages_once_as_history():
