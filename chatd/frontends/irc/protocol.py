@@ -81,9 +81,11 @@ from chatd.frontends.irc.message import (
     LINE_LIMIT,
     MalformedMessage,
     Message,
+    escape_tag_value,
     parse,
     parse_tags,
     serialize,
+    serialize_tags,
 )
 from chatd.frontends.limits import Limits, SendQueue
 from chatd.ops.telemetry import Telemetry
@@ -2132,6 +2134,34 @@ def _room_message(event: RoomMessage, host: str) -> Message:
     return Message(_verb(event), params, _source(event.sender, host), tags)
 
 
+def room_line(event: RoomMessage, host: str, shown_as: frozenset[str]) -> bytes:
+    """A room message's line, CR LF included, for a client whose tag capabilities are
+    ``shown_as``: what ``serialize(_as_asked(_room_message(event, host), shown_as))``
+    gives, made directly.
+
+    Every room message is rendered here once per choice of tags: building the
+    ``Message`` with all its tags and then filtering them was a large part of
+    the door's time under load.
+    """
+    if "message-tags" in shown_as:
+        # Every tag, client-only ones included: the general path.
+        tags = serialize_tags(_room_message(event, host).tags) + " "
+    else:
+        kept = []
+        if "server-time" in shown_as:
+            kept.append("time=" + irc_time(event.at))
+        if "account-tag" in shown_as:
+            kept.append("account=" + escape_tag_value(event.sender))
+        tags = "@" + ";".join(kept) + " " if kept else ""
+    sender = event.sender
+    text = f"{CTCP_ACTION}{event.text}\x01" if event.kind == ACTION else event.text
+    if not text or " " in text or text[0] == ":":
+        # The trailing parameter's colon only where serialize puts it.
+        text = ":" + text
+    verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
+    return f"{tags}:{sender}!{sender}@{host} {verb} {event.room} {text}\r\n".encode()
+
+
 def _label_of(tags_part: bytes) -> str:
     """The ``label`` tag of a line's tags part (``@...``), read even if the line is not UTF-8."""
     try:
@@ -2314,8 +2344,7 @@ class IRCFactory(ServerFactory):
     def _shared_line(self, message: RoomMessage, shown_as: frozenset[str]) -> bytes:
         """One room message as every connection whose tags capabilities are ``shown_as``
         sees it: the line ``IRCConnection.send`` would write to each of them."""
-        line = _as_asked(_room_message(message, self.config.server_name), shown_as)
-        return (serialize(line) + "\r\n").encode("utf-8")
+        return room_line(message, self.config.server_name, shown_as)
 
     def _away_changed(self, user, text: str) -> None:
         """away-notify: tell clients that share a room with ``user`` (not its own)."""

@@ -5,10 +5,19 @@ under load (docs/benchmarks.md); these show the sharing keeps each client's
 view exactly as its capabilities and its own messages make it.
 """
 
+from itertools import combinations
+
 import pytest
 
-from chatd.frontends.irc.message import parse
-from chatd.frontends.irc.protocol import IRCFactory
+from chatd.core.events import ACTION, NOTICE, SAY, RoomMessage
+from chatd.frontends.irc.message import parse, serialize
+from chatd.frontends.irc.protocol import (
+    _ROOM_TAG_CAPS,
+    IRCFactory,
+    _as_asked,
+    _room_message,
+    room_line,
+)
 from tests.frontends.irc.support import IRCHarness
 from tests.support import SlowDatabase
 
@@ -121,3 +130,29 @@ def test_each_connection_counts_its_delivery_and_the_bytes_it_was_sent(held):
     assert traffic.deliveries["RoomMessages"] - deliveries_before == 2 * 2
     assert traffic.bytes_out - bytes_before == irc_bytes + line_bytes
     assert len(sending.lines()) == 1 and len(bob.lines()) == 2
+
+
+def test_the_shared_line_is_what_the_general_path_serialises():
+    """``room_line`` writes each room message as building the whole ``Message`` and
+    leaving out the tags not asked for would, for every choice of tag capabilities."""
+    choices = [
+        frozenset(choice)
+        for size in range(len(_ROOM_TAG_CAPS) + 1)
+        for choice in combinations(sorted(_ROOM_TAG_CAPS), size)
+    ]
+    texts = [
+        "word", "two words", ":colon", ":colon first", "", "a:colon inside", "ünïcode ✓", "x" * 400
+    ]
+    messages = [
+        RoomMessage("#lobby", sender, text, at, message_id, 7, kind, 3, tags)
+        for sender in ("alice", "Guest-12")
+        for text in texts
+        for kind in (SAY, ACTION, NOTICE)
+        for at, message_id in ((1_700_000_000_123, "018bcfe56a1b0001000a0"), (5, ""))
+        for tags in ((), (("+draft/reply", "a;b c\\d"), ("+example.org/flag", "")))
+    ]
+    for message in messages:
+        for shown_as in choices:
+            general = _as_asked(_room_message(message, "chatd.example"), shown_as)
+            expected = (serialize(general) + "\r\n").encode()
+            assert room_line(message, "chatd.example", shown_as) == expected, (message, shown_as)
