@@ -108,6 +108,7 @@ CAPABILITIES: dict[str, str] = {
     "userhost-in-names": "",
 }
 NICKSERV = "NickServ"
+NICKSERV_KEY = fold(NICKSERV)
 HISTORY_BATCH = "chathistory"
 # The most messages one CHATHISTORY request gets (ISUPPORT CHATHISTORY).
 CHATHISTORY_LIMIT = 100
@@ -126,11 +127,6 @@ QUIT_KEPT = 256
 # (at most CHATD_PIPELINE_DEPTH, as on the line door): unlabeled, they have no reply
 # but a refusal, so nothing after them needs to wait for their commit.
 PIPELINED_VERBS = frozenset({"PRIVMSG", "NOTICE"})
-
-
-def _ignore(_failure) -> None:
-    """An errback that ends a failure already answered (as a DeferredList's
-    ``consumeErrors`` would): the command's own errbacks have replied to it."""
 
 
 def irc_time(milliseconds: int) -> str:
@@ -533,8 +529,10 @@ class IRCConnection(Protocol):
             if waits:
                 # One wait (a message to one target) is waited on as it is: a
                 # DeferredList for it would cost more than the message's own work.
+                # Its failure, already answered by the command's own errbacks,
+                # ends in _post_answered or _answered, which return None.
                 gathered = (
-                    waits[0].addErrback(_ignore)
+                    waits[0]
                     if len(waits) == 1
                     else defer.DeferredList(waits, consumeErrors=True)
                 )
@@ -701,7 +699,7 @@ class IRCConnection(Protocol):
         if not nick:
             self.reply(n.ERR_NONICKNAMEGIVEN, "No nickname given")
             return
-        if not is_user_name(nick) or fold(nick) == fold(NICKSERV):
+        if not is_user_name(nick) or fold(nick) == NICKSERV_KEY:
             self.reply(n.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
             return
         if self.registered:
@@ -1060,7 +1058,7 @@ class IRCConnection(Protocol):
             self.reply(n.ERR_TOOMANYTARGETS, targets, f"At most {MESSAGE_TARGETS} targets")
             return
         for target in targets.split(","):
-            if fold(target) == fold(NICKSERV):
+            if fold(target) == NICKSERV_KEY:
                 continue
             try:
                 self.session.tag(target, tags)
@@ -1086,7 +1084,7 @@ class IRCConnection(Protocol):
             return
         tags = self._client_tags_in()
         for target in targets.split(","):
-            if fold(target) == fold(NICKSERV):
+            if fold(target) == NICKSERV_KEY:
                 self._nickserv(text)
             elif self.session is None:
                 self._tell_how_to_log_in()
