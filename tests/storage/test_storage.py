@@ -83,6 +83,20 @@ def test_a_new_file_gets_the_whole_schema(tmp_path):
     assert schema.migrate(connection) == schema.SCHEMA_VERSION
 
 
+def test_room_messages_have_an_index_for_each_way_they_are_read_and_no_other(
+    sqlite_connection,
+):
+    """By room and seq (history, CHATHISTORY, a room's deletion) and by time (retention):
+    every insert updates each index, so one that no query uses is only a cost."""
+    indexes = {
+        name for (name,) in sqlite_connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'room_messages'"
+            " AND sql IS NOT NULL"
+        )
+    }
+    assert indexes == {"room_messages_by_seq", "room_messages_by_time"}
+
+
 def storage_legacy_msgid(sent_at: int, row_id: int) -> str:
     """The id migration 6 gives a message stored before ids existed: node 0000."""
     return format_message_id(sent_at, LEGACY_NODE, row_id & (COUNTER_LIMIT - 1))
@@ -275,12 +289,13 @@ def test_room_history_is_a_range_read(connection):
     assert [row.text for row in recent] == ["m7", "m8", "m9"]
     if not isinstance(connection, sqlite3.Connection):
         return  # PostgreSQL plans by its statistics: an empty table is read whole
-    plan = connection.execute(
-        "EXPLAIN QUERY PLAN SELECT id, sender, text, sent_at FROM room_messages"
-        " WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+    # recent_room_messages' query: the room's last rows of one index, not a sort.
+    plan = str(connection.execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM room_messages"
+        " WHERE room_id = ? ORDER BY seq DESC LIMIT ?",
         (room_id, 3),
-    ).fetchall()
-    assert "room_messages_by_room" in str(plan)
+    ).fetchall())
+    assert "room_messages_by_seq" in plan and "TEMP B-TREE" not in plan
 
 
 # --- the threaded Database --------------------------------------------------------
@@ -931,6 +946,13 @@ def test_postgresql_gets_the_whole_schema_and_refuses_a_newer_one(pg_url):
         )
     }
     assert set(transactions.TABLES) | {"chatd_schema"} == tables
+    indexes = {
+        name for (name,) in connection.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'room_messages'"
+            " AND schemaname = current_schema()"
+        )
+    }
+    assert indexes == {"room_messages_pkey", "room_messages_by_seq", "room_messages_by_time"}
     connection.execute("UPDATE chatd_schema SET version = version + 1")
     with pytest.raises(RuntimeError, match="newer"):
         postgres_schema.migrate(connection)

@@ -145,6 +145,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE stored_messages ADD COLUMN kind text NOT NULL DEFAULT 'say';
     """,
+    # 8 (SQLite's 13): the unused index of room messages by (room_id, id) dropped.
+    """
+    DROP INDEX room_messages_by_room;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -193,6 +193,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE stored_messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'say';
     """,
+    # 13: room messages are found by (room_id, seq) since 6 (room_messages_by_seq,
+    # which also serves a room's deletion); the index by (room_id, id) served
+    # no query and cost every insert a B-tree update.
+    """
+    DROP INDEX room_messages_by_room;
+    """,
 )
 
 # names.skeleton in SQL, the expression of the users_by_skeleton index.
