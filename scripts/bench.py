@@ -953,7 +953,7 @@ class OpenLoopSchedule:
         self.lateness_us: list[int] = []
         self.realtime = False
         self.handed_to_loop = [False] * len(senders)
-        self.sockets: list[socket.socket] = []
+        self.sockets: list[socket.socket | None] = []
         self.finished = asyncio.Event()
         self.stopping = threading.Event()
 
@@ -962,8 +962,11 @@ class OpenLoopSchedule:
         transport = sender.transport
         data = sender.wire(data)
         if not self.handed_to_loop[index]:
+            duplicate = self.sockets[index]
+            if duplicate is None:  # closed before the step: its probes count as undelivered
+                return
             try:
-                sent = self.sockets[index].send(data)
+                sent = duplicate.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:  # the connection is gone: its probes count as undelivered
@@ -973,7 +976,7 @@ class OpenLoopSchedule:
                 return
             self.handed_to_loop[index] = True
             data = data[sent:]
-        loop.call_soon_threadsafe(transport.write, data)
+        loop.call_soon_threadsafe(_write_if_open, transport, data)
 
     def _send_due(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Write every probe due by now; True once the whole schedule is written."""
@@ -1010,9 +1013,7 @@ class OpenLoopSchedule:
     async def run(self) -> dict[str, float]:
         """Send the whole schedule; return the message count and the bench's own lag."""
         loop = asyncio.get_running_loop()
-        self.sockets = [
-            socket.socket(fileno=os.dup(sender.transport.get_extra_info("socket").fileno()))
-            for sender in self.senders]
+        self.sockets = [_duplicate_socket(sender.transport) for sender in self.senders]
         self.start_us = monotonic_us() + self.START_DELAY_US
         ticker = threading.Thread(target=self._tick, args=(loop,), daemon=True)
         ticker.start()
@@ -1023,11 +1024,30 @@ class OpenLoopSchedule:
             await asyncio.to_thread(ticker.join)
             for duplicate in self.sockets:
                 # Closes only the duplicate descriptor: the connection stays open.
-                duplicate.close()
+                if duplicate is not None:
+                    duplicate.close()
         return {"messages": self.total,
                 "send_lag_ms_p99": round((percentile(self.lateness_us, 0.99) or 0) / 1000, 3),
                 "senders_handed_to_loop": sum(self.handed_to_loop),
                 "realtime_sender": self.realtime}
+
+
+def _duplicate_socket(transport: asyncio.Transport) -> socket.socket | None:
+    """A second descriptor of ``transport``'s socket, for writing from the ticker thread;
+    None when the connection has already closed (the server may close a client whose
+    reading fell behind: that sender's probes then count as undelivered)."""
+    if transport.is_closing():
+        return None
+    try:
+        return socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    except OSError:
+        return None
+
+
+def _write_if_open(transport: asyncio.Transport, data: bytes) -> None:
+    """Write ``data`` unless the connection closed meanwhile (in the event loop's thread)."""
+    if not transport.is_closing():
+        transport.write(data)
 
 
 async def quiet(clients: list[BenchClient], quiet_seconds: float, timeout: float) -> bool:

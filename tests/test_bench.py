@@ -279,6 +279,40 @@ def test_lost_connection_fails_waiting_requests():
     asyncio.run(scenario())
 
 
+def test_a_schedule_goes_on_past_a_sender_the_server_already_closed():
+    """A sender closed before the step (a server may drop a client that fell behind):
+    the schedule still runs, the other sender's probes arrive, and nothing is written
+    to the closed one."""
+    async def scenario():
+        received = []
+        both_ended = asyncio.Event()
+
+        async def serve(reader, writer):
+            received.append(await reader.read())
+            writer.close()
+            if len(received) == 2:
+                both_ended.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        senders = []
+        for _ in range(2):
+            client = bench.BenchClient("chatd")
+            await loop.create_connection(lambda client=client: client, "127.0.0.1", port)
+            senders.append(client)
+        senders[0].transport.close()
+        sent = await bench.OpenLoopSchedule(senders, 1, 400, 0.05, 64).run()
+        senders[1].transport.close()
+        await asyncio.wait_for(both_ended.wait(), 10)
+        server.close()
+        return sent, received
+
+    sent, received = asyncio.run(scenario())
+    assert sent["messages"] == 20
+    assert sorted(chunk.count(b"\n") for chunk in received) == [0, 10]
+
+
 def test_proc_readers_see_this_process():
     """CPU seconds and RSS come from /proc for any pid, here our own."""
     assert bench.read_cpu_seconds(os.getpid()) > 0
@@ -584,5 +618,5 @@ def test_schedule_hands_a_full_socket_to_the_loop_and_keeps_order():
     schedule._send(0, b"second line\r\n", loop)
     assert short.taken == b"first line"
     assert schedule.handed_to_loop == [True]
-    handed = b"".join(arguments[0] for _, arguments in loop.calls)
+    handed = b"".join(arguments[-1] for _, arguments in loop.calls)
     assert short.taken + handed == b"first line\r\nsecond line\r\n"
