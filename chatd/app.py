@@ -384,7 +384,8 @@ class ChatdServer(InOrderService):
 
         ``freeze_after_start`` (twistd: the server is the whole process) moves
         every object alive once the server listens out of the garbage
-        collector's view (``gc.freeze``): see ``_freeze_startup_objects``.
+        collector's view (``gc.freeze``) and collects young objects less often:
+        see ``_tune_the_collector``.
         """
         super().__init__()
         self.freeze_after_start = freeze_after_start
@@ -531,7 +532,7 @@ class ChatdServer(InOrderService):
             self.started.errback(problem)
             return
         if self.freeze_after_start:
-            self.started.addCallback(_freeze_startup_objects)
+            self.started.addCallback(_tune_the_collector)
         self.storage.startService()
         self.storage.ready.addCallback(self._start_the_rest).chainDeferred(self.started)
 
@@ -573,19 +574,36 @@ class ChatdServer(InOrderService):
         return stopping.addCallback(lambda _: self.telemetry.server_stopped())
 
 
-def _freeze_startup_objects(result=None):
-    """Keep what starting made (modules, classes, settings, the schema) out of every
-    later garbage collection, and pass ``result`` on.
+# Net new container objects between two collections of the youngest generation
+# (Python's default is 700). See _tune_the_collector.
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
-    Those tens of thousands of objects live as long as the process, yet a
-    full collection scans them all each time: 30 to 70 ms with the reactor
+
+def _tune_the_collector(result=None):
+    """Keep what starting made (modules, classes, settings, the schema) out of every
+    later garbage collection, collect the youngest objects less often, and pass
+    ``result`` on.
+
+    Those tens of thousands of startup objects live as long as the process, yet
+    a full collection scans them all each time: 30 to 70 ms with the reactor
     stopped on this project's benchmark machine, felt by every session as a
     pause. Frozen, a full collection scans only what came later (sessions,
     rooms, messages in flight). Nothing is lost: frozen objects are still
     freed when nothing refers to them; only cycles among them would stay.
+
+    Every message in flight holds a few container objects (its Deferreds,
+    event, the writer's row) until it is committed and shown. Under a burst
+    thousands are in flight at once, so at Python's default threshold the
+    youngest generation was collected every few messages, over objects that
+    were all still alive: a tenth of the server's CPU time
+    (docs/benchmarks.md). Almost everything chatd makes is freed by reference
+    counting; the collector is only for cycles, and at 10,000 it runs about
+    a hundred times less often under that load, each pass still well under a
+    millisecond.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD)
     return result
 
 

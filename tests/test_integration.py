@@ -231,25 +231,32 @@ def test_nagle_is_off_for_clients(server):
 @pytest_twisted.inlineCallbacks
 def test_a_server_that_is_the_process_freezes_what_starting_made(tmp_path):
     """With ``freeze_after_start`` (twistd's server), once it listens the objects made
-    while starting are frozen out of garbage collection; a server in a test process
-    (the default) leaves the collector alone."""
+    while starting are frozen out of garbage collection and young objects are
+    collected less often; a server in a test process (the default) leaves the
+    collector alone."""
     import gc
 
+    from chatd.app import YOUNG_COLLECTION_THRESHOLD
+
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     for name in ("plain", "process"):
         (tmp_path / name).mkdir()
     server, _port = yield start_server(tmp_path / "plain")
     try:
         yield server.started
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds
     finally:
         yield server.stopService()
     server, _port = yield start_server(tmp_path / "process", freeze_after_start=True)
     try:
         yield server.started
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         yield server.stopService()
 
 
