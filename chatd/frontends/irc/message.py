@@ -153,9 +153,14 @@ def serialize(message: Message) -> str:
             raise ValueError(f"middle parameter {param!r} cannot be sent")
         parts.append(param)
     if params:
-        last = params[-1]
-        parts.append(":" + last if not last or " " in last or last.startswith(":") else last)
+        parts.append(trailing(params[-1]))
     return " ".join(parts)
+
+
+def trailing(param: str) -> str:
+    """The last parameter as sent: with the trailing ``:`` when it must have one
+    (it is empty, holds a space, or starts with a colon), else as it is."""
+    return ":" + param if not param or " " in param or param[0] == ":" else param
 
 
 def build(

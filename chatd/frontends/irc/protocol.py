@@ -86,6 +86,7 @@ from chatd.frontends.irc.message import (
     parse_tags,
     serialize,
     serialize_tags,
+    trailing,
 )
 from chatd.frontends.limits import Limits, SendQueue
 from chatd.ops.telemetry import Telemetry
@@ -2151,13 +2152,9 @@ def room_line(event: RoomMessage, host: str, shown_as: frozenset[str]) -> bytes:
         if "account-tag" in shown_as:
             kept.append("account=" + escape_tag_value(event.sender))
         tags = "@" + ";".join(kept) + " " if kept else ""
-    sender = event.sender
-    text = f"{CTCP_ACTION}{event.text}\x01" if event.kind == ACTION else event.text
-    if not text or " " in text or text[0] == ":":
-        # The trailing parameter's colon only where serialize puts it.
-        text = ":" + text
-    verb = "NOTICE" if event.kind == NOTICE else "PRIVMSG"
-    return f"{tags}:{sender}!{sender}@{host} {verb} {event.room} {text}\r\n".encode()
+    source = _source(event.sender, host)
+    text = trailing(_ctcp_action(event))
+    return f"{tags}:{source} {_verb(event)} {event.room} {text}\r\n".encode()
 
 
 def _label_of(tags_part: bytes) -> str:
