@@ -308,24 +308,22 @@ class Database(QueuedWork):
         """
         connection.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[Deferred, Any]] = []
-        if savepoints:
-            for body, args, done in batch:
+        # With savepoints each write is a run of its own, in its savepoint
+        # (as in PostgreSQL's writer).
+        for entries, run in batch_runs(batch, together=not savepoints):
+            if savepoints:
                 connection.execute("SAVEPOINT write")
-                try:
-                    result = body(connection, *args)
-                except Exception:
-                    connection.execute("ROLLBACK TO write")
-                    result = Failure()
-                connection.execute("RELEASE write")
-                outcomes.append((done, result))
-            return outcomes
-        for entries, run in batch_runs(batch):
             try:
                 results = run(connection)
             except Exception as error:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise WriteFailed() from error
+                if not savepoints:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise WriteFailed() from error
+                connection.execute("ROLLBACK TO write")
+                results = [Failure()]
+            if savepoints:
+                connection.execute("RELEASE write")
             outcomes += answered(entries, results)
         return outcomes
 
