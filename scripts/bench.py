@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import collections
 import contextlib
 import gc
@@ -305,6 +306,148 @@ class ServerWatch:
         return result
 
 
+# The machine-speed probe's child: on one core, at real-time priority so that no process
+# of the run delays it, it runs the same small busy loop every PERIOD and records when it
+# began and how long it took. Only the machine itself (a hypervisor taking the virtual
+# CPU away, interrupts) can make the loop slower.
+_SPEED_PROBE_CHILD = r"""
+import array, os, signal, sys, time
+core, period_ns, loops = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+os.sched_setaffinity(0, {core})
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except (AttributeError, OSError):
+    pass
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+clock = time.monotonic_ns
+begun_us, took_us = array.array("q"), array.array("q")
+print("ready", flush=True)
+due = clock()
+while not stopping:
+    delay = due - clock()
+    if delay > 0:
+        time.sleep(delay / 1e9)
+    begun = clock()
+    for _ in range(loops):
+        pass
+    ended = clock()
+    begun_us.append(begun // 1000)
+    took_us.append((ended - begun) // 1000)
+    due = max(due + period_ns, ended)
+sys.stdout.write(" ".join(f"{b}:{t}" for b, t in zip(begun_us, took_us)))
+"""
+
+
+@dataclass
+class MachineSpeed:
+    """What :class:`MachineSpeedProbe` saw: ``summary`` for the run record, and the
+    monotonic (start µs, end µs) intervals in which the machine ran slow."""
+
+    summary: dict
+    slow_intervals: list[tuple[int, int]]
+
+
+def machine_slowdowns(samples_by_core: list[list[tuple[int, int]]],
+                      window_us: int = 50_000, slow_factor: float = 2.0) -> MachineSpeed:
+    """How long, when and how badly the machine itself ran slow during an interval.
+
+    ``samples_by_core`` holds, per core, the probe's (began µs, took µs) pairs. A core's
+    speed in a window is its median loop time over the whole interval divided by the
+    window's mean; a window counts as slow when any core ran at ``1 / slow_factor`` of
+    its speed or less there.
+    """
+    slow_windows: set[int] = set()
+    slowest = 1.0
+    for samples in samples_by_core:
+        if not samples:
+            continue
+        usual = max(statistics.median(took for _, took in samples), 1)
+        windows: dict[int, list[int]] = collections.defaultdict(list)
+        for began, took in samples:
+            windows[began // window_us].append(took)
+        for window, took in windows.items():
+            factor = statistics.fmean(took) / usual
+            slowest = max(slowest, factor)
+            if factor >= slow_factor:
+                slow_windows.add(window)
+    intervals: list[tuple[int, int]] = []
+    for window in sorted(slow_windows):
+        start = window * window_us
+        if intervals and intervals[-1][1] == start:
+            intervals[-1] = (intervals[-1][0], start + window_us)
+        else:
+            intervals.append((start, start + window_us))
+    summary = {"machine_slow_ms": len(slow_windows) * window_us // 1000,
+               "machine_slowest": round(slowest, 2)}
+    return MachineSpeed(summary, intervals)
+
+
+def latencies_outside(paths: list[int], intervals: list[tuple[int, int]]) -> LatencyHistogram:
+    """The latencies of the deliveries whose whole path, from the probe's scheduled send
+    to its receipt, lies outside every interval.
+
+    ``paths`` is flat: scheduled µs, latency µs, for each delivery; ``intervals`` are
+    sorted and disjoint. A delivery held back by a backlog that built up in an interval
+    but sent after it still counts: draining that backlog is the server's work.
+    """
+    histogram = LatencyHistogram()
+    starts = [start for start, _ in intervals]
+    for index in range(0, len(paths), 2):
+        scheduled, latency = paths[index], paths[index + 1]
+        # The last interval starting at or before the receipt is the only one that can
+        # overlap [scheduled, scheduled + latency].
+        last = bisect.bisect_right(starts, scheduled + latency) - 1
+        if last >= 0 and intervals[last][1] > scheduled:
+            continue
+        histogram.add(latency)
+    return histogram
+
+
+class MachineSpeedProbe:
+    """Tells whether the machine kept its speed while a step was measured.
+
+    On a shared virtual machine the host sometimes gives the cores a fraction of their
+    time for 50 to 300 ms: every process runs several times slower, and a latency
+    measured then is the machine's. One child per core (:data:`_SPEED_PROBE_CHILD`)
+    costs about 2 % of it.
+    """
+
+    PERIOD_NS = 2_000_000
+    LOOPS = 2_000
+
+    def __init__(self, cores: list[int]):
+        self.cores = cores
+        self._children: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        """Start a child on every core and wait until each is looping."""
+        for core in self.cores:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _SPEED_PROBE_CHILD, str(core), str(self.PERIOD_NS),
+                str(self.LOOPS), stdout=subprocess.PIPE)
+            self._children.append(child)
+            await child.stdout.readline()
+
+    async def stop(self) -> MachineSpeed:
+        """Stop the children and summarise with :func:`machine_slowdowns`."""
+        samples_by_core = []
+        for child in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+            output, _ = await child.communicate()
+            pairs = (field.split(":") for field in output.decode().split())
+            samples_by_core.append([(int(began), int(took)) for began, took in pairs])
+        self._children.clear()
+        return machine_slowdowns(samples_by_core)
+
+
+def machine_cores() -> list[int]:
+    """Every core of the machine: the servers' and the bench's (this process may be
+    pinned to one of them)."""
+    return list(range(os.cpu_count() or 1))
+
+
 def watch_servers(args) -> ServerWatch:
     """A :class:`ServerWatch` of the scenario's server, or of every node of a cluster."""
     return ServerWatch(args.server_pid, *getattr(args, "more_server_pids", ()))
@@ -329,6 +472,9 @@ class Step:
     stale: int = 0
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     complete: asyncio.Event = field(default_factory=asyncio.Event)
+    # Flat (scheduled µs, latency µs) of every sampled delivery, when kept: the machine
+    # probe's slow intervals are taken out of them afterwards.
+    paths: list[int] | None = None
 
     def __post_init__(self):
         self.marker = step_marker(self.number)
@@ -407,8 +553,12 @@ class BenchClient(asyncio.Protocol):
             if self.samples_latency:
                 now = monotonic_us()
                 counts = step.histogram.counts
+                paths = step.paths
                 for scheduled in step.latency_re.findall(body):
-                    latency = now - int(scheduled)
+                    scheduled = int(scheduled)
+                    latency = now - scheduled
+                    if paths is not None:
+                        paths += (scheduled, latency)
                     if latency >= EXACT_LATENCY_US:
                         shift = latency.bit_length() - LATENCY_SIGNIFICANT_BITS
                         latency = latency >> shift << shift
@@ -1068,11 +1218,17 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
     """One open-loop burst at ``rate`` msg/s: latency, delivered fraction, server cost."""
     total = max(1, int(rate * args.duration))
     step = Step(number=number, expected=total * receivers_of(clients))
+    probe = MachineSpeedProbe(machine_cores()) if getattr(args, "machine_probe", False) else None
+    if probe is not None:
+        step.paths = []
     for index, client in enumerate(clients):
         client.acks = client.errors = 0
         client.last_error = None
         client.samples_latency = index in samplers
         client.step = step
+    machine = None
+    if probe is not None:
+        await probe.start()
     with no_collector_pauses():
         watch.start()
         try:
@@ -1082,11 +1238,13 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
                 await asyncio.wait_for(step.complete.wait(), args.grace)
         finally:
             usage = watch.stop()
+            if probe is not None:
+                machine = await probe.stop()
         for client in clients:
             client.step = None
     errors = [client.last_error for client in clients if client.last_error]
     delivered_fraction = step.delivered / step.expected
-    return {
+    result = {
         "rate": rate,
         "clients": len(clients),
         "senders": len(senders),
@@ -1106,6 +1264,13 @@ async def fanout_step(args, clients: list[BenchClient], senders: list[BenchClien
         "disconnected": sum(client.closed.done() for client in clients),
         **usage,
     }
+    if machine is not None:
+        # What the server did while the machine kept its speed (see MachineSpeedProbe).
+        steady = latencies_outside(step.paths, machine.slow_intervals)
+        result.update(machine.summary)
+        result["latency_ms_machine_steady"] = steady.summary_ms()
+        result["machine_steady_samples"] = steady.total
+    return result
 
 
 def receivers_of(clients: list[BenchClient]) -> int:
@@ -1565,6 +1730,9 @@ def add_fanout_arguments(parser: argparse.ArgumentParser, rate: bool = True) -> 
     parser.add_argument("--room", default=DEFAULT_ROOM)
     parser.add_argument("--latency-sample", type=int, default=0 if rate else 16,
                         help="clients that time every line (0: all); all count deliveries")
+    parser.add_argument("--machine-probe", action=argparse.BooleanOptionalAction,
+                        default=rate, help="time a small loop on every core at real-time "
+                        "priority, to tell the runs in which the machine itself ran slow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1763,11 +1931,15 @@ SUMMARY_METRICS = {
                ("latency p50 ms", ("latency_ms", "p50")),
                ("latency p90 ms", ("latency_ms", "p90")),
                ("latency p99 ms", ("latency_ms", "p99")),
+               ("latency p99 ms, machine steady", ("latency_ms_machine_steady", "p99")),
                ("latency p99.9 ms", ("latency_ms", "p99.9")),
                ("latency max ms", ("latency_ms", "max")),
                ("server CPU", ("server_cpu",)),
                ("server peak RSS MB", ("server_peak_rss_mb",)),
-               ("bench CPU", ("bench_cpu",))),
+               ("bench CPU", ("bench_cpu",)),
+               ("machine slow ms", ("machine_slow_ms",)),
+               ("machine slowest window", ("machine_slowest",)),
+               ("samples, machine steady", ("machine_steady_samples",))),
     "maxrate": (("max deliveries/s", ("max_deliveries_per_s",)),
                 ("p99 ms at max", ("good_p99_ms",)),
                 ("peak RSS MB", ("peak_rss_mb",)),
@@ -1842,6 +2014,12 @@ def summarize(records: list[dict]) -> str:
             saturated = [r for r in by_target[target]
                          if r.get("bench_saturated") or r.get("bench_saturated_at_limit")]
             runs_done = len(by_target[target])
+            slowed = [r for r in by_target[target] if r.get("machine_slow_ms")]
+            if slowed:
+                lines.append(f"\n{target}: the machine itself ran slow (a core at half its "
+                             f"speed or less, for {sum(r['machine_slow_ms'] for r in slowed)}"
+                             f" ms in all) during {len(slowed)} of {runs_done} runs; "
+                             "'machine steady' leaves out the deliveries under way then.")
             if saturated:
                 lines.append(f"\n{target}: the load generator's core was saturated (≥ "
                              f"{BENCH_SATURATED_CPU:.0%}) in {len(saturated)} of {runs_done}"

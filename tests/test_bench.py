@@ -336,6 +336,79 @@ def test_summary_shows_medians_ranges_and_ratios():
     assert "chatd run 4 failed: BenchError: boom" in table
 
 
+def test_machine_slowdowns_finds_the_windows_a_core_ran_slow():
+    """A window counts as slow when a core's loop took twice its usual time there or more;
+    a window at 1.9 times does not, and each slow window counts once however many cores
+    ran slow in it."""
+    window = 50_000
+    steady = [(began, 40) for began in range(0, 10 * window, 2_000)]
+    core0 = [(began, 90 if window <= began < 2 * window else took) for began, took in steady]
+    core1 = [(began, 80 if window <= began < 3 * window else took) for began, took in steady]
+    slow = bench.machine_slowdowns([core0, core1], window_us=window)
+    assert slow.summary == {"machine_slow_ms": 100, "machine_slowest": 2.25}
+    assert slow.slow_intervals == [(window, 3 * window)]
+    almost = [(began, 76 if began < window else took) for began, took in steady]
+    nearly = bench.machine_slowdowns([almost, steady], window_us=window)
+    assert nearly.summary == {"machine_slow_ms": 0, "machine_slowest": 1.9}
+    assert nearly.slow_intervals == []
+    apart = [(began, 80 if began < window or 3 * window <= began < 4 * window else 40)
+             for began in range(0, 10 * window, 2_000)]
+    assert bench.machine_slowdowns([apart], window_us=window).slow_intervals == [
+        (0, window), (3 * window, 4 * window)]
+    assert bench.machine_slowdowns([[], steady]).summary == {"machine_slow_ms": 0,
+                                                              "machine_slowest": 1.0}
+
+
+def test_latencies_outside_leave_out_every_delivery_under_way_in_a_slow_interval():
+    """A delivery counts only when neither its send, its receipt nor anything between
+    fell in a slow interval; one sent after the interval, however late, still counts."""
+    intervals = [(1_000, 2_000), (5_000, 6_000)]
+    paths = [
+        0, 500,        # before the first interval: counts
+        0, 1_000,      # received as the interval begins: left out
+        1_500, 100,    # inside it: left out
+        900, 5_000,    # spans both: left out
+        2_000, 2_500,  # sent as the first ends, received before the second: counts
+        3_000, 2_500,  # received inside the second: left out
+        6_000, 9_000,  # sent as the second ends, late: counts
+    ]
+    histogram = bench.latencies_outside(paths, intervals)
+    assert histogram.counts == {bench.latency_bucket(latency): 1 for latency in (500, 2_500, 9_000)}
+    assert bench.latencies_outside(paths, []).total == 7
+
+
+def test_the_machine_speed_probe_runs_a_child_on_each_core_and_stops_it():
+    """The probe's children loop until stopped and hand back their samples' summary."""
+    probe = bench.MachineSpeedProbe(bench.machine_cores())
+
+    async def scenario():
+        await probe.start()
+        children = list(probe._children)
+        summary = await probe.stop()
+        return children, summary
+
+    children, summary = asyncio.run(scenario())
+    assert len(children) == len(bench.machine_cores())
+    assert all(child.returncode is not None for child in children)
+    assert set(summary.summary) == {"machine_slow_ms", "machine_slowest"}
+
+
+def test_the_summary_takes_machine_steady_runs_apart():
+    """Runs in which the machine ran slow are counted in a note, beside the p99 of the
+    deliveries made while it kept its speed."""
+    records = [
+        {"label": "fanout", "scenario": "fanout", "target": "chatd", "run": run,
+         "latency_ms": {"p99": p99}, "latency_ms_machine_steady": {"p99": steady},
+         "machine_slow_ms": slow, "machine_slowest": 1.5}
+        for run, (p99, steady, slow) in enumerate(((4.0, 4.0, 0), (30.0, 5.0, 150),
+                                                    (6.0, 6.0, 0)), 1)
+    ]
+    table = bench.summarize(records)
+    assert "| latency p99 ms | 6 [4 to 30] |" in table
+    assert "| latency p99 ms, machine steady | 5 [4 to 6] |" in table
+    assert "for 150 ms in all) during 1 of 3 runs" in table
+
+
 def test_selected_presets_by_label_or_scenario():
     """``maxrate`` picks both maxrate presets; an unknown name is refused."""
     labels = [p.label for p in bench.selected_presets("full", "maxrate,history")]
