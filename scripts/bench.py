@@ -309,10 +309,13 @@ class ServerWatch:
 # The machine-speed probe's child: on one core, at real-time priority so that no process
 # of the run delays it, it runs the same small busy loop every PERIOD and records when it
 # began and how long it took. Only the machine itself (a hypervisor taking the virtual
-# CPU away, interrupts) can make the loop slower.
+# CPU away, interrupts) can make the loop slower. It stops on SIGTERM, when the bench
+# that started it is gone, or after a bounded time, whichever comes first.
 _SPEED_PROBE_CHILD = r"""
 import array, os, signal, sys, time
 core, period_ns, loops = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+give_up = time.monotonic_ns() + int(float(sys.argv[4]) * 1e9)
+parent = os.getppid()
 os.sched_setaffinity(0, {core})
 try:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
@@ -324,7 +327,7 @@ clock = time.monotonic_ns
 begun_us, took_us = array.array("q"), array.array("q")
 print("ready", flush=True)
 due = clock()
-while not stopping:
+while not stopping and os.getppid() == parent and due < give_up:
     delay = due - clock()
     if delay > 0:
         time.sleep(delay / 1e9)
@@ -415,6 +418,9 @@ class MachineSpeedProbe:
 
     PERIOD_NS = 2_000_000
     LOOPS = 2_000
+    # A step is bounded by its duration and grace; a child outliving this much has
+    # been forgotten (and then stops by itself).
+    MAX_SECONDS = 600.0
 
     def __init__(self, cores: list[int]):
         self.cores = cores
@@ -425,7 +431,7 @@ class MachineSpeedProbe:
         for core in self.cores:
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _SPEED_PROBE_CHILD, str(core), str(self.PERIOD_NS),
-                str(self.LOOPS), stdout=subprocess.PIPE)
+                str(self.LOOPS), str(self.MAX_SECONDS), stdout=subprocess.PIPE)
             self._children.append(child)
             await child.stdout.readline()
 

@@ -393,6 +393,22 @@ def test_the_machine_speed_probe_runs_a_child_on_each_core_and_stops_it():
     assert set(summary.summary) == {"machine_slow_ms", "machine_slowest"}
 
 
+def test_a_forgotten_machine_speed_probe_stops_by_itself():
+    """A child nobody stops ends at its time bound, with its samples written."""
+    probe = bench.MachineSpeedProbe([0])
+    probe.MAX_SECONDS = 0.05
+
+    async def scenario():
+        await probe.start()
+        child = probe._children[0]
+        output = await child.stdout.read()
+        return await child.wait(), output
+
+    returncode, output = asyncio.run(scenario())
+    assert returncode == 0
+    assert all(b":" in field for field in output.split())
+
+
 def test_the_summary_takes_machine_steady_runs_apart():
     """Runs in which the machine ran slow are counted in a note, beside the p99 of the
     deliveries made while it kept its speed."""
