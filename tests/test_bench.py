@@ -401,7 +401,9 @@ def test_a_forgotten_machine_speed_probe_stops_by_itself():
     async def scenario():
         await probe.start()
         child = probe._children[0]
-        output = await child.stdout.read()
+        # Bounded only so that a probe that never stops fails the test instead of
+        # hanging it.
+        output = await asyncio.wait_for(child.stdout.read(), 60)
         return await child.wait(), output
 
     returncode, output = asyncio.run(scenario())
