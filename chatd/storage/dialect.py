@@ -102,6 +102,12 @@ _INSERT_ROOM_MESSAGES = (
 _ROOM_MESSAGE_ROW = "(?, ?, ?, ?, ?, ?, ?)"
 # One numbered room message (``transactions.add_room_message`` uses it too).
 INSERT_ROOM_MESSAGE = _INSERT_ROOM_MESSAGES + _ROOM_MESSAGE_ROW
+# Many numbered room messages on PostgreSQL, one array per column.
+_INSERT_ROOM_MESSAGE_COLUMNS = (
+    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+    " SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::text[],"
+    " ?::bigint[], ?::text[])"
+)
 
 
 def _next_seq_if(condition: str) -> str:
@@ -201,11 +207,14 @@ class PostgresDialect:
 
     def insert_room_messages(self, connection: Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert numbered room messages, each row (room id, sender, text, sent at, kind,
-        seq, msgid): one multi-row ``INSERT``, so one round trip for them all."""
-        connection.execute(
-            _INSERT_ROOM_MESSAGES + ", ".join([_ROOM_MESSAGE_ROW] * len(rows)),
-            [field for row in rows for field in row],
-        )
+        seq, msgid): one ``INSERT`` of seven arrays, so one round trip for them all.
+
+        The statement is the same for any number of rows, so psycopg parses it
+        once; a multi-row ``VALUES`` list was a new statement for each batch
+        size, parsed again on every batch past psycopg's cache's length limit.
+        """
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        connection.execute(_INSERT_ROOM_MESSAGE_COLUMNS, columns)
 
     def schema_version(self, connection: Connection) -> int:
         """The version ``chatd_schema`` holds; 0 for a database chatd never used."""

@@ -799,6 +799,28 @@ def test_a_run_of_posts_is_numbered_in_order_per_room_and_refuses_only_the_stale
     }
 
 
+AWKWARD_TEXTS = ("a,b", "{x}", '"quoted"', "back\\slash", "NULL", "", " lead and trail ",
+                 "ünïcode 😀", "(1, 2)", "semi;colon", "it's")
+
+
+def test_a_run_of_posts_keeps_every_text_exactly(connection):
+    """A run's rows go in together (on PostgreSQL as one array per column): texts with
+    the characters arrays quote, and a run longer than any statement cache, come back
+    as they went in. Both backends."""
+    with backends.transaction(connection):
+        user_id = transactions.create_user(connection, "alice", "hash", 0)
+        account = (user_id, transactions.find_account(connection, "alice").incarnation)
+        room, _, _ = transactions.open_room(connection, "#one", 0, 50)
+        texts = [AWKWARD_TEXTS[index % len(AWKWARD_TEXTS)] + str(index) for index in range(300)]
+        posts = [(room, "alice", text, 10 + index, "say", account, f"m{index:019d}")
+                 for index, text in enumerate(texts)]
+        results = transactions.post_room_messages(connection, posts)
+    assert results == list(range(1, 301))
+    rows = transactions.recent_room_messages(connection, room, 300)
+    assert [(row.seq, row.text, row.sent_at, row.msgid) for row in rows] == [
+        (index + 1, text, 10 + index, f"m{index:019d}") for index, text in enumerate(texts)]
+
+
 def test_a_run_of_posts_without_accounts_is_run_one_by_one(sqlite_connection):
     """Posts of sessions bound to no account (no checked login) take the one-by-one
     path inside the run: numbered in order, an unknown sender refused as alone."""
