@@ -95,18 +95,16 @@ class _Count:
         self.rowcount = rowcount
 
 
-# A room message's row, with its room's next sequence number (``append_room_message``).
-_INSERT_ROOM_MESSAGES = (
-    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid) VALUES "
+# A room message's row, with its room's sequence number.
+_INSERT_INTO_ROOM_MESSAGES = (
+    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
 )
-_ROOM_MESSAGE_ROW = "(?, ?, ?, ?, ?, ?, ?)"
 # One numbered room message (``transactions.add_room_message`` uses it too).
-INSERT_ROOM_MESSAGE = _INSERT_ROOM_MESSAGES + _ROOM_MESSAGE_ROW
+INSERT_ROOM_MESSAGE = _INSERT_INTO_ROOM_MESSAGES + " VALUES (?, ?, ?, ?, ?, ?, ?)"
 # Many numbered room messages on PostgreSQL, one array per column.
 _INSERT_ROOM_MESSAGE_COLUMNS = (
-    "INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
-    " SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::text[],"
-    " ?::bigint[], ?::text[])"
+    _INSERT_INTO_ROOM_MESSAGES + " SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[],"
+    " ?::bigint[], ?::text[], ?::bigint[], ?::text[])"
 )
 
 
@@ -198,8 +196,7 @@ class PostgresDialect:
         """
         room_id, sender, text, now, kind, msgid = row
         inserted = connection.execute(
-            f"WITH taken AS ({_next_seq_if(condition)})"
-            " INSERT INTO room_messages (room_id, sender, text, sent_at, kind, seq, msgid)"
+            f"WITH taken AS ({_next_seq_if(condition)}) {_INSERT_INTO_ROOM_MESSAGES}"
             " SELECT ?, ?, ?, ?, ?, last_seq, ? FROM taken RETURNING seq",
             (room_id, *condition_parameters, room_id, sender, text, now, kind, msgid),
         ).fetchone()
