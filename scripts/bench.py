@@ -309,8 +309,9 @@ class ServerWatch:
 # The machine-speed probe's child: on one core, at real-time priority so that no process
 # of the run delays it, it runs the same small busy loop every PERIOD and records when it
 # began and how long it took. Only the machine itself (a hypervisor taking the virtual
-# CPU away, interrupts) can make the loop slower. It stops on SIGTERM, when the bench
-# that started it is gone, or after a bounded time, whichever comes first.
+# CPU away, interrupts) can make the loop slower. Between loops it waits for SIGTERM,
+# its stop, until the next is due; it also stops when the bench that started it is
+# gone, or after a bounded time, whichever comes first.
 _SPEED_PROBE_CHILD = r"""
 import array, os, signal, sys, time
 core, period_ns, loops = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -321,16 +322,14 @@ try:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
 except (AttributeError, OSError):
     pass
-stopping = []
-signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 clock = time.monotonic_ns
 begun_us, took_us = array.array("q"), array.array("q")
 print("ready", flush=True)
 due = clock()
-while not stopping and os.getppid() == parent and due < give_up:
-    delay = due - clock()
-    if delay > 0:
-        time.sleep(delay / 1e9)
+while os.getppid() == parent and due < give_up:
+    if signal.sigtimedwait({signal.SIGTERM}, max(due - clock(), 0) / 1e9) is not None:
+        break
     begun = clock()
     for _ in range(loops):
         pass
